@@ -1,0 +1,38 @@
+# caftm — two set-up commands: `make demo` and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# torch is pinned: this exact CPU build is on the build machines' disk; a looser pin downloads CUDA.
+TORCH_PIN := torch==2.13.0
+EXTRAS := torch,lightning,huggingface,s3,dev
+B ?=
+
+.PHONY: demo test lint bench venv clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q $(TORCH_PIN)
+	$(BIN)/pip install -q -e ".[$(EXTRAS)]" $(TORCH_PIN)
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: venv
+	$(BIN)/caftm demo
+
+lint: venv
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
+
+# Tests run in a network namespace with only loopback where the machine allows it.
+test: venv lint
+	bash .ci/isolated $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: venv
+	$(BIN)/python bench/run.py $(B)
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

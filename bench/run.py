@@ -1,0 +1,55 @@
+"""Run the benchmarks: ``python bench/run.py [NAME ...]``.
+
+Each ``bench/NAME.py`` defines ``run() -> dict[str, float | int | str | bool]`` (flat keys).
+The result is written to ``bench/results/NAME.json`` and printed as a table.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+
+
+def _load(name: str):  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", HERE / f"{name}.py")
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"error: no benchmark named {name!r} in {HERE}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def main(names: list[str]) -> int:
+    available = sorted(p.stem for p in HERE.glob("*.py") if p.stem not in {"run", "__init__"})
+    names = names or available
+    unknown = [n for n in names if n not in available]
+    if unknown:
+        print(f"error: unknown benchmark(s) {unknown}; available: {available}", file=sys.stderr)
+        return 2
+    console = Console()
+    RESULTS.mkdir(exist_ok=True)
+    for name in names:
+        started = time.perf_counter()
+        result = _load(name).run()
+        result.setdefault("wall_s", round(time.perf_counter() - started, 2))
+        (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+        table = Table(title=f"bench {name} -> bench/results/{name}.json")
+        table.add_column("key")
+        table.add_column("value", justify="right")
+        for key, value in sorted(result.items()):
+            table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+        console.print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

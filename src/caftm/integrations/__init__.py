@@ -1,0 +1,1 @@
+"""caftm.integrations."""
