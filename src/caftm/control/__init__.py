@@ -1,1 +1,87 @@
-"""caftm.control."""
+"""caftm.control: the CAFTM states, one Policy interface, and the live controller.
+
+>>> from caftm.control import CAFTM, ControlState, State, transition
+>>> policy = CAFTM()
+
+The pure :func:`transition` (its table is in its module docstring) is shared by the live
+:class:`Controller` and the trace-driven simulator.
+"""
+
+from __future__ import annotations
+
+from caftm.control.config import ControllerConfig, apply_env
+from caftm.control.controller import Controller
+from caftm.control.hooks import GpuOptimizer, Hooks, WindowMeter
+from caftm.control.migration import MoveCost, Plan, PlanKind, score_moves, score_wait
+from caftm.control.policies import (
+    CAFTM,
+    POLICIES,
+    CarbonAgnostic,
+    ForecastAwareCAFTM,
+    GreedyCleanest,
+    Policy,
+    Rules,
+    SuspendResume,
+    make_policy,
+)
+from caftm.control.states import (
+    Action,
+    ApplySetting,
+    Band,
+    Checkpoint,
+    ControlState,
+    Event,
+    Finish,
+    Migrate,
+    Observation,
+    Pause,
+    Resume,
+    SiteOutlook,
+    StartProfiling,
+    State,
+    Step,
+)
+from caftm.control.threshold import ThresholdMode, ThresholdSpec, compute_band
+from caftm.control.transition import transition
+
+__all__ = [
+    "CAFTM",
+    "POLICIES",
+    "Action",
+    "ApplySetting",
+    "Band",
+    "CarbonAgnostic",
+    "Checkpoint",
+    "ControlState",
+    "Controller",
+    "ControllerConfig",
+    "Event",
+    "Finish",
+    "ForecastAwareCAFTM",
+    "GpuOptimizer",
+    "GreedyCleanest",
+    "Hooks",
+    "Migrate",
+    "MoveCost",
+    "Observation",
+    "Pause",
+    "Plan",
+    "PlanKind",
+    "Policy",
+    "Resume",
+    "Rules",
+    "SiteOutlook",
+    "StartProfiling",
+    "State",
+    "Step",
+    "SuspendResume",
+    "ThresholdMode",
+    "ThresholdSpec",
+    "WindowMeter",
+    "apply_env",
+    "compute_band",
+    "make_policy",
+    "score_moves",
+    "score_wait",
+    "transition",
+]

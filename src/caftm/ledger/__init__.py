@@ -1,1 +1,13 @@
-"""caftm.ledger."""
+"""caftm.ledger: runs, measurement windows and controller events in sqlite.
+
+>>> from caftm.ledger import Ledger
+>>> with Ledger(":memory:") as ledger:
+...     ledger.runs()
+[]
+"""
+
+from __future__ import annotations
+
+from caftm.ledger.store import Ledger, RunSummary, WindowRecord, default_ledger_path
+
+__all__ = ["Ledger", "RunSummary", "WindowRecord", "default_ledger_path"]

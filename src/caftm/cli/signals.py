@@ -1,0 +1,365 @@
+"""``caftm zones``, ``caftm regions`` and ``caftm intensity now|history|forecast``.
+
+The commands parse options, call :mod:`caftm.regions` and :mod:`caftm.signals`, and render the
+result; any :class:`~caftm.errors.CaftmError` becomes one error line and exit code 2.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from caftm.cli._common import console
+from caftm.cli._render import (
+    SYNTHETIC_NOTE,
+    check_plot_path,
+    format_time,
+    is_synthetic,
+    plot_readings,
+    readings_table,
+    summarise,
+    summary_line,
+)
+from caftm.errors import ConfigError
+from caftm.regions import Catalog, Region, load_sites
+from caftm.signals.base import IntensitySource, Reading, as_utc
+
+#: Longest forecast horizon the CLI accepts, hours.
+MAX_FORECAST_HOURS = 240
+_LOCAL_SOURCES = ("profile", "trace")
+
+ZoneOption = Annotated[
+    str,
+    typer.Option(
+        "--zone",
+        "-z",
+        help="Grid zone (FR, JP-TK) or cloud region (aws:eu-west-3, gcp:europe-west1).",
+    ),
+]
+ProviderOption = Annotated[
+    str,
+    typer.Option(
+        "--provider",
+        "-p",
+        help="profile (embedded, no key), trace, electricitymaps, watttime, ukgrid, carbonaware.",
+    ),
+]
+TraceOption = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--trace",
+        help="Trace file(s) for --provider trace: Electricity Maps export, wide CSV or Parquet.",
+    ),
+]
+BaseUrlOption = Annotated[
+    str | None, typer.Option("--base-url", help="API root of a live provider (self-hosted).")
+]
+TimeoutOption = Annotated[
+    float, typer.Option("--timeout", help="Per-request timeout of a live provider, seconds.")
+]
+RetriesOption = Annotated[
+    int, typer.Option("--retries", help="Retries of a live provider on 429/5xx/network errors.")
+]
+FallbackOption = Annotated[
+    bool,
+    typer.Option(
+        "--fallback/--no-fallback",
+        help="Fall back live -> cache -> forecast -> embedded profile instead of failing.",
+    ),
+]
+PlotOption = Annotated[Path | None, typer.Option("--plot", help="Also draw a PNG plot here.")]
+MaxRowsOption = Annotated[
+    int, typer.Option("--max-rows", help="Show at most this many rows (0: all).")
+]
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``zones``, ``regions`` and the ``intensity`` group to ``app``."""
+    app.command("zones")(zones_command)
+    app.command("regions")(regions_command)
+    intensity = typer.Typer(
+        help="Carbon intensity of a grid zone: now, in the past, forecast.",
+        no_args_is_help=True,
+    )
+    intensity.command("now")(now_command)
+    intensity.command("history")(history_command)
+    intensity.command("forecast")(forecast_command)
+    app.add_typer(intensity, name="intensity")
+
+
+# -- zones and regions ---------------------------------------------------------------------
+
+
+def zones_command(
+    all_zones: Annotated[
+        bool, typer.Option("--all", help="Also list hosted zones that have no embedded profile.")
+    ] = False,
+) -> None:
+    """List the zones of the embedded profiles, their yearly mean and the regions they host."""
+    from caftm.signals.profiles import profile_mean, shipped_zones
+
+    catalog = Catalog.load_default()
+    profiled = shipped_zones()
+    zones = sorted(set(profiled) | set(catalog.zones())) if all_zones else profiled
+    table = Table(title=f"{len(zones)} grid zones", title_justify="left")
+    table.add_column("zone", no_wrap=True)
+    table.add_column("name", max_width=24)
+    table.add_column("mean g/kWh", justify="right", max_width=10)
+    table.add_column("cloud regions hosted (* = GPU)", ratio=1)
+    for zone in zones:
+        mean = f"{profile_mean(zone):.0f}" if zone in profiled else "—"
+        hosted = catalog.by_zone(zone) if zone in catalog.zones(hosted_only=False) else []
+        table.add_row(zone, catalog.zone_name(zone), mean, _hosted_text(hosted))
+    console.print(table)
+    console.print(f"Means are those of the embedded {SYNTHETIC_NOTE}.", soft_wrap=True)
+    if all_zones:
+        console.print("— : no embedded profile (no 2022 data); use a live provider.")
+
+
+def _hosted_text(regions: list[Region]) -> str:
+    return ", ".join(r.key + ("*" if r.has_gpu else "") for r in regions)
+
+
+def regions_command(
+    provider: Annotated[
+        str | None, typer.Option("--provider", "-p", help="aws, gcp or azure.")
+    ] = None,
+    zone: Annotated[str | None, typer.Option("--zone", "-z", help="Only this grid zone.")] = None,
+    gpu: Annotated[bool, typer.Option("--gpu", help="Only regions offering GPUs.")] = False,
+    sites: Annotated[
+        Path | None, typer.Option("--sites", help="YAML file of custom sites to include.")
+    ] = None,
+) -> None:
+    """List cloud regions (and custom sites) with their grid zone and location."""
+    catalog = Catalog.load_default()
+    if sites is not None:
+        catalog = catalog.with_sites(load_sites(sites))
+    regions = catalog.regions(provider, gpu_only=gpu)
+    if zone is not None:
+        wanted = catalog.check_zone(catalog.zone_of(zone))
+        regions = [r for r in regions if r.zone == wanted]
+    table = Table(title=f"{len(regions)} regions", title_justify="left")
+    for name in ("provider", "region", "name", "city", "zone"):
+        table.add_column(name, no_wrap=name in ("region", "zone"))
+    table.add_column("lat °", justify="right")
+    table.add_column("lon °", justify="right")
+    table.add_column("GPU", justify="center")
+    for r in regions:
+        table.add_row(
+            r.provider,
+            r.region_id,
+            r.name,
+            r.city,
+            r.zone,
+            f"{r.latitude_deg:.2f}",
+            f"{r.longitude_deg:.2f}",
+            "yes" if r.has_gpu else "",
+        )
+    console.print(table)
+
+
+# -- intensity -------------------------------------------------------------------------------
+
+
+def now_command(
+    zone: ZoneOption,
+    provider: ProviderOption = "profile",
+    at: Annotated[
+        str | None, typer.Option("--at", help="ISO 8601 time with timezone (default: now).")
+    ] = None,
+    trace: TraceOption = None,
+    base_url: BaseUrlOption = None,
+    timeout: TimeoutOption = 10.0,
+    retries: RetriesOption = 3,
+    fallback: FallbackOption = False,
+) -> None:
+    """The carbon intensity of a zone now (or at --at)."""
+    when = parse_time(at, option="--at") if at is not None else None
+    with _source(provider, trace, base_url, timeout, retries, fallback) as (name, source):
+        grid_zone, label = _zone(zone, source, name)
+        reading = source.intensity(grid_zone, when)
+    title = f"Carbon intensity of {label}, provider {name}"
+    console.print(readings_table([reading], title=title))
+    _notes([reading], name)
+
+
+def history_command(
+    zone: ZoneOption,
+    start: Annotated[str, typer.Option("--start", help="ISO 8601 start, with timezone.")],
+    end: Annotated[str, typer.Option("--end", help="ISO 8601 end (excluded), with timezone.")],
+    provider: ProviderOption = "profile",
+    trace: TraceOption = None,
+    plot: PlotOption = None,
+    max_rows: MaxRowsOption = 48,
+    base_url: BaseUrlOption = None,
+    timeout: TimeoutOption = 10.0,
+    retries: RetriesOption = 3,
+    fallback: FallbackOption = False,
+) -> None:
+    """Past carbon intensity of a zone over [--start, --end)."""
+    if plot is not None:
+        check_plot_path(plot)
+    begin = parse_time(start, option="--start")
+    finish = parse_time(end, option="--end")
+    if begin >= finish:
+        raise ConfigError(
+            f"--start {format_time(begin)} is not before --end {format_time(finish)} (UTC); "
+            "swap them or widen the range"
+        )
+    with _source(provider, trace, base_url, timeout, retries, fallback) as (name, source):
+        grid_zone, label = _zone(zone, source, name)
+        readings = source.history(grid_zone, begin, finish)
+    if not readings:
+        raise ConfigError(
+            f"provider {name} has no readings for {label} in "
+            f"[{format_time(begin)}, {format_time(finish)}) UTC; pick a range the data covers"
+        )
+    title = f"History of {label}, provider {name}"
+    console.print(readings_table(readings, title=title, max_rows=max_rows))
+    console.print(summary_line(summarise(readings)))
+    if plot is not None:
+        plot_readings(readings, plot, zone=grid_zone, provider=name, what="History of")
+        console.print(f"plot written to {plot}")
+    _notes(readings, name)
+
+
+def forecast_command(
+    zone: ZoneOption,
+    hours: Annotated[int, typer.Option("--hours", help="Horizon in hours (1..240).")] = 24,
+    provider: ProviderOption = "profile",
+    at: Annotated[
+        str | None, typer.Option("--at", help="Forecast start, ISO 8601 (default: now).")
+    ] = None,
+    trace: TraceOption = None,
+    plot: PlotOption = None,
+    max_rows: MaxRowsOption = 48,
+    base_url: BaseUrlOption = None,
+    timeout: TimeoutOption = 10.0,
+    retries: RetriesOption = 3,
+    fallback: FallbackOption = False,
+) -> None:
+    """Hourly carbon-intensity forecast of a zone over the next --hours."""
+    if not 1 <= hours <= MAX_FORECAST_HOURS:
+        raise ConfigError(
+            f"--hours {hours} is out of range; give a horizon of 1..{MAX_FORECAST_HOURS} hours"
+        )
+    if plot is not None:
+        check_plot_path(plot)
+    when = parse_time(at, option="--at") if at is not None else None
+    with _source(provider, trace, base_url, timeout, retries, fallback) as (name, source):
+        grid_zone, label = _zone(zone, source, name)
+        try:
+            readings = source.forecast(grid_zone, when, timedelta(hours=hours))
+        except NotImplementedError as e:
+            raise ConfigError(
+                f"provider {name} gives no forecast for {label}; use --fallback or "
+                "--provider profile"
+            ) from e
+    if not readings:
+        raise ConfigError(f"provider {name} returned an empty forecast for {label}")
+    title = f"{hours} h forecast for {label}, provider {name}"
+    console.print(readings_table(readings, title=title, max_rows=max_rows))
+    console.print(summary_line(summarise(readings)))
+    if plot is not None:
+        plot_readings(readings, plot, zone=grid_zone, provider=name, what="Forecast")
+        console.print(f"plot written to {plot}")
+    _notes(readings, name)
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def parse_time(text: str, *, option: str) -> datetime:
+    """An ISO 8601 time with timezone, converted to UTC.
+
+    Raises:
+        ConfigError: not ISO 8601, or naive.
+    """
+    try:
+        parsed = datetime.fromisoformat(text.strip())
+    except ValueError as e:
+        raise ConfigError(
+            f"{option} {text!r} is not an ISO 8601 time; write e.g. 2024-05-01T12:00Z"
+        ) from e
+    if parsed.tzinfo is None:
+        raise ConfigError(
+            f"{option} {text!r} has no timezone; add 'Z' or '+00:00' (e.g. {text.strip()}Z)"
+        )
+    return as_utc(parsed, what=option)
+
+
+@contextmanager
+def _source(
+    provider: str,
+    trace: list[Path] | None,
+    base_url: str | None,
+    timeout_s: float,
+    retries: int,
+    fallback: bool,
+) -> Iterator[tuple[str, IntensitySource]]:
+    """Build the source named ``provider`` from the CLI options; close it afterwards."""
+    from caftm.signals.registry import LIVE_SOURCES, fallback_source, get_source
+
+    name = provider.strip().lower()
+    options: dict[str, Any] = {}
+    if name == "trace":
+        if not trace:
+            raise ConfigError(
+                "--provider trace needs --trace PATH (Electricity Maps export, wide CSV or Parquet)"
+            )
+        options["path"] = trace[0] if len(trace) == 1 else list(trace)
+    elif trace:
+        raise ConfigError(f"--trace is read only by --provider trace, not {name!r}")
+    if name in LIVE_SOURCES:
+        from caftm.signals.http import RetryPolicy
+
+        if timeout_s <= 0 or retries < 0:
+            raise ConfigError("--timeout must be > 0 seconds and --retries >= 0")
+        if base_url:
+            options["base_url"] = base_url
+        options["policy"] = RetryPolicy(
+            timeout_s=timeout_s,
+            max_retries=retries,
+            deadline_s=max(timeout_s, timeout_s * (retries + 1) * 2),
+        )
+    elif base_url:
+        raise ConfigError(f"--base-url is for live providers, not {name!r}")
+    source = fallback_source(name, **options) if fallback else get_source(name, **options)
+    try:
+        yield name, source
+    finally:
+        close = getattr(source, "close", None)
+        if callable(close):
+            close()
+
+
+def _zone(text: str, source: IntensitySource, provider: str) -> tuple[str, str]:
+    """The grid zone for ``--zone`` and a label naming it (and the region it came from)."""
+    catalog = Catalog.load_default()
+    zone = catalog.zone_of(text, strict=False)
+    label = f"{zone} ({text.strip()})" if zone != text.strip() else zone
+    if provider in _LOCAL_SOURCES:
+        known = source.zones()
+        if known and zone not in known:
+            close = difflib.get_close_matches(zone, known, n=3, cutoff=0.6)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            what = "embedded profile" if provider == "profile" else "trace"
+            more = (
+                "; run 'caftm zones' to list them, or use a live provider"
+                if provider == "profile"
+                else f"; the trace has {', '.join(known[:8])}"
+            )
+            raise ConfigError(f"no {what} for zone {zone!r}{hint}{more}")
+    return zone, label
+
+
+def _notes(readings: list[Reading], provider: str) -> None:
+    if is_synthetic(readings, provider):
+        console.print(f"Note: {SYNTHETIC_NOTE}.", style="yellow", soft_wrap=True)

@@ -1,0 +1,281 @@
+"""One validated configuration for the controller, from YAML, a dict or code.
+
+Example (see ``examples/config.yaml``)::
+
+    sites: [KR, FR, "gcp:europe-west1"]      # zones or cloud regions; the first is the start
+    threshold: {mode: absolute, value_g_per_kwh: 400, hysteresis_fraction: 0.1}
+    policy: {name: caftm, eta: 0.5, min_dwell_s: 1800, deadline: 2026-12-01T00:00:00Z}
+    migration: {checkpoint_s: 60, transfer_s: 120, restart_s: 120, margin_g: 5}
+
+Environment variables ``CAFTM_<SECTION>_<KEY>`` override a section's key (value parsed as YAML),
+e.g. ``CAFTM_THRESHOLD_MODE=relative`` or ``CAFTM_POLICY_MIN_DWELL_S=600``. Bad values raise
+:class:`~caftm.errors.ConfigError` naming the field path.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from caftm.control.migration import HOUR_S, MoveCost
+from caftm.control.policies import POLICIES, Rules
+from caftm.control.threshold import ThresholdMode, ThresholdSpec
+from caftm.errors import ConfigError
+from caftm.gpu.base import KnobKind
+
+PolicyName = Literal[
+    "caftm", "forecast-caftm", "suspend-resume", "greedy-cleanest", "carbon-agnostic"
+]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SiteConfig(_Section):
+    """A candidate site: a grid ``zone`` or a cloud ``region`` (``provider:region``)."""
+
+    name: str = ""
+    zone: str = ""
+    region: str = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_text(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            return {"region": data} if ":" in data else {"zone": data}
+        return data
+
+    @model_validator(mode="after")
+    def _resolve(self) -> SiteConfig:
+        if not self.zone:
+            if not self.region:
+                raise ValueError("give a zone (e.g. FR) or a region (e.g. aws:eu-west-3)")
+            from caftm.regions import Catalog
+
+            try:
+                zone = Catalog.load_default().zone_of(self.region)
+            except ConfigError as e:
+                raise ValueError(str(e)) from e
+            object.__setattr__(self, "zone", zone)
+        if not self.name:
+            object.__setattr__(self, "name", self.region or self.zone)
+        return self
+
+
+class ThresholdConfig(_Section):
+    """θ: see :mod:`caftm.control.threshold`."""
+
+    mode: ThresholdMode = ThresholdMode.ABSOLUTE
+    value_g_per_kwh: float = Field(default=400.0, ge=0.0, le=2500.0)
+    percentile: float = Field(default=75.0, ge=0.0, le=100.0)
+    hysteresis_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
+
+
+class PolicyConfig(_Section):
+    """Which policy, and the rules every policy obeys."""
+
+    name: PolicyName = "caftm"
+    eta: float = Field(default=0.5, ge=0.0, le=1.0)
+    min_dwell_s: float = Field(default=1800.0, ge=0.0)
+    reoptimize_ci_fraction: float = Field(default=0.15, gt=0.0)
+    deadline: AwareDatetime | None = None
+    greedy_switch_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
+
+
+class MigrationConfig(_Section):
+    """The cost of a move and the pause limits."""
+
+    checkpoint_s: float = Field(default=60.0, ge=0.0)
+    transfer_s: float = Field(default=120.0, ge=0.0)
+    restart_s: float = Field(default=120.0, ge=0.0)
+    transfer_energy_j: float = Field(default=0.0, ge=0.0)
+    margin_g: float = Field(default=5.0, ge=0.0)
+    margin_fraction: float = Field(default=0.05, ge=0.0, lt=1.0)
+    horizon_h: float = Field(default=24.0, gt=0.0)
+    pause_recheck_s: float = Field(default=900.0, gt=0.0)
+    max_pause_h: float = Field(default=24.0, ge=0.0)
+
+
+class CheckpointConfig(_Section):
+    """Where checkpoints go (local path or fsspec URL) and how many to keep."""
+
+    url: str = "./checkpoints"
+    keep_last: int = Field(default=3, ge=1)
+    async_save: bool = False
+
+
+class GpuConfig(_Section):
+    """The GPU knob and how it is profiled."""
+
+    knob: KnobKind = KnobKind.CLOCK
+    steps_per_probe: int = Field(default=20, ge=1)
+    max_probes: int = Field(default=8, ge=1)
+    window_steps: int = Field(default=200, ge=1)
+    drift_every_windows: int = Field(default=5, ge=1)
+    check_every_steps: int = Field(default=100, ge=1)
+    power_w: float = Field(default=300.0, gt=0.0)
+    idle_power_w: float = Field(default=100.0, ge=0.0)
+    ref_intensity_g_per_kwh: float = Field(default=400.0, ge=0.0, le=2500.0)
+
+
+class SignalsConfig(_Section):
+    """Where intensities come from (a :mod:`caftm.signals.registry` name; ``trace`` reads
+    ``trace_path``) and how often they are polled."""
+
+    source: str = "profile"
+    trace_path: str | None = None
+    refresh_interval_s: float = Field(default=300.0, gt=0.0)
+    forecast_interval_s: float = Field(default=3600.0, gt=0.0)
+
+
+class LedgerConfig(_Section):
+    """The sqlite ledger (default: ``$CAFTM_LEDGER`` or ~/.local/share/caftm/ledger.sqlite)."""
+
+    path: str | None = None
+    run_name: str = "run"
+
+
+class ControllerConfig(_Section):
+    """The whole controller configuration."""
+
+    sites: tuple[SiteConfig, ...] = Field(min_length=1)
+    site: str | None = None
+    total_steps: int | None = Field(default=None, ge=1)
+    threshold: ThresholdConfig = Field(default_factory=ThresholdConfig)
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    migration: MigrationConfig = Field(default_factory=MigrationConfig)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    gpu: GpuConfig = Field(default_factory=GpuConfig)
+    signals: SignalsConfig = Field(default_factory=SignalsConfig)
+    ledger: LedgerConfig = Field(default_factory=LedgerConfig)
+
+    @model_validator(mode="after")
+    def _check_sites(self) -> ControllerConfig:
+        names = [s.name for s in self.sites]
+        if len(set(names)) != len(names):
+            raise ValueError(f"site names repeat: {names}")
+        if self.site is not None and self.site not in names:
+            raise ValueError(f"site {self.site!r} is not among the sites {names}")
+        return self
+
+    # -- construction --------------------------------------------------------------------------
+    @classmethod
+    def from_dict(
+        cls, data: Mapping[str, Any], *, env: Mapping[str, str] | None = None, where: str = "config"
+    ) -> ControllerConfig:
+        """Validate ``data`` after applying ``CAFTM_<SECTION>_<KEY>`` overrides from ``env``
+        (default: ``os.environ``; pass ``{}`` to ignore the environment).
+
+        Raises:
+            ConfigError: a bad value, naming its field path.
+        """
+        merged = apply_env(data, os.environ if env is None else env)
+        try:
+            return cls.model_validate(merged)
+        except ValidationError as e:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}"
+                for err in e.errors()
+            )
+            raise ConfigError(f"invalid {where}: {problems}") from None
+
+    @classmethod
+    def from_yaml(
+        cls, path: str | Path, *, env: Mapping[str, str] | None = None
+    ) -> ControllerConfig:
+        """Read and validate a YAML file.
+
+        Raises:
+            ConfigError: unreadable file, bad YAML, or a bad value.
+        """
+        try:
+            data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as e:
+            raise ConfigError(f"cannot read config {path}: {e}") from e
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"config {path} must hold a mapping at the top level")
+        return cls.from_dict(data, env=env, where=f"config {path}")
+
+    # -- views used by the controller ------------------------------------------------------------
+    @property
+    def start_site(self) -> str:
+        """Where training starts."""
+        return self.site or self.sites[0].name
+
+    def site_zones(self) -> dict[str, str]:
+        """Site name → grid zone."""
+        return {s.name: s.zone for s in self.sites}
+
+    def threshold_spec(self) -> ThresholdSpec:
+        """θ's specification."""
+        t = self.threshold
+        return ThresholdSpec(t.mode, t.value_g_per_kwh, t.percentile, t.hysteresis_fraction)
+
+    def move_cost(self) -> MoveCost:
+        """The cost of one move."""
+        m = self.migration
+        return MoveCost(
+            m.checkpoint_s,
+            m.transfer_s,
+            m.restart_s,
+            m.transfer_energy_j,
+            m.margin_g,
+            m.margin_fraction,
+        )
+
+    def rules(self) -> Rules:
+        """The rules every policy obeys."""
+        deadline = self.policy.deadline
+        return Rules(
+            min_dwell_s=self.policy.min_dwell_s,
+            reoptimize_ci_fraction=self.policy.reoptimize_ci_fraction,
+            deadline_s=None if deadline is None else deadline.timestamp(),
+            move_cost=self.move_cost(),
+            horizon_s=self.migration.horizon_h * HOUR_S,
+            pause_recheck_s=self.migration.pause_recheck_s,
+            max_pause_s=self.migration.max_pause_h * HOUR_S,
+        )
+
+
+_SECTIONS = {
+    name: field.annotation
+    for name, field in ControllerConfig.model_fields.items()
+    if isinstance(field.annotation, type) and issubclass(field.annotation, _Section)
+}
+
+
+def apply_env(data: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+    """``data`` with ``CAFTM_<SECTION>_<KEY>`` overrides applied (values parsed as YAML).
+
+    Variables naming no known section key are ignored (other parts of caftm use the prefix too).
+    """
+    merged: dict[str, Any] = {
+        k: (dict(v) if isinstance(v, Mapping) else v) for k, v in data.items()
+    }
+    for variable, text in env.items():
+        if not variable.startswith("CAFTM_"):
+            continue
+        rest = variable[len("CAFTM_") :].lower()
+        for section, model in _SECTIONS.items():
+            key = rest[len(section) + 1 :]
+            if rest.startswith(section + "_") and key in model.model_fields:
+                try:
+                    value = yaml.safe_load(text)
+                except yaml.YAMLError as e:
+                    raise ConfigError(f"cannot parse {variable}={text!r}: {e}") from e
+                current = merged.get(section)
+                section_data = dict(current) if isinstance(current, Mapping) else {}
+                section_data[key] = value
+                merged[section] = section_data
+    return merged
+
+
+def policy_names() -> list[str]:
+    """Names accepted by ``policy.name``."""
+    return sorted(POLICIES)

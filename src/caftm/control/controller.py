@@ -1,0 +1,601 @@
+"""The live controller: holds the state, reads the refresher, drives the optimiser, runs actions.
+
+Call :meth:`Controller.step` after every mini-batch. In Tolerance it is a constant-time check:
+one float read from the refresher (set by its thread), two comparisons against thresholds
+precomputed off the step path, and a step counter — no lock, no call, no container built. Anything
+else (a probe window ending, a reading leaving the band, a periodic re-check, a new poll) takes the
+slow path, which builds an :class:`~caftm.control.states.Observation`, asks the policy (the pure
+transition) and runs the returned actions through injected :class:`Hooks`. Every transition is
+recorded as an :class:`~caftm.control.states.Event`, in memory and in the ledger.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from caftm.control.config import ControllerConfig
+from caftm.control.hooks import GpuOptimizer, Hooks, WindowMeter
+from caftm.control.policies import GreedyCleanest, Policy, make_policy
+from caftm.control.states import (
+    ApplySetting,
+    Checkpoint,
+    ControlState,
+    Event,
+    Migrate,
+    Observation,
+    Pause,
+    Resume,
+    SiteOutlook,
+    StartProfiling,
+    State,
+    Step,
+    utc_from_s,
+)
+from caftm.control.threshold import ThresholdMode, ThresholdSpec, compute_band
+from caftm.control.windows import ClosedWindow, WindowLog
+from caftm.errors import ConfigError
+from caftm.gpu.base import KnobKind, Measurement
+from caftm.gpu.cost import MAX_INTENSITY_G_PER_KWH, CostWeights
+from caftm.signals.base import IntensitySource
+from caftm.signals.refresher import IntensityRefresher
+
+if TYPE_CHECKING:
+    from caftm.ledger.store import Ledger
+
+log = logging.getLogger(__name__)
+
+_INF = math.inf
+_NEVER = sys.maxsize
+_PROBE = "caftm-probe"
+
+
+class Controller:
+    """The CAFTM controller of one training run.
+
+    Args:
+        policy: the decision policy (its rules carry dwell, deadline, move cost).
+        refresher: the background intensity source (its ``site`` is the current site).
+        threshold: how θ is computed.
+        hooks: side effects.
+        optimizer: the GPU optimiser (None: the GPU stays at its defaults).
+        meter: energy windows (needed with an optimiser; without one windows record time only).
+        weights: cost weights whose intensity is updated at each Scaling.
+        knob: which GPU setting the optimiser tunes.
+        ledger: where runs, windows and events are recorded (None: memory only).
+        run_name: the ledger's name for the run.
+        total_steps: steps in the whole job (gives the remaining work for deadlines/moves).
+        steps_per_probe: steps per profiling window.
+        window_steps: steps per measured window in Tolerance (accounting, drift check).
+        drift_every_windows: check the GPU model for drift on every n-th window (a re-fit each).
+        check_every_steps: at most this many steps between slow-path re-checks.
+        power_w, idle_power_w: power estimates (W) until windows measure the real one.
+        clock: POSIX seconds now (inject a fake one in tests and simulation).
+        simulated: the run (GPU or signals) is simulated; recorded in the ledger.
+    """
+
+    def __init__(
+        self,
+        policy: Policy,
+        refresher: IntensityRefresher,
+        *,
+        threshold: ThresholdSpec | None = None,
+        hooks: Hooks | None = None,
+        optimizer: GpuOptimizer | None = None,
+        meter: WindowMeter | None = None,
+        weights: CostWeights | None = None,
+        knob: KnobKind = KnobKind.CLOCK,
+        ledger: Ledger | None = None,
+        run_name: str = "run",
+        total_steps: int | None = None,
+        steps_per_probe: int = 20,
+        window_steps: int = 200,
+        drift_every_windows: int = 5,
+        check_every_steps: int = 100,
+        power_w: float = 300.0,
+        idle_power_w: float = 100.0,
+        clock: Callable[[], float] | None = None,
+        simulated: bool = False,
+    ) -> None:
+        self.policy = policy
+        self.threshold = threshold or ThresholdSpec()
+        self.hooks = hooks or Hooks()
+        self.optimizer = optimizer if policy.optimises_gpu else None
+        self.meter = meter
+        self.weights = weights
+        self.knob = knob
+        self.ledger = ledger
+        self.run_name = run_name
+        self.total_steps = total_steps
+        self.steps_per_probe = steps_per_probe
+        self.window_steps = window_steps
+        self.drift_every_windows = drift_every_windows
+        self._windows_seen = 0
+        self.check_every_steps = check_every_steps
+        self.power_w = power_w
+        self.idle_power_w = idle_power_w
+        self.simulated = simulated
+        self._clock: Callable[[], float] = clock or time.time
+        self._refresher = refresher
+        self.events: list[Event] = []
+        self.run_id: str | None = None
+        self._ctx = ControlState(State.SCALING, refresher.site, self._clock())
+        # hot-path attributes (read by step() without locks)
+        self._state = State.SCALING
+        self._steps = 0
+        self._check_at_step = 0
+        self._low = -_INF
+        self._high = _INF
+        # slow-path bookkeeping
+        self._started = False
+        self._own_refresher = False
+        self._settled = False
+        self._best_setting: float | None = None
+        self._probe_setting: float | None = None
+        self._probe_start: tuple[int, float] = (0, 0.0)
+        self._windows = WindowLog(meter, knob, ledger)
+        self._drift = False
+        self._checkpoint_ok: bool | None = None
+        self._step_time_s: float | None = None
+        refresher.add_listener(self._on_refresh)
+
+    @classmethod
+    def from_config(
+        cls,
+        config: ControllerConfig,
+        *,
+        source: IntensitySource | None = None,
+        hooks: Hooks | None = None,
+        optimizer: GpuOptimizer | None = None,
+        meter: WindowMeter | None = None,
+        weights: CostWeights | None = None,
+        ledger: Ledger | None = None,
+        use_ledger: bool = True,
+        clock: Callable[[], float] | None = None,
+        simulated: bool = False,
+    ) -> Controller:
+        """A controller as ``config`` describes it.
+
+        Args:
+            source: the intensity source (default: ``config.signals``' provider, with fallbacks).
+            ledger: an open ledger (default: ``config.ledger.path`` or the default path, unless
+                ``use_ledger`` is False).
+            others: as for the constructor.
+
+        Raises:
+            ConfigError: the source or ledger cannot be set up.
+        """
+        policy = make_policy(config.policy.name, config.rules())
+        if isinstance(policy, GreedyCleanest):
+            policy.switch_fraction = config.policy.greedy_switch_fraction
+        if source is None:
+            from caftm.signals.registry import fallback_source, get_source
+
+            signals = config.signals
+            if signals.source == "trace":
+                if signals.trace_path is None:
+                    raise ConfigError("signals.trace_path is needed with signals.source: trace")
+                source = get_source("trace", path=signals.trace_path)
+            else:
+                source = fallback_source(signals.source)
+        wants_forecast = policy.uses_forecast or config.threshold.mode is ThresholdMode.RELATIVE
+        refresher = IntensityRefresher(
+            source,
+            config.site_zones(),
+            config.start_site,
+            interval_s=config.signals.refresh_interval_s,
+            forecast_interval_s=config.signals.forecast_interval_s,
+            want_forecast=wants_forecast,
+            clock=clock,
+        )
+        if ledger is None and use_ledger:
+            from caftm.ledger.store import Ledger, default_ledger_path
+
+            ledger = Ledger(config.ledger.path or default_ledger_path())
+        gpu = config.gpu
+        return cls(
+            policy,
+            refresher,
+            threshold=config.threshold_spec(),
+            hooks=hooks,
+            optimizer=optimizer,
+            meter=meter,
+            weights=weights,
+            knob=gpu.knob,
+            ledger=ledger,
+            run_name=config.ledger.run_name,
+            total_steps=config.total_steps,
+            steps_per_probe=gpu.steps_per_probe,
+            window_steps=gpu.window_steps,
+            drift_every_windows=gpu.drift_every_windows,
+            check_every_steps=gpu.check_every_steps,
+            power_w=gpu.power_w,
+            idle_power_w=gpu.idle_power_w,
+            clock=clock,
+            simulated=simulated,
+        )
+
+    # -- public state --------------------------------------------------------------------------
+    @property
+    def state(self) -> State:
+        """The current state."""
+        return self._ctx.state
+
+    @property
+    def site(self) -> str:
+        """Where training runs now."""
+        return self._ctx.site
+
+    @property
+    def control_state(self) -> ControlState:
+        """The whole decision state."""
+        return self._ctx
+
+    @property
+    def steps_done(self) -> int:
+        """Mini-batches counted by :meth:`step`."""
+        return self._steps
+
+    @property
+    def setting(self) -> float | None:
+        """The GPU setting in force (None: device default)."""
+        return self._probe_setting if self._ctx.state is State.SCALING else self._ctx.setting
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def start(self, *, run_refresher_thread: bool = True) -> Controller:
+        """Take the first readings, open the run in the ledger and start Scaling; returns self."""
+        if self._started:
+            return self
+        self._started = True
+        if run_refresher_thread and not self._refresher.running:
+            self._refresher.start()
+            self._own_refresher = True
+        elif self._refresher.version == 0:
+            self._refresher.refresh_once()
+        now = self._clock()
+        if self.ledger is not None:
+            self.run_id = self._windows.run_id = self.ledger.start_run(
+                name=self.run_name,
+                policy=self.policy.name,
+                site=self._ctx.site,
+                started_at=utc_from_s(now),
+                simulated=self.simulated,
+            )
+        self._ctx = replace(
+            self._ctx, state=State.SCALING, site=self._refresher.site, entered_s=now
+        )
+        self._record(State.SCALING, State.SCALING, "run started", now)
+        self._run_actions((StartProfiling(self._refresher.current_intensity_g_per_kwh),), now)
+        self._loop(now)
+        self._arm()
+        return self
+
+    def close(self, *, status: str = "finished") -> None:
+        """End the run: restore GPU defaults, flush windows, close the ledger run (idempotent)."""
+        if not self._started or self._ctx.state is State.DONE:
+            return
+        now = self._clock()
+        self._end_probe(now, use=False)
+        self._end_window(now)
+        self._use_window(self._windows.flush())
+        obs = self._observe(now, finished=True)
+        self._apply(self.policy.decide(self._ctx, obs), obs)
+        self._arm()
+        if self.ledger is not None and self.run_id is not None:
+            self.ledger.end_run(self.run_id, ended_at=utc_from_s(now), status=status)
+        if self._own_refresher:
+            self._refresher.stop()
+
+    def __enter__(self) -> Controller:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close(status="finished" if exc_type is None else "failed")
+
+    # -- the step path ---------------------------------------------------------------------------
+    def step(self) -> State:
+        """Count one mini-batch; returns the state to train in (constant time in Tolerance)."""
+        n = self._steps + 1
+        self._steps = n
+        if n < self._check_at_step:
+            ci = self._refresher.current_intensity_g_per_kwh
+            if self._low <= ci < self._high:
+                return self._state
+        return self._slow_step()
+
+    def _on_refresh(self, _refresher: IntensityRefresher) -> None:
+        self._check_at_step = 0  # new readings: re-check on the next step
+
+    def _slow_step(self) -> State:
+        if not self._started:
+            self.start()
+        now = self._clock()
+        state = self._ctx.state
+        try:
+            if state is State.SCALING:
+                self._advance_probe(now)
+            elif state is State.TOLERANCE:
+                opened = self._windows.open_since_step
+                if opened is not None and self._steps - opened >= self.window_steps:
+                    self._end_window(now)
+                    self._open_window(now)
+                self._loop(now)
+            elif state is not State.DONE:
+                self._loop(now)  # a hook unwound out of an earlier step mid-cycle: carry on
+        finally:
+            self._arm()  # even when a hook raises (e.g. to end the process after a move)
+        return self._state
+
+    def _arm(self) -> None:
+        """Precompute the hot-path band and the next forced check for the current state."""
+        state = self._ctx.state
+        self._state = state
+        n = self._steps
+        if state is State.TOLERANCE:
+            obs_band = self._band_now()
+            low, high = -_INF, obs_band
+            ref = self._ctx.scaling_intensity_g_per_kwh
+            if self.optimizer is not None and math.isfinite(ref):
+                fraction = self.policy.rules.reoptimize_ci_fraction
+                low, high = ref * (1.0 - fraction), min(high, ref * (1.0 + fraction))
+            ci = self._refresher.current_intensity_g_per_kwh
+            if not low <= ci < high:  # out of band but the policy held (dwell, deadline)
+                low, high = -_INF, _INF
+            opened = self._windows.open_since_step
+            window_end = _NEVER if opened is None else opened + self.window_steps
+            self._low, self._high = low, high
+            self._check_at_step = min(window_end, n + self.check_every_steps)
+        elif state is State.SCALING:
+            self._low, self._high = -_INF, _INF
+            if self._probe_setting is not None:
+                self._check_at_step = self._probe_start[0] + self.steps_per_probe
+            else:
+                self._check_at_step = n + 1
+        else:
+            self._low, self._high = -_INF, _INF
+            self._check_at_step = _NEVER if state is State.DONE else n + 1
+
+    def _band_now(self) -> float:
+        return self._observe(self._clock()).band.suspend_at
+
+    # -- deciding --------------------------------------------------------------------------------
+    def _loop(self, now: float) -> None:
+        """Decide and act until the state settles (Suspend/Migration/Pause resolve in here)."""
+        for _ in range(10_000):
+            obs = self._observe(now)
+            step = self.policy.decide(self._ctx, obs)
+            self._apply(step, obs)
+            if not step.changed and not step.actions:
+                return
+            now = self._clock()
+        log.error("controller did not settle after 10000 transitions; state %s", self._ctx.state)
+
+    def _observe(self, now: float, *, finished: bool = False) -> Observation:
+        refresher = self._refresher
+        outlooks = tuple(
+            SiteOutlook(site, reading.intensity_g_per_kwh, refresher.forecast_from(site, now))
+            for site, reading in refresher.readings.items()
+        )
+        site = self._ctx.site
+        ci = refresher.current_intensity_g_per_kwh
+        current = next((o for o in outlooks if o.site == site), SiteOutlook(site, ci))
+        remaining = self._remaining_work_s()
+        rules = self.policy.rules
+        window_s = rules.horizon_s if remaining is None else min(remaining, rules.horizon_s)
+        band = compute_band(
+            self.threshold,
+            current=current,
+            candidates=outlooks,
+            history_g_per_kwh=refresher.history(),
+            power_w=self.power_w,
+            idle_power_w=self.idle_power_w,
+            window_s=window_s,
+            cost=rules.move_cost,
+        )
+        return Observation(
+            now_s=now,
+            intensity_g_per_kwh=ci,
+            band=band,
+            outlooks=outlooks,
+            optimizer_settled=self._settled or self.optimizer is None,
+            best_setting=self._best_setting,
+            drift=self._drift,
+            checkpoint_ok=self._checkpoint_ok,
+            remaining_work_s=remaining,
+            power_w=self.power_w,
+            idle_power_w=self.idle_power_w,
+            finished=finished,
+        )
+
+    def _remaining_work_s(self) -> float | None:
+        if self.total_steps is None or self._step_time_s is None:
+            return None
+        return max(0, self.total_steps - self._steps) * self._step_time_s
+
+    def _apply(self, step: Step, obs: Observation) -> None:
+        before = self._ctx
+        self._ctx = step.state
+        if step.changed:
+            if before.state is State.TOLERANCE and step.state.state is not State.TOLERANCE:
+                self._end_window(obs.now_s)
+            if step.state.state is State.SUSPEND:
+                self._checkpoint_ok = None
+            if step.state.state is State.TOLERANCE:
+                self._drift = False
+            self._record(before.state, step.state.state, step.reason, obs.now_s, before.site)
+        self._run_actions(step.actions, obs.now_s)
+        if (
+            step.changed
+            and self._ctx.state is State.TOLERANCE
+            and self._windows.open_since_step is None
+        ):
+            self._open_window(obs.now_s)
+
+    def _record(
+        self, from_state: State, to_state: State, reason: str, now: float, site: str | None = None
+    ) -> None:
+        event = Event(
+            time=utc_from_s(now),
+            from_state=from_state,
+            to_state=to_state,
+            reason=reason,
+            intensity_g_per_kwh=self._refresher.current_intensity_g_per_kwh,
+            site=site or self._ctx.site,
+            gpu_setting=self._ctx.setting,
+        )
+        self.events.append(event)
+        log.info("%s → %s at %s: %s", from_state, to_state, event.site, reason)
+        if self.ledger is not None and self.run_id is not None:
+            self.ledger.record_event(self.run_id, event)
+        if self.hooks.on_event is not None:
+            self.hooks.on_event(event)
+
+    # -- actions ---------------------------------------------------------------------------------
+    def _run_actions(self, actions: tuple[object, ...], now: float) -> None:
+        hooks = self.hooks
+        for action in actions:
+            if isinstance(action, ApplySetting):
+                self._apply_setting(action.setting)
+            elif isinstance(action, StartProfiling):
+                self._start_profiling(action.intensity_g_per_kwh, now)
+            elif isinstance(action, Checkpoint):
+                self._checkpoint_ok = self._take_checkpoint()
+            elif isinstance(action, Migrate):
+                self._migrate(action.dest)
+            elif isinstance(action, Pause):
+                self._pause(action.until_s)
+            elif isinstance(action, Resume) and hooks.resume is not None:
+                hooks.resume()
+
+    def _apply_setting(self, setting: float | None) -> None:
+        if self.hooks.apply_setting is not None:
+            self.hooks.apply_setting(setting)
+
+    def _take_checkpoint(self) -> bool:
+        if self.hooks.checkpoint is None:
+            return True
+        try:
+            self.hooks.checkpoint()
+        except Exception as e:  # any failure: do not move without a checkpoint
+            log.warning("checkpoint failed, training carries on here: %s", e)
+            return False
+        return True
+
+    def _migrate(self, dest: str) -> None:
+        if self.hooks.migrate is not None:
+            self.hooks.migrate(dest)
+        self._refresher.site = dest
+
+    def _pause(self, until_s: float) -> None:
+        if self.hooks.pause is not None:
+            self.hooks.pause(until_s)
+        else:
+            time.sleep(max(0.0, until_s - self._clock()))
+        if not self._refresher.running:
+            self._refresher.refresh_once()
+
+    # -- profiling and windows -------------------------------------------------------------------
+    def _start_profiling(self, intensity_g_per_kwh: float, now: float) -> None:
+        self._end_probe(now, use=False)
+        self._settled = False
+        self._drift = False
+        optimizer = self.optimizer
+        if optimizer is None:
+            self._settled = True
+            return
+        if self.weights is not None and 0.0 <= intensity_g_per_kwh <= MAX_INTENSITY_G_PER_KWH:
+            self.weights = replace(self.weights, intensity_g_per_kwh=intensity_g_per_kwh)
+            optimizer.set_weights(self.weights)
+        self._next_probe(now)
+
+    def _next_probe(self, now: float) -> None:
+        assert self.optimizer is not None
+        probe = None if self.optimizer.settled else self.optimizer.next_probe()
+        if probe is None:
+            self._settled = True
+            self._best_setting = self.optimizer.best()
+            self._probe_setting = None
+            self._probe_start = (0, now)
+            return
+        self._apply_setting(probe)
+        self._probe_setting = probe
+        self._probe_start = (self._steps, now)
+        if self.meter is not None:
+            self.meter.begin(_PROBE)
+
+    def _advance_probe(self, now: float) -> None:
+        if self._probe_setting is not None:
+            if self._steps - self._probe_start[0] < self.steps_per_probe:
+                return
+            self._end_probe(now, use=True)
+            self._next_probe(now)
+        if self._settled or self.optimizer is None:
+            self._loop(now)
+
+    def _end_probe(self, now: float, *, use: bool) -> None:
+        setting = self._probe_setting
+        if setting is None:
+            return
+        self._probe_setting = None
+        start_step = self._probe_start[0]
+        self._probe_start = (0, now)
+        window = self.meter.end(_PROBE) if self.meter is not None else None
+        steps = self._steps - start_step
+        if not use or window is None or steps <= 0 or self.optimizer is None:
+            return
+        m = Measurement(self.knob, setting, steps, window.time_s, window.energy_j)
+        self.optimizer.observe(m)
+        if m.time_s > 0:
+            self._step_time_s, self.power_w = m.step_time_s, m.avg_power_w
+        ci = self._refresher.current_intensity_g_per_kwh
+        self._windows.record(now, m.time_s, steps, setting, m.energy_j, ci, "scaling", self.site)
+
+    def _open_window(self, now: float) -> None:
+        self._windows.begin(self._steps, now, self._refresher.current_intensity_g_per_kwh)
+
+    def _end_window(self, now: float) -> None:
+        ci = self._refresher.current_intensity_g_per_kwh
+        closed = self._windows.end(self._steps, now, ci, self._ctx.setting, self._ctx.site)
+        self._use_window(closed)
+
+    def _use_window(self, closed: ClosedWindow | None) -> None:
+        """Learn speed and power from a finished Tolerance window; check drift when due."""
+        if closed is None or closed.time_s <= 0:
+            return
+        self._step_time_s = closed.time_s / closed.steps
+        if closed.energy_j is None:
+            return
+        self.power_w = closed.energy_j / closed.time_s
+        self._windows_seen += 1
+        due = self._windows_seen % self.drift_every_windows == 0
+        same_setting = closed.setting is not None and closed.setting == self._ctx.setting
+        if self.optimizer is not None and closed.setting is not None and same_setting and due:
+            m = Measurement(self.knob, closed.setting, closed.steps, closed.time_s, closed.energy_j)
+            self._drift = self._settled and self.optimizer.check_drift(m)
+
+    # -- persistence -----------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, object]:
+        """JSON-able state for a checkpoint."""
+        return {"control": self._ctx.to_dict(), "steps": self._steps}
+
+    def load_state_dict(self, data: dict[str, object]) -> None:
+        """Restore from :meth:`state_dict` (before :meth:`start`): the step count and decision
+        state; the run restarts in Scaling at the refresher's current site."""
+        control = data.get("control")
+        if isinstance(control, dict):
+            restored = ControlState.from_dict(control)
+            self._ctx = replace(restored, state=State.SCALING, site=self._refresher.site)
+        steps = data.get("steps")
+        if isinstance(steps, int):
+            self._steps = steps

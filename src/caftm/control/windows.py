@@ -1,0 +1,130 @@
+"""The run's measured windows: Tolerance windows (energy read one boundary later, so a step never
+waits for the meter) and probe windows, each written to the ledger with its intensity and carbon."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from caftm.control.hooks import MeterWindow, WindowMeter
+from caftm.control.states import utc_from_s
+from caftm.gpu.base import KnobKind
+
+if TYPE_CHECKING:
+    from caftm.ledger.store import Ledger
+
+_WINDOW = "caftm-window"
+
+
+@dataclass(frozen=True, slots=True)
+class ClosedWindow:
+    """A finished window: ``energy_j`` is None without a meter. Times in s, energy in J."""
+
+    steps: int
+    time_s: float
+    energy_j: float | None
+    setting: float | None
+    site: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    window: MeterWindow | None
+    steps: int
+    start_s: float
+    end_s: float
+    intensity_g_per_kwh: float
+    setting: float | None
+    site: str
+
+
+class WindowLog:
+    """Opens and closes Tolerance windows and records every window in the ledger.
+
+    Args:
+        meter: energy windows (None: windows record time and steps only).
+        knob: the GPU knob, recorded with each window.
+        ledger: where windows are written (None: nowhere); ``run_id`` is set once the run opens.
+    """
+
+    def __init__(self, meter: WindowMeter | None, knob: KnobKind, ledger: Ledger | None) -> None:
+        self.meter = meter
+        self.knob = knob
+        self.ledger = ledger
+        self.run_id: str | None = None
+        self._open: tuple[int, float, float] | None = None  # start step, time, intensity
+        self._pending: _Pending | None = None
+
+    @property
+    def open_since_step(self) -> int | None:
+        """The step the open Tolerance window began at (None: none open)."""
+        return None if self._open is None else self._open[0]
+
+    def begin(self, step: int, now_s: float, intensity_g_per_kwh: float) -> None:
+        """Open a Tolerance window."""
+        if self.meter is not None:
+            self.meter.begin(_WINDOW)
+        self._open = (step, now_s, intensity_g_per_kwh)
+
+    def end(
+        self, step: int, now_s: float, intensity_g_per_kwh: float, setting: float | None, site: str
+    ) -> ClosedWindow | None:
+        """Close the open window (its energy is read at the next boundary) and return the
+        previous one, now resolved and recorded (None if there was none)."""
+        opened, self._open = self._open, None
+        if opened is None:
+            return None
+        window = self.meter.end(_WINDOW) if self.meter is not None else None
+        start_step, start_s, start_ci = opened
+        resolved = self.flush()
+        mean_ci = 0.5 * (start_ci + intensity_g_per_kwh)
+        self._pending = _Pending(window, step - start_step, start_s, now_s, mean_ci, setting, site)
+        return resolved
+
+    def flush(self) -> ClosedWindow | None:
+        """Resolve and record the pending window, if any."""
+        p, self._pending = self._pending, None
+        if p is None or p.steps <= 0:
+            return None
+        if p.window is None:
+            time_s, energy_j = p.end_s - p.start_s, None
+        else:
+            time_s, energy_j = p.window.time_s, p.window.energy_j
+        self.record(
+            p.end_s,
+            time_s,
+            p.steps,
+            p.setting,
+            energy_j,
+            p.intensity_g_per_kwh,
+            "tolerance",
+            p.site,
+        )
+        return ClosedWindow(p.steps, time_s, energy_j, p.setting, p.site)
+
+    def record(
+        self,
+        end_s: float,
+        time_s: float,
+        steps: int,
+        setting: float | None,
+        energy_j: float | None,
+        intensity_g_per_kwh: float,
+        phase: str,
+        site: str,
+    ) -> None:
+        """Write one window to the ledger."""
+        if self.ledger is None or self.run_id is None:
+            return
+        self.ledger.record_window(
+            self.run_id,
+            time=utc_from_s(end_s),
+            duration_s=time_s,
+            steps=steps,
+            setting=setting,
+            knob=self.knob.value,
+            energy_j=energy_j,
+            intensity_g_per_kwh=intensity_g_per_kwh,
+            site=site,
+            phase=phase,
+        )

@@ -1,0 +1,197 @@
+"""What every integration shares: how a run segment ends, and the controller's side effects.
+
+:class:`ControllerSession` binds a :class:`~caftm.control.Controller` to one training loop by
+giving it :class:`~caftm.control.hooks.Hooks`:
+
+====================  ====================================================================
+controller action     what happens
+====================  ====================================================================
+``ApplySetting``      the GPU knob is set (snapped to a supported value) or restored
+``Checkpoint``        the integration's ``save`` runs; an exception reports failure
+``Migrate(dest)``     the segment stops, outcome ``MOVED`` (the executor restarts at ``dest``)
+``Pause(until_s)``    sleep in place until ``until_s`` (``pause_in_place``), else the segment
+                      stops, outcome ``PAUSED``
+====================  ====================================================================
+
+The controller's decision loop runs inside :meth:`~caftm.control.Controller.step`; a stop
+unwinds out of it as soon as the hook fires, so a checkpoint is always complete before a stop is
+requested, and nothing runs after the stop in this process.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from caftm.control.controller import Controller
+from caftm.control.hooks import Hooks
+from caftm.errors import CaftmError
+from caftm.gpu.knob import GpuKnob
+
+__all__ = ["ControllerSession", "Outcome", "StopRequest"]
+
+log = logging.getLogger(__name__)
+
+
+class Outcome(StrEnum):
+    """How a run segment ended (or that it is still running)."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"  # training reached its end
+    MOVED = "moved"  # checkpointed; restart at ``dest``
+    PAUSED = "paused"  # checkpointed; restart here at ``until_s`` or later
+
+
+@dataclass(frozen=True, slots=True)
+class StopRequest:
+    """Why and where a run segment stopped after ``step`` completed steps.
+
+    Attributes:
+        outcome: ``MOVED`` or ``PAUSED``.
+        step: completed steps when the checkpoint was taken.
+        dest: the destination site (``MOVED``).
+        until_s: POSIX time (s) before which a paused job should not restart (``PAUSED``).
+    """
+
+    outcome: Outcome
+    step: int
+    dest: str | None = None
+    until_s: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (for executors)."""
+        return {
+            "outcome": self.outcome.value,
+            "step": self.step,
+            "dest": self.dest,
+            "until_s": self.until_s,
+        }
+
+
+class _SegmentEnd(CaftmError):
+    """Unwinds out of ``Controller.step`` when a hook ends the segment (never escapes)."""
+
+    def __init__(self, request: StopRequest) -> None:
+        super().__init__(f"segment ends: {request.outcome.value}")
+        self.request = request
+
+
+SaveFn = Callable[[], None]
+
+
+class ControllerSession:
+    """Runs one controller's side effects for one training loop.
+
+    Args:
+        controller: the controller; its hooks are replaced (``on_event`` and ``resume`` kept).
+        knob: the GPU knob for ``ApplySetting`` (None: settings are only logged).
+        pause_in_place: on ``Pause``, sleep in this process (True) or stop (False).
+        refresher_thread: let the controller poll intensities on its background thread (False:
+            the caller drives ``refresh_once``, as tests and simulations do).
+        sleep: the sleep function (s), injectable for tests.
+        clock: POSIX time in s.
+    """
+
+    def __init__(
+        self,
+        controller: Controller,
+        *,
+        knob: GpuKnob | None = None,
+        pause_in_place: bool = False,
+        refresher_thread: bool = True,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.controller = controller
+        self.knob = knob
+        self.pause_in_place = pause_in_place
+        self.refresher_thread = refresher_thread
+        self._sleep = sleep
+        self._clock = clock
+        self._save: SaveFn | None = None
+        self._step = 0
+        self.checkpoints_taken = 0
+        old = controller.hooks
+        controller.hooks = Hooks(
+            apply_setting=self._apply_setting,
+            checkpoint=self._checkpoint,
+            migrate=self._migrate,
+            pause=self._pause,
+            resume=old.resume,
+            on_event=old.on_event,
+        )
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the controller (after any restore, before the first step)."""
+        if self.knob is not None:
+            self.knob.start()
+        self.controller.start(run_refresher_thread=self.refresher_thread)
+
+    def close(self, *, status: str = "finished") -> None:
+        """Close the controller's run and restore the GPU defaults (idempotent)."""
+        try:
+            self.controller.close(status=status)
+        finally:
+            if self.knob is not None:
+                self.knob.close()
+
+    # -- the step path ---------------------------------------------------------------------
+    def after_step(self, step: int, save: SaveFn) -> StopRequest | None:
+        """Count one completed mini-batch with the controller and run what it decides.
+
+        Args:
+            step: completed steps so far (checkpoint label; the controller counts its own).
+            save: saves a complete checkpoint of the state after ``step``; raises on failure.
+
+        Returns:
+            A stop request (the loop must stop now), or None to carry on.
+        """
+        self._save, self._step = save, step
+        try:
+            self.controller.step()
+        except _SegmentEnd as end:
+            return end.request
+        finally:
+            self._save = None
+        return None
+
+    # -- checkpoint content ----------------------------------------------------------------
+    def state_dict(self) -> dict[str, object]:
+        """The controller's state (for ``TrainingState(stateful=...)``)."""
+        return self.controller.state_dict()
+
+    def load_state_dict(self, state_dict: dict[str, object], /) -> None:
+        """Restore the controller's state (before it starts)."""
+        self.controller.load_state_dict(state_dict)
+
+    # -- hooks -----------------------------------------------------------------------------
+    def _apply_setting(self, setting: float | None) -> None:
+        if self.knob is None:
+            log.info("GPU setting %s requested; no knob, nothing changed", setting)
+        elif setting is None:
+            self.knob.restore()
+        else:
+            self.knob.set(setting, snap=True)
+
+    def _checkpoint(self) -> None:
+        if self._save is None:
+            raise CaftmError("checkpoint requested outside a training step")
+        self._save()
+        self.checkpoints_taken += 1
+
+    def _migrate(self, dest: str) -> None:
+        log.info("step %d: checkpoint complete, moving to %s", self._step, dest)
+        raise _SegmentEnd(StopRequest(Outcome.MOVED, self._step, dest=dest))
+
+    def _pause(self, until_s: float) -> None:
+        if not self.pause_in_place:
+            log.info("step %d: checkpoint complete, pausing until %.0f", self._step, until_s)
+            raise _SegmentEnd(StopRequest(Outcome.PAUSED, self._step, until_s=until_s))
+        wait_s = max(0.0, until_s - self._clock())
+        log.info("step %d: pausing in place for %.0f s", self._step, wait_s)
+        self._sleep(wait_s)

@@ -1,0 +1,257 @@
+"""PyTorch Lightning integration: a callback, a checkpoint-IO plugin and a resumable loader.
+
+Usage::
+
+    from caftm.checkpoint import ResumableSampler
+    from caftm.integrations.lightning import CarbonAwareCallback, ResumableDataLoader
+
+    session = ControllerSession(Controller.from_config(config))
+    callback = CarbonAwareCallback(session, CheckpointStore(config.checkpoint.url))
+    loader = ResumableDataLoader(dataset, batch_size=32,
+                                 sampler=ResumableSampler(len(dataset), seed=1))
+    trainer = pl.Trainer(callbacks=[callback], plugins=[callback.checkpoint_io], ...)
+    trainer.fit(module, loader, ckpt_path=callback.resume_path())
+    if callback.stop_request: ...                              # moved or paused
+
+How resume stays bit-exact: Lightning's own full checkpoint (module, optimisers, schedulers,
+loop progress, callback states) is written through :class:`CaftmCheckpointIO` into caftm's
+checkpoint store (safetensors + JSON, sha256 manifest; never pickled). The loader's position is
+the number of samples the loop has *used* (Lightning fetches one batch ahead, so the sampler's
+own count is one batch too far). The global RNGs are captured in the callback's state and put
+back exactly where the uninterrupted run would have them: after the resumed loader's iterator
+is created for a mid-epoch checkpoint (that creation may draw from the global RNG, which the
+uninterrupted run did not do mid-epoch), before it for an end-of-epoch checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+import lightning.pytorch as pl
+from lightning.fabric.plugins.io.checkpoint_io import CheckpointIO
+from torch.utils.data import DataLoader
+
+from caftm.checkpoint import CheckpointStore, ResumableSampler, TrainingState
+from caftm.checkpoint.rng import capture_rng_state, restore_rng_state
+from caftm.errors import CheckpointError, ConfigError
+from caftm.integrations._core import ControllerSession, StopRequest
+from caftm.integrations._state import TreeHolder
+
+__all__ = ["CaftmCheckpointIO", "CarbonAwareCallback", "ResumableDataLoader"]
+
+log = logging.getLogger(__name__)
+
+LATEST = "caftm:latest"
+_PREFIX = "caftm:step-"
+
+
+class CaftmCheckpointIO(CheckpointIO):
+    """Lightning checkpoint IO through a :class:`~caftm.checkpoint.CheckpointStore`.
+
+    Paths are labels: ``caftm:step-<N>`` to save, ``caftm:latest`` (or a step label) to load.
+    """
+
+    def __init__(self, store: CheckpointStore) -> None:
+        self.store = store
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+    ) -> None:
+        """Store Lightning's checkpoint dict under its global step."""
+        step = int(checkpoint.get("global_step", 0))
+        self.store.save(
+            TrainingState(stateful={"lightning": TreeHolder(checkpoint)}, rng=False), step=step
+        )
+        log.info("lightning checkpoint for step %d stored (%s)", step, path)
+
+    def load_checkpoint(
+        self, path: Any, map_location: Any | None = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
+        """Load the latest complete checkpoint (``caftm:latest``) or the one of a given step.
+
+        Raises:
+            CheckpointError: none stored, or the requested step is not the latest.
+        """
+        info = self.store.latest()
+        if info is None:
+            raise CheckpointError(
+                f"no complete checkpoint in {self.store.url}; start without ckpt_path"
+            )
+        label = str(path)
+        if label.startswith(_PREFIX) and int(label.removeprefix(_PREFIX)) != info.step:
+            raise CheckpointError(
+                f"checkpoint {label} is not the latest complete one in {self.store.url} "
+                f"(step {info.step}); resume from {LATEST}"
+            )
+        holder = TreeHolder()
+        self.store.restore(TrainingState(stateful={"lightning": holder}, rng=False), info)
+        if not isinstance(holder.tree, dict):
+            raise CheckpointError(
+                f"checkpoint step {info.step} in {self.store.url} is not a Lightning one"
+            )
+        return holder.tree
+
+    def remove_checkpoint(self, path: Any) -> None:
+        """Nothing: the store keeps its last N checkpoints itself."""
+
+
+class ResumableDataLoader(DataLoader):  # type: ignore[type-arg]
+    """A ``DataLoader`` over a :class:`~caftm.checkpoint.ResumableSampler` that Lightning sees as
+    stateful, so that a mid-epoch checkpoint resumes at the right sample.
+
+    Takes the ``DataLoader`` arguments; ``sampler`` must be a ``ResumableSampler``.
+
+    Raises:
+        ConfigError: the sampler is not a ``ResumableSampler``.
+    """
+
+    def __init__(self, dataset: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(dataset, *args, **kwargs)
+        if not isinstance(self.sampler, ResumableSampler):
+            raise ConfigError(
+                "ResumableDataLoader needs sampler=ResumableSampler(len(dataset), ...), "
+                f"got {type(self.sampler).__name__}"
+            )
+        self._marked: dict[str, Any] | None = None
+
+    @property
+    def resumable_sampler(self) -> ResumableSampler:
+        """The sampler (checked in the constructor)."""
+        assert isinstance(self.sampler, ResumableSampler)
+        return self.sampler
+
+    def mark_position(self, epoch: int, samples_used: int) -> None:
+        """Record what the loop has used: ``samples_used`` samples of ``epoch`` (this rank)."""
+        state = self.resumable_sampler.state_dict()
+        if samples_used >= self.resumable_sampler.num_samples:
+            epoch, samples_used = epoch + 1, 0
+        state.update(epoch=epoch, index=samples_used)
+        self._marked = state
+
+    def state_dict(self) -> dict[str, Any]:
+        """The marked position (else the sampler's own, which may run ahead of the loop)."""
+        return (
+            dict(self._marked) if self._marked is not None else self.resumable_sampler.state_dict()
+        )
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Resume the sampler at a saved position."""
+        self.resumable_sampler.load_state_dict(state_dict)
+        self._marked = None
+
+
+class CarbonAwareCallback(pl.Callback):
+    """Consults the CAFTM controller after every training batch; checkpoints and stops on its word.
+
+    Args:
+        session: the controller and its side effects (see :class:`ControllerSession`); its
+            state travels in every checkpoint.
+        store: where checkpoints go.
+
+    Attributes:
+        stop_request: why the last ``fit`` stopped early (None: it ran to its end).
+        checkpoint_io: the plugin to pass to ``Trainer(plugins=[...])``.
+    """
+
+    def __init__(self, session: ControllerSession, store: CheckpointStore) -> None:
+        self.session = session
+        self.store = store
+        self.checkpoint_io = CaftmCheckpointIO(store)
+        self.stop_request: StopRequest | None = None
+        self._rng_to_restore: dict[str, Any] | None = None
+        self._saved_at_epoch_end = False
+        self._last_step = -1
+
+    @property
+    def state_key(self) -> str:
+        return "caftm"
+
+    def resume_path(self) -> str | None:
+        """``ckpt_path`` for ``Trainer.fit``: the latest complete checkpoint, or None."""
+        return LATEST if self.store.latest() is not None else None
+
+    # -- checkpoint content -------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "rng": capture_rng_state(),
+            "saved_at_epoch_end": self._saved_at_epoch_end,
+            "controller": self.session.state_dict(),
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        try:
+            rng, at_epoch_end = state_dict["rng"], bool(state_dict["saved_at_epoch_end"])
+            self.session.load_state_dict(state_dict["controller"])
+        except (KeyError, TypeError) as e:
+            raise CheckpointError(f"malformed caftm callback state in the checkpoint: {e}") from e
+        if at_epoch_end:
+            restore_rng_state(rng)  # the next epoch's iterator draws after this, as it did
+        else:
+            self._rng_to_restore = rng  # after the resumed iterator exists: on_train_start
+
+    # -- hooks --------------------------------------------------------------------------------
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.stop_request = None
+        self._last_step = -1
+        if not isinstance(trainer.strategy.checkpoint_io, CaftmCheckpointIO):
+            raise ConfigError(
+                "CarbonAwareCallback needs Trainer(plugins=[callback.checkpoint_io]) so that "
+                "checkpoints go to caftm's store"
+            )
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.session.start()
+        if self._rng_to_restore is not None:
+            restore_rng_state(self._rng_to_restore)
+            self._rng_to_restore = None
+
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        def save(step: int) -> None:
+            self._saved_at_epoch_end = batch_idx + 1 >= trainer.num_training_batches
+            for loader in _train_loaders(trainer):
+                samples_used = (batch_idx + 1) * (loader.batch_size or 1)
+                loader.mark_position(trainer.current_epoch, samples_used)
+            trainer.save_checkpoint(f"{_PREFIX}{step}")
+
+        if trainer.global_step == self._last_step:
+            return  # gradient accumulation: no optimiser step in this batch
+        self._last_step = trainer.global_step
+        stop = self.session.after_step(trainer.global_step, lambda: save(trainer.global_step))
+        if stop is not None:
+            self.stop_request = stop
+            trainer.should_stop = True
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.session.close(status="finished" if self.stop_request is None else "suspended")
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        self.session.close(status="failed")
+
+
+def _train_loaders(trainer: pl.Trainer) -> list[ResumableDataLoader]:
+    loaders = trainer.train_dataloader
+    flat: Iterable[Any]
+    if isinstance(loaders, dict):
+        flat = loaders.values()
+    elif isinstance(loaders, list | tuple):
+        flat = loaders
+    else:
+        flat = [loaders]
+    found = [loader for loader in flat if isinstance(loader, ResumableDataLoader)]
+    if not found:
+        raise ConfigError(
+            "CarbonAwareCallback needs the training data in a ResumableDataLoader "
+            "(caftm.integrations.lightning) to resume mid-epoch"
+        )
+    return found

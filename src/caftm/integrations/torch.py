@@ -1,0 +1,223 @@
+"""Plain PyTorch integration: a context manager and one ``step()`` call per mini-batch.
+
+Usage::
+
+    sampler = ResumableSampler(len(dataset), shuffle=True, seed=1)
+    loader = DataLoader(dataset, batch_size=32, sampler=sampler, generator=torch.Generator())
+    with CarbonAwareTraining(config, model=model, optimizer=opt, scheduler=sched,
+                             sampler=sampler) as caftm:
+        while caftm.running:                  # False once stopped or at config.total_steps
+            for images, labels in loader:     # resumes mid-epoch after a restore
+                train_one_batch(images, labels)
+                caftm.step()
+                if not caftm.running:
+                    break
+    if caftm.stop_request is not None:        # MOVED (restart at .dest) or PAUSED
+        ...
+
+On entering, the latest complete checkpoint in ``config.checkpoint.url`` (or ``store``) is
+restored into the given objects — model, optimiser, scheduler, scaler, sampler, the global RNGs
+and the controller's own state — and :attr:`CarbonAwareTraining.start_step` says where training
+resumes. Give the ``DataLoader`` its own ``generator=``: creating an iterator otherwise draws
+from the global RNG, which a resumed run does at a different point.
+
+Under ``torch.distributed`` (world size > 1) rank 0 decides and every rank follows at the same
+step (see :mod:`caftm.integrations.ddp`).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import torch
+
+from caftm.checkpoint import CheckpointStore, TrainingState
+from caftm.checkpoint.state import Stateful
+from caftm.control.config import ControllerConfig
+from caftm.control.controller import Controller
+from caftm.gpu import GpuBackend
+from caftm.integrations._core import ControllerSession, Outcome, StopRequest
+from caftm.integrations._gpu import GpuSetup
+from caftm.integrations.ddp import DistributedSteps, world
+from caftm.signals.base import IntensitySource
+
+__all__ = ["CarbonAwareTraining"]
+
+log = logging.getLogger(__name__)
+
+
+class CarbonAwareTraining:
+    """Carbon-aware, resumable training around a plain PyTorch loop.
+
+    Args:
+        config: the controller configuration (sites, θ, policy, checkpoint URL, GPU knob).
+        model, optimizer, scheduler, scaler, sampler: the loop's objects (any may be None).
+        stateful: more named objects with ``state_dict``/``load_state_dict``.
+        extra: your own JSON-able state, restored in place.
+        store: where checkpoints go (default: ``config.checkpoint``'s URL and ``keep_last``).
+        controller: a ready controller (default: built from ``config``; rank 0 only).
+        source: the intensity source for the default controller.
+        gpu: a :class:`GpuSetup`, a backend or backend name (``"auto"``: NVML, else the
+            SIMULATED H100), or None to leave the GPU alone.
+        pause_in_place: on the controller's Pause, sleep here (True) or stop (False).
+        refresher_thread: poll intensities on a background thread (False: the caller drives
+            the controller's refresher, as in tests).
+        use_ledger: record the run in the ledger (default controller only).
+        knob_state_dir: where the GPU knob keeps its crash-recovery file.
+    """
+
+    def __init__(
+        self,
+        config: ControllerConfig,
+        *,
+        model: torch.nn.Module | None = None,
+        optimizer: Stateful | None = None,
+        scheduler: Stateful | None = None,
+        scaler: Stateful | None = None,
+        sampler: Stateful | None = None,
+        stateful: dict[str, Stateful] | None = None,
+        extra: dict[str, Any] | None = None,
+        store: CheckpointStore | None = None,
+        controller: Controller | None = None,
+        source: IntensitySource | None = None,
+        gpu: GpuSetup | GpuBackend | str | None = "auto",
+        pause_in_place: bool = False,
+        refresher_thread: bool = True,
+        use_ledger: bool = True,
+        knob_state_dir: Path | None = None,
+    ) -> None:
+        self.config = config
+        self.rank, self.world_size = world()
+        self.store = store or CheckpointStore(
+            _rank_url(config.checkpoint.url, self.rank, self.world_size),
+            keep_last=max(2, config.checkpoint.keep_last),
+        )
+        self.total_steps = config.total_steps
+        self.start_step = 0
+        self.steps_done = 0
+        self.stop_request: StopRequest | None = None
+        self.gpu: GpuSetup | None = None
+        if isinstance(gpu, GpuSetup):
+            self.gpu = gpu
+        elif gpu is not None:
+            self.gpu = GpuSetup.from_config(config, gpu, knob_state_dir=knob_state_dir)
+        self.session: ControllerSession | None = None
+        if self.rank == 0:
+            if controller is None:
+                controller = Controller.from_config(
+                    config,
+                    source=source,
+                    optimizer=self.gpu.optimizer if self.gpu else None,
+                    meter=self.gpu.meter if self.gpu else None,
+                    weights=self.gpu.weights if self.gpu else None,
+                    use_ledger=use_ledger,
+                    simulated=bool(self.gpu and self.gpu.simulated),
+                )
+            self.session = ControllerSession(
+                controller,
+                knob=self.gpu.knob if self.gpu else None,
+                pause_in_place=pause_in_place,
+                refresher_thread=refresher_thread,
+            )
+        objects = dict(stateful or {})
+        if self.session is not None:
+            objects["caftm"] = self.session
+        shared = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler}
+        leads = self.rank == 0
+        self.state = TrainingState(
+            sampler=sampler,
+            stateful=objects,
+            extra=extra if extra is not None else {},
+            **(shared if leads else {}),  # type: ignore[arg-type]
+        )
+        # ranks other than 0 read the shared objects from rank 0's checkpoint of the same step
+        self._shared_state = None if leads else TrainingState(rng=False, **shared)  # type: ignore[arg-type]
+        self._shared_store = None
+        if not leads:
+            self._shared_store = CheckpointStore(
+                _rank_url(config.checkpoint.url, 0, self.world_size), keep_last=None
+            )
+        self._steps = DistributedSteps(self.session, self.rank, self.world_size, self.gpu)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def __enter__(self) -> CarbonAwareTraining:
+        self.start_step = self.steps_done = self._steps.restore(
+            self.store, self.state, self._shared_store, self._shared_state
+        )
+        if self.gpu is not None:
+            self.gpu.meter.start()
+            log.info("%s", self.gpu.describe())
+        if self.session is not None:
+            self.session.start()
+        log.info(
+            "training starts at step %d (rank %d of %d)",
+            self.start_step,
+            self.rank,
+            self.world_size,
+        )
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        status = "failed" if exc_type is not None else self.outcome.value
+        try:
+            if self.session is not None:
+                self.session.close(status=status)
+            if self.gpu is not None:
+                self.gpu.meter.stop()
+                if self.session is None:
+                    self.gpu.knob.close()
+        finally:
+            self.store.close()
+
+    # -- the step path -----------------------------------------------------------------------
+    def step(self) -> None:
+        """Count one completed mini-batch; checkpoint and stop when the controller says so."""
+        if self.stop_request is not None:
+            return
+        self.steps_done += 1
+        if self.gpu is not None:
+            self.gpu.run_simulated_step()
+        self.stop_request = self._steps.after_step(self.steps_done, self.save)
+
+    def save(self) -> None:
+        """Save a complete checkpoint of the current step now (every rank, in DDP)."""
+        self.store.save(self.state, step=self.steps_done)
+
+    # -- what the loop reads -----------------------------------------------------------------
+    @property
+    def should_stop(self) -> bool:
+        """The controller asked to stop (checkpoint taken; see :attr:`stop_request`)."""
+        return self.stop_request is not None
+
+    @property
+    def running(self) -> bool:
+        """Keep training: not stopped, and ``config.total_steps`` (if set) not reached."""
+        if self.stop_request is not None:
+            return False
+        return self.total_steps is None or self.steps_done < self.total_steps
+
+    @property
+    def outcome(self) -> Outcome:
+        """RUNNING, COMPLETED, MOVED or PAUSED."""
+        if self.stop_request is not None:
+            return self.stop_request.outcome
+        if self.total_steps is not None and self.steps_done >= self.total_steps:
+            return Outcome.COMPLETED
+        return Outcome.RUNNING
+
+    @property
+    def simulated_gpu(self) -> bool:
+        """True when the GPU is SIMULATED (no NVIDIA GPU here)."""
+        return self.gpu is not None and self.gpu.simulated
+
+
+def _rank_url(url: str, rank: int, world_size: int) -> str:
+    return url if world_size == 1 else f"{url.rstrip('/')}/rank-{rank:05d}"

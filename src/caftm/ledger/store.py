@@ -1,0 +1,299 @@
+"""The run ledger: runs, measurement windows and controller events in one sqlite file (WAL).
+
+Tables::
+
+    runs     (run_id, name, policy, site, started_at, ended_at, status, simulated, config_json)
+    windows  (run_id, time, duration_s, steps, setting, knob, energy_j, intensity_g_per_kwh,
+              carbon_g, site, phase)
+    events   (run_id, time, from_state, to_state, reason, intensity_g_per_kwh, site, gpu_setting)
+
+Times are ISO-8601 UTC strings. One :class:`Ledger` may be shared by threads (writes are
+serialised by a lock); the controller writes only on its slow path, never per step.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sqlite3
+import threading
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+
+from caftm._units import carbon_g
+from caftm.control.states import Event, State
+from caftm.errors import ConfigError
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY, name TEXT NOT NULL, policy TEXT NOT NULL, site TEXT NOT NULL,
+    started_at TEXT NOT NULL, ended_at TEXT, status TEXT NOT NULL, simulated INTEGER NOT NULL,
+    config_json TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE IF NOT EXISTS windows (
+    id INTEGER PRIMARY KEY, run_id TEXT NOT NULL REFERENCES runs(run_id), time TEXT NOT NULL,
+    duration_s REAL NOT NULL, steps INTEGER NOT NULL, setting REAL, knob TEXT, energy_j REAL,
+    intensity_g_per_kwh REAL, carbon_g REAL, site TEXT NOT NULL, phase TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY, run_id TEXT NOT NULL REFERENCES runs(run_id), time TEXT NOT NULL,
+    from_state TEXT NOT NULL, to_state TEXT NOT NULL, reason TEXT NOT NULL,
+    intensity_g_per_kwh REAL, site TEXT NOT NULL, gpu_setting REAL
+);
+CREATE INDEX IF NOT EXISTS windows_run ON windows(run_id, time);
+CREATE INDEX IF NOT EXISTS events_run ON events(run_id, time);
+"""
+
+
+def default_ledger_path() -> Path:
+    """``$CAFTM_LEDGER``, else ``$XDG_DATA_HOME/caftm/ledger.sqlite`` (~/.local/share/...)."""
+    explicit = os.environ.get("CAFTM_LEDGER")
+    if explicit:
+        return Path(explicit).expanduser()
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "caftm" / "ledger.sqlite"
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    """One run with its totals (energy J, carbon g; None when nothing was metered)."""
+
+    run_id: str
+    name: str
+    policy: str
+    site: str
+    started_at: datetime
+    ended_at: datetime | None
+    status: str
+    simulated: bool
+    windows: int
+    events: int
+    steps: int
+    energy_j: float | None
+    carbon_g: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class WindowRecord:
+    """One measured window as stored."""
+
+    time: datetime
+    duration_s: float
+    steps: int
+    setting: float | None
+    knob: str | None
+    energy_j: float | None
+    intensity_g_per_kwh: float | None
+    carbon_g: float | None
+    site: str
+    phase: str
+
+
+def _iso(time: datetime) -> str:
+    return time.astimezone(UTC).isoformat()
+
+
+def _when(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text)
+
+
+def _num(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+class Ledger:
+    """A sqlite ledger file (created with its folder when missing).
+
+    Raises:
+        ConfigError: the file cannot be opened or is not a caftm ledger.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path).expanduser()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as e:
+            raise ConfigError(f"cannot open ledger {self.path}: {e}") from e
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        """Close the file."""
+        self._db.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _write(self, sql: str, params: tuple[object, ...]) -> None:
+        with self._lock:
+            self._db.execute(sql, params)
+
+    # -- writing ------------------------------------------------------------------------------
+    def start_run(
+        self,
+        *,
+        name: str,
+        policy: str,
+        site: str,
+        started_at: datetime,
+        simulated: bool = False,
+        config: dict[str, object] | None = None,
+        run_id: str | None = None,
+    ) -> str:
+        """Record a new run; returns its id."""
+        run_id = run_id or uuid.uuid4().hex[:12]
+        self._write(
+            "INSERT INTO runs VALUES (?, ?, ?, ?, ?, NULL, 'running', ?, ?)",
+            (
+                run_id,
+                name,
+                policy,
+                site,
+                _iso(started_at),
+                int(simulated),
+                json.dumps(config or {}, default=str),
+            ),
+        )
+        return run_id
+
+    def end_run(self, run_id: str, *, ended_at: datetime, status: str = "finished") -> None:
+        """Mark a run ended (``finished``, ``failed``, ``moved``...)."""
+        self._write(
+            "UPDATE runs SET ended_at = ?, status = ? WHERE run_id = ?",
+            (_iso(ended_at), status, run_id),
+        )
+
+    def record_event(self, run_id: str, event: Event) -> None:
+        """Store one controller transition."""
+        self._write(
+            "INSERT INTO events (run_id, time, from_state, to_state, reason, intensity_g_per_kwh,"
+            " site, gpu_setting) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                run_id,
+                _iso(event.time),
+                event.from_state.value,
+                event.to_state.value,
+                event.reason,
+                _num(event.intensity_g_per_kwh),
+                event.site,
+                event.gpu_setting,
+            ),
+        )
+
+    def record_window(
+        self,
+        run_id: str,
+        *,
+        time: datetime,
+        duration_s: float,
+        steps: int,
+        setting: float | None,
+        knob: str | None,
+        energy_j: float | None,
+        intensity_g_per_kwh: float | None,
+        site: str,
+        phase: str,
+    ) -> None:
+        """Store one measured window; its carbon is computed here (g)."""
+        energy, ci = _num(energy_j), _num(intensity_g_per_kwh)
+        carbon = carbon_g(energy, ci) if energy is not None and ci is not None else None
+        self._write(
+            "INSERT INTO windows (run_id, time, duration_s, steps, setting, knob, energy_j,"
+            " intensity_g_per_kwh, carbon_g, site, phase) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (run_id, _iso(time), duration_s, steps, setting, knob, energy, ci, carbon, site, phase),
+        )
+
+    # -- reading ------------------------------------------------------------------------------
+    def runs(self) -> list[RunSummary]:
+        """All runs with their totals, newest first."""
+        rows = self._db.execute(
+            "SELECT r.run_id, r.name, r.policy, r.site, r.started_at, r.ended_at, r.status,"
+            " r.simulated,"
+            " (SELECT COUNT(*) FROM windows w WHERE w.run_id = r.run_id),"
+            " (SELECT COUNT(*) FROM events e WHERE e.run_id = r.run_id),"
+            " (SELECT COALESCE(SUM(steps), 0) FROM windows w WHERE w.run_id = r.run_id),"
+            " (SELECT SUM(energy_j) FROM windows w WHERE w.run_id = r.run_id),"
+            " (SELECT SUM(carbon_g) FROM windows w WHERE w.run_id = r.run_id)"
+            " FROM runs r ORDER BY r.started_at DESC, r.rowid DESC"
+        ).fetchall()
+        return [
+            RunSummary(
+                row[0],
+                row[1],
+                row[2],
+                row[3],
+                datetime.fromisoformat(row[4]),
+                _when(row[5]),
+                row[6],
+                bool(row[7]),
+                row[8],
+                row[9],
+                row[10],
+                row[11],
+                row[12],
+            )
+            for row in rows
+        ]
+
+    def resolve_run(self, run: str) -> str:
+        """The full id of the run whose id starts with ``run``.
+
+        Raises:
+            ConfigError: no run, or several, match.
+        """
+        escaped = run.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        rows = self._db.execute(
+            "SELECT run_id FROM runs WHERE run_id LIKE ? ESCAPE '\\'", (escaped + "%",)
+        ).fetchall()
+        ids = [r[0] for r in rows]
+        if run in ids:
+            return run
+        if len(ids) == 1:
+            return str(ids[0])
+        if not ids:
+            raise ConfigError(f"no run {run!r} in ledger {self.path}; see `caftm runs`")
+        raise ConfigError(f"run id {run!r} is ambiguous in {self.path}: {', '.join(ids[:5])}")
+
+    def events(self, run_id: str) -> list[Event]:
+        """The run's events, oldest first."""
+        rows = self._db.execute(
+            "SELECT time, from_state, to_state, reason, intensity_g_per_kwh, site, gpu_setting"
+            " FROM events WHERE run_id = ? ORDER BY time, id",
+            (run_id,),
+        ).fetchall()
+        return [
+            Event(
+                datetime.fromisoformat(r[0]),
+                State(r[1]),
+                State(r[2]),
+                r[3],
+                math.nan if r[4] is None else r[4],
+                r[5],
+                r[6],
+            )
+            for r in rows
+        ]
+
+    def windows(self, run_id: str) -> list[WindowRecord]:
+        """The run's measured windows, oldest first."""
+        rows = self._db.execute(
+            "SELECT time, duration_s, steps, setting, knob, energy_j, intensity_g_per_kwh,"
+            " carbon_g, site, phase FROM windows WHERE run_id = ? ORDER BY time, id",
+            (run_id,),
+        ).fetchall()
+        return [WindowRecord(datetime.fromisoformat(r[0]), *r[1:]) for r in rows]

@@ -1,0 +1,196 @@
+"""Green Software Foundation Carbon Aware SDK WebAPI client.
+
+The WebAPI is self-hosted in front of a data source (WattTime, Electricity Maps, JSON files);
+locations are the SDK's location names (by default Azure region names such as ``westeurope``).
+Electricity Maps zone keys are mapped through :data:`ZONE_TO_LOCATION`, or a location name may be
+used directly. Values (``rating``/``value``) are gCO2eq/kWh; the basis depends on the SDK's data
+source and is set at construction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from caftm.errors import ConfigError, ProviderError
+from caftm.signals.base import Basis, IntensitySource, Kind, Reading, as_utc, utcnow
+from caftm.signals.http import JsonClient, RetryPolicy, parse_utc, pick_in_force, provider_reading
+
+DEFAULT_BASE_URL = "http://localhost:5073"
+
+#: Electricity Maps zone -> Carbon Aware SDK location (Azure region names; ``locations=`` extends).
+ZONE_TO_LOCATION: dict[str, str] = {
+    "KR": "koreacentral",
+    "JP-TK": "japaneast",
+    "JP-KN": "japanwest",
+    "FR": "francecentral",
+    "DE": "germanywestcentral",
+    "GB": "uksouth",
+    "CA-ON": "canadacentral",
+    "CA-QC": "canadaeast",
+    "US-CAL-CISO": "westus",
+    "US-MIDA-PJM": "eastus",
+    "SE-SE3": "swedencentral",
+    "SG": "southeastasia",
+    "IN-WE": "westindia",
+    "NL": "westeurope",
+    "IE": "northeurope",
+}
+
+
+def _iso(time: datetime) -> str:
+    return as_utc(time).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class CarbonAwareSource(IntensitySource):
+    """Carbon intensity from a Carbon Aware SDK WebAPI deployment.
+
+    Args:
+        base_url: Root of the WebAPI deployment.
+        locations: Extra or overriding zone -> location entries.
+        location: Force this SDK location for every zone (the CLI's ``--region``).
+        basis: What the deployment's data source counts (default lifecycle).
+        policy: Timeouts and retries.
+        lookback: How far back :meth:`intensity` searches for the reading in force.
+    """
+
+    name = "carbonaware"
+
+    def __init__(
+        self,
+        *,
+        base_url: str = DEFAULT_BASE_URL,
+        locations: Mapping[str, str] | None = None,
+        location: str | None = None,
+        basis: Basis = Basis.LIFECYCLE,
+        policy: RetryPolicy | None = None,
+        lookback: timedelta = timedelta(hours=2),
+    ) -> None:
+        self.locations = {**ZONE_TO_LOCATION, **(locations or {})}
+        self.location_override = location
+        self.basis = Basis(basis)
+        self.lookback = lookback
+        self._http = JsonClient(
+            self.name,
+            base_url,
+            auth_hint="the Carbon Aware WebAPI refused access; check the deployment's auth",
+            policy=policy,
+        )
+
+    def __repr__(self) -> str:
+        return f"CarbonAwareSource(base_url={self._http.base_url!r})"
+
+    def close(self) -> None:
+        """Close the HTTP connection pool."""
+        self._http.close()
+
+    def zones(self) -> list[str]:
+        """Zones with a known SDK location."""
+        return sorted(self.locations)
+
+    def location_for(self, zone: str) -> str:
+        """The SDK location answering for ``zone``.
+
+        Raises:
+            ConfigError: no mapping and ``zone`` does not look like a location name.
+        """
+        if self.location_override:
+            return self.location_override
+        if zone in self.locations:
+            return self.locations[zone]
+        if zone and zone.isalnum() and zone.lower() == zone:
+            return zone
+        raise ConfigError(
+            f"zone {zone!r} has no Carbon Aware SDK location; pass location='westeurope'-style "
+            f"(--region) or one of the mapped zones: {', '.join(sorted(self.locations))}"
+        )
+
+    def _zone_of(self, location: str, asked: Mapping[str, str]) -> str:
+        return asked.get(location.lower(), location)
+
+    def _emissions(self, body: Any, asked: Mapping[str, str], kind: Kind) -> list[Reading]:
+        if not isinstance(body, list):
+            raise ProviderError(f"{self.name} emissions answer is not a list")
+        readings = []
+        for item in body:
+            if not isinstance(item, dict):
+                raise ProviderError(f"{self.name} gave a malformed emissions entry: {item!r}")
+            zone = self._zone_of(str(item.get("location", "")), asked)
+            readings.append(
+                provider_reading(
+                    provider=self.name,
+                    zone=zone,
+                    time=parse_utc(item.get("time"), provider=self.name),
+                    value=item.get("rating"),
+                    basis=self.basis,
+                    kind=kind,
+                )
+            )
+        return sorted(readings, key=lambda r: r.time)
+
+    def intensity(self, zone: str, time: datetime | None = None) -> Reading:
+        """The latest emissions point at or before ``time`` (default now)."""
+        at = utcnow() if time is None else as_utc(time, what=f"time for zone {zone}")
+        found = pick_in_force(self.history(zone, at - self.lookback, at + timedelta(seconds=1)), at)
+        if found is None:
+            raise ProviderError(f"{self.name} has no emissions data for zone {zone} at {_iso(at)}")
+        return found
+
+    def history(self, zone: str, start: datetime, end: datetime) -> list[Reading]:
+        """Emissions points in ``[start, end)`` (``/emissions/bylocation``)."""
+        start = as_utc(start, what="history start")
+        end = as_utc(end, what="history end")
+        if end <= start:
+            raise ConfigError(f"history range for zone {zone} is empty: end {_iso(end)} <= start")
+        location = self.location_for(zone)
+        params = {"location": location, "time": _iso(start), "toTime": _iso(end)}
+        body = self._http.get_json("/emissions/bylocation", params)
+        readings = self._emissions(body, {location.lower(): zone}, Kind.MEASURED)
+        return [r for r in readings if start <= r.time < end]
+
+    def history_many(self, zones: list[str], start: datetime, end: datetime) -> list[Reading]:
+        """Emissions points for several zones in one call (``/emissions/bylocations``)."""
+        start = as_utc(start, what="history start")
+        end = as_utc(end, what="history end")
+        asked = {self.location_for(z).lower(): z for z in zones}
+        params: list[tuple[str, str]] = [("location", self.location_for(z)) for z in zones]
+        params += [("time", _iso(start)), ("toTime", _iso(end))]
+        body = self._http.get_json("/emissions/bylocations", params)
+        readings = self._emissions(body, asked, Kind.MEASURED)
+        return [r for r in readings if start <= r.time < end]
+
+    def forecast(
+        self, zone: str, start: datetime | None = None, horizon: timedelta = timedelta(hours=24)
+    ) -> list[Reading]:
+        """The current forecast (``/emissions/forecasts/current``) within the window."""
+        begin = as_utc(start, what="forecast start") if start is not None else utcnow()
+        location = self.location_for(zone)
+        params = {
+            "location": location,
+            "dataStartAt": _iso(begin),
+            "dataEndAt": _iso(begin + horizon),
+        }
+        body = self._http.get_json("/emissions/forecasts/current", params)
+        if not isinstance(body, list) or not body or not isinstance(body[0], dict):
+            raise ProviderError(f"{self.name} forecast for {location} is empty or malformed")
+        points = body[0].get("forecastData")
+        if not isinstance(points, list):
+            raise ProviderError(f"{self.name} forecast for {location} lacks forecastData")
+        readings = []
+        for point in points:
+            if not isinstance(point, dict):
+                raise ProviderError(f"{self.name} gave a malformed forecast point: {point!r}")
+            readings.append(
+                provider_reading(
+                    provider=self.name,
+                    zone=zone,
+                    time=parse_utc(point.get("timestamp"), provider=self.name),
+                    value=point.get("value"),
+                    basis=self.basis,
+                    kind=Kind.FORECAST,
+                )
+            )
+        readings.sort(key=lambda r: r.time)
+        first = pick_in_force(readings, begin)
+        return [r for r in readings if (r.time >= begin or r is first) and r.time < begin + horizon]

@@ -1,0 +1,173 @@
+"""Electricity Maps API v3 client (carbon intensity: latest, history, past-range, forecast).
+
+Auth: the ``auth-token`` header, from ``CAFTM_ELECTRICITYMAPS_TOKEN`` / ``ELECTRICITYMAPS_TOKEN``
+or the credentials file (see :mod:`caftm.signals.credentials`). Zones are Electricity Maps zone
+keys (``DE``, ``JP-TK``, ``US-CAL-CISO``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import SecretStr
+
+from caftm.errors import ConfigError, ProviderError
+from caftm.signals.base import Basis, IntensitySource, Kind, Reading, as_utc, utcnow
+from caftm.signals.credentials import how_to_set, require_secret
+from caftm.signals.http import JsonClient, RetryPolicy, parse_utc, pick_in_force, provider_reading
+
+DEFAULT_BASE_URL = "https://api.electricitymap.org"
+#: Longest range one past-range call may ask for (hourly data); longer ranges are split.
+PAST_RANGE_MAX = timedelta(days=10)
+#: How far back /history reaches.
+HISTORY_WINDOW = timedelta(hours=24)
+
+
+def _iso(time: datetime) -> str:
+    return as_utc(time).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class ElectricityMapsSource(IntensitySource):
+    """Carbon intensity from the Electricity Maps API v3.
+
+    Args:
+        token: API token; default from the environment or credentials file.
+        base_url: API root (tests point it at a local server).
+        basis: Lifecycle (default) or direct emission factors (``emissionFactorType``).
+        zones: Zones to advertise from :meth:`zones` (the API itself knows ~350).
+        policy: Timeouts and retries.
+        past_range_max: Longest range per past-range call.
+
+    Raises:
+        AuthError: no token was given or found.
+    """
+
+    name = "electricitymaps"
+
+    def __init__(
+        self,
+        *,
+        token: SecretStr | str | None = None,
+        base_url: str = DEFAULT_BASE_URL,
+        basis: Basis = Basis.LIFECYCLE,
+        zones: list[str] | None = None,
+        policy: RetryPolicy | None = None,
+        past_range_max: timedelta = PAST_RANGE_MAX,
+    ) -> None:
+        secret = SecretStr(token) if isinstance(token, str) else token
+        secret = secret or require_secret(self.name, "token")
+        self.basis = Basis(basis)
+        self.past_range_max = past_range_max
+        self._zones = list(zones or [])
+        self._http = JsonClient(
+            self.name,
+            base_url,
+            auth_hint=how_to_set(self.name, "token"),
+            policy=policy,
+            headers={"auth-token": secret.get_secret_value()},
+            secrets=[secret],
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"ElectricityMapsSource(base_url={self._http.base_url!r}, basis={self.basis.value!r})"
+        )
+
+    def close(self) -> None:
+        """Close the HTTP connection pool."""
+        self._http.close()
+
+    def zones(self) -> list[str]:
+        """Zones given at construction (empty: any zone key the API accepts)."""
+        return list(self._zones)
+
+    def _params(self, zone: str, **extra: str) -> dict[str, str]:
+        if not zone or not zone.strip():
+            raise ConfigError("zone must be a non-empty Electricity Maps zone key such as 'DE'")
+        return {"zone": zone, "emissionFactorType": self.basis.value, **extra}
+
+    def _reading(self, zone: str, item: Any, *, kind: Kind | None = None) -> Reading:
+        if not isinstance(item, dict):
+            raise ProviderError(f"{self.name} gave a malformed entry for zone {zone}: {item!r}")
+        when = parse_utc(item.get("datetime"), provider=self.name)
+        if kind is None:
+            kind = Kind.ESTIMATED if item.get("isEstimated") else Kind.MEASURED
+        basis = self.basis
+        factor_type = item.get("emissionFactorType")
+        if factor_type in (Basis.LIFECYCLE.value, Basis.DIRECT.value):
+            basis = Basis(factor_type)
+        return provider_reading(
+            provider=self.name,
+            zone=zone,
+            time=when,
+            value=item.get("carbonIntensity"),
+            basis=basis,
+            kind=kind,
+        )
+
+    def _list(self, zone: str, body: Any, *keys: str, kind: Kind | None = None) -> list[Reading]:
+        entries = None
+        if isinstance(body, dict):
+            entries = next((body[k] for k in keys if isinstance(body.get(k), list)), None)
+        if entries is None:
+            raise ProviderError(
+                f"{self.name} answer for zone {zone} lacks a list under {' or '.join(keys)}"
+            )
+        readings = [self._reading(zone, item, kind=kind) for item in entries]
+        return sorted(readings, key=lambda r: r.time)
+
+    def latest(self, zone: str) -> Reading:
+        """The most recent reading for ``zone`` (``/v3/carbon-intensity/latest``)."""
+        body = self._http.get_json("/v3/carbon-intensity/latest", self._params(zone))
+        return self._reading(zone, body)
+
+    def intensity(self, zone: str, time: datetime | None = None) -> Reading:
+        """The reading in force at ``time`` (now: latest; past: past-range; future: forecast)."""
+        now = utcnow()
+        if time is None:
+            return self.latest(zone)
+        at = as_utc(time, what=f"time for zone {zone}")
+        if at > now + timedelta(minutes=5):
+            found = pick_in_force(self.forecast(zone, now, at - now + timedelta(hours=1)), at)
+        elif at >= now - timedelta(hours=1):
+            return self.latest(zone)
+        else:
+            found = pick_in_force(
+                self.history(zone, at - timedelta(hours=2), at + timedelta(seconds=1)), at
+            )
+        if found is None:
+            raise ProviderError(f"{self.name} has no reading for zone {zone} at {_iso(at)}")
+        return found
+
+    def history(self, zone: str, start: datetime, end: datetime) -> list[Reading]:
+        """Readings in ``[start, end)``: ``/history`` for the last 24 h, else past-range chunks."""
+        start = as_utc(start, what="history start")
+        end = as_utc(end, what="history end")
+        if end <= start:
+            raise ConfigError(f"history range for zone {zone} is empty: end {_iso(end)} <= start")
+        if start >= utcnow() - HISTORY_WINDOW:
+            body = self._http.get_json("/v3/carbon-intensity/history", self._params(zone))
+            readings = self._list(zone, body, "history", "data")
+        else:
+            readings = []
+            chunk_start = start
+            while chunk_start < end:
+                chunk_end = min(chunk_start + self.past_range_max, end)
+                params = self._params(zone, start=_iso(chunk_start), end=_iso(chunk_end))
+                body = self._http.get_json("/v3/carbon-intensity/past-range", params)
+                readings.extend(self._list(zone, body, "data", "history"))
+                chunk_start = chunk_end
+        unique = {r.time: r for r in readings if start <= r.time < end}
+        return [unique[t] for t in sorted(unique)]
+
+    def forecast(
+        self, zone: str, start: datetime | None = None, horizon: timedelta = timedelta(hours=24)
+    ) -> list[Reading]:
+        """The provider's forecast (``/v3/carbon-intensity/forecast``) within the window."""
+        begin = as_utc(start, what="forecast start") if start is not None else utcnow()
+        body = self._http.get_json("/v3/carbon-intensity/forecast", self._params(zone))
+        readings = self._list(zone, body, "forecast", kind=Kind.FORECAST)
+        # Keep the slot in force at `begin` (its time may be up to an hour earlier).
+        first = pick_in_force(readings, begin)
+        return [r for r in readings if (r.time >= begin or r is first) and r.time < begin + horizon]

@@ -1,0 +1,293 @@
+"""Shared HTTP plumbing for the live carbon-intensity providers.
+
+One :class:`JsonClient` per provider: a sync :class:`httpx.Client` with a timeout on every call,
+retries with exponential backoff and jitter on 429, 5xx and connection errors (honouring
+``Retry-After`` in seconds or as an HTTP date, capped), and one translation of every foreign error
+into :class:`~caftm.errors.ProviderError` / :class:`~caftm.errors.AuthError`. Messages name the
+provider and the URL path, never a key: any secret handed to the client is redacted from them.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+from pydantic import SecretStr
+
+from caftm.errors import AuthError, ConfigError, ProviderError
+from caftm.signals.base import Basis, Kind, Reading, check_intensity
+
+logger = logging.getLogger(__name__)
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How hard to try one request.
+
+    Attributes:
+        timeout_s: Per-attempt timeout (connect, read, write, pool), seconds.
+        max_retries: Retries after the first attempt on 429/5xx/connection errors.
+        backoff_base_s: First backoff; doubles per retry, with up to 50% random jitter.
+        backoff_max_s: Ceiling of one computed backoff.
+        retry_after_cap_s: Ceiling of a server's ``Retry-After`` we are willing to honour.
+        deadline_s: Ceiling of the whole call, retries and waits included.
+    """
+
+    timeout_s: float = 10.0
+    max_retries: int = 3
+    backoff_base_s: float = 0.5
+    backoff_max_s: float = 8.0
+    retry_after_cap_s: float = 30.0
+    deadline_s: float = 60.0
+
+
+def retry_after_s(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+class JsonClient:
+    """GET JSON from one provider, with timeouts, retries and error translation.
+
+    Args:
+        provider: Provider name used in messages (``"electricitymaps"``).
+        base_url: Root URL; tests point it at ``http://127.0.0.1:PORT``.
+        auth_hint: What to do about a 401/403 (``"set CAFTM_ELECTRICITYMAPS_TOKEN"``).
+        policy: Timeouts and retries.
+        headers: Headers sent on every request (e.g. an auth header).
+        secrets: Values to redact from any message (the key itself).
+        transport: Optional httpx transport (for custom networking; tests use real servers).
+    """
+
+    def __init__(
+        self,
+        provider: str,
+        base_url: str,
+        *,
+        auth_hint: str,
+        policy: RetryPolicy | None = None,
+        headers: Mapping[str, str] | None = None,
+        secrets: Iterable[SecretStr | str | None] = (),
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        if not base_url.startswith(("http://", "https://")):
+            raise ConfigError(f"base URL {base_url!r} for {provider} must start with http(s)://")
+        self.provider = provider
+        self.base_url = base_url.rstrip("/")
+        self.auth_hint = auth_hint
+        self.policy = policy or RetryPolicy()
+        self._secrets = [
+            s.get_secret_value() if isinstance(s, SecretStr) else s for s in secrets if s
+        ]
+        self._client = httpx.Client(
+            base_url=self.base_url,
+            headers=dict(headers or {}),
+            timeout=httpx.Timeout(self.policy.timeout_s),
+            transport=transport,
+            follow_redirects=False,
+        )
+
+    def __repr__(self) -> str:
+        return f"JsonClient(provider={self.provider!r}, base_url={self.base_url!r})"
+
+    def close(self) -> None:
+        """Close the underlying connection pool."""
+        self._client.close()
+
+    def add_secret(self, secret: SecretStr | str) -> None:
+        """Redact ``secret`` from every later message (e.g. a freshly issued token)."""
+        value = secret.get_secret_value() if isinstance(secret, SecretStr) else secret
+        if value:
+            self._secrets.append(value)
+
+    def redact(self, text: str) -> str:
+        """``text`` with every known secret replaced by ``***``."""
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def get_json(
+        self,
+        path: str,
+        params: Mapping[str, Any] | list[tuple[str, Any]] | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+        auth: httpx.Auth | tuple[str, str] | None = None,
+    ) -> Any:
+        """GET ``path`` and return its decoded JSON body.
+
+        Raises:
+            AuthError: HTTP 401/403.
+            ProviderError: timeout, connection failure after retries, other HTTP error,
+                or a body that is not JSON.
+        """
+        policy = self.policy
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            try:
+                response = self._client.get(path, params=params, headers=headers, auth=auth)
+            except httpx.TimeoutException as e:
+                raise ProviderError(
+                    f"{self.provider} did not answer within the {policy.timeout_s:g} s timeout "
+                    f"at {path}; try again later or raise the timeout"
+                ) from e
+            except httpx.TransportError as e:
+                wait_s = self._backoff_s(attempt, None)
+                if not self._may_retry(attempt, started, wait_s):
+                    raise ProviderError(
+                        f"cannot reach {self.provider} at {self.base_url}{path}: "
+                        f"{self.redact(type(e).__name__ + ': ' + str(e))}; check the network "
+                        "or the base URL"
+                    ) from e
+                logger.warning(
+                    "%s: %s at %s; retry %d in %.2f s",
+                    self.provider,
+                    type(e).__name__,
+                    path,
+                    attempt + 1,
+                    wait_s,
+                )
+            else:
+                if response.status_code < 400:
+                    return self._decode(response, path)
+                if response.status_code in (401, 403):
+                    raise AuthError(
+                        f"missing/invalid/expired key for {self.provider} "
+                        f"(HTTP {response.status_code} at {path}): {self.auth_hint}"
+                    )
+                if response.status_code not in RETRY_STATUSES:
+                    raise ProviderError(
+                        f"{self.provider} answered HTTP {response.status_code} at {path}: "
+                        f"{self._detail(response)}"
+                    )
+                wait_s = self._backoff_s(attempt, response.headers.get("retry-after"))
+                if not self._may_retry(attempt, started, wait_s):
+                    raise ProviderError(
+                        f"{self.provider} answered HTTP {response.status_code} at {path} "
+                        f"after {attempt + 1} attempt(s); try again later"
+                    )
+                logger.warning(
+                    "%s: HTTP %d at %s; retry %d in %.2f s",
+                    self.provider,
+                    response.status_code,
+                    path,
+                    attempt + 1,
+                    wait_s,
+                )
+            time.sleep(wait_s)
+            attempt += 1
+
+    def _backoff_s(self, attempt: int, retry_after: str | None) -> float:
+        told_s = retry_after_s(retry_after)
+        if told_s is not None:
+            return min(told_s, self.policy.retry_after_cap_s)
+        base_s = min(self.policy.backoff_base_s * 2.0**attempt, self.policy.backoff_max_s)
+        return base_s * (1.0 + 0.5 * random.random())
+
+    def _may_retry(self, attempt: int, started: float, wait_s: float) -> bool:
+        if attempt >= self.policy.max_retries:
+            return False
+        spent_s = time.monotonic() - started
+        return spent_s + wait_s < self.policy.deadline_s
+
+    def _decode(self, response: httpx.Response, path: str) -> Any:
+        content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
+        if "json" not in content_type:
+            raise ProviderError(
+                f"provider {self.provider} answered with non-JSON ({content_type or 'no type'}) "
+                f"at {path}; check the base URL {self.base_url}"
+            )
+        try:
+            return response.json()
+        except ValueError as e:
+            raise ProviderError(
+                f"provider {self.provider} answered with non-JSON (malformed {content_type}) "
+                f"at {path}"
+            ) from e
+
+    def _detail(self, response: httpx.Response) -> str:
+        text = response.text.strip().replace("\n", " ")
+        return self.redact(text[:200]) or "(empty body)"
+
+
+def parse_utc(value: Any, *, provider: str, what: str = "time") -> datetime:
+    """Parse a provider's ISO-8601 timestamp into aware UTC (a naive one is taken as UTC).
+
+    Raises:
+        ProviderError: not a parseable timestamp.
+    """
+    if not isinstance(value, str):
+        raise ProviderError(f"{provider} gave a {what} that is not a string: {value!r}")
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError as e:
+        raise ProviderError(f"{provider} gave an unparseable {what} {value!r}") from e
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def provider_reading(
+    *,
+    provider: str,
+    zone: str,
+    time: datetime,
+    value: Any,
+    basis: Basis,
+    kind: Kind,
+) -> Reading:
+    """Build a validated :class:`Reading` from a provider's value in gCO2eq/kWh.
+
+    Raises:
+        ProviderError: the value is missing, not a number, negative or absurd.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ProviderError(
+            f"{provider} gave a non-numeric intensity {value!r} for zone {zone} at "
+            f"{time.isoformat()}"
+        )
+    try:
+        intensity = check_intensity(float(value), where=f"{provider} zone {zone}")
+    except ConfigError as e:
+        raise ProviderError(
+            f"{provider} gave an implausible intensity {value!r} gCO2eq/kWh for zone {zone} at "
+            f"{time.isoformat()}; the provider's data is suspect"
+        ) from e
+    return Reading(zone, time, intensity, basis, kind, provider)
+
+
+def pick_in_force(readings: list[Reading], at: datetime) -> Reading | None:
+    """The latest reading whose time is at or before ``at`` (readings sorted oldest first)."""
+    chosen: Reading | None = None
+    for reading in readings:
+        if reading.time <= at:
+            chosen = reading
+        else:
+            break
+    return chosen

@@ -1,0 +1,328 @@
+"""Embedded typical-year profiles: the default signal, needing no key and no network.
+
+Shipped statistics (``data/profiles_2022.json``, derived from Electricity Maps 2022 hourly
+lifecycle data by ``scripts/build_profiles.py``; ODbL, see ``data/NOTICE.md``) hold per zone:
+the hour-of-day x month mean in UTC, a day-level AR(1) deviation (std per month, lag-1
+autocorrelation) and an hour-level AR(1) residual (std per month, autocorrelation, and a
+scale calibrated so generated days have the real mean daily amplitude).
+
+:class:`ProfileSource` generates a synthetic, seeded trace for any UTC year from them:
+
+    x(d, h) = mean[month, h] + day_deviation(d) + hour_residual(d, h)
+
+clipped to the zone's observed range and rescaled so every month has the profile's mean.
+The same seed, zone and year always give the same values. Every reading says it is
+synthetic (kind SYNTHETIC, or FORECAST for the expectation-only forecast).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import zlib
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from importlib import resources
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from scipy.signal import lfilter
+
+from caftm.errors import ConfigError, DataError
+from caftm.signals.base import (
+    MAX_PLAUSIBLE_G_PER_KWH,
+    Basis,
+    IntensitySource,
+    Kind,
+    Reading,
+    as_utc,
+    utcnow,
+)
+from caftm.signals.traces import TraceSource
+
+__all__ = [
+    "PROFILE_SOURCE_TEXT",
+    "ProfileSource",
+    "ZoneProfile",
+    "generate_year",
+    "load_profiles",
+    "profile_mean",
+    "shipped_zones",
+]
+
+#: Recorded in the ``source`` of every reading built on the embedded profiles.
+PROFILE_SOURCE_TEXT = "typical-year profile (synthetic, Electricity Maps 2022 statistics)"
+PROFILE_FILE = "profiles_2022.json"
+HOUR_S = 3600
+_BURN_IN = 64
+
+FloatArray = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class ZoneProfile:
+    """Statistics of one zone (gCO2eq/kWh; months 0 = January; hours UTC)."""
+
+    zone: str
+    hour_month_mean: FloatArray  # (12, 24)
+    day_sigma: FloatArray  # (12,) std of the daily-mean deviation
+    day_phi: float  # lag-1 autocorrelation of the daily-mean deviation, per day
+    hour_sigma: FloatArray  # (12,) std of the hourly residual within a day
+    hour_phi: float  # lag-1 autocorrelation of the hourly residual, per hour
+    noise_scale: float  # calibration of hour_sigma for the real mean daily amplitude
+    floor: float  # lowest value observed
+    ceiling: float  # highest value observed
+    yearly_mean: float  # mean of the source year
+    daily_amplitude: float  # mean over days of (max - min) within the UTC day, source year
+
+    @classmethod
+    def from_dict(cls, zone: str, raw: dict[str, Any]) -> ZoneProfile:
+        """Build from the JSON form written by ``scripts/build_profiles.py``."""
+        try:
+            profile = cls(
+                zone=zone,
+                hour_month_mean=np.asarray(raw["hour_month_mean"], dtype=np.float64),
+                day_sigma=np.asarray(raw["day_sigma"], dtype=np.float64),
+                day_phi=float(raw["day_phi"]),
+                hour_sigma=np.asarray(raw["hour_sigma"], dtype=np.float64),
+                hour_phi=float(raw["hour_phi"]),
+                noise_scale=float(raw["noise_scale"]),
+                floor=float(raw["floor"]),
+                ceiling=float(raw["ceiling"]),
+                yearly_mean=float(raw["yearly_mean"]),
+                daily_amplitude=float(raw["daily_amplitude"]),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise DataError(f"profile statistics for zone {zone} are malformed: {e!r}") from e
+        if profile.hour_month_mean.shape != (12, 24) or profile.day_sigma.shape != (12,):
+            raise DataError(f"profile statistics for zone {zone} have the wrong shape")
+        return profile
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form (values rounded to what matters)."""
+        return {
+            "hour_month_mean": np.round(self.hour_month_mean, 2).tolist(),
+            "day_sigma": np.round(self.day_sigma, 3).tolist(),
+            "day_phi": round(self.day_phi, 4),
+            "hour_sigma": np.round(self.hour_sigma, 3).tolist(),
+            "hour_phi": round(self.hour_phi, 4),
+            "noise_scale": round(self.noise_scale, 4),
+            "floor": round(self.floor, 2),
+            "ceiling": round(self.ceiling, 2),
+            "yearly_mean": round(self.yearly_mean, 2),
+            "daily_amplitude": round(self.daily_amplitude, 2),
+        }
+
+    def expectation(self, times_s: npt.ArrayLike) -> FloatArray:
+        """Expected intensity at epoch seconds ``times_s`` (the hour-of-day x month mean)."""
+        months, hours = _month_hour(np.asarray(times_s, dtype=np.int64))
+        values: FloatArray = self.hour_month_mean[months, hours]
+        return values
+
+
+def _month_hour(
+    times_s: npt.NDArray[np.int64],
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    stamps = times_s.astype("datetime64[s]")
+    months = (stamps.astype("datetime64[M]").astype(np.int64) % 12).astype(np.intp)
+    hours = ((times_s // HOUR_S) % 24).astype(np.intp)
+    return months, hours
+
+
+def _ar1(rng: np.random.Generator, phi: float, n: int) -> FloatArray:
+    """A unit-variance stationary AR(1) series of length ``n``."""
+    phi = float(np.clip(phi, 0.0, 0.999))
+    shocks = rng.standard_normal(n + _BURN_IN) * np.sqrt(1.0 - phi * phi)
+    series: FloatArray = lfilter([1.0], [1.0, -phi], shocks)[_BURN_IN:]
+    return series
+
+
+def generate_year(
+    profile: ZoneProfile, year: int, seed: int, *, noise_scale: float | None = None
+) -> FloatArray:
+    """Hourly synthetic intensities (gCO2eq/kWh) for the UTC ``year``, deterministic by seed.
+
+    ``noise_scale`` overrides the calibrated hour-residual scale (used by the calibration).
+    """
+    scale = profile.noise_scale if noise_scale is None else noise_scale
+    start = np.datetime64(f"{year:04d}-01-01T00", "h")
+    n_hours = int((np.datetime64(f"{year + 1:04d}-01-01T00", "h") - start).astype(np.int64))
+    times_s = (start.astype("datetime64[s]").astype(np.int64)) + HOUR_S * np.arange(n_hours)
+    months, hours = _month_hour(times_s)
+    rng = np.random.default_rng([seed & 0xFFFFFFFF, zlib.crc32(profile.zone.encode()), year])
+    n_days = n_hours // 24
+    day_of_hour = np.arange(n_hours) // 24
+    day_months = months[::24]
+    day_dev = _ar1(rng, profile.day_phi, n_days) * profile.day_sigma[day_months]
+    hour_res = _ar1(rng, profile.hour_phi, n_hours) * profile.hour_sigma[months] * scale
+    values = profile.hour_month_mean[months, hours] + day_dev[day_of_hour] + hour_res
+    low = max(profile.floor, 0.0)
+    values = np.clip(values, low, min(profile.ceiling, MAX_PLAUSIBLE_G_PER_KWH))
+    for month in range(12):
+        in_month = months == month
+        target = float(profile.hour_month_mean[month].mean())
+        got = float(values[in_month].mean())
+        if got > 0:
+            values[in_month] *= target / got
+    clipped: FloatArray = np.clip(values, 0.0, MAX_PLAUSIBLE_G_PER_KWH)
+    return clipped
+
+
+def daily_amplitude(hourly: npt.ArrayLike) -> float:
+    """Mean over whole UTC days of (max - min), for an hourly series starting at 00:00 UTC."""
+    array = np.asarray(hourly, dtype=np.float64)
+    days = array[: array.size // 24 * 24].reshape(-1, 24)
+    return float(np.mean(days.max(axis=1) - days.min(axis=1)))
+
+
+@functools.cache
+def load_profiles() -> dict[str, ZoneProfile]:
+    """The shipped statistics, by zone.
+
+    Raises:
+        DataError: the packaged file is missing or malformed (reinstall caftm).
+    """
+    try:
+        text = resources.files("caftm.signals").joinpath("data", PROFILE_FILE).read_text("utf-8")
+        raw = json.loads(text)
+        zones = raw["zones"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise DataError(
+            f"embedded profile file caftm/signals/data/{PROFILE_FILE} is unreadable ({e}); "
+            "reinstall caftm or rerun scripts/build_profiles.py"
+        ) from e
+    return {zone: ZoneProfile.from_dict(zone, stats) for zone, stats in sorted(zones.items())}
+
+
+def shipped_zones() -> list[str]:
+    """Zones with an embedded profile, sorted."""
+    return list(load_profiles())
+
+
+def zone_profile(zone: str) -> ZoneProfile:
+    """The embedded statistics of ``zone``.
+
+    Raises:
+        ConfigError: no profile for ``zone`` (the message lists a few shipped zones).
+    """
+    profiles = load_profiles()
+    if zone not in profiles:
+        some = ", ".join(list(profiles)[:10])
+        raise ConfigError(
+            f"no embedded profile for zone {zone!r}; {len(profiles)} shipped, e.g. {some} "
+            "(see caftm.signals.profiles.shipped_zones())"
+        )
+    return profiles[zone]
+
+
+def profile_mean(zone: str) -> float:
+    """Yearly mean intensity of ``zone``'s profile, gCO2eq/kWh.
+
+    Raises:
+        ConfigError: unknown zone.
+    """
+    return float(zone_profile(zone).hour_month_mean.mean())
+
+
+class ProfileSource(IntensitySource):
+    """Synthetic intensities generated from the embedded typical-year profiles.
+
+    Args:
+        seed: seed of the generator; the same seed gives the same values for every
+            zone, year and time.
+
+    Every reading has kind SYNTHETIC (FORECAST for forecasts) and source
+    :data:`PROFILE_SOURCE_TEXT`.
+    """
+
+    name = "profile"
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = int(seed)
+        self._years: dict[tuple[str, int], FloatArray] = {}
+
+    def zones(self) -> list[str]:
+        """Zones with an embedded profile."""
+        return shipped_zones()
+
+    def year_values(self, zone: str, year: int) -> FloatArray:
+        """The generated hourly values of ``zone`` for the UTC ``year`` (cached)."""
+        key = (zone, year)
+        if key not in self._years:
+            if len(self._years) > 256:
+                self._years.clear()
+            self._years[key] = generate_year(zone_profile(zone), year, self.seed)
+        return self._years[key]
+
+    def values_at(self, zone: str, times_s: npt.ArrayLike) -> FloatArray:
+        """Generated values at epoch seconds ``times_s`` (step-hold per UTC hour)."""
+        seconds = np.asarray(times_s, dtype=np.int64)
+        stamps = seconds.astype("datetime64[s]")
+        years = stamps.astype("datetime64[Y]").astype(np.int64) + 1970
+        hour_in_year = (
+            seconds - stamps.astype("datetime64[Y]").astype("datetime64[s]").astype(np.int64)
+        ) // HOUR_S
+        out = np.empty(seconds.shape, dtype=np.float64)
+        for year in np.unique(years):
+            mask = years == year
+            out[mask] = self.year_values(zone, int(year))[hour_in_year[mask]]
+        return out
+
+    def intensity(self, zone: str, time: datetime | None = None) -> Reading:
+        """The synthetic value of the UTC hour containing ``time`` (default now)."""
+        when = utcnow() if time is None else as_utc(time, what="requested time")
+        hour_s = int(when.timestamp()) // HOUR_S * HOUR_S
+        value = float(self.values_at(zone, [hour_s])[0])
+        return self._reading(zone, hour_s, value, Kind.SYNTHETIC)
+
+    def history(self, zone: str, start: datetime, end: datetime) -> list[Reading]:
+        """Synthetic hourly readings for the hours starting in ``[start, end)``."""
+        hours = _hours(start, end)
+        values = self.values_at(zone, hours)
+        return [
+            self._reading(zone, int(t), float(v), Kind.SYNTHETIC)
+            for t, v in zip(hours, values, strict=True)
+        ]
+
+    def forecast(
+        self, zone: str, start: datetime | None = None, horizon: timedelta = timedelta(hours=24)
+    ) -> list[Reading]:
+        """The profile's expectation for each hour from ``start`` over ``horizon``."""
+        begin = utcnow() if start is None else as_utc(start, what="forecast start")
+        hours = _hours(begin, begin + horizon)
+        values = zone_profile(zone).expectation(hours)
+        return [
+            self._reading(zone, int(t), float(v), Kind.FORECAST)
+            for t, v in zip(hours, values, strict=True)
+        ]
+
+    def trace(self, year: int, zones: list[str] | None = None) -> TraceSource:
+        """A whole generated UTC ``year`` as a :class:`TraceSource` (kind SYNTHETIC)."""
+        names = shipped_zones() if zones is None else zones
+        values = np.vstack([self.year_values(zone, year) for zone in names])
+        return TraceSource(
+            names,
+            datetime(year, 1, 1, tzinfo=UTC),
+            HOUR_S,
+            values,
+            kind=Kind.SYNTHETIC,
+            label=f"{PROFILE_SOURCE_TEXT}, seed {self.seed}",
+        )
+
+    def _reading(self, zone: str, hour_s: int, value: float, kind: Kind) -> Reading:
+        return Reading(
+            zone,
+            datetime.fromtimestamp(hour_s, UTC),
+            value,
+            Basis.LIFECYCLE,
+            kind,
+            PROFILE_SOURCE_TEXT,
+        )
+
+
+def _hours(start: datetime, end: datetime) -> npt.NDArray[np.int64]:
+    """Epoch seconds of the UTC hours starting in ``[start, end)``."""
+    first = -(-int(as_utc(start, what="start").timestamp()) // HOUR_S) * HOUR_S
+    stop = int(np.ceil(as_utc(end, what="end").timestamp()))
+    return np.arange(first, stop, HOUR_S, dtype=np.int64)

@@ -1,0 +1,118 @@
+"""Carbon-intensity sources by name, imported on first use.
+
+get_source("electricitymaps")            # the bare live client (AuthError if no key)
+fallback_source("electricitymaps")       # live -> cache -> forecast -> embedded profile
+default_source()                         # the embedded typical-year profile: no key, no network
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from pathlib import Path
+from typing import Any
+
+from caftm.errors import AuthError, ConfigError
+from caftm.signals.base import IntensitySource
+
+logger = logging.getLogger(__name__)
+
+#: name -> "module:Class"; every class is an IntensitySource.
+SOURCES: dict[str, str] = {
+    "carbonaware": "caftm.signals.carbonaware:CarbonAwareSource",
+    "electricitymaps": "caftm.signals.electricitymaps:ElectricityMapsSource",
+    "profile": "caftm.signals.profiles:ProfileSource",
+    "trace": "caftm.signals.traces:TraceSource",
+    "ukgrid": "caftm.signals.ukgrid:UkGridSource",
+    "watttime": "caftm.signals.watttime:WattTimeSource",
+}
+#: Sources that talk to a provider over the network.
+LIVE_SOURCES = frozenset({"carbonaware", "electricitymaps", "ukgrid", "watttime"})
+
+
+def known_sources() -> list[str]:
+    """Every registered source name, sorted."""
+    return sorted(SOURCES)
+
+
+def source_class(name: str) -> type[IntensitySource]:
+    """The class registered as ``name``.
+
+    Raises:
+        ConfigError: unknown name (the message lists the known ones).
+    """
+    target = SOURCES.get(name.strip().lower()) if isinstance(name, str) else None
+    if target is None:
+        raise ConfigError(
+            f"unknown carbon-intensity provider {name!r}; known: {', '.join(known_sources())}"
+        )
+    module_name, _, class_name = target.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as e:
+        raise ConfigError(
+            f"provider {name!r} is unavailable ({module_name}.{class_name}: {e}); "
+            "reinstall caftm with `pip install -e .`"
+        ) from e
+    if not (isinstance(cls, type) and issubclass(cls, IntensitySource)):
+        raise ConfigError(f"provider {name!r} ({target}) is not an IntensitySource")
+    return cls
+
+
+def get_source(name: str, **options: Any) -> IntensitySource:
+    """A source by name, built with ``options`` (the class's keyword arguments).
+
+    ``trace`` takes ``path=`` (a trace file or a list of them) and is loaded with
+    :func:`caftm.signals.traces.load_trace`.
+
+    Raises:
+        ConfigError: unknown name or bad options.
+        AuthError: a live provider's key is missing.
+    """
+    cls = source_class(name)
+    if name == "trace" and "path" in options:
+        from caftm.signals.traces import load_trace
+
+        return load_trace(options.pop("path"), **options)
+    try:
+        return cls(**options)
+    except TypeError as e:
+        raise ConfigError(f"bad options for provider {name!r}: {e}") from e
+
+
+def default_source() -> IntensitySource:
+    """The embedded typical-year profiles: no key, no network (readings say synthetic)."""
+    return get_source("profile")
+
+
+def fallback_source(
+    name: str,
+    *,
+    cache_path: Path | str | None = None,
+    deadline_s: float = 15.0,
+    **options: Any,
+) -> IntensitySource:
+    """``name`` wrapped in a :class:`FallbackChain` over the shared cache and embedded profile.
+
+    A live provider whose key is missing is skipped with a warning: the chain then answers
+    from the cache and the profile. Non-live names are returned as :func:`get_source` builds them.
+
+    Raises:
+        ConfigError: unknown name or bad options.
+    """
+    from caftm.signals.cache import ReadingCache
+    from caftm.signals.chain import FallbackChain
+
+    if name not in LIVE_SOURCES:
+        return get_source(name, **options)
+    try:
+        live: IntensitySource | None = get_source(name, **options)
+    except AuthError as e:
+        logger.warning("%s; using the cache and embedded profile instead", e)
+        live = None
+    return FallbackChain(
+        live,
+        cache=ReadingCache(cache_path),
+        last_resort=default_source(),
+        deadline_s=deadline_s,
+    )

@@ -1,0 +1,120 @@
+"""``caftm gpu info`` and ``caftm gpu profile`` on the simulated and replay backends."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from caftm.cli import app
+from caftm.cli._common import run_app
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = run_app(app, ["gpu", *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_info_on_the_simulated_backend_shows_everything_and_says_simulated(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, err = _run(capsys, "info", "--backend", "simulated")
+    assert code == 0, err
+    assert "SIMULATED" in out
+    for expected in (
+        "345–1980 MHz (110 values)",
+        "200–700 W (default 700 W)",
+        "energy counter",
+        "can change settings",
+        "unlocked",
+    ):
+        assert expected in out
+
+
+def test_profile_sweeps_prints_a_table_and_draws_a_png(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    png = tmp_path / "sweep.png"
+    code, out, err = _run(
+        capsys,
+        "profile",
+        "--backend",
+        "simulated",
+        "--knob",
+        "clock",
+        "--steps",
+        "20",
+        "--settings",
+        "1980,1410,990,600",
+        "--eta",
+        "1.0",
+        "--intensity",
+        "700",
+        "--plot",
+        str(png),
+    )
+    assert code == 0, err
+    assert "SIMULATED" in out
+    rows = [line for line in out.splitlines() if line.startswith("│")]
+    assert [row.split("│")[1].strip() for row in rows] == ["600", "990", "1410", "1980"]
+    best_rows = [row for row in rows if "best" in row]
+    assert len(best_rows) == 1
+    assert best_rows[0].split("│")[1].strip() in {"990", "1410"}  # η=1: energy-optimal, interior
+    assert "80 profiling steps" in out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["profile", "--gpu", "7"], "unknown GPU index 7"),
+        (["info", "--backend", "simulated", "--gpu", "7"], "unknown GPU index 7"),
+        (["profile", "--settings", "1234"], "1234 MHz is not a supported clock"),
+        (["profile", "--eta", "1.5"], "eta must be in [0, 1]"),
+        (["profile", "--eta", "-0.1"], "eta must be in [0, 1]"),
+        (["profile", "--knob", "voltage"], "unknown --knob 'voltage'"),
+        (["info", "--backend", "quantum"], "unknown GPU backend 'quantum'"),
+        (["profile", "--backend", "replay", "--knob", "clock"], "power limits only"),
+    ],
+)
+def test_bad_input_is_one_error_line_and_exit_2(
+    capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    code, out, err = _run(capsys, *argv)
+    assert code == 2
+    assert message in err
+    assert len(err.strip().splitlines()) == 1
+    assert "Traceback" not in err + out
+
+
+def test_replay_profile_uses_the_measured_power_limits(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from tests.conftest import shared_file
+
+    shared_file("gpu/zeus_power_limit_traces/power_v100.csv")
+    code, out, err = _run(
+        capsys, "profile", "--backend", "replay", "--knob", "power", "--steps", "5"
+    )
+    assert code == 0, err
+    assert "SIMULATED" in out and "replay" in out
+    assert "best power limit" not in out  # the summary names the knob kind
+    assert "best power:" in out
+
+
+def test_the_installed_command_runs(tmp_path: Path) -> None:
+    script = Path(sys.executable).with_name("caftm")
+    if not script.exists():
+        pytest.skip(f"no installed caftm script next to {sys.executable}")
+    done = subprocess.run(
+        [str(script), "gpu", "info", "--backend", "simulated"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "SIMULATED" in done.stdout

@@ -1,0 +1,83 @@
+"""The one validated config: YAML, code, environment overrides and field-path errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from caftm.control import ControllerConfig, ThresholdMode
+from caftm.control.config import apply_env, policy_names
+from caftm.errors import ConfigError
+from caftm.gpu.base import KnobKind
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "config.yaml"
+
+
+def test_example_config_validates_and_resolves_regions() -> None:
+    config = ControllerConfig.from_yaml(EXAMPLE, env={})
+    zones = config.site_zones()
+    assert zones["KR"] == "KR" and zones["lab"] == "CA-QC"
+    assert zones["gcp:europe-west1"] == "BE"
+    assert config.start_site == "KR"
+    rules = config.rules()
+    assert rules.min_dwell_s == 1800 and rules.deadline_s is not None
+    assert rules.move_cost.downtime_s == 300
+    assert config.threshold_spec().hysteresis_fraction == 0.1
+
+
+def test_defaults_from_code() -> None:
+    config = ControllerConfig.from_dict({"sites": ["DE"]}, env={})
+    assert config.policy.name == "caftm" and config.gpu.knob is KnobKind.CLOCK
+    assert config.rules().deadline_s is None
+    assert "suspend-resume" in policy_names()
+
+
+def test_environment_overrides_section_keys() -> None:
+    env = {
+        "CAFTM_THRESHOLD_MODE": "relative",
+        "CAFTM_POLICY_MIN_DWELL_S": "600",
+        "CAFTM_GPU_KNOB": "power",
+        "CAFTM_LEDGER": "/elsewhere.sqlite",  # the CLI's variable, not a section key: ignored
+        "CAFTM_POLICY_NO_SUCH_KEY": "1",
+        "OTHER": "x",
+    }
+    config = ControllerConfig.from_dict({"sites": ["DE"], "policy": {"eta": 0.9}}, env=env)
+    assert config.threshold.mode is ThresholdMode.RELATIVE
+    assert config.policy.min_dwell_s == 600 and config.policy.eta == 0.9
+    assert config.gpu.knob is KnobKind.POWER
+    assert apply_env({"a": 1}, {}) == {"a": 1}
+
+
+@pytest.mark.parametrize(
+    ("data", "env", "path"),
+    [
+        ({"sites": ["DE"], "threshold": {"value_g_per_kwh": -1}}, {}, "threshold.value_g_per_kwh"),
+        ({"sites": ["DE"], "policy": {"eta": 2}}, {}, "policy.eta"),
+        ({"sites": ["DE"], "policy": {"name": "yolo"}}, {}, "policy.name"),
+        ({"sites": ["DE"], "policy": {"deadline": "2026-01-01T00:00:00"}}, {}, "policy.deadline"),
+        ({"sites": []}, {}, "sites"),
+        ({"sites": ["DE", "DE"]}, {}, "site names repeat"),
+        ({"sites": ["DE"], "site": "FR"}, {}, "not among the sites"),
+        ({"sites": ["aws:nowhere-1"]}, {}, "sites.0"),
+        ({"sites": ["DE"], "gpu": {"steps_per_probe": 0}}, {}, "gpu.steps_per_probe"),
+        ({"sites": ["DE"], "unknown": 1}, {}, "unknown"),
+        ({"sites": ["DE"]}, {"CAFTM_MIGRATION_MARGIN_G": "-3"}, "migration.margin_g"),
+    ],
+)
+def test_bad_values_name_their_field(data: dict, env: dict, path: str) -> None:
+    with pytest.raises(ConfigError, match=path.replace(".", r"\.")):
+        ControllerConfig.from_dict(data, env=env)
+
+
+def test_unreadable_and_malformed_yaml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config"):
+        ControllerConfig.from_yaml(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("sites: [DE\n")
+    with pytest.raises(ConfigError, match="cannot read config"):
+        ControllerConfig.from_yaml(bad)
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- DE\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        ControllerConfig.from_yaml(listed)

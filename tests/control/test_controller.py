@@ -1,0 +1,379 @@
+"""The live controller end to end: fake clock, trace-backed source, real optimiser and ledger."""
+
+from __future__ import annotations
+
+import logging
+import math
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tests.control.conftest import T0_S, FakeClock, oracle, synthetic_source
+from tests.control.harness import CLOCKS_MHZ, build
+
+from caftm.control import (
+    CAFTM,
+    Controller,
+    ControllerConfig,
+    Hooks,
+    Rules,
+    State,
+    SuspendResume,
+    ThresholdMode,
+    ThresholdSpec,
+)
+from caftm.errors import ProviderError
+from caftm.ledger import Ledger
+from caftm.signals.base import IntensitySource, Reading
+from caftm.signals.refresher import IntensityRefresher
+from caftm.signals.traces import TraceSource
+
+HOUR_S = 3600.0
+SITES = {"KR": "KR", "FR": "FR"}
+
+
+def kr_fr_source() -> IntensitySource:
+    # KR clean for 5 h, then dirty for 10 h, then clean; FR clean throughout (synthetic)
+    return synthetic_source({"KR": [300.0] * 5 + [500.0] * 10 + [300.0] * 20, "FR": [60.0] * 35})
+
+
+def test_dirty_grid_suspends_checkpoints_moves_and_rescales(
+    clock: FakeClock, tmp_path: Path
+) -> None:
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    run = build(
+        CAFTM(Rules(min_dwell_s=600.0)),
+        kr_fr_source(),
+        SITES,
+        "KR",
+        clock,
+        threshold=ThresholdSpec(value_g_per_kwh=400.0),
+        ledger=ledger,
+        window_steps=1000,
+    )
+    run.drive(8 * 18_000)  # 0.2 s steps: 8 h of fake time
+    c = run.controller
+    path = [(e.from_state, e.to_state) for e in c.events]
+    assert path == [
+        (State.SCALING, State.SCALING),  # run started
+        (State.SCALING, State.TOLERANCE),
+        (State.TOLERANCE, State.SUSPEND),
+        (State.SUSPEND, State.MIGRATION),
+        (State.MIGRATION, State.SCALING),
+        (State.SCALING, State.TOLERANCE),
+    ]
+    suspend = c.events[2]
+    assert suspend.time == datetime(2022, 1, 1, 5, tzinfo=UTC) or (
+        abs(suspend.time.timestamp() - (T0_S + 5 * HOUR_S)) < 301  # within one poll
+    )
+    assert suspend.intensity_g_per_kwh == 500.0 and suspend.site == "KR"
+    assert run.checkpoints == 1 and run.moves == ["FR"]
+    assert c.site == "FR" and c.state is State.TOLERANCE
+    assert c.setting in CLOCKS_MHZ and run.gpu.setting == c.setting
+    c.close()
+    assert c.state is State.DONE and run.gpu.applied[-1] is None  # GPU back to its default
+    assert c.run_id is not None
+    stored = ledger.events(c.run_id)
+    assert [(e.from_state, e.to_state, e.reason) for e in stored] == [
+        (e.from_state, e.to_state, e.reason) for e in c.events
+    ]
+    windows = ledger.windows(c.run_id)
+    assert {w.phase for w in windows} == {"scaling", "tolerance"}
+    assert {w.site for w in windows} == {"KR", "FR"}
+    for w in windows:
+        assert w.energy_j is not None and w.energy_j > 0
+        assert w.carbon_g == pytest.approx(w.energy_j / 3.6e6 * w.intensity_g_per_kwh)
+    (summary,) = ledger.runs()
+    assert summary.status == "finished" and summary.simulated
+    assert summary.steps == sum(w.steps for w in windows)
+    assert summary.steps >= 8 * 18_000 - 1000  # every step is in some window but the last open one
+
+
+def test_pause_in_place_resumes_when_clean(clock: FakeClock) -> None:
+    source = synthetic_source({"DE": [300.0] * 3 + [500.0, 450.0, 380.0, 350.0] + [300.0] * 20})
+    run = build(
+        SuspendResume(Rules(min_dwell_s=600.0, pause_recheck_s=900.0)),
+        source,
+        {"DE": "DE"},
+        "DE",
+        clock,
+        threshold=ThresholdSpec(value_g_per_kwh=400.0),
+        tune_gpu=False,
+        step_time_s=1.0,
+    )
+    run.drive(9 * 3600)  # 1 s steps: 9 h
+    states = [e.to_state for e in run.controller.events]
+    assert State.PAUSED in states and run.moves == []
+    resumed = next(e for e in run.controller.events if e.from_state is State.PAUSED)
+    # 380 is below θ but above the hysteresis level 360: resume only at 350 (hour 6)
+    assert resumed.time.timestamp() == pytest.approx(T0_S + 6 * HOUR_S, abs=900.0)
+    assert resumed.intensity_g_per_kwh == 350.0
+    for started, until in run.pauses:
+        assert until - started <= 900.0 + 1e-6  # re-checked at least every pause_recheck_s
+
+
+def test_pause_never_runs_past_the_deadline(clock: FakeClock) -> None:
+    source = synthetic_source({"DE": [300.0] * 2 + [600.0] * 30})
+    deadline_s = T0_S + 10 * HOUR_S
+    total_steps = 6 * 18_000  # 6 h of work at 0.2 s
+    run = build(
+        SuspendResume(Rules(min_dwell_s=600.0, deadline_s=deadline_s)),
+        source,
+        {"DE": "DE"},
+        "DE",
+        clock,
+        threshold=ThresholdSpec(value_g_per_kwh=400.0),
+        tune_gpu=False,
+        total_steps=total_steps,
+        window_steps=1000,
+    )
+    run.drive(total_steps)
+    c = run.controller
+    assert run.pauses, "the dirty grid should have paused the job"
+    assert (
+        max(until for _, until in run.pauses) <= deadline_s - 0.9 * (total_steps - 2 * 18_000) * 0.2
+    )
+    assert clock.now_s <= deadline_s + 60.0  # the work still met the deadline
+    assert any(e.reason.startswith("deadline") for e in c.events)
+    assert c.state is State.TOLERANCE  # CI still dirty, but no slack: no new suspend
+
+
+def test_failed_checkpoint_keeps_training_here(clock: FakeClock) -> None:
+    run = build(
+        CAFTM(Rules(min_dwell_s=600.0)),
+        kr_fr_source(),
+        SITES,
+        "KR",
+        clock,
+        threshold=ThresholdSpec(value_g_per_kwh=400.0),
+        checkpoint_fails=True,
+        window_steps=1000,
+    )
+    run.drive(6 * 18_000)
+    assert run.checkpoints >= 1 and run.moves == []
+    failed = [e for e in run.controller.events if e.reason.startswith("checkpoint failed")]
+    assert failed and failed[0].to_state is State.TOLERANCE
+    assert run.controller.site == "KR"
+
+
+def test_step_path_calls_neither_clock_nor_source_in_tolerance(clock: FakeClock) -> None:
+    calls = {"clock": 0, "source": 0}
+    source = synthetic_source({"DE": [300.0] * 48})
+    real_intensity = source.intensity
+
+    def counting_intensity(zone: str, time: datetime | None = None) -> Reading:
+        calls["source"] += 1
+        return real_intensity(zone, time)
+
+    source.intensity = counting_intensity  # type: ignore[method-assign]
+
+    def counting_clock() -> float:
+        calls["clock"] += 1
+        return clock.now_s
+
+    refresher = IntensityRefresher(source, {"DE": "DE"}, "DE", clock=counting_clock)
+    controller = Controller(
+        CAFTM(), refresher, clock=counting_clock, check_every_steps=500, window_steps=10_000
+    )
+    controller.start(run_refresher_thread=False)
+    assert controller.state is State.TOLERANCE
+    before = dict(calls)
+    for _ in range(10_000):
+        controller.step()
+    assert calls["source"] == before["source"]
+    # only the periodic slow-path checks (every 500 steps) read the clock
+    assert calls["clock"] - before["clock"] <= 3 * (10_000 // 500) + 3
+
+
+class FlakySource(IntensitySource):
+    """A source whose provider fails on demand (the failure is real: ProviderError)."""
+
+    name = "flaky"
+
+    def __init__(self) -> None:
+        self.fail = False
+        self.value = 200.0
+
+    def zones(self) -> list[str]:
+        return ["DE"]
+
+    def intensity(self, zone: str, time: datetime | None = None) -> Reading:
+        if self.fail:
+            raise ProviderError("provider down (test)")
+        from caftm.signals.base import Basis, Kind
+
+        return Reading(
+            zone, time or datetime.now(UTC), self.value, Basis.LIFECYCLE, Kind.MEASURED, "t"
+        )
+
+    def history(self, zone: str, start: datetime, end: datetime) -> list[Reading]:
+        return []
+
+
+def test_refresher_keeps_the_last_value_and_logs_once(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    source = FlakySource()
+    refresher = IntensityRefresher(source, {"DE": "DE"}, "DE", clock=clock)
+    refresher.refresh_once()
+    assert refresher.current_intensity_g_per_kwh == 200.0
+    source.fail = True
+    with caplog.at_level(logging.WARNING, logger="caftm.signals.refresher"):
+        for _ in range(5):
+            refresher.refresh_once()
+    assert refresher.current_intensity_g_per_kwh == 200.0
+    assert len([r for r in caplog.records if "provider down" in r.getMessage()]) == 1
+    source.fail, source.value = False, 250.0
+    refresher.refresh_once()
+    assert refresher.current_intensity_g_per_kwh == 250.0
+    assert refresher.version == 7
+
+
+def test_refresher_thread_polls_in_the_background() -> None:
+    source = FlakySource()
+    refresher = IntensityRefresher(source, {"DE": "DE"}, "DE", interval_s=0.01)
+    with refresher:
+        assert refresher.running
+        source.value = 321.0
+        import time
+
+        deadline = time.monotonic() + 5.0
+        while refresher.current_intensity_g_per_kwh != 321.0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert refresher.current_intensity_g_per_kwh == 321.0
+    assert not refresher.running
+
+
+def test_state_dict_round_trip_restarts_in_scaling(clock: FakeClock) -> None:
+    run = build(
+        CAFTM(Rules(min_dwell_s=600.0)),
+        kr_fr_source(),
+        SITES,
+        "KR",
+        clock,
+        threshold=ThresholdSpec(value_g_per_kwh=400.0),
+        window_steps=1000,
+    )
+    run.drive(6 * 18_000)
+    saved = run.controller.state_dict()
+    refresher = IntensityRefresher(kr_fr_source(), SITES, "FR", clock=clock)
+    restored = Controller(CAFTM(), refresher, clock=clock)
+    restored.load_state_dict(saved)
+    assert restored.steps_done == run.controller.steps_done
+    assert restored.state is State.SCALING and restored.site == "FR"
+
+
+def test_from_config_builds_a_working_controller(clock: FakeClock, tmp_path: Path) -> None:
+    config = ControllerConfig.from_dict(
+        {
+            "sites": ["KR", "FR"],
+            "threshold": {"mode": "absolute", "value_g_per_kwh": 400},
+            "policy": {"name": "caftm", "min_dwell_s": 600},
+            "ledger": {"path": str(tmp_path / "l.sqlite"), "run_name": "from-config"},
+        },
+        env={},
+    )
+    controller = Controller.from_config(config, source=kr_fr_source(), clock=clock)
+    controller.start(run_refresher_thread=False)
+    for hour in range(8):
+        clock.now_s = T0_S + hour * HOUR_S
+        controller._refresher.refresh_once()
+        for _ in range(200):
+            clock.advance(0.5)
+            controller.step()
+    assert controller.site == "FR"
+    controller.close()
+    assert controller.ledger is not None
+    (summary,) = controller.ledger.runs()
+    assert summary.name == "from-config" and summary.policy == "caftm"
+    assert math.isnan(controller.events[0].intensity_g_per_kwh) is False
+
+
+def test_relative_threshold_suspends_in_the_dirtiest_hours(real_trace: TraceSource) -> None:
+    """θ = the 75th percentile of the next 24 h (perfect forecast from the real DE trace)."""
+    clock = FakeClock(datetime(2022, 3, 1, tzinfo=UTC).timestamp())
+    spec = ThresholdSpec(ThresholdMode.RELATIVE, percentile=75.0, hysteresis_fraction=0.05)
+    run = build(
+        SuspendResume(Rules(min_dwell_s=HOUR_S)),
+        oracle(real_trace),
+        {"DE": "DE"},
+        "DE",
+        clock,
+        threshold=spec,
+        tune_gpu=False,
+        step_time_s=60.0,
+        window_steps=10_000,
+    )
+    run.drive(3 * 24 * 60)
+    series = real_trace.series("DE")
+    suspends = [e for e in run.controller.events if e.to_state is State.SUSPEND]
+    assert suspends
+    for event in suspends:
+        hour = int((event.time.timestamp() - real_trace.start_s) // HOUR_S)
+        theta = np.percentile(series[hour : hour + 24], 75.0)
+        assert event.intensity_g_per_kwh >= theta - 1e-9
+        assert f"θ {theta:.0f}" in event.reason
+
+
+def test_auto_threshold_moves_once_to_the_clean_site_and_stays(clock: FakeClock) -> None:
+    run = build(
+        CAFTM(Rules(min_dwell_s=600.0)),
+        kr_fr_source(),
+        SITES,
+        "KR",
+        clock,
+        threshold=ThresholdSpec(ThresholdMode.AUTO),
+        window_steps=1000,
+    )
+    run.drive(10 * 18_000)
+    assert run.moves == ["FR"]  # break-even: KR at 300 already pays for the move to FR at 60
+    assert run.controller.site == "FR" and run.controller.state is State.TOLERANCE
+
+
+def test_refresher_drops_forecast_hours_that_passed(clock: FakeClock) -> None:
+    source = oracle(synthetic_source({"DE": [float(v) for v in range(100, 148)]}))
+    refresher = IntensityRefresher(
+        source, {"DE": "DE"}, "DE", clock=clock, want_forecast=True, forecast_interval_s=6 * HOUR_S
+    )
+    refresher.refresh_once()
+    assert refresher.forecast_from("DE", clock.now_s)[:3] == (100.0, 101.0, 102.0)
+    clock.advance(2.5 * HOUR_S)
+    refresher.refresh_once()  # not due: the forecast fetched at t0 is kept
+    assert refresher.forecast_from("DE", clock.now_s)[:2] == (102.0, 103.0)
+    assert refresher.current_intensity_g_per_kwh == 102.0
+
+
+class _Unwind(Exception):
+    pass
+
+
+def test_a_hook_that_unwinds_leaves_a_consistent_controller(clock: FakeClock) -> None:
+    """Integrations end the process from the pause hook; if it carries on, so does the cycle."""
+    source = synthetic_source({"DE": [300.0] * 2 + [600.0] * 3 + [200.0] * 10})
+    refresher = IntensityRefresher(source, {"DE": "DE"}, "DE", clock=clock)
+    unwinds = []
+
+    def pause(until_s: float) -> None:
+        unwinds.append(until_s)
+        raise _Unwind
+
+    controller = Controller(
+        SuspendResume(Rules(min_dwell_s=0.0)),
+        refresher,
+        clock=clock,
+        hooks=Hooks(pause=pause),
+        threshold=ThresholdSpec(value_g_per_kwh=400),
+    )
+    controller.start(run_refresher_thread=False)
+    clock.advance(2.5 * HOUR_S)
+    refresher.refresh_once()
+    with pytest.raises(_Unwind):
+        controller.step()
+    assert controller.state is State.PAUSED and len(unwinds) == 1
+    with pytest.raises(_Unwind):  # still dirty: the next step re-enters the pause
+        controller.step()
+    clock.advance(3 * HOUR_S)
+    refresher.refresh_once()
+    assert controller.step() in (State.SCALING, State.TOLERANCE)  # clean: training resumes
+    assert controller.state is State.TOLERANCE

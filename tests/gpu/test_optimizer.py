@@ -1,0 +1,120 @@
+"""The online optimiser: converges on known optima, honours constraints, re-optimises."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from caftm.errors import ConfigError
+from caftm.gpu.base import KnobKind, Measurement
+from caftm.gpu.cost import CostWeights, step_cost
+from caftm.gpu.optimizer import OnlineOptimizer
+from caftm.gpu.simulated import SimulatedBackend, SimWorkload
+
+CLOCK, POWER = KnobKind.CLOCK, KnobKind.POWER
+
+
+def _weights(eta: float = 1.0, ci: float = 300.0, **kw: float) -> CostWeights:
+    return CostWeights(eta, ci, 300.0, 700.0, **kw)  # type: ignore[arg-type]
+
+
+def _drive(opt: OnlineOptimizer, backend: SimulatedBackend, knob: KnobKind) -> list[float]:
+    probes = []
+    while (probe := opt.next_probe()) is not None:
+        probes.append(probe)
+        opt.observe(backend.measure(probe, opt.steps_per_probe, knob=knob))
+    return probes
+
+
+def _regret(backend: SimulatedBackend, knob: KnobKind, settings, chosen, weights) -> float:
+    costs = {s: step_cost(*backend.true_step_at(knob, s), weights) for s in settings}
+    return costs[chosen] / min(costs.values()) - 1.0
+
+
+@pytest.mark.parametrize("workload", ["resnet50", "gpt"])
+@pytest.mark.parametrize("knob", [CLOCK, POWER])
+def test_converges_to_the_known_optimum_within_max_probes(workload: str, knob: KnobKind) -> None:
+    backend = SimulatedBackend(workload, noise_rel=0.01, seed=4)
+    settings = backend.supported(0, knob)
+    weights = _weights(eta=1.0, ci=500.0)
+    opt = OnlineOptimizer(settings, knob, weights, max_probes=8)
+    probes = _drive(opt, backend, knob)
+    assert opt.settled and 2 <= len(probes) <= 8
+    assert probes[0] == max(settings)
+    chosen = opt.best()
+    assert chosen in settings and chosen < max(settings)  # an interior optimum
+    assert _regret(backend, knob, settings, chosen, weights) < 0.01
+
+
+def test_custom_curve_with_a_known_optimum() -> None:
+    wl = SimWorkload("custom", t_max_s=0.1, beta=0.1, p_idle_w=300.0, p_dyn_w=300.0, gamma=2.0)
+    backend = SimulatedBackend(wl, noise_rel=0.0)
+    settings = backend.supported(0, CLOCK)
+    weights = _weights(eta=1.0)
+    # energy ∝ (β + (1-β)/x)(P_idle + P_dyn x²): minimise on the grid independently
+    x = np.array(settings) / 1980.0
+    energy = (0.1 + 0.9 / x) * (300.0 + 300.0 * x**2)
+    expected = settings[int(np.argmin(energy))]
+    opt = OnlineOptimizer(settings, CLOCK, weights)
+    _drive(opt, backend, CLOCK)
+    assert abs(opt.best() - expected) <= 60.0
+    assert _regret(backend, CLOCK, settings, opt.best(), weights) < 0.002
+
+
+def test_max_slowdown_is_respected() -> None:
+    backend = SimulatedBackend("resnet50", noise_rel=0.0)
+    settings = backend.supported(0, CLOCK)
+    free = OnlineOptimizer(settings, CLOCK, _weights())
+    _drive(free, backend, CLOCK)
+    t_max, _ = backend.true_step_at(CLOCK, 1980)
+    t_free, _ = backend.true_step_at(CLOCK, free.best())
+    assert t_free > 1.10 * t_max  # the constraint below bites
+    bound = OnlineOptimizer(settings, CLOCK, _weights(max_slowdown=0.10))
+    _drive(bound, backend, CLOCK)
+    t_bound, _ = backend.true_step_at(CLOCK, bound.best())
+    assert t_bound <= 1.10 * t_max * 1.001
+    assert bound.best() < 1980  # still saves energy within the bound
+
+
+def test_set_weights_reoptimises_on_a_big_ci_move_only() -> None:
+    backend = SimulatedBackend("resnet50", noise_rel=0.0)
+    settings = backend.supported(0, CLOCK)
+    opt = OnlineOptimizer(settings, CLOCK, _weights(eta=0.5, ci=300.0), reoptimize_ci_fraction=0.15)
+    _drive(opt, backend, CLOCK)
+    first = opt.best()
+    assert opt.set_weights(_weights(eta=0.5, ci=320.0)) is False  # a 7% move: hold the setting
+    assert opt.best() == first
+    assert opt.set_weights(_weights(eta=0.5, ci=50.0)) is True  # clean grid: run faster
+    assert opt.best() > first
+    assert opt.set_weights(_weights(eta=0.5, ci=700.0)) is True  # dirty grid: save energy
+    assert opt.best() < first
+
+
+def test_drift_reopens_profiling() -> None:
+    backend = SimulatedBackend("gpt", noise_rel=0.0)
+    settings = backend.supported(0, CLOCK)
+    opt = OnlineOptimizer(settings, CLOCK, _weights(), drift_tolerance=0.1)
+    _drive(opt, backend, CLOCK)
+    best = opt.best()
+    same = backend.measure(best, 20)
+    assert opt.check_drift(same) is False and opt.settled
+    slower = Measurement(CLOCK, best, 20, same.time_s * 1.3, same.energy_j * 1.3)
+    assert opt.check_drift(slower) is True
+    assert not opt.settled and opt.next_probe() == max(settings)
+
+
+def test_predict_before_data_and_bad_input_are_clear_errors() -> None:
+    with pytest.raises(ConfigError, match="at least one"):
+        OnlineOptimizer([], CLOCK, _weights())
+    opt = OnlineOptimizer([1000.0, 1500.0], CLOCK, _weights())
+    with pytest.raises(ConfigError, match="observed window"):
+        opt.predict(1000.0)
+    with pytest.raises(ConfigError, match="knob"):
+        opt.observe(Measurement(POWER, 300.0, 20, 1.0, 300.0))
+    with pytest.raises(ConfigError, match="eta"):
+        _weights(eta=1.5)
+
+
+def test_single_setting_is_settled_at_once() -> None:
+    opt = OnlineOptimizer([1980.0], CLOCK, _weights())
+    assert opt.settled and opt.next_probe() is None and opt.best() == 1980.0

@@ -1,0 +1,76 @@
+"""Plain PyTorch through ``CarbonAwareTraining``: moved three times, paused once, resumed
+bit-identically from real checkpoint files."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import integ_scenario as sc
+import integ_workloads as wl
+from integ_procs import load_params, run_child
+from torch_child import TOTAL_STEPS, run_segment
+
+from caftm.checkpoint import CheckpointStore
+
+
+def switch_steps(seed: int) -> tuple[int, int, int]:
+    """Three distinct random steps in [1, TOTAL_STEPS)."""
+    s1, s2, s3 = sorted(random.Random(seed).sample(range(1, TOTAL_STEPS), 3))
+    return s1, s2, s3
+
+
+def test_three_moves_resume_bit_identical(tmp_path: Path) -> None:
+    reference, ref_params = run_segment(tmp_path / "reference", "site-a", ())
+    assert (reference["steps_done"], reference["outcome"]) == (TOTAL_STEPS, "completed")
+
+    switch = switch_steps(seed=11)
+    store_dir = tmp_path / "moved"
+    site, results = "site-a", []
+    for segment in range(4):
+        if segment % 2 == 1:  # every other segment runs in a fresh process
+            out = tmp_path / f"params-{segment}.safetensors"
+            args = ["--site", site, "--switch", ",".join(map(str, switch))]
+            result = run_child("torch_child.py", str(store_dir), str(out), *args)
+            params = load_params(out)
+        else:
+            result, params = run_segment(store_dir, site, switch)
+        results.append(result)
+        site = result["dest"] or site
+
+    assert [r["start_step"] for r in results] == [0, *switch]
+    assert [r["steps_done"] for r in results] == [*switch, TOTAL_STEPS]
+    assert [r["outcome"] for r in results] == ["moved", "moved", "moved", "completed"]
+    assert [r["dest"] for r in results] == ["site-b", "site-a", "site-b", None]
+    wl.assert_bit_identical(ref_params, params)
+    kept = [info.step for info in CheckpointStore(store_dir).checkpoints()]
+    assert kept == list(switch[1:])  # keep_last=2
+
+
+def test_pause_then_resume_bit_identical(tmp_path: Path) -> None:
+    """suspend-resume never moves: a one-step spike above θ pauses the job (checkpoint, stop);
+    the restarted job carries on where it stopped."""
+    _, ref_params = run_segment(tmp_path / "reference", "site-a", (), policy="suspend-resume")
+    spike = 9
+    switch = (spike, spike + 1, sc.TRACE_STEPS)
+    store_dir = tmp_path / "paused"
+    first, _ = run_segment(store_dir, "site-a", switch, policy="suspend-resume")
+    assert (first["outcome"], first["steps_done"], first["dest"]) == ("paused", spike, None)
+    assert first["until_s"] > sc.START.timestamp() + spike * sc.STEP_S
+    second, params = run_segment(store_dir, "site-a", switch, policy="suspend-resume")
+    assert (second["start_step"], second["outcome"]) == (spike, "completed")
+    wl.assert_bit_identical(ref_params, params)
+
+
+def test_mismatched_params_are_detected() -> None:
+    """The bit-identity check itself fails on a one-ulp difference."""
+    params = wl.parameters_of(wl.make_model())
+    nudged = {k: v.clone() for k, v in params.items()}
+    flat = nudged["head.bias"].view(-1)
+    flat[0] = flat[0].nextafter(flat[0] + 1)
+    try:
+        wl.assert_bit_identical(params, nudged)
+    except AssertionError as e:
+        assert "head.bias" in str(e)
+    else:
+        raise AssertionError("a one-ulp difference went unnoticed")

@@ -1,0 +1,134 @@
+"""The sqlite ledger: runs, windows, events, totals, WAL, id prefixes and concurrent writers."""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from caftm.control import Event, State
+from caftm.errors import ConfigError
+from caftm.ledger import Ledger, default_ledger_path
+
+T0 = datetime(2026, 11, 26, 12, tzinfo=UTC)
+
+
+def _event(minutes: int, to_state: State, reason: str) -> Event:
+    return Event(
+        T0 + timedelta(minutes=minutes), State.TOLERANCE, to_state, reason, 512.5, "KR", 1410.0
+    )
+
+
+def test_records_and_reads_back_a_run(tmp_path: Path) -> None:
+    with Ledger(tmp_path / "sub" / "ledger.sqlite") as ledger:
+        run_id = ledger.start_run(
+            name="cnn", policy="caftm", site="KR", started_at=T0, config={"threshold": 400}
+        )
+        ledger.record_event(run_id, _event(1, State.SUSPEND, "intensity 512 ≥ θ 400 g/kWh"))
+        ledger.record_event(run_id, _event(2, State.MIGRATION, "checkpoint complete"))
+        ledger.record_window(
+            run_id,
+            time=T0,
+            duration_s=60.0,
+            steps=300,
+            setting=1410.0,
+            knob="clock",
+            energy_j=36_000.0,
+            intensity_g_per_kwh=500.0,
+            site="KR",
+            phase="tolerance",
+        )
+        ledger.record_window(
+            run_id,
+            time=T0 + timedelta(minutes=1),
+            duration_s=30.0,
+            steps=100,
+            setting=None,
+            knob="clock",
+            energy_j=None,
+            intensity_g_per_kwh=math.nan,
+            site="FR",
+            phase="scaling",
+        )
+        ledger.end_run(run_id, ended_at=T0 + timedelta(hours=1))
+        (run,) = ledger.runs()
+        assert (run.run_id, run.name, run.policy, run.site, run.status) == (
+            run_id,
+            "cnn",
+            "caftm",
+            "KR",
+            "finished",
+        )
+        assert run.started_at == T0 and run.ended_at == T0 + timedelta(hours=1)
+        assert (run.windows, run.events, run.steps) == (2, 2, 400)
+        assert run.energy_j == 36_000.0
+        assert run.carbon_g == pytest.approx(36_000.0 / 3.6e6 * 500.0)  # 5 g
+        events = ledger.events(run_id)
+        assert [e.to_state for e in events] == [State.SUSPEND, State.MIGRATION]
+        assert events[0] == _event(1, State.SUSPEND, "intensity 512 ≥ θ 400 g/kWh")
+        windows = ledger.windows(run_id)
+        assert windows[0].carbon_g == pytest.approx(5.0)
+        assert windows[1].energy_j is None and windows[1].carbon_g is None
+        assert windows[1].intensity_g_per_kwh is None  # NaN is stored as unknown
+    mode = sqlite3.connect(tmp_path / "sub" / "ledger.sqlite").execute("PRAGMA journal_mode")
+    assert mode.fetchone()[0] == "wal"
+
+
+def test_runs_newest_first_and_id_prefixes(tmp_path: Path) -> None:
+    with Ledger(tmp_path / "l.sqlite") as ledger:
+        first = ledger.start_run(name="a", policy="p", site="s", started_at=T0, run_id="abc111")
+        second = ledger.start_run(
+            name="b",
+            policy="p",
+            site="s",
+            started_at=T0 + timedelta(1),
+            run_id="abd222",
+            simulated=True,
+        )
+        assert [r.run_id for r in ledger.runs()] == [second, first]
+        assert ledger.runs()[0].simulated and ledger.runs()[0].status == "running"
+        assert ledger.resolve_run("abc") == first
+        assert ledger.resolve_run("abd222") == second
+        with pytest.raises(ConfigError, match="ambiguous"):
+            ledger.resolve_run("ab")
+        with pytest.raises(ConfigError, match="no run 'zz'"):
+            ledger.resolve_run("zz")
+        with pytest.raises(ConfigError, match="no run"):
+            ledger.resolve_run("%")  # LIKE wildcards are matched literally
+
+
+def test_threads_write_concurrently(tmp_path: Path) -> None:
+    with Ledger(tmp_path / "l.sqlite") as ledger:
+        run_id = ledger.start_run(name="t", policy="p", site="s", started_at=T0)
+
+        def write(offset: int) -> None:
+            for i in range(50):
+                ledger.record_event(run_id, _event(offset + i, State.SCALING, f"e{offset + i}"))
+
+        threads = [threading.Thread(target=write, args=(k * 100,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(ledger.events(run_id)) == 200
+
+
+def test_default_path_honours_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("CAFTM_LEDGER", str(tmp_path / "x.sqlite"))
+    assert default_ledger_path() == tmp_path / "x.sqlite"
+    monkeypatch.delenv("CAFTM_LEDGER")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    assert default_ledger_path() == tmp_path / "data" / "caftm" / "ledger.sqlite"
+
+
+def test_unopenable_file_is_a_config_error(tmp_path: Path) -> None:
+    not_a_db = tmp_path / "junk.sqlite"
+    not_a_db.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(ConfigError, match="cannot open ledger"):
+        Ledger(not_a_db)

@@ -1,0 +1,181 @@
+"""JsonClient: timeouts, retries with backoff, Retry-After, error translation, redaction."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from typing import Any
+
+import pytest
+
+from caftm.errors import AuthError, ConfigError, ProviderError
+from caftm.signals.base import Basis, Kind
+from caftm.signals.http import JsonClient, RetryPolicy, parse_utc, provider_reading, retry_after_s
+
+from .servers import FakeProvider, Fault, Seen
+
+SECRET = "sk-live-3c0ffee"
+QUICK = RetryPolicy(timeout_s=2.0, max_retries=3, backoff_base_s=0.01, backoff_max_s=0.02)
+
+
+class EchoServer(FakeProvider):
+    def route(self, seen: Seen) -> tuple[int, Any]:
+        return 200, {"path": seen.path, "query": seen.query}
+
+
+@pytest.fixture
+def server() -> Iterator[EchoServer]:
+    with EchoServer() as server:
+        yield server
+
+
+def client(server: FakeProvider, policy: RetryPolicy = QUICK) -> JsonClient:
+    return JsonClient(
+        "acme",
+        server.url,
+        auth_hint="set CAFTM_ACME_TOKEN",
+        policy=policy,
+        headers={"x-key": SECRET},
+        secrets=[SECRET],
+    )
+
+
+def test_success_decodes_json_and_sends_params(server: EchoServer) -> None:
+    body = client(server).get_json("/v1/thing", {"zone": "DE"})
+    assert body == {"path": "/v1/thing", "query": {"zone": ["DE"]}}
+    assert server.seen[0].headers["x-key"] == SECRET
+
+
+def test_retries_5xx_then_succeeds(server: EchoServer) -> None:
+    server.fail(Fault(500), Fault(502), Fault(503))
+    assert client(server).get_json("/x")["path"] == "/x"
+    assert len(server.seen) == 4
+
+
+def test_gives_up_after_max_retries(server: EchoServer) -> None:
+    server.fail(*[Fault(503) for _ in range(5)])
+    with pytest.raises(ProviderError, match=r"acme answered HTTP 503 at /x after 4 attempt"):
+        client(server).get_json("/x")
+    assert len(server.seen) == 4
+
+
+def test_backoff_grows_exponentially(server: EchoServer) -> None:
+    policy = RetryPolicy(timeout_s=2.0, max_retries=3, backoff_base_s=0.05, backoff_max_s=1.0)
+    server.fail(Fault(500), Fault(500), Fault(500))
+    client(server, policy).get_json("/x")
+    gaps = [b.at_s - a.at_s for a, b in zip(server.seen, server.seen[1:], strict=False)]
+    # base 0.05 s doubling, jitter up to +50%: 0.05-0.075, 0.1-0.15, 0.2-0.3 (+ request time)
+    assert 0.05 <= gaps[0] < 0.2 and gaps[1] >= 0.1 and 0.2 <= gaps[2] < 1.0
+
+
+def test_retry_after_seconds_is_honoured(server: EchoServer) -> None:
+    server.fail(Fault(429, headers={"Retry-After": "1"}))
+    began = time.monotonic()
+    client(server).get_json("/x")
+    assert 0.95 <= time.monotonic() - began < 2.0
+
+
+def test_retry_after_http_date_is_honoured_and_capped(server: EchoServer) -> None:
+    later = format_datetime(datetime.now(UTC) + timedelta(hours=1), usegmt=True)
+    server.fail(Fault(503, headers={"Retry-After": later}))
+    policy = RetryPolicy(timeout_s=2.0, max_retries=1, retry_after_cap_s=0.3)
+    began = time.monotonic()
+    client(server, policy).get_json("/x")
+    assert 0.28 <= time.monotonic() - began < 1.0
+
+
+def test_retry_after_parsing() -> None:
+    now = datetime(2024, 1, 1, 12, tzinfo=UTC)
+    assert retry_after_s("7") == 7.0
+    assert retry_after_s("Mon, 01 Jan 2024 12:00:30 GMT", now=now) == 30.0
+    assert retry_after_s("Mon, 01 Jan 2024 11:00:00 GMT", now=now) == 0.0
+    assert retry_after_s("soon") is None and retry_after_s(None) is None
+
+
+def test_deadline_stops_retrying(server: EchoServer) -> None:
+    server.fail(*[Fault(429, headers={"Retry-After": "5"}) for _ in range(3)])
+    policy = RetryPolicy(timeout_s=1.0, max_retries=3, retry_after_cap_s=10.0, deadline_s=2.0)
+    began = time.monotonic()
+    with pytest.raises(ProviderError, match="HTTP 429"):
+        client(server, policy).get_json("/x")
+    assert time.monotonic() - began < 1.0
+
+
+def test_401_and_403_are_auth_errors_with_hint_and_no_key(
+    server: EchoServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    for status in (401, 403):
+        server.fail(Fault(status, {"detail": f"key {SECRET} revoked"}))
+        with pytest.raises(AuthError, match="set CAFTM_ACME_TOKEN") as info:
+            client(server).get_json("/x")
+        assert f"HTTP {status} at /x" in str(info.value) and SECRET not in str(info.value)
+    assert SECRET not in caplog.text
+
+
+def test_client_errors_are_not_retried_and_are_redacted(server: EchoServer) -> None:
+    server.fail(Fault(400, {"message": f"bad zone for key {SECRET}"}))
+    with pytest.raises(ProviderError, match=r"HTTP 400 at /x: .*\*\*\*") as info:
+        client(server).get_json("/x")
+    assert SECRET not in str(info.value)
+    assert len(server.seen) == 1
+
+
+def test_timeout_names_the_timeout(server: EchoServer) -> None:
+    server.delay_s = 1.0
+    policy = RetryPolicy(timeout_s=0.2, max_retries=2)
+    began = time.monotonic()
+    with pytest.raises(ProviderError, match=r"did not answer within the 0\.2 s timeout at /slow"):
+        client(server, policy).get_json("/slow")
+    assert time.monotonic() - began < 0.8
+
+
+def test_non_json_bodies(server: EchoServer) -> None:
+    server.fail(Fault(200, "<html>login</html>", "text/html"))
+    with pytest.raises(ProviderError, match=r"provider acme answered with non-JSON \(text/html\)"):
+        client(server).get_json("/x")
+    server.fail(Fault(200, "{not json", "application/json"))
+    with pytest.raises(ProviderError, match="non-JSON"):
+        client(server).get_json("/x")
+
+
+def test_connection_refused_is_retried_then_provider_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    refused = JsonClient("acme", f"http://127.0.0.1:{port}", auth_hint="-", policy=QUICK)
+    with pytest.raises(ProviderError, match=r"cannot reach acme at http://127\.0\.0\.1"):
+        refused.get_json("/x")
+    assert caplog.text.count("retry") == 3
+
+
+def test_bad_base_url_is_config_error() -> None:
+    with pytest.raises(ConfigError, match="must start with http"):
+        JsonClient("acme", "ftp://example", auth_hint="-")
+
+
+def test_repr_hides_headers(server: EchoServer) -> None:
+    assert SECRET not in repr(client(server))
+
+
+def test_parse_utc_and_provider_reading() -> None:
+    assert parse_utc("2024-01-01T00:00Z", provider="p") == datetime(2024, 1, 1, tzinfo=UTC)
+    assert parse_utc("2024-01-01T02:00:00+02:00", provider="p") == datetime(2024, 1, 1, tzinfo=UTC)
+    with pytest.raises(ProviderError, match="p gave an unparseable time"):
+        parse_utc("yesterday", provider="p")
+    when = datetime(2024, 1, 1, tzinfo=UTC)
+    ok = provider_reading(
+        provider="p", zone="Z", time=when, value=12, basis=Basis.DIRECT, kind=Kind.MEASURED
+    )
+    assert ok.intensity_g_per_kwh == 12.0 and ok.source == "p"
+    for bad in (None, "12", True, -1.0, 3000.0, float("nan")):
+        with pytest.raises(ProviderError, match=r"p gave .* zone Z"):
+            provider_reading(
+                provider="p", zone="Z", time=when, value=bad, basis=Basis.DIRECT, kind=Kind.MEASURED
+            )

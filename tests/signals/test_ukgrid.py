@@ -1,0 +1,96 @@
+"""UK Carbon Intensity API client against a local server speaking its format."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from caftm.errors import ProviderError
+from caftm.signals.base import Basis, IntensitySource, Kind
+from caftm.signals.http import RetryPolicy
+from caftm.signals.ukgrid import UkGridSource
+
+from .conformance import FAST, LiveProviderConformance
+from .servers import FakeProvider, Fault, UkGridServer, true_intensity
+
+
+class TestUkGridConformance(LiveProviderConformance):
+    zone = "GB"
+    unknown_zone = "DE"
+    step = timedelta(minutes=30)
+
+    @pytest.fixture
+    def server(self) -> Iterator[FakeProvider]:
+        with UkGridServer() as server:
+            yield server
+
+    def make_source(self, server: FakeProvider, policy: RetryPolicy) -> IntensitySource:
+        return UkGridSource(base_url=server.url, policy=policy)
+
+
+@pytest.fixture
+def server() -> Iterator[UkGridServer]:
+    with UkGridServer() as server:
+        yield server
+
+
+@pytest.fixture
+def source(server: UkGridServer) -> UkGridSource:
+    return UkGridSource(base_url=server.url, policy=FAST)
+
+
+def test_history_prefers_actual_and_falls_back_to_forecast(
+    server: UkGridServer, source: UkGridSource
+) -> None:
+    start = datetime(2022, 1, 1, tzinfo=UTC)
+    server.missing_actual.add(start + timedelta(hours=1))
+    readings = source.history("GB", start, start + timedelta(hours=3))
+    assert [r.time for r in readings] == [start + timedelta(minutes=30 * k) for k in range(6)]
+    assert server.paths() == ["/intensity/2022-01-01T00:00Z/2022-01-01T03:00Z"]
+    for r in readings:
+        truth = true_intensity("GB", r.time)
+        assert r.basis is Basis.DIRECT and r.source == "ukgrid"
+        if r.time == start + timedelta(hours=1):  # actual null: the forecast, marked estimated
+            assert r.kind is Kind.ESTIMATED
+            assert r.intensity_g_per_kwh == pytest.approx(truth * 1.05)
+        else:
+            assert r.kind is Kind.MEASURED
+            assert r.intensity_g_per_kwh == pytest.approx(truth)
+
+
+def test_ranges_longer_than_14_days_are_split(server: UkGridServer, source: UkGridSource) -> None:
+    start = datetime(2022, 3, 1, tzinfo=UTC)
+    readings = source.history("GB", start, start + timedelta(days=30))
+    assert len(readings) == 30 * 48
+    assert len(server.seen) == 3  # 14 + 14 + 2 days; the server refuses more than 14
+
+
+def test_current_half_hour_has_no_actual_yet(source: UkGridSource) -> None:
+    reading = source.intensity("GB")
+    assert reading.kind is Kind.ESTIMATED
+    assert reading.time <= datetime.now(UTC) < reading.time + timedelta(minutes=30)
+
+
+def test_forecast_uses_fw24h_or_fw48h(server: UkGridServer, source: UkGridSource) -> None:
+    now = datetime.now(UTC)
+    readings = source.forecast("GB", now, timedelta(hours=24))
+    assert 48 <= len(readings) <= 49  # the half-hour in force now, then 24 h ahead
+    assert all(r.kind is Kind.FORECAST for r in readings)
+    assert server.seen[-1].path.endswith("/fw24h")
+    source.forecast("GB", now, timedelta(hours=36))
+    assert server.seen[-1].path.endswith("/fw48h")
+
+
+def test_null_forecast_and_actual_is_provider_error(
+    server: UkGridServer, source: UkGridSource
+) -> None:
+    period = {
+        "from": "2022-01-01T00:00Z",
+        "to": "2022-01-01T00:30Z",
+        "intensity": {"forecast": None, "actual": None, "index": "low"},
+    }
+    server.fail(Fault(200, {"data": [period]}))
+    with pytest.raises(ProviderError, match=r"ukgrid.*zone GB"):
+        source.intensity("GB")
