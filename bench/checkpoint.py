@@ -139,6 +139,7 @@ def run() -> dict[str, float | int | str | bool]:
         result.update(measure_resume(work))
         result["disk"] = f"local disk under {tempfile.gettempdir()} (fsync on both sides)"
         result["torch_threads"] = torch.get_num_threads()
+        result["cpu_count"] = os.cpu_count() or 0
         return result
     finally:
         shutil.rmtree(work, ignore_errors=True)

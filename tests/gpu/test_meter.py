@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import math
 import sys
+import threading
 import time
 import types
+from typing import ClassVar
 
 import pytest
 
@@ -177,6 +179,64 @@ def test_cuda_is_synchronised_at_window_edges(monkeypatch: pytest.MonkeyPatch) -
     ):
         pass
     assert len(calls) == 2
+
+
+class _FakeCudaEvent:
+    """Stands in for a timing torch.cuda.Event: the "GPU" passes it when the test says so, and
+    its GPU-timer reading is the backend's time at that moment."""
+
+    clock = staticmethod(time.monotonic)
+    released = threading.Event()
+    recorded: ClassVar[list[_FakeCudaEvent]] = []
+
+    def __init__(self, enable_timing: bool = False) -> None:
+        assert enable_timing
+        self.done_s: float | None = None
+
+    def record(self) -> None:
+        self.recorded.append(self)
+        self.done_s = None
+        if self.released.is_set():
+            self.done_s = self.clock()
+
+    def query(self) -> bool:
+        if self.done_s is None and self.released.is_set():
+            self.done_s = self.clock()
+        return self.done_s is not None
+
+    def synchronize(self) -> None:
+        assert self.released.wait(5.0)
+        self.query()
+
+    def elapsed_time(self, end: _FakeCudaEvent) -> float:
+        assert self.done_s is not None and end.done_s is not None
+        return (end.done_s - self.done_s) * 1000.0
+
+
+def test_cuda_event_edges_do_not_block_and_are_timed_when_the_gpu_passes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[str] = []
+    fake_cuda = types.SimpleNamespace(
+        is_available=lambda: True, synchronize=lambda: calls.append("sync"), Event=_FakeCudaEvent
+    )
+    monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(cuda=fake_cuda))
+    _FakeCudaEvent.recorded.clear()
+    _FakeCudaEvent.released.set()  # the anchor at start completes at once
+    backend = AnalyticBackend(swing_w=0.0)
+    with EnergyMeter(backend, interval_s=0.01, sampling="thread", cuda_edges="event") as meter:
+        _FakeCudaEvent.released.clear()  # now the "GPU" lags behind the CPU
+        window = meter.begin("w")
+        meter.end("w")  # returns at once although the GPU has reached neither edge
+        assert calls == [] and len(_FakeCudaEvent.recorded) == 3  # anchor + two edges
+        time.sleep(0.05)
+        assert window.start_s is None and window.end_s is None
+        released_at = backend.now_s()
+        _FakeCudaEvent.released.set()
+        assert window.time_s >= 0.0
+        assert window.start_s is not None and window.start_s >= released_at - 1e-3
+        assert window.energy_j == pytest.approx(window.time_s * backend.power_w(0), abs=1e-3)
+    assert calls == []
 
 
 def test_misuse_is_reported_clearly() -> None:

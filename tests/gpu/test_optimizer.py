@@ -118,3 +118,44 @@ def test_predict_before_data_and_bad_input_are_clear_errors() -> None:
 def test_single_setting_is_settled_at_once() -> None:
     opt = OnlineOptimizer([1980.0], CLOCK, _weights())
     assert opt.settled and opt.next_probe() is None and opt.best() == 1980.0
+
+
+def test_bumpy_profile_falls_back_to_measured_costs() -> None:
+    """A profile no smooth model explains (a data-loader-bound job): pick by measurement."""
+    settings = [100.0, 125.0, 150.0, 175.0, 200.0, 225.0, 250.0]
+    times = dict(zip(settings, [1.00, 1.09, 0.93, 1.06, 0.98, 1.08, 1.03], strict=True))
+    weights = CostWeights(1.0, 300.0, 300.0, 250.0)
+
+    def measure(setting: float, steps: int) -> Measurement:
+        t = 0.05 * times[setting]
+        return Measurement(POWER, setting, steps, steps * t, steps * t * 40.0)
+
+    opt = OnlineOptimizer(settings, POWER, weights, steps_per_probe=10, max_probes=12)
+    probes = 0
+    while (probe := opt.next_probe()) is not None:
+        opt.observe(measure(probe, 10))
+        probes += 1
+    assert probes <= 12 and opt.settled
+    assert opt.best() == 150.0
+
+
+@pytest.mark.parametrize(
+    "key", ["imagenet/resnet50/bs128/adadelta", "squad/bert_base_uncased/bs32/adamw"]
+)
+@pytest.mark.parametrize("eta", [0.5, 1.0])
+def test_converges_on_real_power_limit_traces(key: str, eta: float) -> None:
+    from tests.conftest import shared_file
+
+    from caftm.gpu.replay import ReplayBackend
+
+    backend = ReplayBackend(
+        key, path=shared_file("gpu/zeus_power_limit_traces/power_v100.csv"), noise_rel=0.01
+    )
+    settings = backend.supported(0, POWER)
+    weights = CostWeights(eta, 500.0, 300.0, max(settings))
+    opt = OnlineOptimizer(settings, POWER, weights, steps_per_probe=10, max_probes=12)
+    while (probe := opt.next_probe()) is not None:
+        opt.observe(backend.measure(probe, 10))
+    truth = {s: step_cost(*backend.true_step_at(POWER, s), weights) for s in settings}
+    assert truth[opt.best()] / min(truth.values()) - 1 <= 0.02
+    assert opt.profiling_steps <= 0.4 * 50 * len(settings)  # well under Zeus's 50 steps/limit

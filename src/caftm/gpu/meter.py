@@ -3,12 +3,19 @@
 A background thread samples every GPU every ``interval_s``: the total-energy counter where the GPU
 has one (one read costs about 4 ms on an H100), else power, integrated by the trapezoid rule. Each
 sample is stamped with the midpoint of its read, so every GPU has a cumulative-energy series
-``E(t)``. ``begin``/``end`` only take a timestamp (after a CUDA synchronisation when torch is in
-use) and hand the window to the thread, which resolves it once a sample at or after its end exists:
+``E(t)``. ``begin``/``end`` only take a timestamp and hand the window to the thread, which resolves
+it once a sample at or after its end exists:
 ``energy = E(end) - E(begin)``, each linearly interpolated between the two samples bracketing the
 edge. A result's time is known at once; its energy a little later (reading it waits).
 
-Time comes from ``backend.now_s()``, so a simulated backend's virtual clock works too.
+With CUDA in use, a window edge must mark where the GPU's queued work reaches it. By default
+(``cuda_edges="sync"``) the edge calls ``torch.cuda.synchronize()``. With ``cuda_edges="event"``
+it records a timing CUDA event on the current stream (a few µs, no
+synchronisation, so the CPU keeps queueing work ahead). The background thread later converts each
+completed event to host time through the GPU's own timer: ``anchor_s + elapsed(anchor, event)``,
+where the anchor is an event whose completion the thread observed by waiting for it; it re-anchors
+every ``ANCHOR_EVERY_S`` so the two clocks never drift apart. bench/results/device/ holds the
+per-step cost of both, measured on an H100.
 """
 
 from __future__ import annotations
@@ -32,6 +39,10 @@ log = logging.getLogger(__name__)
 
 Source = Literal["auto", "counter", "power"]
 Sampling = Literal["auto", "thread", "edges"]
+CudaEdges = Literal["event", "sync"]
+
+#: How often (s) the meter re-anchors the GPU's event timer to the host clock.
+ANCHOR_EVERY_S = 30.0
 
 
 class WindowResult:
@@ -40,21 +51,29 @@ class WindowResult:
     Reading ``energy_j`` or ``energy_j_per_gpu`` waits (at most about one sampling interval).
     """
 
-    __slots__ = ("_energy", "_error", "_meter", "end_s", "name", "start_s")
+    __slots__ = ("_ended", "_energy", "_error", "_meter", "_opened_s", "end_s", "name", "start_s")
 
-    def __init__(self, meter: EnergyMeter, name: str, start_s: float) -> None:
+    def __init__(
+        self, meter: EnergyMeter, name: str, start_s: float | None, opened_s: float
+    ) -> None:
         self._meter = meter
         self.name = name
+        #: Edge times in the backend's clock; None while a CUDA event edge is not yet stamped.
         self.start_s = start_s
         self.end_s: float | None = None
+        self._opened_s = opened_s  # host time at begin(): a lower bound of start_s
+        self._ended = False
         self._energy: dict[int, float] | None = None
         self._error: BaseException | None = None
 
     @property
     def time_s(self) -> float:
         """Window length in s (ConfigError while it is still open)."""
-        if self.end_s is None:
+        if not self._ended:
             raise ConfigError(f"energy window {self.name!r} is still open: call end() first")
+        if self.end_s is None or self.start_s is None:
+            self._meter._wait_stamped(self)
+        assert self.start_s is not None and self.end_s is not None
         return self.end_s - self.start_s
 
     @property
@@ -95,7 +114,8 @@ class WindowResult:
 
     def __repr__(self) -> str:
         energy = f"{sum(self._energy.values()):.3f} J" if self._energy is not None else "pending"
-        span = f"{self.end_s - self.start_s:.6f} s" if self.end_s is not None else "open"
+        start_s, end_s = self.start_s, self.end_s
+        span = f"{end_s - start_s:.6f} s" if start_s is not None and end_s is not None else "open"
         sim = ", SIMULATED" if self.simulated else ""
         return f"WindowResult({self.name!r}, {span}, {energy}{sim})"
 
@@ -157,8 +177,12 @@ class EnergyMeter:
             10-50 ms suits power sampling).
         source: ``"counter"`` (total-energy counter), ``"power"`` (trapezoid integration of power
             samples) or ``"auto"`` (the counter on GPUs that have one, power on the others).
-        sync_cuda: call ``torch.cuda.synchronize()`` at window edges when torch is imported and
-            CUDA is available, so queued GPU work is counted in the right window.
+        sync_cuda: align window edges with the GPU's queued work when torch is imported and CUDA
+            is available, so queued GPU work is counted in the right window.
+        cuda_edges: how edges are aligned: ``"sync"`` (``torch.cuda.synchronize()`` at each
+            edge, the default) or ``"event"`` (record a timing CUDA event, converted to host time
+            by the background thread; nothing waits on the step path, at a few µs more CPU per
+            edge — better when the CPU runs far ahead of the GPU).
         sampling: ``"thread"`` (a background thread samples every ``interval_s``; the step path
             only takes timestamps), ``"edges"`` (sample synchronously at each window edge: exact
             and deterministic for simulated backends in virtual time, whose clock only moves with
@@ -180,12 +204,15 @@ class EnergyMeter:
         interval_s: float = 0.05,
         source: Source = "auto",
         sync_cuda: bool = True,
+        cuda_edges: CudaEdges = "sync",
         sampling: Sampling = "auto",
     ) -> None:
         if not 0.0 < interval_s <= 60.0:
             raise ConfigError(f"meter interval_s must be in (0, 60] s, got {interval_s}")
         if source not in ("auto", "counter", "power"):
             raise ConfigError(f"meter source must be auto, counter or power, got {source!r}")
+        if cuda_edges not in ("event", "sync"):
+            raise ConfigError(f"meter cuda_edges must be event or sync, got {cuda_edges!r}")
         if sampling not in ("auto", "thread", "edges"):
             raise ConfigError(f"meter sampling must be auto, thread or edges, got {sampling!r}")
         self.backend = backend
@@ -205,7 +232,15 @@ class EnergyMeter:
                 raise DeviceError(f"GPU {index} has no total-energy counter: use source='power'")
             self._series[index] = _Series(use_counter=has_counter and source != "power")
         self._sync_cuda_wanted = sync_cuda
+        self._cuda_edges = cuda_edges
         self._cuda_sync: Any = None
+        self._cuda_event: Any = None  # makes a timing torch.cuda.Event when edges are events
+        # Recorded edges not yet converted to host time, in stream order: (event, window, is_end,
+        # re-anchor here). Appended by the step path, consumed by the background thread.
+        self._edges: deque[tuple[Any, WindowResult, bool, bool]] = deque()
+        self._anchor: tuple[Any, float] | None = None  # (completed event, host time of it)
+        self._free_events: list[Any] = []  # stamped events, reused (creating one costs µs)
+        self._next_anchor_s = 0.0
         self._open: dict[str, WindowResult] = {}
         self._pending: deque[WindowResult] = deque()
         self._cond = threading.Condition()
@@ -234,7 +269,16 @@ class EnergyMeter:
             return self
         torch = sys.modules.get("torch")
         if self._sync_cuda_wanted and torch is not None and torch.cuda.is_available():
-            self._cuda_sync = torch.cuda.synchronize
+            if self._cuda_edges == "event" and self.sampling == "thread":
+                event_type = torch.cuda.Event
+                self._cuda_event = lambda: event_type(enable_timing=True)
+                anchor = self._cuda_event()
+                anchor.record()
+                anchor.synchronize()
+                self._anchor = (anchor, self.backend.now_s())
+                self._next_anchor_s = self._anchor[1] + ANCHOR_EVERY_S
+            else:
+                self._cuda_sync = torch.cuda.synchronize
         self._stop.clear()
         self._closed = False
         self._sample()  # a left bracket for windows begun right away
@@ -258,6 +302,7 @@ class EnergyMeter:
             thread.join()
         if self._error is None:
             try:
+                self._stamp_edges(wait=True)
                 self._sample()
                 self._resolve()
             except Exception as e:  # recorded and raised by the waiters
@@ -284,23 +329,33 @@ class EnergyMeter:
             raise ConfigError("EnergyMeter is not started: use `with EnergyMeter(...)` or start()")
         if name in self._open:
             raise ConfigError(f"energy window {name!r} is already open")
+        if self._cuda_event is not None:
+            now_s = self.backend.now_s()
+            result = WindowResult(self, name, None, now_s)
+            self._record_edge(result, False, now_s)
+            self._open[name] = result
+            return result
         if self._cuda_sync is not None:
             self._cuda_sync()
         if self._thread is None:
             self._sample()
-        result = WindowResult(self, name, self.backend.now_s())
+        now_s = self.backend.now_s()
+        result = WindowResult(self, name, now_s, now_s)
         self._open[name] = result
         return result
 
     def end(self, name: str) -> WindowResult:
         """Close window ``name`` now and hand it to the thread; its energies resolve shortly."""
-        if self._cuda_sync is not None:
-            self._cuda_sync()
-        now_s = self.backend.now_s()
         result = self._open.pop(name, None)
         if result is None:
             raise ConfigError(f"energy window {name!r} is not open (open: {sorted(self._open)})")
-        result.end_s = now_s
+        result._ended = True
+        if self._cuda_event is not None:
+            self._record_edge(result, True, self.backend.now_s())
+            return result
+        if self._cuda_sync is not None:
+            self._cuda_sync()
+        result.end_s = self.backend.now_s()
         self._pending.append(result)
         if self._thread is None and self._started:  # edge sampling: resolve right here
             self._sample()
@@ -327,12 +382,71 @@ class EnergyMeter:
             t1 = backend.now_s()
             series.add(0.5 * (t0 + t1), value)
 
+    def _record_edge(self, result: WindowResult, is_end: bool, now_s: float) -> None:
+        free = self._free_events
+        event = free.pop() if free else self._cuda_event()
+        event.record()
+        reanchor = now_s >= self._next_anchor_s
+        if reanchor:
+            self._next_anchor_s = now_s + ANCHOR_EVERY_S
+        self._edges.append((event, result, is_end, reanchor))
+
+    def _stamp_edges(self, *, wait: bool = False) -> None:
+        """Convert completed edge events to host time, in stream order (background thread).
+
+        An edge marked for re-anchoring is waited for, and its observed completion time becomes
+        the new anchor. With ``wait`` every recorded edge is waited for (at stop).
+        """
+        stamped = False
+        edges = self._edges
+        while edges:
+            event, result, is_end, reanchor = edges[0]
+            if reanchor or wait:
+                event.synchronize()  # releases the GIL while the GPU catches up
+            elif not event.query():
+                break
+            assert self._anchor is not None
+            anchor_event, anchor_s = self._anchor
+            if reanchor:
+                self._anchor = (event, self.backend.now_s())
+                self._free_events.append(anchor_event)
+                t_s = self._anchor[1]
+            else:
+                t_s = anchor_s + anchor_event.elapsed_time(event) / 1000.0
+                self._free_events.append(event)
+            edges.popleft()
+            if is_end:
+                result.end_s = t_s
+                self._pending.append(result)
+            else:
+                result.start_s = t_s
+            stamped = True
+        if stamped:
+            with self._cond:
+                self._cond.notify_all()
+
+    def _wait_stamped(self, result: WindowResult) -> None:
+        limit_s = 60.0
+        self._wake.set()
+        with self._cond:
+            ok = self._cond.wait_for(
+                lambda: (
+                    (result.end_s is not None and result.start_s is not None)
+                    or self._error is not None
+                    or self._closed
+                ),
+                limit_s,
+            )
+        if result.end_s is None or result.start_s is None:
+            why = self._error or ("meter stopped" if ok else f"not stamped within {limit_s:g} s")
+            raise DeviceError(f"energy window {result.name!r}: GPU edge unknown ({why})")
+
     def _resolve(self) -> None:
         latest = min(s.times_s[-1] for s in self._series.values())
         resolved = False
         for _ in range(len(self._pending)):
             result = self._pending[0]
-            assert result.end_s is not None
+            assert result.end_s is not None and result.start_s is not None
             if result.end_s > latest:
                 self._pending.rotate(-1)  # ended out of order (other threads): look again later
                 continue
@@ -348,8 +462,8 @@ class EnergyMeter:
 
     def _prune(self) -> None:
         latest = min(s.times_s[-1] for s in self._series.values())
-        needed = [w.start_s for w in tuple(self._open.values())]
-        needed += [w.start_s for w in tuple(self._pending)]
+        unresolved = [*self._open.values(), *(e[1] for e in tuple(self._edges)), *self._pending]
+        needed = [w.start_s if w.start_s is not None else w._opened_s for w in unresolved]
         cutoff = min([latest - self._keep_s, *needed])
         for series in self._series.values():
             series.prune_before(cutoff)
@@ -368,6 +482,7 @@ class EnergyMeter:
                 self._wake.clear()
                 if self._stop.is_set():
                     break
+                self._stamp_edges()
                 self._sample()
                 self._resolve()
                 self._prune()

@@ -116,12 +116,15 @@ class FitResult:
         params: the fitted parameters.
         covariance: 5×5 covariance of (log t_max_s, beta, p_idle_w, p_dyn_w, gamma).
         residual_rms: root-mean-square relative residual of the measurements (time and power).
+        normalised_rms: the same in units of each window's assumed noise (≈ 1 or below when the
+            model explains the windows up to noise; well above 1 when it cannot).
         n_measurements: how many windows the fit used.
     """
 
     params: ModelParams
     covariance: NDArray[np.float64]
     residual_rms: float
+    normalised_rms: float
     n_measurements: int
 
 
@@ -251,7 +254,14 @@ def fit_model(
     data_res = result.fun[: 2 * n] * np.concatenate([sigma, sigma])
     rms = float(np.sqrt(np.mean(data_res**2)))
     log.debug("fitted %s from %d windows (residual rms %.4f)", params, n, rms)
-    return FitResult(params=params, covariance=covariance, residual_rms=rms, n_measurements=n)
+    normalised = float(np.sqrt(np.mean(result.fun[: 2 * n] ** 2)))
+    return FitResult(
+        params=params,
+        covariance=covariance,
+        residual_rms=rms,
+        normalised_rms=normalised,
+        n_measurements=n,
+    )
 
 
 def prediction_std(

@@ -19,7 +19,7 @@ supported neighbours of that point and every measured setting by their estimated
 Probes, in priority order: the largest setting (the slowdown reference), a mid-range point; the
 choice if never measured; its unmeasured neighbours (≥ 8% of the range away: the choice must be a
 *measured* local minimum, since real profiles have knees a smooth model misses); if the model cannot
-explain the windows (residual RMS > 1.5 × the assumed noise: plateaus, bumps) every remaining
+explain the windows (residual RMS > 1.2 × the assumed noise: plateaus, bumps) every remaining
 setting nearest first, else any setting whose lower confidence bound (κ = 2) beats the choice by
 more than ``stop_gain``; finally another window for the choice or its closest measured rival while
 the two cannot be told apart. Profiling stops when no rule fires or after ``max_probes`` windows.
@@ -56,7 +56,7 @@ log = logging.getLogger(__name__)
 
 _KAPPA = 2.0  # width of the confidence bound used to pick probes
 _MIN_MISFIT = 0.002  # floor of the model's relative misfit
-_INADEQUATE = 1.5  # residual RMS over assumed noise beyond which measurements replace the model
+_INADEQUATE = 1.2  # residual RMS / assumed noise beyond which measurements replace the model
 _LOCAL_STEP = 0.08  # trust-region neighbours sit at least this share of the range away
 _CONFIRM_GAIN = 0.015  # re-measure rivals that could still beat the choice by more than this
 
@@ -307,6 +307,7 @@ class OnlineOptimizer:
         w = self._cost_terms(t_model, p_model)
         misfit = _MIN_MISFIT
         if with_misfit:
+            # misfit beyond a 20-step window's noise (deliberately conservative for shorter ones)
             misfit = max(misfit, math.sqrt(max(fit.residual_rms**2 - self.noise_rel**2, 0.0)))
         mu = np.log(np.maximum(step_cost_array(t_model, p_model, self._weights), 1e-300))
         var = sd_t**2 + (w * sd_p) ** 2 + misfit**2 * (1.0 + w**2)
@@ -422,7 +423,7 @@ class OnlineOptimizer:
         return (
             self._fit is not None
             and len(self._buckets) >= 3
-            and self._fit.residual_rms > _INADEQUATE * self.noise_rel
+            and self._fit.normalised_rms > _INADEQUATE
         )
 
     def _contender(

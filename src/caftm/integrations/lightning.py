@@ -26,12 +26,12 @@ uninterrupted run did not do mid-epoch), before it for an end-of-epoch checkpoin
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import lightning.pytorch as pl
 from lightning.fabric.plugins.io.checkpoint_io import CheckpointIO
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
 from caftm.checkpoint import CheckpointStore, ResumableSampler, TrainingState
 from caftm.checkpoint.rng import capture_rng_state, restore_rng_state
@@ -97,30 +97,51 @@ class CaftmCheckpointIO(CheckpointIO):
         """Nothing: the store keeps its last N checkpoints itself."""
 
 
+class _ForwardEpochs(Sampler[int]):
+    """Passes a :class:`ResumableSampler` through, honouring ``set_epoch`` only forwards.
+
+    The sampler's restored position is the truth: after a resume at an epoch's end Lightning
+    may announce the epoch just finished again, which would replay it.
+    """
+
+    def __init__(self, inner: ResumableSampler) -> None:
+        self.inner = inner
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.inner)
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def set_epoch(self, epoch: int) -> None:
+        if epoch > self.inner.epoch:
+            self.inner.set_epoch(epoch)
+
+
 class ResumableDataLoader(DataLoader):  # type: ignore[type-arg]
     """A ``DataLoader`` over a :class:`~caftm.checkpoint.ResumableSampler` that Lightning sees as
     stateful, so that a mid-epoch checkpoint resumes at the right sample.
 
-    Takes the ``DataLoader`` arguments; ``sampler`` must be a ``ResumableSampler``.
+    Takes the ``DataLoader`` keyword arguments; ``sampler`` must be a ``ResumableSampler``.
 
     Raises:
         ConfigError: the sampler is not a ``ResumableSampler``.
     """
 
-    def __init__(self, dataset: Any, *args: Any, **kwargs: Any) -> None:
-        super().__init__(dataset, *args, **kwargs)
-        if not isinstance(self.sampler, ResumableSampler):
+    def __init__(self, dataset: Any, *, sampler: ResumableSampler, **kwargs: Any) -> None:
+        if not isinstance(sampler, ResumableSampler):
             raise ConfigError(
                 "ResumableDataLoader needs sampler=ResumableSampler(len(dataset), ...), "
-                f"got {type(self.sampler).__name__}"
+                f"got {type(sampler).__name__}"
             )
+        self._resumable = sampler
+        super().__init__(dataset, sampler=_ForwardEpochs(sampler), **kwargs)
         self._marked: dict[str, Any] | None = None
 
     @property
     def resumable_sampler(self) -> ResumableSampler:
-        """The sampler (checked in the constructor)."""
-        assert isinstance(self.sampler, ResumableSampler)
-        return self.sampler
+        """The sampler given to the constructor."""
+        return self._resumable
 
     def mark_position(self, epoch: int, samples_used: int) -> None:
         """Record what the loop has used: ``samples_used`` samples of ``epoch`` (this rank)."""

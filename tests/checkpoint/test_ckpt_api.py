@@ -1,0 +1,27 @@
+"""The public API of caftm.checkpoint is short, sorted and importable."""
+
+from __future__ import annotations
+
+import caftm.checkpoint as checkpoint
+
+
+def test_public_names_are_pinned_and_sorted() -> None:
+    assert checkpoint.__all__ == [
+        "FORMAT_VERSION",
+        "CheckpointInfo",
+        "CheckpointStore",
+        "EncodedTree",
+        "FileEntry",
+        "Manifest",
+        "ResumableSampler",
+        "SaveHandle",
+        "Stateful",
+        "TrainingState",
+        "capture_rng_state",
+        "decode_tree",
+        "encode_tree",
+        "restore_rng_state",
+    ]
+    assert checkpoint.__all__ == sorted(checkpoint.__all__, key=lambda n: (not n.isupper(), n))
+    for name in checkpoint.__all__:
+        assert getattr(checkpoint, name) is not None
