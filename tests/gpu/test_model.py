@@ -80,3 +80,17 @@ def test_fit_rejects_empty_and_mixed_knobs() -> None:
     wrong = Measurement(KnobKind.POWER, 300.0, 10, 1.0, 300.0)
     with pytest.raises(ConfigError, match="knob"):
         fit_model([wrong], prior)
+
+
+def test_normalised_residual_flags_a_profile_the_model_cannot_explain() -> None:
+    settings = [100.0, 125.0, 150.0, 175.0, 200.0, 225.0, 250.0]
+    smooth = _fit(TRUE_POWER, settings, 0.0)
+    assert smooth.normalised_rms < 0.5
+    bumps = [1.00, 1.09, 0.93, 1.06, 0.98, 1.08, 1.03]
+    windows = [
+        Measurement(KnobKind.POWER, s, 20, 20 * 0.05 * b, 20 * 0.05 * b * 40.0)
+        for s, b in zip(settings, bumps, strict=True)
+    ]
+    prior = default_prior(KnobKind.POWER, 250.0, windows[-1])
+    bumpy = fit_model(windows, prior, noise_rel=0.01)
+    assert bumpy.normalised_rms > 2.0

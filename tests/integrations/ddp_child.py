@@ -99,7 +99,7 @@ def main(argv: list[str]) -> None:
         init_method=args.init,
         rank=args.rank,
         world_size=args.world,
-        timeout=timedelta(seconds=120),
+        timeout=timedelta(seconds=60),
     )
     try:
         site, results = args.site, []

@@ -4,11 +4,14 @@ bit-identically from real checkpoint files."""
 from __future__ import annotations
 
 import random
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import integ_scenario as sc
 import integ_workloads as wl
-from integ_procs import load_params, run_child
+from integ_procs import HERE, load_params, run_child
 from torch_child import TOTAL_STEPS, run_segment
 
 from caftm.checkpoint import CheckpointStore
@@ -59,6 +62,35 @@ def test_pause_then_resume_bit_identical(tmp_path: Path) -> None:
     assert first["until_s"] > sc.START.timestamp() + spike * sc.STEP_S
     second, params = run_segment(store_dir, "site-a", switch, policy="suspend-resume")
     assert (second["start_step"], second["outcome"]) == (spike, "completed")
+    wl.assert_bit_identical(ref_params, params)
+
+
+def test_killed_process_resumes_from_the_last_periodic_checkpoint(tmp_path: Path) -> None:
+    """kill -9 at step 17 with a checkpoint every 5 steps: the restart redoes steps 16-17."""
+    _, ref_params = run_segment(tmp_path / "reference", "site-a", ())
+    store_dir = tmp_path / "crashed"
+    out = tmp_path / "never-written.safetensors"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(HERE / "torch_child.py"),
+            str(store_dir),
+            str(out),
+            "--every",
+            "5",
+            "--crash-at",
+            "17",
+        ],
+        cwd=HERE,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == -signal.SIGKILL and not out.exists()
+    assert [info.step for info in CheckpointStore(store_dir).checkpoints()] == [10, 15]
+    result, params = run_segment(store_dir, "site-a", (), every=5)
+    assert (result["start_step"], result["outcome"]) == (15, "completed")
     wl.assert_bit_identical(ref_params, params)
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,13 @@ TOTAL_STEPS = 30
 
 
 def run_segment(
-    store_dir: Path, site: str, switch_steps: tuple[int, ...], *, policy: str = "caftm"
+    store_dir: Path,
+    site: str,
+    switch_steps: tuple[int, ...],
+    *,
+    policy: str = "caftm",
+    every: int | None = None,
+    crash_at: int | None = None,
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """Train one segment; returns (outcome, parameters)."""
     wl.deterministic()
@@ -53,6 +61,7 @@ def run_segment(
         controller=controller,
         gpu=None,
         refresher_thread=False,
+        checkpoint_every_steps=every,
     ) as caftm:
         while caftm.running:
             for images, labels in loader:
@@ -64,6 +73,8 @@ def run_segment(
                 clock.at_step(caftm.steps_done + 1)  # the trace column of this step
                 refresher.refresh_once()
                 caftm.step()
+                if caftm.steps_done == crash_at:
+                    os.kill(os.getpid(), signal.SIGKILL)  # a crash: no clean-up at all
                 if not caftm.running:
                     break
     request = caftm.stop_request
@@ -83,9 +94,13 @@ def main(argv: list[str]) -> None:
     parser.add_argument("params_out", type=Path)
     parser.add_argument("--site", default="site-a")
     parser.add_argument("--switch", default="")
+    parser.add_argument("--every", type=int, default=None)
+    parser.add_argument("--crash-at", type=int, default=None)
     args = parser.parse_args(argv)
     switch = tuple(int(s) for s in args.switch.split(",") if s)
-    result, params = run_segment(args.store, args.site, switch)
+    result, params = run_segment(
+        args.store, args.site, switch, every=args.every, crash_at=args.crash_at
+    )
     save_file(params, str(args.params_out))
     print(json.dumps(result))
 

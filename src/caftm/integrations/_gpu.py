@@ -74,6 +74,11 @@ class GpuSetup:
         return cls(backend, knob, EnergyMeter(backend), optimizer, weights)
 
     @property
+    def can_set(self) -> bool:
+        """Whether this process may change the settings of every GPU (root or CAP_SYS_ADMIN)."""
+        return all(self.backend.info(i).can_set for i in self.knob.indices)
+
+    @property
     def simulated(self) -> bool:
         """True when the numbers come from a model, not hardware."""
         return bool(self.backend.simulated)

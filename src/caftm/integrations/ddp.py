@@ -9,7 +9,8 @@ command   every rank
 ========  =====================================================================
 GO        carries on with the next mini-batch
 SAVE      saves its part of the checkpoint; all ranks then agree it succeeded
-SET       applies the GPU setting to its own GPU (NaN: restore the default)
+SET       applies the GPU setting to its own GPU (NaN: restore the default); settings
+          decided outside a step (when the controller starts) go out at the next step
 STOP      stops; outcome MOVED (with the destination) or PAUSED (with the time)
 ========  =====================================================================
 
@@ -91,6 +92,8 @@ class DistributedSteps:
         self.world_size = world_size
         self.gpu = gpu
         self._save: Callable[[], None] | None = None
+        self._in_step = False
+        self._queued_setting: tuple[float | None] | None = None
         if session is not None and world_size > 1:
             hooks = session.controller.hooks
             session.controller.hooks = Hooks(
@@ -109,8 +112,13 @@ class DistributedSteps:
             assert self.session is not None
             return self.session.after_step(step, save)
         self._save = save
+        self._in_step = True
         try:
             if self.session is not None:
+                if self._queued_setting is not None:  # decided outside a step (at start)
+                    (setting,) = self._queued_setting
+                    self._queued_setting = None
+                    dist.broadcast(_encode(_SET, value=math.nan if setting is None else setting), 0)
                 stop = self.session.after_step(step, save)
                 if stop is None:
                     dist.broadcast(_encode(_GO), src=0)
@@ -120,6 +128,7 @@ class DistributedSteps:
             return self._follow(step)
         finally:
             self._save = None
+            self._in_step = False
 
     def _broadcast_stop(self, stop: StopRequest) -> None:
         value = math.nan if stop.until_s is None else float(stop.until_s)
@@ -170,7 +179,10 @@ class DistributedSteps:
         self, inner: Callable[[float | None], None] | None
     ) -> Callable[[float | None], None]:
         def apply_setting(setting: float | None) -> None:
-            dist.broadcast(_encode(_SET, value=math.nan if setting is None else setting), src=0)
+            if self._in_step:
+                dist.broadcast(_encode(_SET, value=math.nan if setting is None else setting), 0)
+            else:  # the other ranks are not listening: forward it at the next step
+                self._queued_setting = (setting,)
             if inner is not None:
                 inner(setting)
 

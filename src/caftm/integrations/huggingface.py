@@ -50,7 +50,7 @@ _RNG = "rng_state.pth"
 _TRAINER_STATE = "trainer_state.json"
 
 
-class CarbonAwareTrainerCallback(TrainerCallback):  # type: ignore[misc]
+class CarbonAwareTrainerCallback(TrainerCallback):
     """Consults the CAFTM controller after every optimiser step; checkpoints and stops on its word.
 
     Args:

@@ -38,6 +38,7 @@ from caftm.checkpoint import CheckpointStore, TrainingState
 from caftm.checkpoint.state import Stateful
 from caftm.control.config import ControllerConfig
 from caftm.control.controller import Controller
+from caftm.errors import ConfigError
 from caftm.gpu import GpuBackend
 from caftm.integrations._core import ControllerSession, Outcome, StopRequest
 from caftm.integrations._gpu import GpuSetup
@@ -67,6 +68,9 @@ class CarbonAwareTraining:
             the controller's refresher, as in tests).
         use_ledger: record the run in the ledger (default controller only).
         knob_state_dir: where the GPU knob keeps its crash-recovery file.
+        checkpoint_every_steps: also checkpoint every this many steps, so a crash loses at most
+            that much work (asynchronously when ``config.checkpoint.async_save``); None: only
+            when the controller suspends.
     """
 
     def __init__(
@@ -88,7 +92,12 @@ class CarbonAwareTraining:
         refresher_thread: bool = True,
         use_ledger: bool = True,
         knob_state_dir: Path | None = None,
+        checkpoint_every_steps: int | None = None,
     ) -> None:
+        if checkpoint_every_steps is not None and checkpoint_every_steps < 1:
+            raise ConfigError(f"checkpoint_every_steps must be >= 1, got {checkpoint_every_steps}")
+        self.checkpoint_every_steps = checkpoint_every_steps
+        self._saved_step = -1
         self.config = config
         self.rank, self.world_size = world()
         self.store = store or CheckpointStore(
@@ -104,6 +113,13 @@ class CarbonAwareTraining:
             self.gpu = gpu
         elif gpu is not None:
             self.gpu = GpuSetup.from_config(config, gpu, knob_state_dir=knob_state_dir)
+        if self.gpu is not None and not self.gpu.can_set:
+            log.warning(
+                "%s: this process may not change GPU settings (needs root or CAP_SYS_ADMIN); "
+                "training at the device defaults, carbon-aware moves and pauses still apply",
+                self.gpu.describe(),
+            )
+            self.gpu = None
         self.session: ControllerSession | None = None
         if self.rank == 0:
             if controller is None:
@@ -186,10 +202,20 @@ class CarbonAwareTraining:
         if self.gpu is not None:
             self.gpu.run_simulated_step()
         self.stop_request = self._steps.after_step(self.steps_done, self.save)
+        every = self.checkpoint_every_steps
+        due = every is not None and self.steps_done % every == 0
+        if due and self.stop_request is None and self.steps_done != self._saved_step:
+            if self.config.checkpoint.async_save:
+                self.store.save_async(self.state, step=self.steps_done)
+            else:
+                self.store.save(self.state, step=self.steps_done)
+            self._saved_step = self.steps_done
 
     def save(self) -> None:
         """Save a complete checkpoint of the current step now (every rank, in DDP)."""
-        self.store.save(self.state, step=self.steps_done)
+        if self.steps_done != self._saved_step:
+            self.store.save(self.state, step=self.steps_done)
+            self._saved_step = self.steps_done
 
     # -- what the loop reads -----------------------------------------------------------------
     @property

@@ -1,0 +1,136 @@
+"""ControllerSession on its own: pause in place, failed checkpoints, and the runnable example."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import integ_scenario as sc
+import pytest
+
+from caftm.control import State
+from caftm.integrations import ControllerSession, Outcome
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _session(tmp_path: Path, spike: int, *, pause_in_place: bool, sleeps: list[float]):  # type: ignore[no-untyped-def]
+    config = sc.make_config(tmp_path, policy="suspend-resume")
+    clock = sc.VirtualClock()
+    controller, refresher = sc.make_controller(
+        config, sc.make_trace((spike, spike + 1, sc.TRACE_STEPS)), clock
+    )
+
+    def sleep(duration_s: float) -> None:
+        sleeps.append(duration_s)
+        clock.now_s += duration_s
+
+    session = ControllerSession(
+        controller, pause_in_place=pause_in_place, refresher_thread=False, sleep=sleep, clock=clock
+    )
+    session.start()
+    return session, clock, refresher
+
+
+def test_pause_in_place_sleeps_then_carries_on(tmp_path: Path) -> None:
+    sleeps: list[float] = []
+    session, clock, refresher = _session(tmp_path, 4, pause_in_place=True, sleeps=sleeps)
+    saved: list[int] = []
+    for step in range(1, 9):
+        clock.at_step(max(step, int((clock() - sc.START.timestamp()) // sc.STEP_S)))
+        refresher.refresh_once()
+        assert session.after_step(step, lambda step=step: saved.append(step)) is None
+    assert saved == [4]  # one checkpoint, at the spike
+    assert sleeps and all(s > 0 for s in sleeps)
+    assert session.controller.state is State.TOLERANCE
+    states = [e.to_state for e in session.controller.events]
+    assert State.PAUSED in states and states[-1] is State.TOLERANCE
+    session.close()
+
+
+def test_pause_elsewhere_stops_with_the_time_to_restart(tmp_path: Path) -> None:
+    sleeps: list[float] = []
+    session, clock, refresher = _session(tmp_path, 3, pause_in_place=False, sleeps=sleeps)
+    saved: list[int] = []
+    stops = []
+    for step in range(1, 5):
+        clock.at_step(step)
+        refresher.refresh_once()
+        stops.append(session.after_step(step, lambda step=step: saved.append(step)))
+        if stops[-1] is not None:
+            break
+    stop = stops[-1]
+    assert stop is not None and stop.outcome is Outcome.PAUSED and stop.step == 3
+    assert stop.until_s is not None and stop.until_s > clock()
+    assert saved == [3] and sleeps == []
+    assert stop.to_dict()["outcome"] == "paused"
+    session.close(status="paused")
+
+
+def test_failed_checkpoint_keeps_training_here(tmp_path: Path) -> None:
+    config = sc.make_config(tmp_path)
+    clock = sc.VirtualClock()
+    controller, refresher = sc.make_controller(config, sc.make_trace((2, 20, 30)), clock)
+    session = ControllerSession(controller, refresher_thread=False)
+    session.start()
+
+    def broken_save() -> None:
+        raise OSError("disk full")
+
+    clock.at_step(2)
+    refresher.refresh_once()
+    assert session.after_step(2, broken_save) is None  # no checkpoint, no move
+    assert session.checkpoints_taken == 0
+    assert controller.site == "site-a"
+    session.close()
+
+
+@pytest.mark.slow
+def test_example_moves_then_finishes_on_a_simulated_gpu(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "train_cnn.py"), "--workdir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
+    assert "SIMULATED GPU" in out
+    assert "moving to FR" in out and "finished 120 steps" in out
+    assert (tmp_path / "ledger.sqlite").exists()
+
+
+def test_gpu_without_permission_trains_at_defaults(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import dataclasses
+
+    import torch
+
+    from caftm.gpu.base import DeviceInfo
+    from caftm.gpu.simulated import SimulatedBackend
+    from caftm.integrations.torch import CarbonAwareTraining
+
+    class NoPermission(SimulatedBackend):
+        def info(self, index: int) -> DeviceInfo:
+            return dataclasses.replace(super().info(index), can_set=False)
+
+    config = sc.make_config(tmp_path / "store")
+    controller, _ = sc.make_controller(config, sc.make_trace(), sc.VirtualClock())
+    model = torch.nn.Linear(2, 1)
+    with (
+        caplog.at_level("WARNING", logger="caftm.integrations.torch"),
+        CarbonAwareTraining(
+            config,
+            model=model,
+            controller=controller,
+            gpu=NoPermission(),
+            refresher_thread=False,
+            knob_state_dir=tmp_path / "knob",
+        ) as caftm,
+    ):
+        caftm.step()
+    assert caftm.gpu is None and caftm.steps_done == 1
+    assert "may not change GPU settings" in caplog.text
