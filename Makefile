@@ -20,8 +20,15 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 
 venv: $(VENV)/.installed
 
+DEMO_DIR := .caftm/demo
+
+# The main job on the embedded defaults: intensities and forecasts, then a small CNN trained
+# carbon-aware (simulated GPU unless an NVIDIA GPU is present), moved KR -> FR mid-run.
 demo: venv
 	$(BIN)/caftm demo
+	rm -rf $(DEMO_DIR)
+	$(BIN)/python examples/train_cnn.py --workdir $(DEMO_DIR)
+	@echo "ledger of this demo: $(BIN)/caftm runs --db $(DEMO_DIR)/ledger.sqlite  (then: caftm events RUN --db ...)"
 
 lint: venv
 	$(BIN)/ruff check src tests bench

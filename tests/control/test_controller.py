@@ -377,3 +377,28 @@ def test_a_hook_that_unwinds_leaves_a_consistent_controller(clock: FakeClock) ->
     refresher.refresh_once()
     assert controller.step() in (State.SCALING, State.TOLERANCE)  # clean: training resumes
     assert controller.state is State.TOLERANCE
+
+
+def test_a_moved_run_ends_without_claiming_training_finished(
+    clock: FakeClock, tmp_path: Path
+) -> None:
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    run = build(
+        CAFTM(Rules(min_dwell_s=600.0)),
+        kr_fr_source(),
+        SITES,
+        "KR",
+        clock,
+        threshold=ThresholdSpec(value_g_per_kwh=400.0),
+        ledger=ledger,
+        window_steps=1000,
+    )
+    run.drive(8 * 18_000)
+    c = run.controller
+    assert run.moves == ["FR"]
+    c.close(status="moved")
+    last = c.events[-1]
+    assert last.to_state is State.DONE and last.reason == "run ended: moved"
+    assert run.gpu.applied[-1] is None  # the GPU is restored whatever the ending
+    assert c.run_id is not None
+    assert [r.status for r in ledger.runs() if r.run_id == c.run_id] == ["moved"]

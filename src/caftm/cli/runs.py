@@ -38,7 +38,13 @@ def _time(value: datetime | None) -> str:
 
 
 def _number(value: float | None, fmt: str) -> str:
-    return "—" if value is None or not math.isfinite(value) else format(value, fmt)
+    """``value`` in ``fmt``; small non-zero values keep three significant digits instead."""
+    if value is None or not math.isfinite(value):
+        return "—"
+    text = format(value, fmt)
+    if value != 0 and float(text) == 0:
+        return format(value, ".3g")
+    return text
 
 
 def runs_command(db: DbOption = None) -> None:

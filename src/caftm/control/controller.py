@@ -284,7 +284,7 @@ class Controller:
         self._end_probe(now, use=False)
         self._end_window(now)
         self._use_window(self._windows.flush())
-        obs = self._observe(now, finished=True)
+        obs = replace(self._observe(now, finished=True), end_status=status)
         self._apply(self.policy.decide(self._ctx, obs), obs)
         self._arm()
         if self.ledger is not None and self.run_id is not None:

@@ -81,7 +81,8 @@ class Observation:
         checkpoint_ok: outcome of the checkpoint asked for in Suspend (None: not yet tried).
         remaining_work_s: estimated training time left at the current speed (None: unknown).
         power_w: average training power (W), idle_power_w: power while moving/paused.
-        finished: training has ended.
+        finished: the run is ending (training finished, or the process moves, pauses, fails).
+        end_status: why it ends: ``finished``/``completed``, ``moved``, ``paused``, ``failed``.
     """
 
     now_s: float
@@ -96,6 +97,7 @@ class Observation:
     power_w: float = 300.0
     idle_power_w: float = 100.0
     finished: bool = False
+    end_status: str = "finished"
 
     def outlook(self, site: str) -> SiteOutlook | None:
         """The outlook of ``site``, or None."""

@@ -73,7 +73,9 @@ def transition(ctx: ControlState, obs: Observation, policy: Policy) -> Step:
     if ctx.state is State.DONE:
         return Step(ctx)
     if obs.finished:
-        return _to(ctx, obs, State.DONE, "training finished", Finish(), ApplySetting(None))
+        done = obs.end_status in ("finished", "completed")
+        reason = "training finished" if done else f"run ended: {obs.end_status}"
+        return _to(ctx, obs, State.DONE, reason, Finish(), ApplySetting(None))
     handler = _HANDLERS[ctx.state]
     return handler(ctx, obs, policy)
 

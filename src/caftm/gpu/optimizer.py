@@ -23,6 +23,16 @@ explain the windows (residual RMS > 1.2 × the assumed noise: plateaus, bumps) e
 setting nearest first, else any setting whose lower confidence bound (κ = 2) beats the choice by
 more than ``stop_gain``; finally another window for the choice or its closest measured rival while
 the two cannot be told apart. Profiling stops when no rule fires or after ``max_probes`` windows.
+
+Few settings (≤ ``screen_max_settings``, e.g. the 5–9 power limits of a V100 or A40): the smooth
+model misfits real power-limit profiles by several percent (knees, bumps), so it cannot pool windows
+across settings there. The optimiser then screens instead: one short window (``sweep_steps``) per
+setting, largest first, then a sequential duel on measured costs (LUCB): while some rival could
+beat the current choice by more than ``screen_tolerance`` at ``screen_kappa`` standard deviations,
+another ``steps_per_probe`` window goes to the less-measured of the choice and its strongest rival.
+Easy cases stop right after the sweep; close ones get their steps. :attr:`probe_steps` tells the
+caller how many steps the next window should run (a caller that always runs ``steps_per_probe``
+still works: estimates use each window's actual length).
 """
 
 from __future__ import annotations
@@ -50,7 +60,7 @@ from caftm.gpu.model import (
     step_time_s,
 )
 
-__all__ = ["OnlineOptimizer"]
+__all__ = ["SCREEN_MAX_SETTINGS", "OnlineOptimizer"]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +69,7 @@ _MIN_MISFIT = 0.002  # floor of the model's relative misfit
 _INADEQUATE = 1.2  # residual RMS / assumed noise beyond which measurements replace the model
 _LOCAL_STEP = 0.08  # trust-region neighbours sit at least this share of the range away
 _CONFIRM_GAIN = 0.015  # re-measure rivals that could still beat the choice by more than this
+SCREEN_MAX_SETTINGS = 12  # at most this many settings: screen by measurement (see module doc)
 
 
 class OnlineOptimizer:
@@ -76,6 +87,13 @@ class OnlineOptimizer:
         seed: kept for reproducible tie-breaking in future strategies.
         noise_rel: assumed relative std of a 20-step window's step time and power (1/√n scaling).
         stop_gain: stop profiling when no setting can beat the choice by more than this fraction.
+        sweep_steps: window length of the screening sweep (few settings); None = half of
+            steps_per_probe.
+        screen_kappa: confidence (standard deviations) of the screening duel.
+        screen_tolerance: the duel stops once no rival can beat the choice by more than this
+            fraction.
+        screen_max_settings: screen by measurement when there are at most this many settings.
+        max_profiling_steps: most profiling steps before settling (None = no step cap).
 
     Raises:
         ConfigError: empty or non-positive settings, or non-positive counts.
@@ -95,6 +113,11 @@ class OnlineOptimizer:
         seed: int = 0,
         noise_rel: float = 0.015,
         stop_gain: float = 0.005,
+        sweep_steps: int | None = None,
+        screen_kappa: float = 2.5,
+        screen_tolerance: float = 0.02,
+        screen_max_settings: int = SCREEN_MAX_SETTINGS,
+        max_profiling_steps: int | None = None,
     ) -> None:
         values = sorted({float(s) for s in settings})
         if not values:
@@ -105,6 +128,12 @@ class OnlineOptimizer:
             raise ConfigError("steps_per_probe and max_probes must be >= 1")
         if reoptimize_ci_fraction < 0 or drift_tolerance <= 0 or noise_rel <= 0:
             raise ConfigError("reoptimize_ci_fraction >= 0, drift_tolerance > 0, noise_rel > 0")
+        if sweep_steps is not None and sweep_steps < 1:
+            raise ConfigError(f"sweep_steps must be >= 1, got {sweep_steps}")
+        if screen_kappa <= 0 or screen_tolerance <= 0:
+            raise ConfigError("screen_kappa and screen_tolerance must be > 0")
+        if max_profiling_steps is not None and max_profiling_steps < 1:
+            raise ConfigError(f"max_profiling_steps must be >= 1, got {max_profiling_steps}")
         self.settings = np.array(values)
         self.knob = knob
         self.steps_per_probe = steps_per_probe
@@ -114,6 +143,12 @@ class OnlineOptimizer:
         self.noise_rel = noise_rel
         self.stop_gain = stop_gain
         self.seed = seed
+        self.sweep_steps = sweep_steps if sweep_steps is not None else max(1, steps_per_probe // 2)
+        self.screen_kappa = screen_kappa
+        self.screen_tolerance = screen_tolerance
+        self.max_profiling_steps = max_profiling_steps
+        self.screening = len(values) <= screen_max_settings
+        self._probe_steps = steps_per_probe
         self._weights = weights
         self._ci_at_opt = weights.intensity_g_per_kwh
         self._prior_params = prior
@@ -145,6 +180,11 @@ class OnlineOptimizer:
         return self._profiling_steps
 
     @property
+    def probe_steps(self) -> int:
+        """Recommended length (steps) of the window for the setting :meth:`next_probe` returned."""
+        return self._probe_steps
+
+    @property
     def fit(self) -> FitResult | None:
         """The current model fit (None before the first window)."""
         self._refit()
@@ -154,10 +194,16 @@ class OnlineOptimizer:
         """The setting to profile next, or None once settled."""
         if self._settled:
             return None
+        self._probe_steps = self.steps_per_probe
+        if self.screening:
+            probe = self._screen_probe()
+            if probe is None:
+                self._settle()
+            return probe
         s_max = float(self.settings[-1])
         if not self._buckets:
             return s_max
-        if self._probes >= self.max_probes:
+        if self._out_of_budget():
             self._settle()
             return None
         if len(self._buckets) == 1 and len(self.settings) > 2:
@@ -343,6 +389,9 @@ class OnlineOptimizer:
         s_max = float(self.settings[-1])
         if not self._buckets or len(self.settings) == 1:
             return s_max
+        if self.screening:
+            i_best, _, _ = self._measured_costs()
+            return float(self.settings[i_best])
         mu, _, t_est = self._estimates()
         feasible = self._feasible(t_est)
         assert self._fit is not None
@@ -369,6 +418,57 @@ class OnlineOptimizer:
         candidates = [i for i in neighbours | measured if feasible[i]] or [len(self.settings) - 1]
         best = min(candidates, key=lambda i: (mu[i], -self.settings[i]))
         return float(self.settings[best])
+
+    def _out_of_budget(self) -> bool:
+        cap = self.max_profiling_steps
+        return self._probes >= self.max_probes or (cap is not None and self._profiling_steps >= cap)
+
+    def _measured_costs(self) -> tuple[int, NDArray[np.float64], NDArray[np.float64]]:
+        """Screening estimates from the windows alone: (index of the cheapest feasible measured
+        setting, log cost per setting (inf where unmeasured), its std per setting)."""
+        n = len(self.settings)
+        mu = np.full(n, math.inf)
+        sd = np.full(n, math.inf)
+        t_est = np.full(n, math.inf)
+        for i, setting in enumerate(self.settings):
+            m = self._buckets.get(float(setting))
+            if m is None:
+                continue
+            w = float(self._cost_terms(np.array([0.0]), np.array([m.avg_power_w]))[0])
+            cost = float(step_cost_array(m.step_time_s, m.avg_power_w, self._weights))
+            mu[i] = math.log(max(cost, 1e-300))
+            sd[i] = self.noise_rel * math.sqrt(NOISE_REF_STEPS / m.steps) * math.sqrt(1.0 + w * w)
+            t_est[i] = m.step_time_s
+        ok = np.isfinite(mu)
+        limit = self._weights.max_slowdown
+        if limit is not None and math.isfinite(t_est[-1]):
+            ok &= t_est <= (1.0 + limit) * t_est[-1] * (1.0 + 1e-9)
+            ok[-1] = True
+        mu = np.where(ok, mu, math.inf)
+        if not np.isfinite(mu).any():
+            return n - 1, mu, sd
+        return int(np.argmin(mu)), mu, sd
+
+    def _screen_probe(self) -> float | None:
+        """Screening (few settings): sweep every setting once, largest first, with short windows;
+        then LUCB duels between the choice and its strongest rival until none can beat it by
+        more than ``screen_tolerance`` (or the window/step budget is spent)."""
+        unmeasured = [float(s) for s in self.settings[::-1] if float(s) not in self._buckets]
+        if unmeasured and self._probes < max(self.max_probes, len(self.settings)):
+            self._probe_steps = self.sweep_steps
+            return unmeasured[0]
+        if self._out_of_budget():
+            return None
+        i_best, mu, sd = self._measured_costs()
+        with np.errstate(invalid="ignore"):
+            advantage = (mu[i_best] - mu) + self.screen_kappa * np.hypot(sd, sd[i_best])
+        advantage[i_best] = -math.inf
+        advantage[~np.isfinite(mu)] = -math.inf
+        j = int(np.argmax(advantage))
+        if advantage[j] <= math.log1p(self.screen_tolerance):
+            return None
+        steps = {k: self._buckets[float(self.settings[k])].steps for k in (i_best, j)}
+        return float(self.settings[i_best if steps[i_best] <= steps[j] else j])
 
     def _local_neighbours(self, i: int) -> list[int]:
         """Nearest setting on each side of index ``i`` at least LOCAL_STEP of the range away."""

@@ -108,6 +108,7 @@ class CarbonAwareTraining:
         self.start_step = 0
         self.steps_done = 0
         self.stop_request: StopRequest | None = None
+        self._loop_left_cleanly = False
         self.gpu: GpuSetup | None = None
         if isinstance(gpu, GpuSetup):
             self.gpu = gpu
@@ -182,6 +183,7 @@ class CarbonAwareTraining:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self._loop_left_cleanly = exc_type is None  # no stop request: training is complete
         status = "failed" if exc_type is not None else self.outcome.value
         try:
             if self.session is not None:
@@ -237,7 +239,7 @@ class CarbonAwareTraining:
             return self.stop_request.outcome
         if self.total_steps is not None and self.steps_done >= self.total_steps:
             return Outcome.COMPLETED
-        return Outcome.RUNNING
+        return Outcome.COMPLETED if self._loop_left_cleanly else Outcome.RUNNING
 
     @property
     def simulated_gpu(self) -> bool:
