@@ -31,7 +31,7 @@ demo: venv
 	@echo "ledger of this demo: $(BIN)/caftm runs --db $(DEMO_DIR)/ledger.sqlite  (then: caftm events RUN --db ...)"
 
 lint: venv
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench scripts examples
 	$(BIN)/mypy
 
 # Tests run in a network namespace with only loopback where the machine allows it.
