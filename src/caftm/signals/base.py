@@ -62,6 +62,22 @@ def as_utc(time: datetime, *, what: str = "timestamp") -> datetime:
     return time.astimezone(UTC)
 
 
+def history_range(zone: str, start: datetime, end: datetime) -> tuple[datetime, datetime]:
+    """``(start, end)`` in UTC for a history query of ``zone``.
+
+    Raises:
+        ConfigError: a naive bound, or ``end <= start``.
+    """
+    start = as_utc(start, what="history start")
+    end = as_utc(end, what="history end")
+    if end <= start:
+        raise ConfigError(
+            f"history range for zone {zone} is empty: end {end.isoformat()} <= start "
+            f"{start.isoformat()}"
+        )
+    return start, end
+
+
 def check_intensity(value: float, *, where: str) -> float:
     """Validate one intensity in gCO2eq/kWh.
 

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from caftm.errors import ConfigError, ProviderError
-from caftm.signals.base import Basis, IntensitySource, Kind, Reading, as_utc, utcnow
+from caftm.signals.base import Basis, IntensitySource, Kind, Reading, as_utc, history_range, utcnow
 from caftm.signals.http import JsonClient, RetryPolicy, parse_utc, pick_in_force, provider_reading
 
 DEFAULT_BASE_URL = "http://localhost:5073"
@@ -139,10 +139,7 @@ class CarbonAwareSource(IntensitySource):
 
     def history(self, zone: str, start: datetime, end: datetime) -> list[Reading]:
         """Emissions points in ``[start, end)`` (``/emissions/bylocation``)."""
-        start = as_utc(start, what="history start")
-        end = as_utc(end, what="history end")
-        if end <= start:
-            raise ConfigError(f"history range for zone {zone} is empty: end {_iso(end)} <= start")
+        start, end = history_range(zone, start, end)
         location = self.location_for(zone)
         params = {"location": location, "time": _iso(start), "toTime": _iso(end)}
         body = self._http.get_json("/emissions/bylocation", params)

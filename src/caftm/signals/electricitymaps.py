@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from caftm.errors import ConfigError, ProviderError
-from caftm.signals.base import Basis, IntensitySource, Kind, Reading, as_utc, utcnow
+from caftm.signals.base import Basis, IntensitySource, Kind, Reading, as_utc, history_range, utcnow
 from caftm.signals.credentials import how_to_set, require_secret
 from caftm.signals.http import JsonClient, RetryPolicy, parse_utc, pick_in_force, provider_reading
 
@@ -142,10 +142,7 @@ class ElectricityMapsSource(IntensitySource):
 
     def history(self, zone: str, start: datetime, end: datetime) -> list[Reading]:
         """Readings in ``[start, end)``: ``/history`` for the last 24 h, else past-range chunks."""
-        start = as_utc(start, what="history start")
-        end = as_utc(end, what="history end")
-        if end <= start:
-            raise ConfigError(f"history range for zone {zone} is empty: end {_iso(end)} <= start")
+        start, end = history_range(zone, start, end)
         if start >= utcnow() - HISTORY_WINDOW:
             body = self._http.get_json("/v3/carbon-intensity/history", self._params(zone))
             readings = self._list(zone, body, "history", "data")

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from caftm.errors import ConfigError, ProviderError
-from caftm.signals.base import Basis, IntensitySource, Kind, Reading, as_utc, utcnow
+from caftm.signals.base import Basis, IntensitySource, Kind, Reading, as_utc, history_range, utcnow
 from caftm.signals.http import JsonClient, RetryPolicy, parse_utc, pick_in_force, provider_reading
 
 DEFAULT_BASE_URL = "https://api.carbonintensity.org.uk"
@@ -114,10 +114,7 @@ class UkGridSource(IntensitySource):
     def history(self, zone: str, start: datetime, end: datetime) -> list[Reading]:
         """Half-hours starting in ``[start, end)``, split into calls of at most 14 days."""
         self._check_zone(zone)
-        start = as_utc(start, what="history start")
-        end = as_utc(end, what="history end")
-        if end <= start:
-            raise ConfigError(f"history range for GB is empty: end {_stamp(end)} <= start")
+        start, end = history_range("GB", start, end)
         now = utcnow()
         readings: list[Reading] = []
         chunk_start = start

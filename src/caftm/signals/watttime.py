@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from caftm.errors import AuthError, ConfigError, ProviderError
-from caftm.signals.base import Basis, IntensitySource, Kind, Reading, as_utc, utcnow
+from caftm.signals.base import Basis, IntensitySource, Kind, Reading, as_utc, history_range, utcnow
 from caftm.signals.credentials import how_to_set, require_secret
 from caftm.signals.http import JsonClient, RetryPolicy, parse_utc, pick_in_force, provider_reading
 
@@ -240,10 +240,7 @@ class WattTimeSource(IntensitySource):
 
     def history(self, zone: str, start: datetime, end: datetime) -> list[Reading]:
         """MOER readings in ``[start, end)`` (``/v3/historical``, split into chunks)."""
-        start = as_utc(start, what="history start")
-        end = as_utc(end, what="history end")
-        if end <= start:
-            raise ConfigError(f"history range for zone {zone} is empty: end {_iso(end)} <= start")
+        start, end = history_range(zone, start, end)
         region = self.region_for(zone)
         readings: list[Reading] = []
         chunk_start = start
