@@ -159,3 +159,78 @@ def test_converges_on_real_power_limit_traces(key: str, eta: float) -> None:
     truth = {s: step_cost(*backend.true_step_at(POWER, s), weights) for s in settings}
     assert truth[opt.best()] / min(truth.values()) - 1 <= 0.02
     assert opt.profiling_steps <= 0.4 * 50 * len(settings)  # well under Zeus's 50 steps/limit
+
+
+def _screen_measure(times: dict[float, float], power_w: float = 40.0):  # type: ignore[no-untyped-def]
+    def measure(setting: float, steps: int) -> Measurement:
+        t = 0.05 * times[setting]
+        return Measurement(POWER, setting, steps, steps * t, steps * t * power_w)
+
+    return measure
+
+
+def test_screening_sweeps_every_setting_short_then_duels_the_close_pair() -> None:
+    settings = [100.0, 125.0, 150.0, 175.0, 200.0, 225.0, 250.0]
+    times = dict(zip(settings, [1.30, 1.12, 1.00, 1.005, 1.10, 1.20, 1.25], strict=True))
+    measure = _screen_measure(times)
+    opt = OnlineOptimizer(
+        settings,
+        POWER,
+        CostWeights(1.0, 300.0, 300.0, 250.0),
+        steps_per_probe=10,
+        sweep_steps=5,
+        max_probes=40,
+        noise_rel=0.01,
+    )
+    assert opt.screening
+    probes: list[tuple[float, int]] = []
+    while (probe := opt.next_probe()) is not None:
+        probes.append((probe, opt.probe_steps))
+        opt.observe(measure(probe, opt.probe_steps))
+    sweep = probes[: len(settings)]
+    assert [s for s, _ in sweep] == sorted(settings, reverse=True)  # largest first
+    assert all(n == 5 for _, n in sweep)
+    duel = probes[len(settings) :]
+    assert duel and all(n == 10 for _, n in duel)
+    assert {s for s, _ in duel} <= {150.0, 175.0}  # only the close pair gets more windows
+    assert opt.best() == 150.0
+
+
+def test_screening_stops_early_on_a_clear_winner_but_confirms_it() -> None:
+    settings = [100.0, 150.0, 200.0, 250.0]
+    times = dict(zip(settings, [2.0, 0.8, 1.5, 1.6], strict=True))
+    opt = OnlineOptimizer(settings, POWER, CostWeights(1.0, 300.0, 300.0, 250.0), noise_rel=0.01)
+    measure = _screen_measure(times)
+    probes = []
+    while (probe := opt.next_probe()) is not None:
+        probes.append(probe)
+        opt.observe(measure(probe, opt.probe_steps))
+    assert probes == [250.0, 200.0, 150.0, 100.0, 150.0]  # sweep, then one confirming window
+    assert opt.best() == 150.0 and opt.profiling_steps == 4 * 10 + 20
+
+
+def test_screening_respects_the_step_budget_and_max_slowdown() -> None:
+    settings = [100.0, 125.0, 150.0, 175.0, 200.0]
+    times = dict(zip(settings, [1.5, 1.0, 1.0, 1.0, 1.0], strict=True))  # exact ties
+    weights = CostWeights(1.0, 300.0, 300.0, 200.0, max_slowdown=0.2)
+    opt = OnlineOptimizer(settings, POWER, weights, steps_per_probe=10, max_profiling_steps=100)
+    measure = _screen_measure(times)
+    while (probe := opt.next_probe()) is not None:
+        opt.observe(measure(probe, opt.probe_steps))
+    assert opt.settled and opt.profiling_steps <= 100 + 10
+    assert opt.best() != 100.0  # 50% slower than the largest limit: not allowed
+
+
+def test_screening_works_with_fixed_windows_and_bad_screen_args_are_errors() -> None:
+    settings = [150.0, 200.0, 250.0]
+    times = dict(zip(settings, [1.3, 1.0, 1.1], strict=True))
+    opt = OnlineOptimizer(settings, POWER, CostWeights(1.0, 300.0, 300.0, 250.0), noise_rel=0.01)
+    measure = _screen_measure(times)
+    while (probe := opt.next_probe()) is not None:
+        opt.observe(measure(probe, opt.steps_per_probe))  # a caller that ignores probe_steps
+    assert opt.best() == 200.0
+    many = OnlineOptimizer([float(s) for s in range(100, 400, 10)], POWER, _weights())
+    assert not many.screening and many.probe_steps == many.steps_per_probe
+    for bad in ({"sweep_steps": 0}, {"screen_kappa": 0.0}, {"max_profiling_steps": 0}):
+        with pytest.raises(ConfigError):
+            OnlineOptimizer(settings, POWER, _weights(), **bad)  # type: ignore[arg-type]

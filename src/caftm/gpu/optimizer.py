@@ -24,15 +24,17 @@ setting nearest first, else any setting whose lower confidence bound (κ = 2) be
 more than ``stop_gain``; finally another window for the choice or its closest measured rival while
 the two cannot be told apart. Profiling stops when no rule fires or after ``max_probes`` windows.
 
-Few settings (≤ ``screen_max_settings``, e.g. the 5–9 power limits of a V100 or A40): the smooth
-model misfits real power-limit profiles by several percent (knees, bumps), so it cannot pool windows
-across settings there. The optimiser then screens instead: one short window (``sweep_steps``) per
-setting, largest first, then a sequential duel on measured costs (LUCB): while some rival could
-beat the current choice by more than ``screen_tolerance`` at ``screen_kappa`` standard deviations,
+Few settings (≤ ``screen_max_settings``, default 12: e.g. the 5–9 power limits of a V100 or A40):
+the smooth model misfits real power-limit profiles by several percent (knees, bumps; a median 5%
+on the Zeus traces), so it cannot pool windows across settings there. The optimiser screens
+instead: one short window (``sweep_steps``) per setting, largest first (the sweep completes even
+past ``max_probes``), then a sequential duel on measured costs (LUCB): while some rival could beat
+the current choice by more than ``screen_tolerance`` at ``screen_kappa`` standard deviations,
 another ``steps_per_probe`` window goes to the less-measured of the choice and its strongest rival.
-Easy cases stop right after the sweep; close ones get their steps. :attr:`probe_steps` tells the
-caller how many steps the next window should run (a caller that always runs ``steps_per_probe``
-still works: estimates use each window's actual length).
+Before settling, the choice is re-measured at least once (one short window too often wins one of
+many comparisons by luck). Easy cases stop soon after the sweep; close ones get their steps.
+:attr:`probe_steps` tells the caller how many steps the next window should run (a caller that
+always runs ``steps_per_probe`` still works: estimates use each window's actual length).
 """
 
 from __future__ import annotations
@@ -466,7 +468,12 @@ class OnlineOptimizer:
         advantage[~np.isfinite(mu)] = -math.inf
         j = int(np.argmax(advantage))
         if advantage[j] <= math.log1p(self.screen_tolerance):
-            return None
+            # Settle only on a choice measured twice: after the sweep alone, a lucky short window
+            # too often wins one of the many comparisons.
+            choice = self._buckets[float(self.settings[i_best])]
+            if choice.steps >= self.sweep_steps + self.steps_per_probe:
+                return None
+            return float(self.settings[i_best])
         steps = {k: self._buckets[float(self.settings[k])].steps for k in (i_best, j)}
         return float(self.settings[i_best if steps[i_best] <= steps[j] else j])
 
