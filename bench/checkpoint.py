@@ -28,7 +28,7 @@ import torch
 from caftm.checkpoint import CheckpointStore, TrainingState
 
 MIB = 2**20
-SAVE_STATE_BYTES = 512 * MIB
+SAVE_STATE_BYTES = 1024 * MIB  # the same 1 GiB state as the resume figure
 RESUME_STATE_BYTES = 1024 * MIB
 TENSOR_BYTES = 64 * MIB
 ROUNDS = 7

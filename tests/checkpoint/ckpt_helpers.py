@@ -22,6 +22,18 @@ def choice_rng() -> tuple[random.Random, int]:
     return random.Random(seed), seed
 
 
+def tree_checksum(data: bytes) -> str:
+    """The manifest's checksum, computed plainly: sha256 of each 64 MiB block, then sha256 of
+    the concatenated block digests; a file of at most one block has its plain sha256."""
+    block = 64 * 2**20
+    if len(data) <= block:
+        return hashlib.sha256(data).hexdigest()
+    digests = b"".join(
+        hashlib.sha256(data[i : i + block]).digest() for i in range(0, len(data), block)
+    )
+    return hashlib.sha256(digests).hexdigest()
+
+
 def newest_complete_step(root: Path) -> int | None:
     """The newest step whose manifest lists files that exist with matching size and sha256.
 
@@ -35,11 +47,11 @@ def newest_complete_step(root: Path) -> int | None:
         directory = root / f"step-{step:09d}"
         try:
             manifest = json.loads((directory / "MANIFEST.json").read_bytes())
-            ok = manifest["format_version"] == 1 and manifest["step"] == step
+            ok = manifest["format_version"] == 2 and manifest["step"] == step
             for entry in manifest["files"]:
                 data = (directory / entry["name"]).read_bytes()
                 ok = ok and len(data) == entry["size_bytes"]
-                ok = ok and hashlib.sha256(data).hexdigest() == entry["sha256"]
+                ok = ok and tree_checksum(data) == entry["sha256"]
         except (OSError, ValueError, KeyError):
             ok = False
         if ok:

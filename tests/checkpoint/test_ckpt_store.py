@@ -29,7 +29,7 @@ def test_save_latest_restore_round_trip(tmp_path: Path) -> None:
     assert info.step == 7 and info.path.endswith("step-000000007")
     assert sorted(os.listdir(info.path)) == ["MANIFEST.json", "state.json", "tensors.safetensors"]
     manifest = json.loads((Path(info.path) / "MANIFEST.json").read_text())
-    assert manifest["step"] == 7 and manifest["format_version"] == 1
+    assert manifest["step"] == 7 and manifest["format_version"] == 2
     assert {f["name"] for f in manifest["files"]} == {"state.json", "tensors.safetensors"}
 
     latest = store.latest()
@@ -114,7 +114,7 @@ TAMPERINGS = {
             for f in json.loads((d / "MANIFEST.json").read_text())["files"]
         ],
     ),
-    "unknown format version": lambda d: edit_manifest(d, format_version=2),
+    "unknown format version": lambda d: edit_manifest(d, format_version=3),
     "manifest for another step": lambda d: edit_manifest(d, step=1),
     "missing data file": lambda d: (d / "state.json").unlink(),
     "manifest pointing outside": lambda d: edit_manifest(
@@ -192,3 +192,16 @@ def test_invalid_arguments() -> None:
         CheckpointStore("/tmp/x", keep_last=0)
     with pytest.raises(CheckpointError, match=r"cannot checkpoint state\.extra\.fn"):
         CheckpointStore("memory://x").save(TrainingState(extra={"fn": print}), step=1)
+
+
+@pytest.mark.parametrize("size", [0, 5, 64 * 2**20, 64 * 2**20 + 1, 3 * 64 * 2**20 + 17])
+def test_checksum_is_the_sha256_tree_of_64mib_blocks(size: int) -> None:
+    from ckpt_helpers import tree_checksum
+
+    from caftm.checkpoint.checksum import tree_sha256
+
+    data = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    pieces = [memoryview(data)[i : i + 10_000_019] for i in range(0, len(data), 10_000_019)]
+    expected = tree_checksum(data)
+    assert tree_sha256(pieces) == expected
+    assert tree_sha256([data], streaming=True) == expected

@@ -3,20 +3,20 @@
 Two backends share one small contract. :class:`LocalBackend` writes through the OS so it can
 make each file durable (temp file, fsync, rename, fsync the directory). :class:`FsspecBackend`
 serves every other fsspec filesystem (s3://, gs://, memory://, ...), where an object appears
-whole when its upload completes. Both hash the bytes while writing them, in a second thread
-(hashlib and file writes release the GIL), so a file is written and checksummed in one pass.
+whole when its upload completes. Both checksum the bytes while writing them, in the hashing pool of
+:mod:`caftm.checkpoint.checksum` (hashlib and file writes release the GIL), so a file is written
+and checksummed in one pass.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
-import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
+from caftm.checkpoint.checksum import BLOCK_BYTES, TreeHasher, tree_sha256
 from caftm.errors import CheckpointError
 
 __all__ = ["Backend", "FsspecBackend", "LocalBackend", "open_backend"]
@@ -26,31 +26,15 @@ _T = TypeVar("_T")
 _WRITE_CHUNK_BYTES = 64 * 2**20
 _REMOTE_CHUNK_BYTES = 16 * 2**20
 _READ_CHUNK_BYTES = 8 * 2**20
-_THREADED_HASH_MIN_BYTES = 2**20
 _OBJECT_STORE_PROTOCOLS = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "oss"}
 
 
-class _ParallelHash:
-    """sha256 of a list of buffers, computed in a background thread."""
-
-    def __init__(self, buffers: Sequence[memoryview]) -> None:
-        self._hasher = hashlib.sha256()
-        self._buffers = buffers
-        self._thread: threading.Thread | None = None
-        if sum(b.nbytes for b in buffers) >= _THREADED_HASH_MIN_BYTES:
-            self._thread = threading.Thread(target=self._run, name="caftm-sha256", daemon=True)
-            self._thread.start()
-        else:
-            self._run()
-
-    def _run(self) -> None:
-        for buffer in self._buffers:
-            self._hasher.update(buffer)
-
-    def hexdigest(self) -> str:
-        if self._thread is not None:
-            self._thread.join()
-        return self._hasher.hexdigest()
+def _start_hash(buffers: Sequence[memoryview]) -> TreeHasher:
+    """Begin checksumming ``buffers`` in the hashing pool while the caller writes them."""
+    hasher = TreeHasher()
+    for buffer in buffers:
+        hasher.update(buffer)
+    return hasher
 
 
 def _chunks(buffers: Sequence[memoryview], chunk_bytes: int) -> Iterator[memoryview]:
@@ -143,7 +127,7 @@ class LocalBackend(Backend):
 
     def sha256(self, path: str) -> str:
         with open(path, "rb") as f:
-            return hashlib.file_digest(f, "sha256").hexdigest()
+            return tree_sha256(iter(lambda: f.read(BLOCK_BYTES), b""), streaming=True)
 
     def make_dir(self, path: str) -> None:
         try:
@@ -159,7 +143,7 @@ class LocalBackend(Backend):
 
     def write_file(self, path: str, buffers: Sequence[memoryview]) -> tuple[int, str]:
         temp = f"{path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        hashing = _ParallelHash(buffers)
+        hashing = _start_hash(buffers)
         try:
             with open(temp, "wb") as f:
                 for chunk in _chunks(buffers, _WRITE_CHUNK_BYTES):
@@ -245,11 +229,8 @@ class FsspecBackend(Backend):
 
     def sha256(self, path: str) -> str:
         def digest() -> str:
-            hasher = hashlib.sha256()
             with self.fs.open(path, "rb") as f:
-                while chunk := f.read(_READ_CHUNK_BYTES):
-                    hasher.update(chunk)
-            return hasher.hexdigest()
+                return tree_sha256(iter(lambda: f.read(_READ_CHUNK_BYTES), b""), streaming=True)
 
         return self._call("read", path, digest)
 
@@ -263,7 +244,7 @@ class FsspecBackend(Backend):
             raise CheckpointError(f"cannot create {self.url(path)}: {_describe(e)}") from e
 
     def write_file(self, path: str, buffers: Sequence[memoryview]) -> tuple[int, str]:
-        hashing = _ParallelHash(buffers)
+        hashing = _start_hash(buffers)
         try:
             with self.fs.open(path, "wb") as f:
                 for chunk in _chunks(buffers, _REMOTE_CHUNK_BYTES):

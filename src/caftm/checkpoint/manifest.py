@@ -3,7 +3,7 @@
 ``MANIFEST.json`` is written last; a checkpoint directory without a valid one is incomplete and
 is never loaded. Example::
 
-    {"format": "caftm-checkpoint", "format_version": 1, "step": 123,
+    {"format": "caftm-checkpoint", "format_version": 2, "step": 123,
      "created_unix_s": 1764170000.25, "created_utc": "2026-11-26T15:13:20Z",
      "caftm_version": "0.1.0",
      "files": [{"name": "tensors.safetensors", "size_bytes": 4096, "sha256": "ab12..."},
@@ -12,13 +12,13 @@ is never loaded. Example::
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from caftm.checkpoint.checksum import tree_sha256
 from caftm.errors import CheckpointError
 
 __all__ = [
@@ -32,7 +32,7 @@ __all__ = [
 ]
 
 FORMAT_NAME = "caftm-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: files checksummed as a sha256 tree over 64 MiB blocks
 MANIFEST_NAME = "MANIFEST.json"
 TENSORS_NAME = "tensors.safetensors"
 STATE_NAME = "state.json"
@@ -49,7 +49,8 @@ class FileEntry:
     Attributes:
         name: File name inside the checkpoint directory (no path separators).
         size_bytes: Exact size in bytes.
-        sha256: Lower-case hex sha256 of the whole file.
+        sha256: Lower-case hex checksum of the whole file: the sha256 tree of
+            :mod:`caftm.checkpoint.checksum` (plain sha256 for files up to 64 MiB).
     """
 
     name: str
@@ -66,7 +67,7 @@ class FileEntry:
             raise CheckpointError(
                 f"{where}/{self.name} is {len(data)} bytes, manifest says {self.size_bytes}"
             )
-        digest = hashlib.sha256(data).hexdigest()
+        digest = tree_sha256([data])
         if digest != self.sha256:
             raise CheckpointError(f"{where}/{self.name} sha256 {digest} != manifest {self.sha256}")
 
