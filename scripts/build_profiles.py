@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -156,7 +157,7 @@ def calibrate(profile: ZoneProfile) -> ZoneProfile:
         else:
             high = middle
     scale = (low + high) / 2
-    return ZoneProfile(**{**profile.__dict__, "noise_scale": scale})
+    return dataclasses.replace(profile, noise_scale=scale)
 
 
 def main() -> int:

@@ -14,7 +14,14 @@ import pytest
 
 from caftm.errors import AuthError, ConfigError, ProviderError
 from caftm.signals.base import Basis, Kind
-from caftm.signals.http import JsonClient, RetryPolicy, parse_utc, provider_reading, retry_after_s
+from caftm.signals.http import (
+    JsonClient,
+    RetryPolicy,
+    chunked,
+    parse_utc,
+    provider_reading,
+    retry_after_s,
+)
 
 from .servers import FakeProvider, Fault, Seen
 
@@ -179,3 +186,13 @@ def test_parse_utc_and_provider_reading() -> None:
             provider_reading(
                 provider="p", zone="Z", time=when, value=bad, basis=Basis.DIRECT, kind=Kind.MEASURED
             )
+
+
+def test_chunked_covers_the_range_and_refuses_a_non_positive_span() -> None:
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    end = start + timedelta(days=25)
+    chunks = list(chunked(start, end, timedelta(days=10)))
+    assert [(b - start).days for b, _ in chunks] == [0, 10, 20]
+    assert [(a - start).days for _, a in chunks] == [10, 20, 25]
+    with pytest.raises(ConfigError, match="must be positive"):
+        list(chunked(start, end, timedelta(0)))

@@ -128,3 +128,11 @@ def test_trace_by_several_paths(tmp_path: Path) -> None:
     second.write_text("datetime_utc,FR\n2022-01-01T00:00:00,50\n2022-01-01T01:00:00,60\n")
     source = registry.get_source("trace", path=[first, second])
     assert sorted(source.zones()) == ["DE", "FR"]
+
+
+def test_trace_by_path_takes_the_name_as_source_class_does(tmp_path: Path) -> None:
+    path = tmp_path / "wide.csv"
+    path.write_text("datetime_utc,DE\n2022-01-01T00:00:00,300\n2022-01-01T01:00:00,310\n")
+    source = registry.get_source(" Trace", path=path)
+    assert source.zones() == ["DE"]
+    assert registry.fallback_source("TRACE", path=path).zones() == ["DE"]

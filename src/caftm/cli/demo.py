@@ -62,11 +62,7 @@ def demo_command(
         observed_at = reading.time
         summary = summarise(source.forecast(zone, reading.time, DEMO_HORIZON))
         now_by_zone[zone] = reading.intensity_g_per_kwh
-        gpu_regions = (
-            [r for r in catalog.by_zone(zone) if r.has_gpu]
-            if zone in catalog.zones(hosted_only=False)
-            else []
-        )
+        gpu_regions = [r for r in catalog.by_zone(zone) if r.has_gpu]  # zone_of: a known zone
         table.add_row(
             zone,
             catalog.zone_name(zone),

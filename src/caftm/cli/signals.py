@@ -113,9 +113,10 @@ def zones_command(
     table.add_column("name", max_width=24)
     table.add_column("mean g/kWh", justify="right", max_width=10)
     table.add_column("cloud regions hosted (* = GPU)", ratio=1)
+    known = set(catalog.zones(hosted_only=False))
     for zone in zones:
         mean = f"{profile_mean(zone):.0f}" if zone in profiled else "—"
-        hosted = catalog.by_zone(zone) if zone in catalog.zones(hosted_only=False) else []
+        hosted = catalog.by_zone(zone) if zone in known else []
         table.add_row(zone, catalog.zone_name(zone), mean, _hosted_text(hosted))
     console.print(table)
     console.print(f"Means are those of the embedded {SYNTHETIC_NOTE}.", soft_wrap=True)
@@ -327,7 +328,7 @@ def _source(
         options["policy"] = RetryPolicy(
             timeout_s=timeout_s,
             max_retries=retries,
-            deadline_s=max(timeout_s, timeout_s * (retries + 1) * 2),
+            deadline_s=timeout_s * (retries + 1) * 2,
         )
     elif base_url:
         raise ConfigError(f"--base-url is for live providers, not {name!r}")

@@ -337,6 +337,7 @@ class Catalog:
         """A catalog read from a CSV with the shipped file's columns.
 
         Raises:
+            ConfigError: the file cannot be read.
             DataError: a row is malformed (the message names the line).
         """
         path = Path(path)

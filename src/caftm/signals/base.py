@@ -78,6 +78,15 @@ def history_range(zone: str, start: datetime, end: datetime) -> tuple[datetime, 
     return start, end
 
 
+def forecast_start(start: datetime | None) -> datetime:
+    """The start of a forecast window: ``start`` in UTC, or now when None.
+
+    Raises:
+        ConfigError: ``start`` has no timezone.
+    """
+    return utcnow() if start is None else as_utc(start, what="forecast start")
+
+
 def check_intensity(value: float, *, where: str) -> float:
     """Validate one intensity in gCO2eq/kWh.
 

@@ -258,7 +258,8 @@ class CachedSource(IntensitySource):
         self.name = inner.name
 
     def __repr__(self) -> str:
-        return f"CachedSource({self.inner!r}, {self.cache!r}, max_age_s={self.max_age.seconds})"
+        max_age_s = self.max_age.total_seconds()
+        return f"CachedSource({self.inner!r}, {self.cache!r}, max_age_s={max_age_s:g})"
 
     def zones(self) -> list[str]:
         """The inner source's zones."""

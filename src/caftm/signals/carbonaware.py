@@ -14,8 +14,25 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from caftm.errors import ConfigError, ProviderError
-from caftm.signals.base import Basis, IntensitySource, Kind, Reading, as_utc, history_range, utcnow
-from caftm.signals.http import JsonClient, RetryPolicy, parse_utc, pick_in_force, provider_reading
+from caftm.signals.base import (
+    Basis,
+    IntensitySource,
+    Kind,
+    Reading,
+    as_utc,
+    forecast_start,
+    history_range,
+    utcnow,
+)
+from caftm.signals.http import (
+    JsonClient,
+    RetryPolicy,
+    forecast_window,
+    iso_z,
+    parse_utc,
+    pick_in_force,
+    provider_reading,
+)
 
 DEFAULT_BASE_URL = "http://localhost:5073"
 
@@ -37,10 +54,6 @@ ZONE_TO_LOCATION: dict[str, str] = {
     "NL": "westeurope",
     "IE": "northeurope",
 }
-
-
-def _iso(time: datetime) -> str:
-    return as_utc(time).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class CarbonAwareSource(IntensitySource):
@@ -134,14 +147,14 @@ class CarbonAwareSource(IntensitySource):
         at = utcnow() if time is None else as_utc(time, what=f"time for zone {zone}")
         found = pick_in_force(self.history(zone, at - self.lookback, at + timedelta(seconds=1)), at)
         if found is None:
-            raise ProviderError(f"{self.name} has no emissions data for zone {zone} at {_iso(at)}")
+            raise ProviderError(f"{self.name} has no emissions data for zone {zone} at {iso_z(at)}")
         return found
 
     def history(self, zone: str, start: datetime, end: datetime) -> list[Reading]:
         """Emissions points in ``[start, end)`` (``/emissions/bylocation``)."""
         start, end = history_range(zone, start, end)
         location = self.location_for(zone)
-        params = {"location": location, "time": _iso(start), "toTime": _iso(end)}
+        params = {"location": location, "time": iso_z(start), "toTime": iso_z(end)}
         body = self._http.get_json("/emissions/bylocation", params)
         readings = self._emissions(body, {location.lower(): zone}, Kind.MEASURED)
         return [r for r in readings if start <= r.time < end]
@@ -152,7 +165,7 @@ class CarbonAwareSource(IntensitySource):
         end = as_utc(end, what="history end")
         asked = {self.location_for(z).lower(): z for z in zones}
         params: list[tuple[str, str]] = [("location", self.location_for(z)) for z in zones]
-        params += [("time", _iso(start)), ("toTime", _iso(end))]
+        params += [("time", iso_z(start)), ("toTime", iso_z(end))]
         body = self._http.get_json("/emissions/bylocations", params)
         readings = self._emissions(body, asked, Kind.MEASURED)
         return [r for r in readings if start <= r.time < end]
@@ -161,12 +174,12 @@ class CarbonAwareSource(IntensitySource):
         self, zone: str, start: datetime | None = None, horizon: timedelta = timedelta(hours=24)
     ) -> list[Reading]:
         """The current forecast (``/emissions/forecasts/current``) within the window."""
-        begin = as_utc(start, what="forecast start") if start is not None else utcnow()
+        begin = forecast_start(start)
         location = self.location_for(zone)
         params = {
             "location": location,
-            "dataStartAt": _iso(begin),
-            "dataEndAt": _iso(begin + horizon),
+            "dataStartAt": iso_z(begin),
+            "dataEndAt": iso_z(begin + horizon),
         }
         body = self._http.get_json("/emissions/forecasts/current", params)
         if not isinstance(body, list) or not body or not isinstance(body[0], dict):
@@ -189,5 +202,4 @@ class CarbonAwareSource(IntensitySource):
                 )
             )
         readings.sort(key=lambda r: r.time)
-        first = pick_in_force(readings, begin)
-        return [r for r in readings if (r.time >= begin or r is first) and r.time < begin + horizon]
+        return forecast_window(readings, begin, horizon)

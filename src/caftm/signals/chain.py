@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from typing import TypeVar
 
 from caftm.errors import ConfigError, ProviderError
-from caftm.signals.base import IntensitySource, Kind, Reading, as_utc, utcnow
+from caftm.signals.base import IntensitySource, Kind, Reading, as_utc, forecast_start, utcnow
 from caftm.signals.cache import OBSERVED_KINDS, ReadingCache, relabel
 
 logger = logging.getLogger(__name__)
@@ -166,7 +166,7 @@ class FallbackChain(IntensitySource):
         self, zone: str, start: datetime | None = None, horizon: timedelta = timedelta(hours=24)
     ) -> list[Reading]:
         """Live forecast, else one made earlier (cached), else the last resort's forecast."""
-        begin = utcnow() if start is None else as_utc(start, what="forecast start")
+        begin = forecast_start(start)
         readings = self._live(f"zone {zone} forecast", lambda s: _forecast(s, zone, begin, horizon))
         if readings is not None:
             self._store(readings)

@@ -13,19 +13,34 @@ from typing import Any
 from pydantic import SecretStr
 
 from caftm.errors import ConfigError, ProviderError
-from caftm.signals.base import Basis, IntensitySource, Kind, Reading, as_utc, history_range, utcnow
+from caftm.signals.base import (
+    Basis,
+    IntensitySource,
+    Kind,
+    Reading,
+    as_utc,
+    forecast_start,
+    history_range,
+    utcnow,
+)
 from caftm.signals.credentials import how_to_set, require_secret
-from caftm.signals.http import JsonClient, RetryPolicy, parse_utc, pick_in_force, provider_reading
+from caftm.signals.http import (
+    JsonClient,
+    RetryPolicy,
+    chunked,
+    forecast_window,
+    iso_z,
+    parse_utc,
+    pick_in_force,
+    provider_reading,
+    unique_in_range,
+)
 
 DEFAULT_BASE_URL = "https://api.electricitymap.org"
 #: Longest range one past-range call may ask for (hourly data); longer ranges are split.
 PAST_RANGE_MAX = timedelta(days=10)
 #: How far back /history reaches.
 HISTORY_WINDOW = timedelta(hours=24)
-
-
-def _iso(time: datetime) -> str:
-    return as_utc(time).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class ElectricityMapsSource(IntensitySource):
@@ -137,7 +152,7 @@ class ElectricityMapsSource(IntensitySource):
                 self.history(zone, at - timedelta(hours=2), at + timedelta(seconds=1)), at
             )
         if found is None:
-            raise ProviderError(f"{self.name} has no reading for zone {zone} at {_iso(at)}")
+            raise ProviderError(f"{self.name} has no reading for zone {zone} at {iso_z(at)}")
         return found
 
     def history(self, zone: str, start: datetime, end: datetime) -> list[Reading]:
@@ -148,23 +163,17 @@ class ElectricityMapsSource(IntensitySource):
             readings = self._list(zone, body, "history", "data")
         else:
             readings = []
-            chunk_start = start
-            while chunk_start < end:
-                chunk_end = min(chunk_start + self.past_range_max, end)
-                params = self._params(zone, start=_iso(chunk_start), end=_iso(chunk_end))
+            for chunk_start, chunk_end in chunked(start, end, self.past_range_max):
+                params = self._params(zone, start=iso_z(chunk_start), end=iso_z(chunk_end))
                 body = self._http.get_json("/v3/carbon-intensity/past-range", params)
                 readings.extend(self._list(zone, body, "data", "history"))
-                chunk_start = chunk_end
-        unique = {r.time: r for r in readings if start <= r.time < end}
-        return [unique[t] for t in sorted(unique)]
+        return unique_in_range(readings, start, end)
 
     def forecast(
         self, zone: str, start: datetime | None = None, horizon: timedelta = timedelta(hours=24)
     ) -> list[Reading]:
         """The provider's forecast (``/v3/carbon-intensity/forecast``) within the window."""
-        begin = as_utc(start, what="forecast start") if start is not None else utcnow()
+        begin = forecast_start(start)
         body = self._http.get_json("/v3/carbon-intensity/forecast", self._params(zone))
         readings = self._list(zone, body, "forecast", kind=Kind.FORECAST)
-        # Keep the slot in force at `begin` (its time may be up to an hour earlier).
-        first = pick_in_force(readings, begin)
-        return [r for r in readings if (r.time >= begin or r is first) and r.time < begin + horizon]
+        return forecast_window(readings, begin, horizon)

@@ -30,7 +30,6 @@ import numpy.typing as npt
 from caftm.errors import ConfigError, ProviderError
 from caftm.signals.base import (
     MAX_PLAUSIBLE_G_PER_KWH,
-    Basis,
     IntensitySource,
     Kind,
     Reading,
@@ -401,7 +400,7 @@ def forecast_readings(
         chosen = "seasonal_naive"
         predicted = SeasonalNaive().fit(series, step_s).predict(horizon_steps)
     predicted = np.clip(predicted, 0.0, MAX_PLAUSIBLE_G_PER_KWH)
-    basis = readings[0].basis if readings else Basis.LIFECYCLE
+    basis = readings[0].basis  # not empty: two days of values were found
     label = f"{source.name} forecast ({chosen} model on {readings[0].source})"
     logger.debug("forecast %s from %s with %s", zone, first.isoformat(), chosen)
     return [

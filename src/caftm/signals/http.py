@@ -12,9 +12,9 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -22,7 +22,7 @@ import httpx
 from pydantic import SecretStr
 
 from caftm.errors import AuthError, ConfigError, ProviderError
-from caftm.signals.base import Basis, Kind, Reading, check_intensity
+from caftm.signals.base import Basis, Kind, Reading, as_utc, check_intensity
 
 logger = logging.getLogger(__name__)
 
@@ -233,6 +233,34 @@ class JsonClient:
         return self.redact(text[:200]) or "(empty body)"
 
 
+def iso_z(time: datetime) -> str:
+    """``time`` in UTC as ``YYYY-MM-DDTHH:MM:SSZ``, the form the providers' queries take."""
+    return as_utc(time).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def chunked(
+    start: datetime, end: datetime, max_span: timedelta
+) -> Iterator[tuple[datetime, datetime]]:
+    """Consecutive ``(chunk_start, chunk_end)`` covering ``[start, end)``, none over ``max_span``.
+
+    Raises:
+        ConfigError: ``max_span`` is not positive (the split would never end).
+    """
+    if max_span <= timedelta(0):
+        raise ConfigError(f"the longest range per provider call must be positive, got {max_span}")
+    chunk_start = start
+    while chunk_start < end:
+        chunk_end = min(chunk_start + max_span, end)
+        yield chunk_start, chunk_end
+        chunk_start = chunk_end
+
+
+def unique_in_range(readings: Iterable[Reading], start: datetime, end: datetime) -> list[Reading]:
+    """Readings timed in ``[start, end)``, one per time (the last given wins), oldest first."""
+    unique = {r.time: r for r in readings if start <= r.time < end}
+    return [unique[t] for t in sorted(unique)]
+
+
 def parse_utc(value: Any, *, provider: str, what: str = "time") -> datetime:
     """Parse a provider's ISO-8601 timestamp into aware UTC (a naive one is taken as UTC).
 
@@ -291,3 +319,10 @@ def pick_in_force(readings: list[Reading], at: datetime) -> Reading | None:
         else:
             break
     return chosen
+
+
+def forecast_window(readings: list[Reading], begin: datetime, horizon: timedelta) -> list[Reading]:
+    """Forecast ``readings`` (oldest first) in ``[begin, begin + horizon)``, plus the one in force
+    at ``begin`` (a slot that started before it)."""
+    first = pick_in_force(readings, begin)
+    return [r for r in readings if (r.time >= begin or r is first) and r.time < begin + horizon]

@@ -27,7 +27,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from scipy.signal import lfilter
 
 from caftm.errors import ConfigError, DataError
 from caftm.signals.base import (
@@ -37,6 +36,7 @@ from caftm.signals.base import (
     Kind,
     Reading,
     as_utc,
+    forecast_start,
     utcnow,
 )
 from caftm.signals.traces import TraceSource
@@ -132,6 +132,8 @@ def _month_hour(
 
 def _ar1(rng: np.random.Generator, phi: float, n: int) -> FloatArray:
     """A unit-variance stationary AR(1) series of length ``n``."""
+    from scipy.signal import lfilter  # imported here: scipy costs CLI start-up
+
     phi = float(np.clip(phi, 0.0, 0.999))
     shocks = rng.standard_normal(n + _BURN_IN) * np.sqrt(1.0 - phi * phi)
     series: FloatArray = lfilter([1.0], [1.0, -phi], shocks)[_BURN_IN:]
@@ -289,7 +291,7 @@ class ProfileSource(IntensitySource):
         self, zone: str, start: datetime | None = None, horizon: timedelta = timedelta(hours=24)
     ) -> list[Reading]:
         """The profile's expectation for each hour from ``start`` over ``horizon``."""
-        begin = utcnow() if start is None else as_utc(start, what="forecast start")
+        begin = forecast_start(start)
         hours = _hours(begin, begin + horizon)
         values = zone_profile(zone).expectation(hours)
         return [

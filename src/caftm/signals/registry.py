@@ -70,7 +70,7 @@ def get_source(name: str, **options: Any) -> IntensitySource:
         AuthError: a live provider's key is missing.
     """
     cls = source_class(name)
-    if name == "trace" and "path" in options:
+    if cls.name == "trace" and "path" in options:
         from caftm.signals.traces import load_trace
 
         return load_trace(options.pop("path"), **options)
@@ -103,7 +103,7 @@ def fallback_source(
     from caftm.signals.cache import ReadingCache
     from caftm.signals.chain import FallbackChain
 
-    if name not in LIVE_SOURCES:
+    if source_class(name).name not in LIVE_SOURCES:
         return get_source(name, **options)
     try:
         live: IntensitySource | None = get_source(name, **options)

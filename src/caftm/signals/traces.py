@@ -28,7 +28,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from caftm.errors import ConfigError, ProviderError
+from caftm.errors import ConfigError, DataError, ProviderError
 from caftm.signals._trace_files import RawSeries, read_trace_file
 from caftm.signals.base import Basis, IntensitySource, Kind, Reading, as_utc, utcnow
 
@@ -368,8 +368,6 @@ def _assemble(
     zones: Sequence[str] | None,
     on_gap: GapPolicy,
 ) -> TraceSource:
-    from caftm.errors import DataError
-
     label = ", ".join(Path(p).name for p in items[:3]) + (" ..." if len(items) > 3 else "")
     all_times = np.concatenate([s.times_s for s in series if s.times_s.size])
     if all_times.size == 0:
@@ -384,7 +382,7 @@ def _assemble(
             f"{step_s} s grid from {datetime.fromtimestamp(start_s, UTC).isoformat()}"
         )
     n_steps = int((all_times.max() - start_s) // step_s) + 1
-    names = sorted({s.zone for s in series}, key=[s.zone for s in series].index)
+    names = list(dict.fromkeys(s.zone for s in series))
     if zones is not None:
         missing = [z for z in zones if z not in names]
         if missing:

@@ -11,8 +11,26 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from caftm.errors import ConfigError, ProviderError
-from caftm.signals.base import Basis, IntensitySource, Kind, Reading, as_utc, history_range, utcnow
-from caftm.signals.http import JsonClient, RetryPolicy, parse_utc, pick_in_force, provider_reading
+from caftm.signals.base import (
+    Basis,
+    IntensitySource,
+    Kind,
+    Reading,
+    as_utc,
+    forecast_start,
+    history_range,
+    utcnow,
+)
+from caftm.signals.http import (
+    JsonClient,
+    RetryPolicy,
+    chunked,
+    forecast_window,
+    parse_utc,
+    pick_in_force,
+    provider_reading,
+    unique_in_range,
+)
 
 DEFAULT_BASE_URL = "https://api.carbonintensity.org.uk"
 ZONE = "GB"
@@ -117,23 +135,18 @@ class UkGridSource(IntensitySource):
         start, end = history_range("GB", start, end)
         now = utcnow()
         readings: list[Reading] = []
-        chunk_start = start
-        while chunk_start < end:
-            chunk_end = min(chunk_start + self.range_max, end)
+        for chunk_start, chunk_end in chunked(start, end, self.range_max):
             path = f"/intensity/{_stamp(chunk_start)}/{_stamp(chunk_end)}"
             readings.extend(self._readings(self._http.get_json(path), now=now))
-            chunk_start = chunk_end
-        unique = {r.time: r for r in readings if start <= r.time < end}
-        return [unique[t] for t in sorted(unique)]
+        return unique_in_range(readings, start, end)
 
     def forecast(
         self, zone: str, start: datetime | None = None, horizon: timedelta = timedelta(hours=24)
     ) -> list[Reading]:
         """Forecast half-hours from ``start`` (``/intensity/{from}/fw24h`` or ``fw48h``)."""
         self._check_zone(zone)
-        begin = as_utc(start, what="forecast start") if start is not None else utcnow()
+        begin = forecast_start(start)
         window = "fw24h" if horizon <= timedelta(hours=24) else "fw48h"
         body = self._http.get_json(f"/intensity/{_stamp(begin)}/{window}")
         readings = self._readings(body, now=utcnow(), as_forecast=True)
-        first = pick_in_force(readings, begin)
-        return [r for r in readings if (r.time >= begin or r is first) and r.time < begin + horizon]
+        return forecast_window(readings, begin, horizon)

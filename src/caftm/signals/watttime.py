@@ -19,9 +19,28 @@ from typing import Any
 from pydantic import SecretStr
 
 from caftm.errors import AuthError, ConfigError, ProviderError
-from caftm.signals.base import Basis, IntensitySource, Kind, Reading, as_utc, history_range, utcnow
+from caftm.signals.base import (
+    Basis,
+    IntensitySource,
+    Kind,
+    Reading,
+    as_utc,
+    forecast_start,
+    history_range,
+    utcnow,
+)
 from caftm.signals.credentials import how_to_set, require_secret
-from caftm.signals.http import JsonClient, RetryPolicy, parse_utc, pick_in_force, provider_reading
+from caftm.signals.http import (
+    JsonClient,
+    RetryPolicy,
+    chunked,
+    forecast_window,
+    iso_z,
+    parse_utc,
+    pick_in_force,
+    provider_reading,
+    unique_in_range,
+)
 
 DEFAULT_BASE_URL = "https://api.watttime.org"
 #: 1 lb/MWh = 453.592 g / 1000 kWh.
@@ -47,10 +66,6 @@ ZONE_TO_REGION: dict[str, str] = {
     "FR": "FR",
     "GB": "UK",
 }
-
-
-def _iso(time: datetime) -> str:
-    return as_utc(time).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +95,7 @@ class WattTimeSource(IntensitySource):
         regions: Extra or overriding zone -> WattTime region entries.
         region: Force this WattTime region for every zone (the CLI's ``--region``).
         policy: Timeouts and retries.
+        historical_max: Longest range per ``/v3/historical`` call; longer ranges are split.
         clock: Monotonic seconds, injectable for token-expiry tests.
 
     Raises:
@@ -235,7 +251,7 @@ class WattTimeSource(IntensitySource):
                 self.history(zone, at - timedelta(hours=1), at + timedelta(seconds=1)), at
             )
         if found is None:
-            raise ProviderError(f"{self.name} has no MOER for zone {zone} at {_iso(at)}")
+            raise ProviderError(f"{self.name} has no MOER for zone {zone} at {iso_z(at)}")
         return found
 
     def history(self, zone: str, start: datetime, end: datetime) -> list[Reading]:
@@ -243,26 +259,22 @@ class WattTimeSource(IntensitySource):
         start, end = history_range(zone, start, end)
         region = self.region_for(zone)
         readings: list[Reading] = []
-        chunk_start = start
-        while chunk_start < end:
-            chunk_end = min(chunk_start + self.historical_max, end)
+        for chunk_start, chunk_end in chunked(start, end, self.historical_max):
             params = {
                 "region": region,
-                "start": _iso(chunk_start),
-                "end": _iso(chunk_end),
+                "start": iso_z(chunk_start),
+                "end": iso_z(chunk_end),
                 "signal_type": SIGNAL,
             }
             body = self._get("/v3/historical", params)
             readings.extend(self._readings(zone, body, Kind.ESTIMATED))
-            chunk_start = chunk_end
-        unique = {r.time: r for r in readings if start <= r.time < end}
-        return [unique[t] for t in sorted(unique)]
+        return unique_in_range(readings, start, end)
 
     def forecast(
         self, zone: str, start: datetime | None = None, horizon: timedelta = timedelta(hours=24)
     ) -> list[Reading]:
         """The current MOER forecast (``/v3/forecast``) within ``[start, start + horizon)``."""
-        begin = as_utc(start, what="forecast start") if start is not None else utcnow()
+        begin = forecast_start(start)
         reach = begin + horizon - utcnow()
         hours = max(0, min(72, int(reach.total_seconds() // 3600) + 1))
         params = {
@@ -271,5 +283,4 @@ class WattTimeSource(IntensitySource):
             "horizon_hours": str(hours),
         }
         readings = self._readings(zone, self._get("/v3/forecast", params), Kind.FORECAST)
-        first = pick_in_force(readings, begin)
-        return [r for r in readings if (r.time >= begin or r is first) and r.time < begin + horizon]
+        return forecast_window(readings, begin, horizon)
