@@ -186,6 +186,32 @@ def test_step_path_calls_neither_clock_nor_source_in_tolerance(clock: FakeClock)
     assert calls["clock"] - before["clock"] <= 3 * (10_000 // 500) + 3
 
 
+def test_step_path_stays_fast_without_any_reading(clock: FakeClock) -> None:
+    # a provider down from the start leaves the intensity NaN: that alone must not send every
+    # step down the slow path (new readings still force a check through the refresh listener)
+    source = FlakySource()
+    source.fail = True
+    refresher = IntensityRefresher(source, {"DE": "DE"}, "DE", clock=clock)
+    controller = Controller(
+        CAFTM(), refresher, clock=clock, check_every_steps=500, window_steps=10_000
+    )
+    controller.start(run_refresher_thread=False)
+    assert controller.state is State.TOLERANCE
+    assert math.isnan(refresher.current_intensity_g_per_kwh)
+    slow = 0
+    slow_step = controller._slow_step
+
+    def counting() -> State:
+        nonlocal slow
+        slow += 1
+        return slow_step()
+
+    controller._slow_step = counting  # type: ignore[method-assign]
+    for _ in range(5_000):
+        controller.step()
+    assert slow <= 5_000 // 500 + 1
+
+
 class FlakySource(IntensitySource):
     """A source whose provider fails on demand (the failure is real: ProviderError)."""
 

@@ -21,7 +21,6 @@ from caftm.gpu.base import DeviceInfo, GpuBackend, KnobKind, Measurement
 
 #: Reference intensity CI_ref of the cost's time term when none is given, gCO2eq/kWh.
 DEFAULT_REF_INTENSITY_G_PER_KWH = 300.0
-_UNITS = {KnobKind.CLOCK: "MHz", KnobKind.POWER: "W"}
 _LABELS = {KnobKind.CLOCK: "SM clock (MHz)", KnobKind.POWER: "power limit (W)"}
 
 gpu_app = typer.Typer(
@@ -78,7 +77,7 @@ def _current(backend: GpuBackend, index: int, knob: KnobKind) -> str:
         return "n/a"
     if value is None:
         return "unlocked"
-    return f"{value:g} {_UNITS[knob]}"
+    return f"{value:g} {knob.unit}"
 
 
 def _info_rows(backend: GpuBackend, info: DeviceInfo) -> list[tuple[str, str]]:
@@ -220,7 +219,7 @@ def profile_command(
     )
     _banner(backend, backend_name)
     table = Table(title=title, title_justify="left")
-    unit = _UNITS[knob]
+    unit = knob.unit
     for column in (_LABELS[knob], "step time (s)", "avg power (W)", "energy/step (J)"):
         table.add_column(column, justify="right")
     table.add_column("cost/step (mgCO2eq)", justify="right")

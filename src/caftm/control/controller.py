@@ -116,7 +116,6 @@ class Controller:
         self.steps_per_probe = steps_per_probe
         self.window_steps = window_steps
         self.drift_every_windows = drift_every_windows
-        self._windows_seen = 0
         self.check_every_steps = check_every_steps
         self.power_w = power_w
         self.idle_power_w = idle_power_w
@@ -143,6 +142,7 @@ class Controller:
         self._drift = False
         self._checkpoint_ok: bool | None = None
         self._step_time_s: float | None = None
+        self._windows_seen = 0
         refresher.add_listener(self._on_refresh)
 
     @classmethod
@@ -310,7 +310,7 @@ class Controller:
         self._steps = n
         if n < self._check_at_step:
             ci = self._refresher.current_intensity_g_per_kwh
-            if self._low <= ci < self._high:
+            if not (ci < self._low or ci >= self._high):  # NaN (no reading yet) is no news
                 return self._state
         return self._slow_step()
 
@@ -392,7 +392,6 @@ class Controller:
         current = next((o for o in outlooks if o.site == site), SiteOutlook(site, ci))
         remaining = self._remaining_work_s()
         rules = self.policy.rules
-        window_s = rules.horizon_s if remaining is None else min(remaining, rules.horizon_s)
         band = compute_band(
             self.threshold,
             current=current,
@@ -400,7 +399,7 @@ class Controller:
             history_g_per_kwh=refresher.history(),
             power_w=self.power_w,
             idle_power_w=self.idle_power_w,
-            window_s=window_s,
+            window_s=rules.window_s(remaining),
             cost=rules.move_cost,
         )
         return Observation(
@@ -579,9 +578,14 @@ class Controller:
         self.power_w = closed.energy_j / closed.time_s
         self._windows_seen += 1
         due = self._windows_seen % self.drift_every_windows == 0
-        same_setting = closed.setting is not None and closed.setting == self._ctx.setting
-        if self.optimizer is not None and closed.setting is not None and same_setting and due:
-            m = Measurement(self.knob, closed.setting, closed.steps, closed.time_s, closed.energy_j)
+        setting = closed.setting
+        if (
+            self.optimizer is not None
+            and due
+            and setting is not None
+            and setting == self._ctx.setting
+        ):
+            m = Measurement(self.knob, setting, closed.steps, closed.time_s, closed.energy_j)
             self._drift = self._settled and self.optimizer.check_drift(m)
 
     # -- persistence -----------------------------------------------------------------------------

@@ -63,6 +63,10 @@ class Rules:
     pause_recheck_s: float = 900.0
     max_pause_s: float = 24 * HOUR_S
 
+    def window_s(self, remaining_work_s: float | None) -> float:
+        """The span (s) a move's saving is counted over: min(remaining work, horizon)."""
+        return self.horizon_s if remaining_work_s is None else min(remaining_work_s, self.horizon_s)
+
 
 class Policy(abc.ABC):
     """The one decision interface: the suspend test, the clean test and the Migration plan."""
@@ -94,10 +98,6 @@ class Policy(abc.ABC):
         return obs.intensity_g_per_kwh <= obs.band.resume_below
 
     # helpers shared by the strategies
-    def _window_s(self, obs: Observation) -> float:
-        remaining = obs.remaining_work_s
-        return self.rules.horizon_s if remaining is None else min(remaining, self.rules.horizon_s)
-
     def _latest_pause_end_s(self, obs: Observation) -> float:
         return latest_pause_end_s(
             obs.now_s,
@@ -115,7 +115,7 @@ class Policy(abc.ABC):
             obs.outlooks,
             power_w=obs.power_w,
             idle_power_w=obs.idle_power_w,
-            window_s=self._window_s(obs),
+            window_s=self.rules.window_s(obs.remaining_work_s),
             cost=self.rules.move_cost,
             use_forecast=use_forecast,
         )
@@ -177,7 +177,7 @@ class ForecastAwareCAFTM(Policy):
             current,
             power_w=obs.power_w,
             idle_power_w=obs.idle_power_w,
-            work_s=self._window_s(obs),
+            work_s=self.rules.window_s(obs.remaining_work_s),
             max_delay_s=latest - obs.now_s,
         )
         wait_net = wait.net_g if wait is not None else -math.inf

@@ -19,6 +19,11 @@ class KnobKind(StrEnum):
     CLOCK = "clock"  # locked SM clock, MHz
     POWER = "power"  # power-management limit, W
 
+    @property
+    def unit(self) -> str:
+        """Unit of the setting: ``"MHz"`` for the clock, ``"W"`` for the power limit."""
+        return "MHz" if self is KnobKind.CLOCK else "W"
+
 
 @dataclass(frozen=True, slots=True)
 class DeviceInfo:

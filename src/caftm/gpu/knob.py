@@ -35,7 +35,6 @@ __all__ = ["GpuKnob", "default_state_dir", "knob_session", "recover_stale"]
 log = logging.getLogger(__name__)
 
 _STATE_VERSION = 1
-_UNITS = {KnobKind.CLOCK: "MHz", KnobKind.POWER: "W"}
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -73,7 +72,7 @@ def _device_key(backend: GpuBackend, index: int) -> str | None:
 
 
 def _describe(kind: KnobKind, value: float | None) -> str:
-    return "unlocked" if value is None else f"{value:g} {_UNITS[kind]}"
+    return "unlocked" if value is None else f"{value:g} {kind.unit}"
 
 
 def _apply(
@@ -262,9 +261,9 @@ class GpuKnob:
         if abs(nearest - value) <= 1e-6 * max(1.0, abs(value)):
             return nearest
         if snap:
-            log.info("%s %g %s snapped to %g", self.kind.value, value, _UNITS[self.kind], nearest)
+            log.info("%s %g %s snapped to %g", self.kind.value, value, self.kind.unit, nearest)
             return nearest
-        unit = _UNITS[self.kind]
+        unit = self.kind.unit
         raise DeviceError(
             f"{value:g} {unit} is not a supported {self.kind.value} setting on GPU(s) "
             f"{list(self.indices)}: supported {values[0]:g}-{values[-1]:g} {unit} ({len(values)} "

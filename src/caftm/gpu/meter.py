@@ -182,7 +182,8 @@ class EnergyMeter:
         cuda_edges: how edges are aligned: ``"sync"`` (``torch.cuda.synchronize()`` at each
             edge, the default) or ``"event"`` (record a timing CUDA event, converted to host time
             by the background thread; nothing waits on the step path, at a few µs more CPU per
-            edge — better when the CPU runs far ahead of the GPU).
+            edge — better when the CPU runs far ahead of the GPU). Edge sampling has no thread
+            to convert events, so it always synchronises.
         sampling: ``"thread"`` (a background thread samples every ``interval_s``; the step path
             only takes timestamps), ``"edges"`` (sample synchronously at each window edge: exact
             and deterministic for simulated backends in virtual time, whose clock only moves with

@@ -239,8 +239,9 @@ def fit_model(
 
     def residuals(theta: NDArray[np.float64]) -> NDArray[np.float64]:
         p = centre.with_vector(theta)
-        rt = (np.log(step_time_s(p, settings)) - log_t) / sigma
-        rp = (np.log(power_w(p, settings)) - log_p) / sigma
+        r = clock_fraction(p, settings)  # once for both predictions
+        rt = (np.log(time_at_fraction(p, r)) - log_t) / sigma
+        rp = (np.log(power_at_fraction(p, r)) - log_p) / sigma
         return np.concatenate([rt, rp, (theta - theta0) / prior_std])
 
     result = least_squares(residuals, theta0, bounds=(_LOWER, _UPPER), x_scale=prior_std)
@@ -273,20 +274,20 @@ def prediction_std(
     """
     s = np.atleast_1d(np.asarray(setting, dtype=float))
     theta = fit.params.as_vector()
-    base_t = np.log(step_time_s(fit.params, s))
-    base_p = np.log(power_w(fit.params, s))
+    r = clock_fraction(fit.params, s)
+    base_t = np.log(time_at_fraction(fit.params, r))
+    base_p = np.log(power_at_fraction(fit.params, r))
     grad_t = np.empty((len(theta), len(s)))
     grad_p = np.empty_like(grad_t)
     for i in range(len(theta)):
         h = 1e-5 * max(1.0, abs(theta[i]))
         shifted = theta.copy()
-        shifted[i] = (
-            min(shifted[i] + h, _UPPER[i]) if shifted[i] + h <= _UPPER[i] else shifted[i] - h
-        )
+        shifted[i] = shifted[i] + h if shifted[i] + h <= _UPPER[i] else shifted[i] - h
         step = shifted[i] - theta[i]
         p = fit.params.with_vector(shifted)
-        grad_t[i] = (np.log(step_time_s(p, s)) - base_t) / step
-        grad_p[i] = (np.log(power_w(p, s)) - base_p) / step
+        r = clock_fraction(p, s)
+        grad_t[i] = (np.log(time_at_fraction(p, r)) - base_t) / step
+        grad_p[i] = (np.log(power_at_fraction(p, r)) - base_p) / step
     var_t = np.einsum("is,ij,js->s", grad_t, fit.covariance, grad_t)
     var_p = np.einsum("is,ij,js->s", grad_p, fit.covariance, grad_p)
     return np.sqrt(np.maximum(var_t, 0.0)), np.sqrt(np.maximum(var_p, 0.0))

@@ -329,8 +329,8 @@ class OnlineOptimizer:
             return
         self._fit = fit_model(list(self._buckets.values()), self._prior(), noise_rel=self.noise_rel)
 
-    def _cost_terms(self, t: NDArray[np.float64], p: NDArray[np.float64]) -> NDArray[np.float64]:
-        """Weight w of log P in log J (d log J = d log T + w · d log P)."""
+    def _power_weight(self, p: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Weight w of log P in log J at power ``p`` (d log J = d log T + w · d log P)."""
         w = self._weights
         a = w.eta * w.intensity_g_per_kwh * p
         b = (1.0 - w.eta) * w.ref_intensity_g_per_kwh * w.ref_power_w
@@ -352,7 +352,7 @@ class OnlineOptimizer:
         t_model = step_time_s(fit.params, s)
         p_model = power_w(fit.params, s)
         sd_t, sd_p = prediction_std(fit, s)
-        w = self._cost_terms(t_model, p_model)
+        w = self._power_weight(p_model)
         misfit = _MIN_MISFIT
         if with_misfit:
             # misfit beyond a 20-step window's noise (deliberately conservative for shorter ones)
@@ -360,6 +360,7 @@ class OnlineOptimizer:
         mu = np.log(np.maximum(step_cost_array(t_model, p_model, self._weights), 1e-300))
         var = sd_t**2 + (w * sd_p) ** 2 + misfit**2 * (1.0 + w**2)
         t_est = t_model.copy()
+        inadequate = self._model_inadequate()
         for i, setting in enumerate(s):
             m = self._buckets.get(float(setting))
             if m is None:
@@ -369,7 +370,7 @@ class OnlineOptimizer:
             # The fit already used this window: never let the model outweigh one window here,
             # and where the model cannot explain the profile, trust the measurements alone.
             var_i = max(var[i], self.noise_rel**2 * (1.0 + w[i] ** 2))
-            if self._model_inadequate():
+            if inadequate:
                 var_i = math.inf
             cost_m = float(step_cost_array(m.step_time_s, m.avg_power_w, self._weights))
             mu_m = math.log(max(cost_m, 1e-300))
@@ -436,7 +437,7 @@ class OnlineOptimizer:
             m = self._buckets.get(float(setting))
             if m is None:
                 continue
-            w = float(self._cost_terms(np.array([0.0]), np.array([m.avg_power_w]))[0])
+            w = float(self._power_weight(np.array([m.avg_power_w]))[0])
             cost = float(step_cost_array(m.step_time_s, m.avg_power_w, self._weights))
             mu[i] = math.log(max(cost, 1e-300))
             sd[i] = self.noise_rel * math.sqrt(NOISE_REF_STEPS / m.steps) * math.sqrt(1.0 + w * w)

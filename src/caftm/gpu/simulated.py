@@ -314,17 +314,19 @@ class SimulatedBackend(VirtualGpuBackend):
     def true_step_at(self, knob: KnobKind, setting: float) -> tuple[float, float]:
         """Noise-free (step_time_s, power_w) with ``knob`` at ``setting`` and the other default."""
         if knob is KnobKind.CLOCK:
-            r = self.fraction_at(setting, H100_POWER_LIMITS_W[1])
-        else:
-            r = self.fraction_at(None, setting)
-        params = self.workload.params(KnobKind.CLOCK, float(H100_CLOCKS_MHZ[0]))
-        return float(time_at_fraction(params, r)), float(power_at_fraction(params, r))
+            return self._step_at_fraction(self.fraction_at(setting, H100_POWER_LIMITS_W[1]))
+        return self._step_at_fraction(self.fraction_at(None, setting))
 
     def true_step(self, index: int) -> tuple[float, float]:
         self.check_index(index)
-        r = self.fraction_at(self._clock_mhz[index], self._limit_w[index])
+        return self._step_at_fraction(
+            self.fraction_at(self._clock_mhz[index], self._limit_w[index])
+        )
+
+    def _step_at_fraction(self, fraction: float) -> tuple[float, float]:
+        """Noise-free (step_time_s, power_w) at clock fraction ``fraction``."""
         params = self.workload.params(KnobKind.CLOCK, float(H100_CLOCKS_MHZ[0]))
-        return float(time_at_fraction(params, r)), float(power_at_fraction(params, r))
+        return float(time_at_fraction(params, fraction)), float(power_at_fraction(params, fraction))
 
     def idle_power_w(self, index: int) -> float:
         return SIM_IDLE_POWER_W

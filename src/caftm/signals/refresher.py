@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -69,8 +70,6 @@ class IntensityRefresher:
             raise ConfigError("refresher needs at least one site")
         if site not in site_zones:
             raise ConfigError(f"current site {site!r} is not among the sites {sorted(site_zones)}")
-        import time
-
         self.source = source
         self.site_zones = dict(site_zones)
         self._site = site
