@@ -10,7 +10,7 @@ import torch
 from ckpt_training import make_run, train
 
 from caftm.checkpoint import CheckpointStore, TrainingState
-from caftm.errors import CheckpointError
+from caftm.errors import CheckpointError, ConfigError
 
 
 def test_async_save_writes_the_same_bytes_as_sync(tmp_path: Path, deterministic: None) -> None:
@@ -88,3 +88,10 @@ def test_one_write_in_flight_at_a_time(tmp_path: Path) -> None:
     assert all(h.done() for h in handles[:-1])  # each call waited for the previous write
     store.close()
     assert [c.step for c in store.checkpoints()] == [1, 2, 3, 4]
+
+
+def test_async_save_rejects_a_negative_step_at_once(tmp_path: Path) -> None:
+    with CheckpointStore(tmp_path) as store:
+        with pytest.raises(ConfigError, match="step must be >= 0"):
+            store.save_async(TrainingState(model=torch.nn.Linear(2, 2)), step=-1)
+        assert store.checkpoints() == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -205,3 +206,31 @@ def test_checksum_is_the_sha256_tree_of_64mib_blocks(size: int) -> None:
     expected = tree_checksum(data)
     assert tree_sha256(pieces) == expected
     assert tree_sha256([data], streaming=True) == expected
+
+
+@pytest.mark.filterwarnings("ignore:.*multi-threaded.*fork.*:DeprecationWarning")
+def test_checksum_still_works_in_a_forked_child() -> None:
+    """The hashing pool's threads do not survive fork: a child must start its own pool."""
+    from caftm.checkpoint.checksum import tree_sha256
+
+    data = b"x" * (2 * 64 * 2**20 + 1)  # three blocks: two go to the pool
+    expected = tree_sha256([data])
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report the digest, never return into pytest
+        code = 1
+        try:
+            os.write(write_end, tree_sha256([data]).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    deadline = time.monotonic() + 30
+    while os.waitpid(pid, os.WNOHANG) == (0, 0):
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            raise AssertionError("checksumming in a forked child hung")
+        time.sleep(0.05)
+    with os.fdopen(read_end) as pipe:
+        assert pipe.read() == expected

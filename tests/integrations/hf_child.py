@@ -5,8 +5,6 @@ python hf_child.py STORE PARAMS_OUT --site site-a --switch 5,12,23
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import os
 import sys
@@ -16,10 +14,10 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+import integ_procs as ip
 import integ_scenario as sc
 import integ_workloads as wl
 import torch
-from safetensors.torch import save_file
 from torch.utils.data import Dataset
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 from transformers.utils import logging as hf_logging
@@ -119,16 +117,8 @@ def run_segment(
 
 
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("store", type=Path)
-    parser.add_argument("params_out", type=Path)
-    parser.add_argument("--site", default="site-a")
-    parser.add_argument("--switch", default="")
-    args = parser.parse_args(argv)
-    switch = tuple(int(s) for s in args.switch.split(",") if s)
-    result, params = run_segment(args.store, args.site, switch)
-    save_file(params, str(args.params_out))
-    print(json.dumps(result))
+    args = ip.child_parser().parse_args(argv)
+    ip.child_report(*run_segment(args.store, args.site, args.switch), args.params_out)
 
 
 if __name__ == "__main__":

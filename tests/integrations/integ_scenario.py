@@ -9,6 +9,7 @@ and s3 → B. A trace with no switches never crosses θ (the uninterrupted refer
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,6 +40,12 @@ class VirtualClock:
 
     def __call__(self) -> float:
         return self.now_s
+
+
+def random_switch_steps(seed: int, total_steps: int) -> tuple[int, int, int]:
+    """Three distinct random steps in [1, ``total_steps``), in order."""
+    s1, s2, s3 = sorted(random.Random(seed).sample(range(1, total_steps), 3))
+    return s1, s2, s3
 
 
 def make_trace(switch_steps: Sequence[int] = ()) -> TraceSource:

@@ -5,18 +5,16 @@ python lightning_child.py STORE PARAMS_OUT --site site-a --switch 5,12,23
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import sys
 from pathlib import Path
 from typing import Any
 
+import integ_procs as ip
 import integ_scenario as sc
 import integ_workloads as wl
 import lightning.pytorch as pl
 import torch
-from safetensors.torch import save_file
 
 from caftm.checkpoint import CheckpointStore, ResumableSampler
 from caftm.integrations import ControllerSession
@@ -97,16 +95,8 @@ def run_segment(
 
 
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("store", type=Path)
-    parser.add_argument("params_out", type=Path)
-    parser.add_argument("--site", default="site-a")
-    parser.add_argument("--switch", default="")
-    args = parser.parse_args(argv)
-    switch = tuple(int(s) for s in args.switch.split(",") if s)
-    result, params = run_segment(args.store, args.site, switch)
-    save_file(params, str(args.params_out))
-    print(json.dumps(result))
+    args = ip.child_parser().parse_args(argv)
+    ip.child_report(*run_segment(args.store, args.site, args.switch), args.params_out)
 
 
 if __name__ == "__main__":

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 import pytest
 
 pytest.importorskip("lightning")
 
+import integ_scenario as sc
 import integ_workloads as wl
-from integ_procs import load_params, run_child
+from integ_procs import assert_three_moves_bit_identical
 from lightning_child import TOTAL_STEPS, run_segment
 
 from caftm.checkpoint import CheckpointStore, ResumableSampler
@@ -19,32 +19,15 @@ from caftm.integrations.lightning import CaftmCheckpointIO, ResumableDataLoader
 
 
 def _run(tmp_path: Path, switch: tuple[int, int, int], fresh_process_segments: set[int]) -> None:
-    reference, ref_params = run_segment(tmp_path / "reference", "site-a", ())
-    assert (reference["steps_done"], reference["outcome"]) == (TOTAL_STEPS, "completed")
-    store_dir = tmp_path / "moved"
-    site, results = "site-a", []
-    for segment in range(4):
-        if segment in fresh_process_segments:
-            out = tmp_path / f"params-{segment}.safetensors"
-            args = ["--site", site, "--switch", ",".join(map(str, switch))]
-            result = run_child("lightning_child.py", str(store_dir), str(out), *args)
-            params = load_params(out)
-        else:
-            result, params = run_segment(store_dir, site, switch)
-        results.append(result)
-        site = result["dest"] or site
-    assert [r["start_step"] for r in results] == [0, *switch]
-    assert [r["steps_done"] for r in results] == [*switch, TOTAL_STEPS]
-    assert [r["outcome"] for r in results] == ["moved", "moved", "moved", "completed"]
-    assert [r["dest"] for r in results] == ["site-b", "site-a", "site-b", None]
-    wl.assert_bit_identical(ref_params, params)
+    assert_three_moves_bit_identical(
+        tmp_path, "lightning_child.py", run_segment, TOTAL_STEPS, switch, fresh_process_segments
+    )
 
 
 @pytest.mark.filterwarnings("ignore:.*LeafSpec.*:FutureWarning")  # lightning's pytree use
 @pytest.mark.filterwarnings("ignore:.*does not have many workers.*")
 def test_three_moves_random_steps_one_fresh_process(tmp_path: Path) -> None:
-    s1, s2, s3 = sorted(random.Random(23).sample(range(1, TOTAL_STEPS), 3))
-    _run(tmp_path, (s1, s2, s3), fresh_process_segments={1})
+    _run(tmp_path, sc.random_switch_steps(23, TOTAL_STEPS), fresh_process_segments={1})
 
 
 @pytest.mark.filterwarnings("ignore:.*LeafSpec.*:FutureWarning")  # lightning's pytree use

@@ -3,49 +3,22 @@ bit-identically from real checkpoint files."""
 
 from __future__ import annotations
 
-import random
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import integ_scenario as sc
 import integ_workloads as wl
-from integ_procs import HERE, load_params, run_child
+from integ_procs import assert_three_moves_bit_identical, spawn
 from torch_child import TOTAL_STEPS, run_segment
 
 from caftm.checkpoint import CheckpointStore
 
 
-def switch_steps(seed: int) -> tuple[int, int, int]:
-    """Three distinct random steps in [1, TOTAL_STEPS)."""
-    s1, s2, s3 = sorted(random.Random(seed).sample(range(1, TOTAL_STEPS), 3))
-    return s1, s2, s3
-
-
 def test_three_moves_resume_bit_identical(tmp_path: Path) -> None:
-    reference, ref_params = run_segment(tmp_path / "reference", "site-a", ())
-    assert (reference["steps_done"], reference["outcome"]) == (TOTAL_STEPS, "completed")
-
-    switch = switch_steps(seed=11)
-    store_dir = tmp_path / "moved"
-    site, results = "site-a", []
-    for segment in range(4):
-        if segment % 2 == 1:  # every other segment runs in a fresh process
-            out = tmp_path / f"params-{segment}.safetensors"
-            args = ["--site", site, "--switch", ",".join(map(str, switch))]
-            result = run_child("torch_child.py", str(store_dir), str(out), *args)
-            params = load_params(out)
-        else:
-            result, params = run_segment(store_dir, site, switch)
-        results.append(result)
-        site = result["dest"] or site
-
-    assert [r["start_step"] for r in results] == [0, *switch]
-    assert [r["steps_done"] for r in results] == [*switch, TOTAL_STEPS]
-    assert [r["outcome"] for r in results] == ["moved", "moved", "moved", "completed"]
-    assert [r["dest"] for r in results] == ["site-b", "site-a", "site-b", None]
-    wl.assert_bit_identical(ref_params, params)
+    switch = sc.random_switch_steps(11, TOTAL_STEPS)
+    store_dir = assert_three_moves_bit_identical(  # every other segment in a fresh process
+        tmp_path, "torch_child.py", run_segment, TOTAL_STEPS, switch, {1, 3}
+    )
     kept = [info.step for info in CheckpointStore(store_dir).checkpoints()]
     assert kept == list(switch[1:])  # keep_last=2
 
@@ -70,23 +43,7 @@ def test_killed_process_resumes_from_the_last_periodic_checkpoint(tmp_path: Path
     _, ref_params = run_segment(tmp_path / "reference", "site-a", ())
     store_dir = tmp_path / "crashed"
     out = tmp_path / "never-written.safetensors"
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(HERE / "torch_child.py"),
-            str(store_dir),
-            str(out),
-            "--every",
-            "5",
-            "--crash-at",
-            "17",
-        ],
-        cwd=HERE,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
+    done = spawn("torch_child.py", str(store_dir), str(out), "--every", "5", "--crash-at", "17")
     assert done.returncode == -signal.SIGKILL and not out.exists()
     assert [info.step for info in CheckpointStore(store_dir).checkpoints()] == [10, 15]
     result, params = run_segment(store_dir, "site-a", (), every=5)

@@ -8,18 +8,16 @@ Run as a script (a fresh process) or call :func:`run_segment` in-process.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import signal
 import sys
 from pathlib import Path
 from typing import Any
 
+import integ_procs as ip
 import integ_scenario as sc
 import integ_workloads as wl
 import torch
-from safetensors.torch import save_file
 from torch.utils.data import DataLoader
 
 from caftm.checkpoint import CheckpointStore, ResumableSampler
@@ -89,20 +87,14 @@ def run_segment(
 
 
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("store", type=Path)
-    parser.add_argument("params_out", type=Path)
-    parser.add_argument("--site", default="site-a")
-    parser.add_argument("--switch", default="")
+    parser = ip.child_parser()
     parser.add_argument("--every", type=int, default=None)
     parser.add_argument("--crash-at", type=int, default=None)
     args = parser.parse_args(argv)
-    switch = tuple(int(s) for s in args.switch.split(",") if s)
     result, params = run_segment(
-        args.store, args.site, switch, every=args.every, crash_at=args.crash_at
+        args.store, args.site, args.switch, every=args.every, crash_at=args.crash_at
     )
-    save_file(params, str(args.params_out))
-    print(json.dumps(result))
+    ip.child_report(result, params, args.params_out)
 
 
 if __name__ == "__main__":

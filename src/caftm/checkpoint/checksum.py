@@ -25,6 +25,15 @@ _pool: ThreadPoolExecutor | None = None
 _pool_lock = Lock()
 
 
+def _forget_pool_in_child() -> None:
+    """A forked child inherits the pool but not its threads: work sent there would never run."""
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pool_in_child)
+
+
 def _executor() -> ThreadPoolExecutor:
     global _pool
     with _pool_lock:

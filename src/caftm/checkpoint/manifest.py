@@ -25,6 +25,7 @@ __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "MANIFEST_NAME",
+    "REQUIRED_FILES",
     "STATE_NAME",
     "TENSORS_NAME",
     "FileEntry",

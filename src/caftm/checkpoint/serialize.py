@@ -171,12 +171,9 @@ class _Encoder:
             raise CheckpointError(f"cannot checkpoint {path}: dtype {value.dtype} not supported")
         tensor = value.detach()
         device = str(tensor.device)
-        if self.snapshot:
-            if tensor.device.type == "cpu":
-                tensor = tensor.clone(memory_format=torch.contiguous_format)
-            else:
-                tensor = tensor.to("cpu").contiguous()
-        else:
+        if self.snapshot and tensor.device.type == "cpu":
+            tensor = tensor.clone(memory_format=torch.contiguous_format)
+        else:  # a device tensor is copied to the CPU either way
             tensor = tensor.to("cpu").contiguous()
         key = path if path not in self.tensors else f"{path}#{len(self.tensors)}"
         self.tensors[key] = tensor

@@ -42,6 +42,7 @@ from caftm.checkpoint.manifest import (
     FORMAT_NAME,
     FORMAT_VERSION,
     MANIFEST_NAME,
+    REQUIRED_FILES,
     STATE_NAME,
     TENSORS_NAME,
     FileEntry,
@@ -177,13 +178,13 @@ class CheckpointStore:
         asynchronous save first.
 
         Raises:
+            ConfigError: ``step`` is negative.
             CheckpointError: Storage failed (the path is named; earlier checkpoints are intact),
                 the state holds a value that cannot be stored, or an earlier asynchronous save
                 failed without anyone having seen its error.
         """
         self._settle_pending()
-        encoded = encode_tree(state.capture(step=step), snapshot=False)
-        return self._write(encoded, step)
+        return self._write(self._encode(state, step, snapshot=False), step)
 
     def save_async(self, state: TrainingState, *, step: int) -> SaveHandle:
         """Snapshot ``state`` now (tensors copied to CPU), write it in a background thread.
@@ -192,12 +193,13 @@ class CheckpointStore:
         a second call first waits for the previous one.
 
         Raises:
+            ConfigError: ``step`` is negative.
             CheckpointError: The state cannot be stored, or the previous asynchronous save
                 failed (errors of the write itself surface from :meth:`SaveHandle.wait` or
                 from the next save).
         """
         self._settle_pending()
-        encoded = encode_tree(state.capture(step=step), snapshot=True)
+        encoded = self._encode(state, step, snapshot=True)
         handle = SaveHandle(step, self._get_executor().submit(self._write, encoded, step))
         self._pending = handle
         return handle
@@ -259,20 +261,24 @@ class CheckpointStore:
                 f"previous asynchronous save of step {handle.step} failed: {error}"
             ) from error
 
-    def _write(self, encoded: EncodedTree, step: int) -> CheckpointInfo:
-        if step < 0:
+    @staticmethod
+    def _encode(state: TrainingState, step: int, *, snapshot: bool) -> EncodedTree:
+        if step < 0:  # checked here, not in the writer thread, so save_async raises at once
             raise ConfigError(f"step must be >= 0, got {step}")
+        return encode_tree(state.capture(step=step), snapshot=snapshot)
+
+    def _write(self, encoded: EncodedTree, step: int) -> CheckpointInfo:
         backend = self._backend
         directory = self._step_dir(step)
         backend.make_dir(directory)
-        manifest_path = backend.join(self._dir_name(step), MANIFEST_NAME)
+        manifest_path = self._step_file(step, MANIFEST_NAME)
         if backend.exists(manifest_path):
             logger.warning("replacing the existing checkpoint at step %d in %s", step, self.url)
             backend.remove_file(manifest_path)
             backend.sync_dir(directory)
         metadata = {"format": "pt", "caftm_format_version": str(FORMAT_VERSION)}
         tensors_size, tensors_sha = backend.write_file(
-            backend.join(self._dir_name(step), TENSORS_NAME),
+            self._step_file(step, TENSORS_NAME),
             tensor_file_buffers(encoded.tensors, metadata=metadata),
         )
         state_json = json.dumps(
@@ -281,7 +287,7 @@ class CheckpointStore:
             separators=(",", ":"),
         ).encode("utf-8")
         state_size, state_sha = backend.write_file(
-            backend.join(self._dir_name(step), STATE_NAME), [memoryview(state_json)]
+            self._step_file(step, STATE_NAME), [memoryview(state_json)]
         )
         backend.sync_dir(directory)
         manifest = Manifest(
@@ -309,6 +315,9 @@ class CheckpointStore:
     def _step_dir(self, step: int) -> str:
         return self._backend.join(self._dir_name(step))
 
+    def _step_file(self, step: int, name: str) -> str:
+        return self._backend.join(self._dir_name(step), name)
+
     def _step_numbers(self) -> list[int]:
         steps = []
         for name in self._backend.list_names(self._backend.root):
@@ -320,7 +329,7 @@ class CheckpointStore:
     def _read_manifest(self, step: int) -> Manifest:
         where = self._backend.url(self._step_dir(step))
         try:
-            data = self._backend.read_bytes(self._backend.join(self._dir_name(step), MANIFEST_NAME))
+            data = self._backend.read_bytes(self._step_file(step, MANIFEST_NAME))
         except FileNotFoundError as e:
             raise CheckpointError(f"{where} has no {MANIFEST_NAME} (incomplete checkpoint)") from e
         except OSError as e:
@@ -350,7 +359,7 @@ class CheckpointStore:
         manifest = self._read_manifest(step)
         where = self._backend.url(self._step_dir(step))
         for entry in manifest.files:
-            path = self._backend.join(self._dir_name(step), entry.name)
+            path = self._step_file(step, entry.name)
             try:
                 size = self._backend.size(path)
                 if size != entry.size_bytes:
@@ -393,10 +402,10 @@ class CheckpointStore:
         manifest = self._read_manifest(step)
         where = self._backend.url(self._step_dir(step))
         payload: dict[str, bytes] = {}
-        for name in (TENSORS_NAME, STATE_NAME):
+        for name in REQUIRED_FILES:
             entry = manifest.file(name)
             try:
-                data = self._backend.read_bytes(self._backend.join(self._dir_name(step), name))
+                data = self._backend.read_bytes(self._step_file(step, name))
             except OSError as e:
                 raise CheckpointError(f"cannot read {where}/{name}: {e}") from e
             entry.check(data, where=where)
@@ -462,7 +471,7 @@ class CheckpointStore:
         for step in sorted(doomed):
             directory = self._step_dir(step)
             try:
-                self._backend.remove_file(self._backend.join(self._dir_name(step), MANIFEST_NAME))
+                self._backend.remove_file(self._step_file(step, MANIFEST_NAME))
                 self._backend.remove_dir(directory)
                 logger.debug("pruned checkpoint directory %s", directory)
             except (OSError, CheckpointError) as e:

@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from caftm._units import J_PER_KWH
 from caftm.cli._common import console
 from caftm.errors import ConfigError
 from caftm.ledger import Ledger, default_ledger_path
@@ -57,7 +58,7 @@ def runs_command(db: DbOption = None) -> None:
         for column in ("steps", "events", "energy kWh", "carbon g"):
             table.add_column(column, justify="right")
         for run in runs:
-            energy_kwh = None if run.energy_j is None else run.energy_j / 3.6e6
+            energy_kwh = None if run.energy_j is None else run.energy_j / J_PER_KWH
             status = run.status + (" (simulated)" if run.simulated else "")
             table.add_row(
                 run.run_id,

@@ -229,8 +229,8 @@ class DistributedSteps:
         if self.world_size == 1:
             info = store.restore_latest(state)
             return 0 if info is None else info.step
-        mine = _latest_verified(store)
-        agreed = torch.tensor([mine], dtype=torch.int64)
+        latest = store.latest()  # newest verified checkpoint of this rank
+        agreed = torch.tensor([-1 if latest is None else latest.step], dtype=torch.int64)
         dist.all_reduce(agreed, op=dist.ReduceOp.MIN)
         step = int(agreed.item())
         if step < 0:
@@ -238,15 +238,3 @@ class DistributedSteps:
         if shared_store is not None and shared_state is not None:
             shared_store.restore(shared_state, step)
         return store.restore(state, step)
-
-
-def _latest_verified(store: CheckpointStore) -> int:
-    """Steps are tried newest first; -1 when none verifies."""
-    for info in reversed(store.checkpoints()):
-        try:
-            store.verify(info.step)
-        except CheckpointError as e:
-            log.warning("skipping checkpoint: %s", e)
-            continue
-        return info.step
-    return -1

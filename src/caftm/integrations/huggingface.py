@@ -100,6 +100,11 @@ class CarbonAwareTrainerCallback(TrainerCallback):
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
+        if args.world_size > 1:  # checked before the controller starts, not on every step
+            raise ConfigError(
+                "CarbonAwareTrainerCallback runs on one process; for DDP use "
+                "caftm.integrations.torch.CarbonAwareTraining"
+            )
         self.stop_request = None
         if not self._started:
             self.session.start()
@@ -108,12 +113,6 @@ class CarbonAwareTrainerCallback(TrainerCallback):
     def on_step_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> TrainerControl:
-        if args.world_size > 1:
-            raise ConfigError(
-                "CarbonAwareTrainerCallback runs on one process; for DDP use "
-                "caftm.integrations.torch.CarbonAwareTraining"
-            )
-
         def save() -> None:
             tree = _capture(state, kwargs)
             tree["controller"] = self.session.state_dict()

@@ -74,7 +74,8 @@ class CaftmCheckpointIO(CheckpointIO):
         Raises:
             CheckpointError: none stored, or the requested step is not the latest.
         """
-        info = self.store.latest()
+        holder = TreeHolder()  # read, verified and decoded once
+        info = self.store.restore_latest(TrainingState(stateful={"lightning": holder}, rng=False))
         if info is None:
             raise CheckpointError(
                 f"no complete checkpoint in {self.store.url}; start without ckpt_path"
@@ -85,8 +86,6 @@ class CaftmCheckpointIO(CheckpointIO):
                 f"checkpoint {label} is not the latest complete one in {self.store.url} "
                 f"(step {info.step}); resume from {LATEST}"
             )
-        holder = TreeHolder()
-        self.store.restore(TrainingState(stateful={"lightning": holder}, rng=False), info)
         if not isinstance(holder.tree, dict):
             raise CheckpointError(
                 f"checkpoint step {info.step} in {self.store.url} is not a Lightning one"

@@ -117,10 +117,14 @@ class Ledger:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        except (OSError, sqlite3.Error) as e:
+            raise ConfigError(f"cannot open ledger {self.path}: {e}") from e
+        try:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
-        except (OSError, sqlite3.Error) as e:
+        except sqlite3.Error as e:
+            self._db.close()
             raise ConfigError(f"cannot open ledger {self.path}: {e}") from e
         self._lock = threading.Lock()
 
