@@ -26,6 +26,7 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
 
+from caftm._files import atomic_write_json
 from caftm.errors import ConfigError, DeviceError, PermissionDeniedError
 from caftm.gpu.base import GpuBackend, KnobKind
 from caftm.gpu.nvml import PERMISSION_MESSAGE
@@ -351,9 +352,7 @@ class GpuKnob:
             self.state_dir
             / f"knob-{self.backend.name}-{self.kind.value}-{pid}-{uuid.uuid4().hex[:8]}.json"
         )
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=1))
-        os.replace(tmp, path)
+        atomic_write_json(path, state, indent=1)
         self._state_path = path
 
 

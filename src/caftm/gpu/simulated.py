@@ -17,13 +17,12 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from caftm._files import atomic_write_json
 from caftm.errors import ConfigError, DeviceError
 from caftm.gpu.base import DeviceInfo, GpuBackend, KnobKind, Measurement
 from caftm.gpu.model import (
@@ -73,20 +72,6 @@ SIM_WORKLOADS: dict[str, SimWorkload] = {
     "resnet50": SimWorkload("resnet50", 0.0346, 0.40, 240.0, 297.0, 3.0),
     "gpt": SimWorkload("gpt", 0.0565, 0.25, 260.0, 384.0, 3.0),
 }
-
-
-def _atomic_write_json(path: Path, payload: object) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class VirtualGpuBackend(GpuBackend):
@@ -243,7 +228,7 @@ class SimulatedBackend(VirtualGpuBackend):
             {"clock_mhz": c, "power_limit_w": p}
             for c, p in zip(self._clock_mhz, self._limit_w, strict=True)
         ]
-        _atomic_write_json(self.state_path, {"simulated": True, "devices": devices})
+        atomic_write_json(self.state_path, {"simulated": True, "devices": devices})
 
     # -- contract ------------------------------------------------------------------------------
     def info(self, index: int) -> DeviceInfo:

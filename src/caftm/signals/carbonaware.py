@@ -161,8 +161,7 @@ class CarbonAwareSource(IntensitySource):
 
     def history_many(self, zones: list[str], start: datetime, end: datetime) -> list[Reading]:
         """Emissions points for several zones in one call (``/emissions/bylocations``)."""
-        start = as_utc(start, what="history start")
-        end = as_utc(end, what="history end")
+        start, end = history_range(",".join(zones), start, end)
         asked = {self.location_for(z).lower(): z for z in zones}
         params: list[tuple[str, str]] = [("location", self.location_for(z)) for z in zones]
         params += [("time", iso_z(start)), ("toTime", iso_z(end))]
