@@ -16,7 +16,6 @@ from typing import Any
 from caftm.errors import ConfigError, ProviderError
 from caftm.signals.base import (
     Basis,
-    IntensitySource,
     Kind,
     Reading,
     as_utc,
@@ -25,6 +24,7 @@ from caftm.signals.base import (
     utcnow,
 )
 from caftm.signals.http import (
+    HttpSource,
     JsonClient,
     RetryPolicy,
     forecast_window,
@@ -56,7 +56,7 @@ ZONE_TO_LOCATION: dict[str, str] = {
 }
 
 
-class CarbonAwareSource(IntensitySource):
+class CarbonAwareSource(HttpSource):
     """Carbon intensity from a Carbon Aware SDK WebAPI deployment.
 
     Args:
@@ -90,13 +90,6 @@ class CarbonAwareSource(IntensitySource):
             auth_hint="the Carbon Aware WebAPI refused access; check the deployment's auth",
             policy=policy,
         )
-
-    def __repr__(self) -> str:
-        return f"CarbonAwareSource(base_url={self._http.base_url!r})"
-
-    def close(self) -> None:
-        """Close the HTTP connection pool."""
-        self._http.close()
 
     def zones(self) -> list[str]:
         """Zones with a known SDK location."""

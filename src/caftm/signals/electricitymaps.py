@@ -15,7 +15,6 @@ from pydantic import SecretStr
 from caftm.errors import ConfigError, ProviderError
 from caftm.signals.base import (
     Basis,
-    IntensitySource,
     Kind,
     Reading,
     as_utc,
@@ -25,6 +24,7 @@ from caftm.signals.base import (
 )
 from caftm.signals.credentials import how_to_set, require_secret
 from caftm.signals.http import (
+    HttpSource,
     JsonClient,
     RetryPolicy,
     chunked,
@@ -43,7 +43,7 @@ PAST_RANGE_MAX = timedelta(days=10)
 HISTORY_WINDOW = timedelta(hours=24)
 
 
-class ElectricityMapsSource(IntensitySource):
+class ElectricityMapsSource(HttpSource):
     """Carbon intensity from the Electricity Maps API v3.
 
     Args:
@@ -88,10 +88,6 @@ class ElectricityMapsSource(IntensitySource):
         return (
             f"ElectricityMapsSource(base_url={self._http.base_url!r}, basis={self.basis.value!r})"
         )
-
-    def close(self) -> None:
-        """Close the HTTP connection pool."""
-        self._http.close()
 
     def zones(self) -> list[str]:
         """Zones given at construction (empty: any zone key the API accepts)."""

@@ -22,7 +22,7 @@ import httpx
 from pydantic import SecretStr
 
 from caftm.errors import AuthError, ConfigError, ProviderError
-from caftm.signals.base import Basis, Kind, Reading, as_utc, check_intensity
+from caftm.signals.base import Basis, IntensitySource, Kind, Reading, as_utc, check_intensity
 
 logger = logging.getLogger(__name__)
 
@@ -326,3 +326,16 @@ def forecast_window(readings: list[Reading], begin: datetime, horizon: timedelta
     at ``begin`` (a slot that started before it)."""
     first = pick_in_force(readings, begin)
     return [r for r in readings if (r.time >= begin or r is first) and r.time < begin + horizon]
+
+
+class HttpSource(IntensitySource):
+    """An intensity source answered by one provider's HTTP API through a :class:`JsonClient`."""
+
+    _http: JsonClient
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(base_url={self._http.base_url!r})"
+
+    def close(self) -> None:
+        """Close the HTTP connection pool."""
+        self._http.close()

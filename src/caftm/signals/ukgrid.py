@@ -13,7 +13,6 @@ from typing import Any
 from caftm.errors import ConfigError, ProviderError
 from caftm.signals.base import (
     Basis,
-    IntensitySource,
     Kind,
     Reading,
     as_utc,
@@ -22,6 +21,7 @@ from caftm.signals.base import (
     utcnow,
 )
 from caftm.signals.http import (
+    HttpSource,
     JsonClient,
     RetryPolicy,
     chunked,
@@ -43,7 +43,7 @@ def _stamp(time: datetime) -> str:
     return as_utc(time).strftime("%Y-%m-%dT%H:%MZ")
 
 
-class UkGridSource(IntensitySource):
+class UkGridSource(HttpSource):
     """Carbon intensity of Great Britain from api.carbonintensity.org.uk.
 
     Args:
@@ -68,13 +68,6 @@ class UkGridSource(IntensitySource):
             auth_hint="the UK Carbon Intensity API needs no key; check the base URL",
             policy=policy,
         )
-
-    def __repr__(self) -> str:
-        return f"UkGridSource(base_url={self._http.base_url!r})"
-
-    def close(self) -> None:
-        """Close the HTTP connection pool."""
-        self._http.close()
 
     def zones(self) -> list[str]:
         """Only ``GB``."""

@@ -21,7 +21,6 @@ from pydantic import SecretStr
 from caftm.errors import AuthError, ConfigError, ProviderError
 from caftm.signals.base import (
     Basis,
-    IntensitySource,
     Kind,
     Reading,
     as_utc,
@@ -31,6 +30,7 @@ from caftm.signals.base import (
 )
 from caftm.signals.credentials import how_to_set, require_secret
 from caftm.signals.http import (
+    HttpSource,
     JsonClient,
     RetryPolicy,
     chunked,
@@ -85,7 +85,7 @@ class SignalIndex:
     percentile: float
 
 
-class WattTimeSource(IntensitySource):
+class WattTimeSource(HttpSource):
     """Marginal CO2 intensity from WattTime v3, in gCO2/kWh (basis direct, marginal).
 
     Args:
@@ -135,13 +135,6 @@ class WattTimeSource(IntensitySource):
             policy=policy,
             secrets=[self._password],
         )
-
-    def __repr__(self) -> str:
-        return f"WattTimeSource(base_url={self._http.base_url!r})"
-
-    def close(self) -> None:
-        """Close the HTTP connection pool."""
-        self._http.close()
 
     def zones(self) -> list[str]:
         """Zones with a known WattTime region."""
