@@ -24,12 +24,16 @@ def _load(name: str):  # type: ignore[no-untyped-def]
     if spec is None or spec.loader is None:
         raise SystemExit(f"error: no benchmark named {name!r} in {HERE}")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while it loads
     spec.loader.exec_module(module)
     return module
 
 
 def main(names: list[str]) -> int:
-    available = sorted(p.stem for p in HERE.glob("*.py") if p.stem not in {"run", "__init__"})
+    # NAME.py files are benchmarks; run.py and _helpers.py are not
+    available = sorted(
+        p.stem for p in HERE.glob("*.py") if p.stem != "run" and not p.stem.startswith("_")
+    )
     names = names or available
     unknown = [n for n in names if n not in available]
     if unknown:

@@ -35,6 +35,16 @@ Before settling, the choice is re-measured at least once (one short window too o
 many comparisons by luck). Easy cases stop soon after the sweep; close ones get their steps.
 :attr:`probe_steps` tells the caller how many steps the next window should run (a caller that
 always runs ``steps_per_probe`` still works: estimates use each window's actual length).
+
+Noise: every confidence bound above needs the relative noise of a window. ``noise_rel`` is the
+prior; with ``learn_noise`` (the default) repeated windows at a setting refine it
+(:mod:`caftm.gpu.noise`), so a quiet GPU settles sooner and a noisy one gets the windows it needs.
+
+Limits (``bench/optimizer.py``): at 1% noise per 20-step window, deciding every case within 2% of
+the best needs more steps than a quarter of the exhaustive sweep even for an allocator that knows
+which settings are close; the real power-limit profiles are too bumpy for any smooth or monotone
+model to pool settings. The screen therefore aims at the tolerance with confidence ``screen_kappa``
+and stops at ``max_profiling_steps``.
 """
 
 from __future__ import annotations
@@ -61,6 +71,7 @@ from caftm.gpu.model import (
     prediction_std,
     step_time_s,
 )
+from caftm.gpu.noise import NoiseEstimator
 
 __all__ = ["SCREEN_MAX_SETTINGS", "OnlineOptimizer"]
 
@@ -86,8 +97,10 @@ class OnlineOptimizer:
         reoptimize_ci_fraction: relative CI move that makes :meth:`set_weights` re-optimise.
         drift_tolerance: relative prediction error that makes :meth:`check_drift` re-open profiling.
         prior: model parameters to start from (e.g. from an earlier run); None = a weak default.
-        seed: kept for reproducible tie-breaking in future strategies.
-        noise_rel: assumed relative std of a 20-step window's step time and power (1/√n scaling).
+        noise_rel: relative std of a 20-step window's step time and power (1/√n scaling): the
+            prior when ``learn_noise``, else fixed.
+        learn_noise: learn the noise from repeated windows at a setting
+            (:class:`caftm.gpu.noise.NoiseEstimator`; the prior counts as 4 degrees of freedom).
         stop_gain: stop profiling when no setting can beat the choice by more than this fraction.
         sweep_steps: window length of the screening sweep (few settings); None = half of
             steps_per_probe.
@@ -112,8 +125,8 @@ class OnlineOptimizer:
         reoptimize_ci_fraction: float = 0.15,
         drift_tolerance: float = 0.1,
         prior: ModelParams | None = None,
-        seed: int = 0,
         noise_rel: float = 0.015,
+        learn_noise: bool = True,
         stop_gain: float = 0.005,
         sweep_steps: int | None = None,
         screen_kappa: float = 2.5,
@@ -143,8 +156,9 @@ class OnlineOptimizer:
         self.reoptimize_ci_fraction = reoptimize_ci_fraction
         self.drift_tolerance = drift_tolerance
         self.noise_rel = noise_rel
+        self.learn_noise = learn_noise
+        self._noise = NoiseEstimator(noise_rel)
         self.stop_gain = stop_gain
-        self.seed = seed
         self.sweep_steps = sweep_steps if sweep_steps is not None else max(1, steps_per_probe // 2)
         self.screen_kappa = screen_kappa
         self.screen_tolerance = screen_tolerance
@@ -191,6 +205,11 @@ class OnlineOptimizer:
         """The current model fit (None before the first window)."""
         self._refit()
         return self._fit
+
+    @property
+    def noise(self) -> float:
+        """Relative std of a 20-step window in use: learned from repeats, or ``noise_rel``."""
+        return self._noise.estimate() if self.learn_noise else self.noise_rel
 
     def next_probe(self) -> float | None:
         """The setting to profile next, or None once settled."""
@@ -270,6 +289,7 @@ class OnlineOptimizer:
         if self._fit is not None:
             self._prior_params = self._fit.params
         self._buckets.clear()
+        self._noise.clear()
         self._fit = None
         self._best = None
         self._probes = 0
@@ -296,12 +316,17 @@ class OnlineOptimizer:
         self._settled = True
         self._best = None
 
+    def _noise_of(self, steps: int) -> float:
+        """Relative std of a window of ``steps`` steps."""
+        return self.noise * math.sqrt(NOISE_REF_STEPS / steps)
+
     def _add(self, m: Measurement) -> None:
         if m.knob is not self.knob:
             raise ConfigError(f"window of knob {m.knob} fed to a {self.knob} optimiser")
         if m.steps < 1 or m.time_s <= 0 or m.energy_j <= 0:
             raise ConfigError(f"window at {m.setting} has non-positive steps/time/energy")
         key = float(m.setting)
+        self._noise.add(key, m.steps, m.time_s, m.energy_j)
         old = self._buckets.get(key)
         if old is not None:
             m = Measurement(
@@ -327,7 +352,7 @@ class OnlineOptimizer:
     def _refit(self) -> None:
         if self._fit is not None or not self._buckets:
             return
-        self._fit = fit_model(list(self._buckets.values()), self._prior(), noise_rel=self.noise_rel)
+        self._fit = fit_model(list(self._buckets.values()), self._prior(), noise_rel=self.noise)
 
     def _power_weight(self, p: NDArray[np.float64]) -> NDArray[np.float64]:
         """Weight w of log P in log J at power ``p`` (d log J = d log T + w · d log P)."""
@@ -356,7 +381,7 @@ class OnlineOptimizer:
         misfit = _MIN_MISFIT
         if with_misfit:
             # misfit beyond a 20-step window's noise (deliberately conservative for shorter ones)
-            misfit = max(misfit, math.sqrt(max(fit.residual_rms**2 - self.noise_rel**2, 0.0)))
+            misfit = max(misfit, math.sqrt(max(fit.residual_rms**2 - self.noise**2, 0.0)))
         mu = np.log(np.maximum(step_cost_array(t_model, p_model, self._weights), 1e-300))
         var = sd_t**2 + (w * sd_p) ** 2 + misfit**2 * (1.0 + w**2)
         t_est = t_model.copy()
@@ -365,11 +390,11 @@ class OnlineOptimizer:
             m = self._buckets.get(float(setting))
             if m is None:
                 continue
-            sigma = self.noise_rel * math.sqrt(NOISE_REF_STEPS / m.steps)
+            sigma = self._noise_of(m.steps)
             var_m = sigma**2 * (1.0 + w[i] ** 2)
             # The fit already used this window: never let the model outweigh one window here,
             # and where the model cannot explain the profile, trust the measurements alone.
-            var_i = max(var[i], self.noise_rel**2 * (1.0 + w[i] ** 2))
+            var_i = max(var[i], self.noise**2 * (1.0 + w[i] ** 2))
             if inadequate:
                 var_i = math.inf
             cost_m = float(step_cost_array(m.step_time_s, m.avg_power_w, self._weights))
@@ -440,7 +465,7 @@ class OnlineOptimizer:
             w = float(self._power_weight(np.array([m.avg_power_w]))[0])
             cost = float(step_cost_array(m.step_time_s, m.avg_power_w, self._weights))
             mu[i] = math.log(max(cost, 1e-300))
-            sd[i] = self.noise_rel * math.sqrt(NOISE_REF_STEPS / m.steps) * math.sqrt(1.0 + w * w)
+            sd[i] = self._noise_of(m.steps) * math.sqrt(1.0 + w * w)
             t_est[i] = m.step_time_s
         ok = np.isfinite(mu)
         limit = self._weights.max_slowdown
