@@ -36,8 +36,7 @@ ZEUS_MEASURED_STEPS = 40
 
 def cost_noise_rel(noise_rel: float, carbon_share: np.ndarray) -> np.ndarray:
     """Relative std of a 20-step window's measured cost when step time and power each carry
-    ``noise_rel``; ``carbon_share`` is the share of the cost that scales with power (η·CI·P over
-    the bracket of the cost model)."""
+    ``noise_rel``; ``carbon_share`` is :func:`caftm.gpu.cost.power_share`."""
     return noise_rel * np.sqrt(1.0 + carbon_share**2)
 
 

@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from caftm.gpu.base import KnobKind, Measurement
-from caftm.gpu.cost import CostWeights, step_cost
+from caftm.gpu.cost import CostWeights, power_share, step_cost
 from caftm.gpu.exhaustive import ZEUS_STEPS_PER_SETTING, exhaustive_search
 from caftm.gpu.optimizer import OnlineOptimizer
 from caftm.gpu.replay import ReplayBackend, default_trace_path, load_traces
@@ -287,9 +287,7 @@ def _limits(jobs: list[Job]) -> dict[str, float | int | str | bool]:
             for j in replay:
                 t_p = np.array([j.true_step(s) for s in j.settings])
                 cost = np.array([step_cost(t, p, j.weights) for t, p in t_p])
-                carbon = j.weights.eta * j.weights.intensity_g_per_kwh * t_p[:, 1]
-                other = (1 - j.weights.eta) * CI_REF_G_PER_KWH * j.weights.ref_power_w
-                noise = limits.cost_noise_rel(NOISE_REL, carbon / (carbon + other))
+                noise = limits.cost_noise_rel(NOISE_REL, power_share(t_p[:, 1], j.weights))
                 steps += limits.oracle_allocation_steps(np.log(cost), noise, z=z)
             out[f"bound_oracle_allocation_steps_ratio_z{_tag(z)}"] = round(steps / base, 4)
         regrets = []

@@ -21,7 +21,13 @@ from numpy.typing import ArrayLike, NDArray
 from caftm._units import J_PER_KWH
 from caftm.errors import ConfigError
 
-__all__ = ["MAX_INTENSITY_G_PER_KWH", "CostWeights", "step_cost", "step_cost_array"]
+__all__ = [
+    "MAX_INTENSITY_G_PER_KWH",
+    "CostWeights",
+    "power_share",
+    "step_cost",
+    "step_cost_array",
+]
 
 #: Highest carbon intensity accepted (gCO2eq/kWh); no real grid comes close.
 MAX_INTENSITY_G_PER_KWH = 2500.0
@@ -80,6 +86,18 @@ def step_cost_array(
         + (1.0 - weights.eta) * weights.ref_intensity_g_per_kwh * weights.ref_power_w
     )
     return np.asarray(t * rate / J_PER_KWH, dtype=float)
+
+
+def power_share(power_w: ArrayLike, weights: CostWeights) -> NDArray[np.float64]:
+    """Share of the cost that scales with power: η·CI·P / (η·CI·P + (1−η)·CI_ref·P_ref).
+
+    It is the weight w of log P in log J (d log J = d log T + w · d log P), so a measured cost's
+    relative noise is √(σ_T² + w² σ_P²).
+    """
+    p = np.asarray(power_w, dtype=float)
+    a = weights.eta * weights.intensity_g_per_kwh * p
+    b = (1.0 - weights.eta) * weights.ref_intensity_g_per_kwh * weights.ref_power_w
+    return np.asarray(a / np.maximum(a + b, 1e-300), dtype=float)
 
 
 def step_cost(step_time_s: float, power_w: float, weights: CostWeights) -> float:

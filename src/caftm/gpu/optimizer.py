@@ -25,14 +25,11 @@ more than ``stop_gain``; finally another window for the choice or its closest me
 the two cannot be told apart. Profiling stops when no rule fires or after ``max_probes`` windows.
 
 Few settings (≤ ``screen_max_settings``, default 12: e.g. the 5–9 power limits of a V100 or A40):
-the smooth model misfits real power-limit profiles by several percent (knees, bumps; a median 5%
-on the Zeus traces), so it cannot pool windows across settings there. The optimiser screens
-instead: one short window (``sweep_steps``) per setting, largest first (the sweep completes even
-past ``max_probes``), then a sequential duel on measured costs (LUCB): while some rival could beat
-the current choice by more than ``screen_tolerance`` at ``screen_kappa`` standard deviations,
-another ``steps_per_probe`` window goes to the less-measured of the choice and its strongest rival.
-Before settling, the choice is re-measured at least once (one short window too often wins one of
-many comparisons by luck). Easy cases stop soon after the sweep; close ones get their steps.
+screening by measurement (:mod:`caftm.gpu.screening`): one short window (``sweep_steps``) per
+setting, largest first (the sweep completes even past ``max_probes``), then ``steps_per_probe``
+windows for a duel between the choice and its strongest rival until no rival can beat it by more
+than ``screen_tolerance`` at ``screen_kappa`` standard deviations. Easy cases stop soon after the
+sweep; close ones get their steps.
 :attr:`probe_steps` tells the caller how many steps the next window should run (a caller that
 always runs ``steps_per_probe`` still works: estimates use each window's actual length).
 
@@ -59,7 +56,7 @@ from scipy.optimize import brentq, minimize_scalar
 
 from caftm.errors import ConfigError
 from caftm.gpu.base import KnobKind, Measurement
-from caftm.gpu.cost import CostWeights, step_cost_array
+from caftm.gpu.cost import CostWeights, power_share, step_cost_array
 from caftm.gpu.model import (
     NOISE_REF_STEPS,
     FitResult,
@@ -72,6 +69,7 @@ from caftm.gpu.model import (
     step_time_s,
 )
 from caftm.gpu.noise import NoiseEstimator
+from caftm.gpu.screening import MeasuredCosts, duel_probe, measured_costs
 
 __all__ = ["SCREEN_MAX_SETTINGS", "OnlineOptimizer"]
 
@@ -354,13 +352,6 @@ class OnlineOptimizer:
             return
         self._fit = fit_model(list(self._buckets.values()), self._prior(), noise_rel=self.noise)
 
-    def _power_weight(self, p: NDArray[np.float64]) -> NDArray[np.float64]:
-        """Weight w of log P in log J at power ``p`` (d log J = d log T + w · d log P)."""
-        w = self._weights
-        a = w.eta * w.intensity_g_per_kwh * p
-        b = (1.0 - w.eta) * w.ref_intensity_g_per_kwh * w.ref_power_w
-        return np.asarray(a / np.maximum(a + b, 1e-300), dtype=float)
-
     def _estimates(
         self, *, with_misfit: bool = True
     ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
@@ -377,7 +368,7 @@ class OnlineOptimizer:
         t_model = step_time_s(fit.params, s)
         p_model = power_w(fit.params, s)
         sd_t, sd_p = prediction_std(fit, s)
-        w = self._power_weight(p_model)
+        w = power_share(p_model, self._weights)
         misfit = _MIN_MISFIT
         if with_misfit:
             # misfit beyond a 20-step window's noise (deliberately conservative for shorter ones)
@@ -418,8 +409,7 @@ class OnlineOptimizer:
         if not self._buckets or len(self.settings) == 1:
             return s_max
         if self.screening:
-            i_best, _, _ = self._measured_costs()
-            return float(self.settings[i_best])
+            return float(self.settings[self._measured().best])
         mu, _, t_est = self._estimates()
         feasible = self._feasible(t_est)
         assert self._fit is not None
@@ -447,35 +437,12 @@ class OnlineOptimizer:
         best = min(candidates, key=lambda i: (mu[i], -self.settings[i]))
         return float(self.settings[best])
 
+    def _measured(self) -> MeasuredCosts:
+        return measured_costs(self.settings, self._buckets, self._weights, self._noise_of)
+
     def _out_of_budget(self) -> bool:
         cap = self.max_profiling_steps
         return self._probes >= self.max_probes or (cap is not None and self._profiling_steps >= cap)
-
-    def _measured_costs(self) -> tuple[int, NDArray[np.float64], NDArray[np.float64]]:
-        """Screening estimates from the windows alone: (index of the cheapest feasible measured
-        setting, log cost per setting (inf where unmeasured), its std per setting)."""
-        n = len(self.settings)
-        mu = np.full(n, math.inf)
-        sd = np.full(n, math.inf)
-        t_est = np.full(n, math.inf)
-        for i, setting in enumerate(self.settings):
-            m = self._buckets.get(float(setting))
-            if m is None:
-                continue
-            w = float(self._power_weight(np.array([m.avg_power_w]))[0])
-            cost = float(step_cost_array(m.step_time_s, m.avg_power_w, self._weights))
-            mu[i] = math.log(max(cost, 1e-300))
-            sd[i] = self._noise_of(m.steps) * math.sqrt(1.0 + w * w)
-            t_est[i] = m.step_time_s
-        ok = np.isfinite(mu)
-        limit = self._weights.max_slowdown
-        if limit is not None and math.isfinite(t_est[-1]):
-            ok &= t_est <= (1.0 + limit) * t_est[-1] * (1.0 + 1e-9)
-            ok[-1] = True
-        mu = np.where(ok, mu, math.inf)
-        if not np.isfinite(mu).any():
-            return n - 1, mu, sd
-        return int(np.argmin(mu)), mu, sd
 
     def _screen_probe(self) -> float | None:
         """Screening (few settings): sweep every setting once, largest first, with short windows;
@@ -487,21 +454,14 @@ class OnlineOptimizer:
             return unmeasured[0]
         if self._out_of_budget():
             return None
-        i_best, mu, sd = self._measured_costs()
-        with np.errstate(invalid="ignore"):
-            advantage = (mu[i_best] - mu) + self.screen_kappa * np.hypot(sd, sd[i_best])
-        advantage[i_best] = -math.inf
-        advantage[~np.isfinite(mu)] = -math.inf
-        j = int(np.argmax(advantage))
-        if advantage[j] <= math.log1p(self.screen_tolerance):
-            # Settle only on a choice measured twice: after the sweep alone, a lucky short window
-            # too often wins one of the many comparisons.
-            choice = self._buckets[float(self.settings[i_best])]
-            if choice.steps >= self.sweep_steps + self.steps_per_probe:
-                return None
-            return float(self.settings[i_best])
-        steps = {k: self._buckets[float(self.settings[k])].steps for k in (i_best, j)}
-        return float(self.settings[i_best if steps[i_best] <= steps[j] else j])
+        return duel_probe(
+            self.settings,
+            self._buckets,
+            self._measured(),
+            kappa=self.screen_kappa,
+            tolerance=self.screen_tolerance,
+            confirm_steps=self.sweep_steps + self.steps_per_probe,
+        )
 
     def _local_neighbours(self, i: int) -> list[int]:
         """Nearest setting on each side of index ``i`` at least LOCAL_STEP of the range away."""
