@@ -45,6 +45,7 @@ def bad_csv(tmp_path: Path) -> Path:
     ("args", "fragments"),
     [
         ((*NOW, "-z", "FRR"), ["'FRR'", "did you mean FR", "caftm zones"]),
+        ((*NOW, "-z", "frr"), ["'frr'", "did you mean FR", "caftm zones"]),
         ((*NOW, "-z", "AE"), ["no embedded profile", "'AE'", "live provider"]),
         ((*NOW, "-z", "aws:eu-west-33"), ["aws region 'eu-west-33'", "eu-west-3"]),
         ((*NOW, "-z", "awz:eu-west-3"), ["unknown provider 'awz'", "aws"]),

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from caftm.control import ControllerConfig, ThresholdMode
+from caftm.control import CAFTM, ControllerConfig, GreedyCleanest, ThresholdMode
 from caftm.control.config import apply_env, policy_names
 from caftm.errors import ConfigError
 from caftm.gpu.base import KnobKind
@@ -63,6 +63,11 @@ def test_environment_overrides_section_keys() -> None:
         ({"sites": ["DE"], "gpu": {"steps_per_probe": 0}}, {}, "gpu.steps_per_probe"),
         ({"sites": ["DE"], "unknown": 1}, {}, "unknown"),
         ({"sites": ["DE"]}, {"CAFTM_MIGRATION_MARGIN_G": "-3"}, "migration.margin_g"),
+        (
+            {"sites": ["DE"], "policy": {"greedy_switch_fraction": 1.0}},
+            {},
+            "policy.greedy_switch_fraction",
+        ),
     ],
 )
 def test_bad_values_name_their_field(data: dict, env: dict, path: str) -> None:
@@ -81,3 +86,33 @@ def test_unreadable_and_malformed_yaml(tmp_path: Path) -> None:
     listed.write_text("- DE\n")
     with pytest.raises(ConfigError, match="mapping"):
         ControllerConfig.from_yaml(listed)
+
+
+def test_build_policy_hands_greedy_its_switch_fraction_and_the_rules() -> None:
+    config = ControllerConfig.from_dict(
+        {
+            "sites": ["KR", "FR"],
+            "policy": {"name": "greedy-cleanest", "greedy_switch_fraction": 0.3},
+        },
+        env={},
+    )
+    policy = config.build_policy()
+    assert isinstance(policy, GreedyCleanest) and policy.switch_fraction == 0.3
+    assert policy.rules == config.rules()
+    other = ControllerConfig.from_dict({"sites": ["KR"], "policy": {"min_dwell_s": 60}}, env={})
+    assert isinstance(other.build_policy(), CAFTM)
+    assert other.build_policy().rules.min_dwell_s == 60
+
+
+@pytest.mark.parametrize("fraction", [1.5, -0.2])
+def test_build_policy_range_checks_a_switch_fraction_that_skipped_validation(
+    fraction: float,
+) -> None:
+    config = ControllerConfig.from_dict(
+        {"sites": ["KR", "FR"], "policy": {"name": "greedy-cleanest"}}, env={}
+    )
+    # model_copy(update=...) skips pydantic's checks: the policy's constructor must catch it
+    policy = config.policy.model_copy(update={"greedy_switch_fraction": fraction})
+    unchecked = config.model_copy(update={"policy": policy})
+    with pytest.raises(ConfigError, match=r"policy\.greedy_switch_fraction.*\[0, 1\)"):
+        unchecked.build_policy()

@@ -6,16 +6,18 @@ import logging
 import math
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from tests.control.conftest import T0_S, FakeClock, oracle, synthetic_source
-from tests.control.harness import CLOCKS_MHZ, build
+from tests.control.harness import CLOCKS_MHZ, Run, build
 
 from caftm.control import (
     CAFTM,
     Controller,
     ControllerConfig,
+    GreedyCleanest,
     Hooks,
     Rules,
     State,
@@ -23,7 +25,7 @@ from caftm.control import (
     ThresholdMode,
     ThresholdSpec,
 )
-from caftm.errors import ProviderError
+from caftm.errors import ConfigError, ProviderError
 from caftm.ledger import Ledger
 from caftm.signals.base import IntensitySource, Reading
 from caftm.signals.refresher import IntensityRefresher
@@ -38,20 +40,18 @@ def kr_fr_source() -> IntensitySource:
     return synthetic_source({"KR": [300.0] * 5 + [500.0] * 10 + [300.0] * 20, "FR": [60.0] * 35})
 
 
+def kr_fr_run(clock: FakeClock, **options: Any) -> Run:
+    """CAFTM (10 min dwell) starting in KR on :func:`kr_fr_source`, θ 400 g/kWh unless given."""
+    options.setdefault("threshold", ThresholdSpec(value_g_per_kwh=400.0))
+    options.setdefault("window_steps", 1000)
+    return build(CAFTM(Rules(min_dwell_s=600.0)), kr_fr_source(), SITES, "KR", clock, **options)
+
+
 def test_dirty_grid_suspends_checkpoints_moves_and_rescales(
     clock: FakeClock, tmp_path: Path
 ) -> None:
     ledger = Ledger(tmp_path / "ledger.sqlite")
-    run = build(
-        CAFTM(Rules(min_dwell_s=600.0)),
-        kr_fr_source(),
-        SITES,
-        "KR",
-        clock,
-        threshold=ThresholdSpec(value_g_per_kwh=400.0),
-        ledger=ledger,
-        window_steps=1000,
-    )
+    run = kr_fr_run(clock, ledger=ledger)
     run.drive(8 * 18_000)  # 0.2 s steps: 8 h of fake time
     c = run.controller
     path = [(e.from_state, e.to_state) for e in c.events]
@@ -140,16 +140,7 @@ def test_pause_never_runs_past_the_deadline(clock: FakeClock) -> None:
 
 
 def test_failed_checkpoint_keeps_training_here(clock: FakeClock) -> None:
-    run = build(
-        CAFTM(Rules(min_dwell_s=600.0)),
-        kr_fr_source(),
-        SITES,
-        "KR",
-        clock,
-        threshold=ThresholdSpec(value_g_per_kwh=400.0),
-        checkpoint_fails=True,
-        window_steps=1000,
-    )
+    run = kr_fr_run(clock, checkpoint_fails=True)
     run.drive(6 * 18_000)
     assert run.checkpoints >= 1 and run.moves == []
     failed = [e for e in run.controller.events if e.reason.startswith("checkpoint failed")]
@@ -272,15 +263,7 @@ def test_refresher_thread_polls_in_the_background() -> None:
 
 
 def test_state_dict_round_trip_restarts_in_scaling(clock: FakeClock) -> None:
-    run = build(
-        CAFTM(Rules(min_dwell_s=600.0)),
-        kr_fr_source(),
-        SITES,
-        "KR",
-        clock,
-        threshold=ThresholdSpec(value_g_per_kwh=400.0),
-        window_steps=1000,
-    )
+    run = kr_fr_run(clock)
     run.drive(6 * 18_000)
     saved = run.controller.state_dict()
     refresher = IntensityRefresher(kr_fr_source(), SITES, "FR", clock=clock)
@@ -316,6 +299,22 @@ def test_from_config_builds_a_working_controller(clock: FakeClock, tmp_path: Pat
     assert math.isnan(controller.events[0].intensity_g_per_kwh) is False
 
 
+def test_from_config_refuses_an_unchecked_greedy_switch_fraction(clock: FakeClock) -> None:
+    config = ControllerConfig.from_dict(
+        {"sites": ["KR", "FR"], "policy": {"name": "greedy-cleanest"}}, env={}
+    )
+    policy = config.policy.model_copy(update={"greedy_switch_fraction": 1.5})
+    unchecked = config.model_copy(update={"policy": policy})  # skips pydantic's range check
+    with pytest.raises(ConfigError, match=r"policy\.greedy_switch_fraction"):
+        Controller.from_config(unchecked, source=kr_fr_source(), use_ledger=False, clock=clock)
+    good = config.model_copy(
+        update={"policy": policy.model_copy(update={"greedy_switch_fraction": 0.4})}
+    )
+    controller = Controller.from_config(good, source=kr_fr_source(), use_ledger=False, clock=clock)
+    assert isinstance(controller.policy, GreedyCleanest)
+    assert controller.policy.switch_fraction == 0.4
+
+
 def test_relative_threshold_suspends_in_the_dirtiest_hours(real_trace: TraceSource) -> None:
     """θ = the 75th percentile of the next 24 h (perfect forecast from the real DE trace)."""
     clock = FakeClock(datetime(2022, 3, 1, tzinfo=UTC).timestamp())
@@ -343,15 +342,7 @@ def test_relative_threshold_suspends_in_the_dirtiest_hours(real_trace: TraceSour
 
 
 def test_auto_threshold_moves_once_to_the_clean_site_and_stays(clock: FakeClock) -> None:
-    run = build(
-        CAFTM(Rules(min_dwell_s=600.0)),
-        kr_fr_source(),
-        SITES,
-        "KR",
-        clock,
-        threshold=ThresholdSpec(ThresholdMode.AUTO),
-        window_steps=1000,
-    )
+    run = kr_fr_run(clock, threshold=ThresholdSpec(ThresholdMode.AUTO))
     run.drive(10 * 18_000)
     assert run.moves == ["FR"]  # break-even: KR at 300 already pays for the move to FR at 60
     assert run.controller.site == "FR" and run.controller.state is State.TOLERANCE
@@ -409,16 +400,7 @@ def test_a_moved_run_ends_without_claiming_training_finished(
     clock: FakeClock, tmp_path: Path
 ) -> None:
     ledger = Ledger(tmp_path / "ledger.sqlite")
-    run = build(
-        CAFTM(Rules(min_dwell_s=600.0)),
-        kr_fr_source(),
-        SITES,
-        "KR",
-        clock,
-        threshold=ThresholdSpec(value_g_per_kwh=400.0),
-        ledger=ledger,
-        window_steps=1000,
-    )
+    run = kr_fr_run(clock, ledger=ledger)
     run.drive(8 * 18_000)
     c = run.controller
     assert run.moves == ["FR"]

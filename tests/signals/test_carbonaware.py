@@ -55,6 +55,17 @@ def test_zone_is_mapped_to_an_sdk_location(
     assert query["toTime"] == ["2024-05-01T04:00:00Z"]
 
 
+def test_location_for_override_native_names_and_unknown_zones(server: CarbonAwareServer) -> None:
+    forced = CarbonAwareSource(base_url=server.url, policy=FAST, location="westeurope")
+    assert forced.location_for("KR") == "westeurope"
+    source = CarbonAwareSource(base_url=server.url, policy=FAST, locations={"XX": "eastasia"})
+    assert source.location_for("XX") == "eastasia" and source.location_for("FR") == "francecentral"
+    assert source.location_for("brazilsouth") == "brazilsouth"  # already an SDK location
+    for zone in ("US-TEX-ERCO", "Brazil South", ""):
+        with pytest.raises(ConfigError, match=r"no Carbon Aware SDK location.*mapped zones: CA-ON"):
+            source.location_for(zone)
+
+
 def test_several_locations_in_one_call(
     server: CarbonAwareServer, source: CarbonAwareSource
 ) -> None:

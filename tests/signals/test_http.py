@@ -18,6 +18,7 @@ from caftm.signals.http import (
     JsonClient,
     RetryPolicy,
     chunked,
+    mapped_name,
     parse_utc,
     provider_reading,
     retry_after_s,
@@ -196,3 +197,32 @@ def test_chunked_covers_the_range_and_refuses_a_non_positive_span() -> None:
     assert [(a - start).days for _, a in chunks] == [10, 20, 25]
     with pytest.raises(ConfigError, match="must be positive"):
         list(chunked(start, end, timedelta(0)))
+
+
+def test_mapped_name_prefers_override_then_mapping_then_a_native_looking_zone() -> None:
+    mapping = {"GB": "UK", "DE": "DE"}
+
+    def native(name: str) -> bool:
+        return name.islower()
+
+    def name_for(zone: str, override: str | None = None) -> str:
+        return mapped_name(
+            zone,
+            mapping,
+            override=override,
+            looks_native=native,
+            what="test region",
+            example="region='abc'",
+        )
+
+    assert name_for("GB") == "UK"
+    assert name_for("GB", override="forced") == "forced"
+    assert name_for("XX", override="forced") == "forced"
+    assert name_for("abc") == "abc"
+    for bad in ("XX", ""):
+        with pytest.raises(ConfigError) as info:
+            name_for(bad)
+        assert str(info.value) == (
+            f"zone {bad!r} has no test region; pass region='abc'-style (--region) "
+            "or one of the mapped zones: DE, GB"
+        )

@@ -195,6 +195,11 @@ def test_offsets_are_converted_to_utc(tmp_path: Path) -> None:
         (["datetime_utc,DE", "yesterday,1"], r"line 2: column 'datetime_utc': cannot read time"),
         (["when,DE", "2022-01-01T00:00:00Z,1"], r"bad\.csv: no time column"),
         (["datetime_utc,DE", "2022-01-01 00:00:00,1,2"], r"line 2: 3 field\(s\)"),
+        (  # blank rows are skipped but still counted in line numbers
+            ["datetime_utc,DE", "", "2022-01-01 00:00:00,1", " , ", "2022-01-01 01:00:00,x"],
+            r"bad\.csv line 5: column 'DE': 'x'",
+        ),
+        (["datetime_utc,DE", ",", "", "2022-01-01 00:00:00,1,2"], r"line 4: 3 field\(s\)"),
         (["zone,datetime_utc", "DE,2022-01-01 00:00:00"], r"no intensity column"),
     ],
 )

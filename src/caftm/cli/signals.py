@@ -6,7 +6,6 @@ result; any :class:`~caftm.errors.CaftmError` becomes one error line and exit co
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -29,6 +28,7 @@ from caftm.cli._render import (
 )
 from caftm.errors import ConfigError
 from caftm.regions import Catalog, Region, load_sites
+from caftm.regions.hints import did_you_mean
 from caftm.signals.base import IntensitySource, Reading, as_utc
 
 #: Longest forecast horizon the CLI accepts, hours.
@@ -349,8 +349,7 @@ def _zone(text: str, source: IntensitySource, provider: str) -> tuple[str, str]:
     if provider in _LOCAL_SOURCES:
         known = source.zones()
         if known and zone not in known:
-            close = difflib.get_close_matches(zone, known, n=3, cutoff=0.6)
-            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            hint = did_you_mean(zone, known)
             what = "embedded profile" if provider == "profile" else "trace"
             more = (
                 "; run 'caftm zones' to list them, or use a live provider"

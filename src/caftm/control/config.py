@@ -23,7 +23,7 @@ import yaml
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from caftm.control.migration import HOUR_S, MoveCost
-from caftm.control.policies import POLICIES, Rules
+from caftm.control.policies import POLICIES, GreedyCleanest, Policy, Rules, make_policy
 from caftm.control.threshold import ThresholdMode, ThresholdSpec
 from caftm.errors import ConfigError
 from caftm.gpu.base import KnobKind
@@ -241,6 +241,22 @@ class ControllerConfig(_Section):
             pause_recheck_s=self.migration.pause_recheck_s,
             max_pause_s=self.migration.max_pause_h * HOUR_S,
         )
+
+    def build_policy(self) -> Policy:
+        """The policy ``policy.name`` names, built (and range-checked) by its own constructor.
+
+        Raises:
+            ConfigError: a policy option is out of range, naming its field (e.g. a config
+                changed with pydantic's ``model_copy(update=...)``, which skips validation).
+        """
+        rules = self.rules()
+        if self.policy.name != GreedyCleanest.name:
+            return make_policy(self.policy.name, rules)
+        fraction = self.policy.greedy_switch_fraction
+        try:
+            return GreedyCleanest(rules, switch_fraction=fraction)
+        except ConfigError as e:
+            raise ConfigError(f"invalid config: policy.greedy_switch_fraction: {e}") from e
 
 
 _SECTIONS = {

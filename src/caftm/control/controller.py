@@ -22,9 +22,10 @@ from typing import TYPE_CHECKING
 
 from caftm.control.config import ControllerConfig
 from caftm.control.hooks import GpuOptimizer, Hooks, WindowMeter
-from caftm.control.policies import GreedyCleanest, Policy, make_policy
+from caftm.control.policies import Policy
 from caftm.control.states import (
     ApplySetting,
+    Band,
     Checkpoint,
     ControlState,
     Event,
@@ -169,11 +170,9 @@ class Controller:
             others: as for the constructor.
 
         Raises:
-            ConfigError: the source or ledger cannot be set up.
+            ConfigError: a policy option is out of range, or the source or ledger cannot be set up.
         """
-        policy = make_policy(config.policy.name, config.rules())
-        if isinstance(policy, GreedyCleanest):
-            policy.switch_fraction = config.policy.greedy_switch_fraction
+        policy = config.build_policy()
         if source is None:
             from caftm.signals.registry import fallback_source, get_source
 
@@ -367,7 +366,10 @@ class Controller:
             self._check_at_step = _NEVER if state is State.DONE else n + 1
 
     def _band_now(self) -> float:
-        return self._observe(self._clock()).band.suspend_at
+        """θ (g/kWh) now, computed as an observation would, without building one."""
+        now = self._clock()
+        ci = self._refresher.current_intensity_g_per_kwh
+        return self._band(self._outlooks(now), ci, self._remaining_work_s()).suspend_at
 
     # -- deciding --------------------------------------------------------------------------------
     def _loop(self, now: float) -> None:
@@ -382,30 +384,13 @@ class Controller:
         log.error("controller did not settle after 10000 transitions; state %s", self._ctx.state)
 
     def _observe(self, now: float, *, finished: bool = False) -> Observation:
-        refresher = self._refresher
-        outlooks = tuple(
-            SiteOutlook(site, reading.intensity_g_per_kwh, refresher.forecast_from(site, now))
-            for site, reading in refresher.readings.items()
-        )
-        site = self._ctx.site
-        ci = refresher.current_intensity_g_per_kwh
-        current = next((o for o in outlooks if o.site == site), SiteOutlook(site, ci))
+        outlooks = self._outlooks(now)
+        ci = self._refresher.current_intensity_g_per_kwh
         remaining = self._remaining_work_s()
-        rules = self.policy.rules
-        band = compute_band(
-            self.threshold,
-            current=current,
-            candidates=outlooks,
-            history_g_per_kwh=refresher.history(),
-            power_w=self.power_w,
-            idle_power_w=self.idle_power_w,
-            window_s=rules.window_s(remaining),
-            cost=rules.move_cost,
-        )
         return Observation(
             now_s=now,
             intensity_g_per_kwh=ci,
-            band=band,
+            band=self._band(outlooks, ci, remaining),
             outlooks=outlooks,
             optimizer_settled=self._settled or self.optimizer is None,
             best_setting=self._best_setting,
@@ -415,6 +400,37 @@ class Controller:
             power_w=self.power_w,
             idle_power_w=self.idle_power_w,
             finished=finished,
+        )
+
+    def _outlooks(self, now: float) -> tuple[SiteOutlook, ...]:
+        """Every site's latest reading and its forecast from ``now`` on."""
+        refresher = self._refresher
+        return tuple(
+            SiteOutlook(site, reading.intensity_g_per_kwh, refresher.forecast_from(site, now))
+            for site, reading in refresher.readings.items()
+        )
+
+    def _band(
+        self,
+        outlooks: tuple[SiteOutlook, ...],
+        intensity_g_per_kwh: float,
+        remaining_work_s: float | None,
+    ) -> Band:
+        """The θ band for these outlooks (the current site's falls back to its bare reading)."""
+        site = self._ctx.site
+        current = next(
+            (o for o in outlooks if o.site == site), SiteOutlook(site, intensity_g_per_kwh)
+        )
+        rules = self.policy.rules
+        return compute_band(
+            self.threshold,
+            current=current,
+            candidates=outlooks,
+            history_g_per_kwh=self._refresher.history(),
+            power_w=self.power_w,
+            idle_power_w=self.idle_power_w,
+            window_s=rules.window_s(remaining_work_s),
+            cost=rules.move_cost,
         )
 
     def _remaining_work_s(self) -> float | None:

@@ -13,7 +13,6 @@ a bare region id is accepted where it names exactly one region.
 from __future__ import annotations
 
 import csv
-import difflib
 import functools
 import io
 import logging
@@ -27,6 +26,7 @@ from typing import Any
 import yaml
 
 from caftm.errors import ConfigError, DataError
+from caftm.regions.hints import did_you_mean
 
 __all__ = [
     "CLOUD_PROVIDERS",
@@ -123,18 +123,6 @@ def haversine_km(lat1_deg: float, lon1_deg: float, lat2_deg: float, lon2_deg: fl
     dlambda = math.radians(lon2_deg - lon1_deg)
     a = math.sin(dphi / 2) ** 2 + math.cos(phi1) * math.cos(phi2) * math.sin(dlambda / 2) ** 2
     return 2.0 * _EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(a)))
-
-
-def _close(word: str, candidates: Iterable[str]) -> str:
-    """A ' (did you mean ...?)' hint, or '' when nothing is close."""
-    pool = list(candidates)
-    matches = difflib.get_close_matches(word, pool, n=3, cutoff=0.6)
-    if not matches:
-        lowered = {c.lower(): c for c in pool}
-        matches = [
-            lowered[m] for m in difflib.get_close_matches(word.lower(), lowered, n=3, cutoff=0.6)
-        ]
-    return f" (did you mean {', '.join(matches)}?)" if matches else ""
 
 
 def _read_data(name: str) -> tuple[str, str]:
@@ -252,7 +240,7 @@ def _site(entry: Mapping[str, Any], label: str) -> Region:
     zones = _known_zones()
     if zone not in zones:
         raise ConfigError(
-            f"{label}: unknown grid zone {zone!r}{_close(zone, zones)}; "
+            f"{label}: unknown grid zone {zone!r}{did_you_mean(zone, zones)}; "
             "use an Electricity Maps zone id (run 'caftm zones --all')"
         )
     has_gpu = entry.get("has_gpu", True)
@@ -322,7 +310,7 @@ class Catalog:
             if region.zone not in self._zones:
                 raise ConfigError(
                     f"region {region.key}: unknown grid zone {region.zone!r}"
-                    f"{_close(region.zone, self._zones)}; use an Electricity Maps zone id"
+                    f"{did_you_mean(region.zone, self._zones)}; use an Electricity Maps zone id"
                 )
             by_key[region.key] = region
         self._by_key = by_key
@@ -383,7 +371,7 @@ class Catalog:
         if region is None:
             ids = [r.region_id for r in self._regions if r.provider == provider]
             raise ConfigError(
-                f"unknown {provider} region {region_id!r}{_close(region_id, ids)}; "
+                f"unknown {provider} region {region_id!r}{did_you_mean(region_id, ids)}; "
                 f"run 'caftm regions --provider {provider}' to list them"
             )
         return region
@@ -405,7 +393,7 @@ class Catalog:
             keys = ", ".join(r.key for r in found)
             raise ConfigError(f"region {text!r} is ambiguous; write one of {keys}")
         raise ConfigError(
-            f"unknown region {text!r}{_close(text, [r.key for r in self._regions])}; "
+            f"unknown region {text!r}{did_you_mean(text, [r.key for r in self._regions])}; "
             "write it as provider:region, e.g. aws:eu-west-3"
         )
 
@@ -433,7 +421,7 @@ class Catalog:
         if not strict:
             return text
         raise ConfigError(
-            f"unknown zone or region {text!r}{_close(text, self._zones)}; "
+            f"unknown zone or region {text!r}{did_you_mean(text, self._zones)}; "
             "run 'caftm zones' or 'caftm regions' to list them"
         )
 
@@ -445,7 +433,7 @@ class Catalog:
         """
         if zone not in self._zones:
             raise ConfigError(
-                f"unknown grid zone {zone!r}{_close(zone, self._zones)}; "
+                f"unknown grid zone {zone!r}{did_you_mean(zone, self._zones)}; "
                 "run 'caftm zones' to list them"
             )
         return zone
@@ -504,7 +492,7 @@ class Catalog:
         known = self.providers()
         if name not in known:
             raise ConfigError(
-                f"unknown provider {provider!r}{_close(name, known)}; "
+                f"unknown provider {provider!r}{did_you_mean(name, known)}; "
                 f"choose one of {', '.join(known)}"
             )
         return name

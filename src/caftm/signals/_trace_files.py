@@ -84,13 +84,15 @@ def _read_csv(path: Path, *, basis: Basis) -> list[RawSeries]:
     if not rows:
         raise DataError(f"{path}: empty file; expected a header line")
     header = [name.strip() for name in rows[0]]
-    body = [row for row in rows[1:] if any(cell.strip() for cell in row)]
-    line_of = [i + 2 for i, row in enumerate(rows[1:]) if any(cell.strip() for cell in row)]
-    for i, row in enumerate(body):
+    body: list[list[str]] = []
+    line_of: list[int] = []  # the file's line number of each body row (blank lines skipped)
+    for line, row in enumerate(rows[1:], start=2):
+        if not any(cell.strip() for cell in row):
+            continue
         if len(row) != len(header):
-            raise DataError(
-                f"{path} line {line_of[i]}: {len(row)} field(s), header has {len(header)}"
-            )
+            raise DataError(f"{path} line {line}: {len(row)} field(s), header has {len(header)}")
+        body.append(row)
+        line_of.append(line)
 
     def where(i: int) -> str:
         return f"line {line_of[i]}"

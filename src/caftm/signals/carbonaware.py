@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from caftm.errors import ConfigError, ProviderError
+from caftm.errors import ProviderError
 from caftm.signals.base import (
     Basis,
     Kind,
@@ -29,6 +29,7 @@ from caftm.signals.http import (
     RetryPolicy,
     forecast_window,
     iso_z,
+    mapped_name,
     parse_utc,
     pick_in_force,
     provider_reading,
@@ -54,6 +55,11 @@ ZONE_TO_LOCATION: dict[str, str] = {
     "NL": "westeurope",
     "IE": "northeurope",
 }
+
+
+def _looks_like_location(name: str) -> bool:
+    """Whether ``name`` reads as an SDK location (Azure style: lower-case letters and digits)."""
+    return name.isalnum() and name.lower() == name
 
 
 class CarbonAwareSource(HttpSource):
@@ -101,15 +107,13 @@ class CarbonAwareSource(HttpSource):
         Raises:
             ConfigError: no mapping and ``zone`` does not look like a location name.
         """
-        if self.location_override:
-            return self.location_override
-        if zone in self.locations:
-            return self.locations[zone]
-        if zone and zone.isalnum() and zone.lower() == zone:
-            return zone
-        raise ConfigError(
-            f"zone {zone!r} has no Carbon Aware SDK location; pass location='westeurope'-style "
-            f"(--region) or one of the mapped zones: {', '.join(sorted(self.locations))}"
+        return mapped_name(
+            zone,
+            self.locations,
+            override=self.location_override,
+            looks_native=_looks_like_location,
+            what="Carbon Aware SDK location",
+            example="location='westeurope'",
         )
 
     def _zone_of(self, location: str, asked: Mapping[str, str]) -> str:

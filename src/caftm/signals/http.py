@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -326,6 +326,37 @@ def forecast_window(readings: list[Reading], begin: datetime, horizon: timedelta
     at ``begin`` (a slot that started before it)."""
     first = pick_in_force(readings, begin)
     return [r for r in readings if (r.time >= begin or r is first) and r.time < begin + horizon]
+
+
+def mapped_name(
+    zone: str,
+    mapping: Mapping[str, str],
+    *,
+    override: str | None,
+    looks_native: Callable[[str], bool],
+    what: str,
+    example: str,
+) -> str:
+    """The provider's own name for ``zone``: ``override`` when set, else ``mapping[zone]``, else
+    ``zone`` itself when it already looks like such a name (``looks_native``).
+
+    Args:
+        what: what the provider calls it, for the message ("WattTime region").
+        example: the option as a user would pass it, for the message ("region='CAISO_NORTH'").
+
+    Raises:
+        ConfigError: none of these applies; the message lists the mapped zones.
+    """
+    if override:
+        return override
+    if zone in mapping:
+        return mapping[zone]
+    if zone and looks_native(zone):
+        return zone
+    raise ConfigError(
+        f"zone {zone!r} has no {what}; pass {example}-style "
+        f"(--region) or one of the mapped zones: {', '.join(sorted(mapping))}"
+    )
 
 
 class HttpSource(IntensitySource):

@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from caftm.errors import AuthError, ConfigError, ProviderError
+from caftm.errors import AuthError, ProviderError
 from caftm.signals.base import (
     Basis,
     Kind,
@@ -36,6 +36,7 @@ from caftm.signals.http import (
     chunked,
     forecast_window,
     iso_z,
+    mapped_name,
     parse_utc,
     pick_in_force,
     provider_reading,
@@ -66,6 +67,11 @@ ZONE_TO_REGION: dict[str, str] = {
     "FR": "FR",
     "GB": "UK",
 }
+
+
+def _looks_like_region(name: str) -> bool:
+    """Whether ``name`` reads as a WattTime region (upper case, words joined by ``_``)."""
+    return "_" in name and name.replace("_", "").isalnum() and name.upper() == name
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,15 +152,13 @@ class WattTimeSource(HttpSource):
         Raises:
             ConfigError: no mapping and ``zone`` does not look like a WattTime region.
         """
-        if self.region_override:
-            return self.region_override
-        if zone in self.regions:
-            return self.regions[zone]
-        if zone and zone.replace("_", "").isalnum() and zone.upper() == zone and "_" in zone:
-            return zone
-        raise ConfigError(
-            f"zone {zone!r} has no WattTime region; pass region='CAISO_NORTH'-style "
-            f"(--region) or one of the mapped zones: {', '.join(sorted(self.regions))}"
+        return mapped_name(
+            zone,
+            self.regions,
+            override=self.region_override,
+            looks_native=_looks_like_region,
+            what="WattTime region",
+            example="region='CAISO_NORTH'",
         )
 
     def _login(self) -> SecretStr:
