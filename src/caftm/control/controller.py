@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from caftm.control.config import ControllerConfig
 from caftm.control.hooks import GpuOptimizer, Hooks, WindowMeter
 from caftm.control.policies import Policy
+from caftm.control.profiling import Profiler
 from caftm.control.states import (
     ApplySetting,
     Band,
@@ -54,7 +55,6 @@ log = logging.getLogger(__name__)
 
 _INF = math.inf
 _NEVER = sys.maxsize
-_PROBE = "caftm-probe"
 
 
 class Controller:
@@ -135,10 +135,9 @@ class Controller:
         # slow-path bookkeeping
         self._started = False
         self._own_refresher = False
-        self._settled = False
-        self._best_setting: float | None = None
-        self._probe_setting: float | None = None
-        self._probe_start: tuple[int, float] = (0, 0.0)
+        self._profiler = Profiler(
+            self.optimizer, meter, knob, steps_per_probe, self._apply_setting, self._use_probe
+        )
         self._windows = WindowLog(meter, knob, ledger)
         self._drift = False
         self._checkpoint_ok: bool | None = None
@@ -244,7 +243,7 @@ class Controller:
     @property
     def setting(self) -> float | None:
         """The GPU setting in force (None: device default)."""
-        return self._probe_setting if self._ctx.state is State.SCALING else self._ctx.setting
+        return self._profiler.probing if self._ctx.state is State.SCALING else self._ctx.setting
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self, *, run_refresher_thread: bool = True) -> Controller:
@@ -280,7 +279,7 @@ class Controller:
         if not self._started or self._ctx.state is State.DONE:
             return
         now = self._clock()
-        self._end_probe(now, use=False)
+        self._profiler.abandon()
         self._end_window(now)
         self._use_window(self._windows.flush())
         obs = replace(self._observe(now, finished=True), end_status=status)
@@ -357,8 +356,8 @@ class Controller:
             self._check_at_step = min(window_end, n + self.check_every_steps)
         elif state is State.SCALING:
             self._low, self._high = -_INF, _INF
-            if self._probe_setting is not None:
-                self._check_at_step = self._probe_start[0] + self.steps_per_probe
+            if self._profiler.probing is not None:
+                self._check_at_step = self._profiler.ends_at_step
             else:
                 self._check_at_step = n + 1
         else:
@@ -392,8 +391,8 @@ class Controller:
             intensity_g_per_kwh=ci,
             band=self._band(outlooks, ci, remaining),
             outlooks=outlooks,
-            optimizer_settled=self._settled or self.optimizer is None,
-            best_setting=self._best_setting,
+            optimizer_settled=self._profiler.settled,
+            best_setting=self._profiler.best_setting,
             drift=self._drift,
             checkpoint_ok=self._checkpoint_ok,
             remaining_work_s=remaining,
@@ -522,59 +521,29 @@ class Controller:
 
     # -- profiling and windows -------------------------------------------------------------------
     def _start_profiling(self, intensity_g_per_kwh: float, now: float) -> None:
-        self._end_probe(now, use=False)
-        self._settled = False
         self._drift = False
-        optimizer = self.optimizer
-        if optimizer is None:
-            self._settled = True
-            return
-        if self.weights is not None and 0.0 <= intensity_g_per_kwh <= MAX_INTENSITY_G_PER_KWH:
+        if (
+            self.optimizer is not None
+            and self.weights is not None
+            and 0.0 <= intensity_g_per_kwh <= MAX_INTENSITY_G_PER_KWH
+        ):
             self.weights = replace(self.weights, intensity_g_per_kwh=intensity_g_per_kwh)
-            optimizer.set_weights(self.weights)
-        self._next_probe(now)
-
-    def _next_probe(self, now: float) -> None:
-        assert self.optimizer is not None
-        probe = None if self.optimizer.settled else self.optimizer.next_probe()
-        if probe is None:
-            self._settled = True
-            self._best_setting = self.optimizer.best()
-            self._probe_setting = None
-            self._probe_start = (0, now)
-            return
-        self._apply_setting(probe)
-        self._probe_setting = probe
-        self._probe_start = (self._steps, now)
-        if self.meter is not None:
-            self.meter.begin(_PROBE)
+            self.optimizer.set_weights(self.weights)
+        self._profiler.restart(self._steps)
 
     def _advance_probe(self, now: float) -> None:
-        if self._probe_setting is not None:
-            if self._steps - self._probe_start[0] < self.steps_per_probe:
-                return
-            self._end_probe(now, use=True)
-            self._next_probe(now)
-        if self._settled or self.optimizer is None:
+        self._profiler.advance(self._steps, now)
+        if self._profiler.settled:
             self._loop(now)
 
-    def _end_probe(self, now: float, *, use: bool) -> None:
-        setting = self._probe_setting
-        if setting is None:
-            return
-        self._probe_setting = None
-        start_step = self._probe_start[0]
-        self._probe_start = (0, now)
-        window = self.meter.end(_PROBE) if self.meter is not None else None
-        steps = self._steps - start_step
-        if not use or window is None or steps <= 0 or self.optimizer is None:
-            return
-        m = Measurement(self.knob, setting, steps, window.time_s, window.energy_j)
-        self.optimizer.observe(m)
+    def _use_probe(self, m: Measurement, now: float) -> None:
+        """Learn speed and power from a finished probe window and record it."""
         if m.time_s > 0:
             self._step_time_s, self.power_w = m.step_time_s, m.avg_power_w
         ci = self._refresher.current_intensity_g_per_kwh
-        self._windows.record(now, m.time_s, steps, setting, m.energy_j, ci, "scaling", self.site)
+        self._windows.record(
+            now, m.time_s, m.steps, m.setting, m.energy_j, ci, "scaling", self.site
+        )
 
     def _open_window(self, now: float) -> None:
         self._windows.begin(self._steps, now, self._refresher.current_intensity_g_per_kwh)
@@ -602,7 +571,7 @@ class Controller:
             and setting == self._ctx.setting
         ):
             m = Measurement(self.knob, setting, closed.steps, closed.time_s, closed.energy_j)
-            self._drift = self._settled and self.optimizer.check_drift(m)
+            self._drift = self._profiler.settled and self.optimizer.check_drift(m)
 
     # -- persistence -----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, object]:
