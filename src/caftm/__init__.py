@@ -16,6 +16,7 @@ from caftm.errors import (
     DataError,
     DeviceError,
     ExecutorError,
+    LedgerError,
     PermissionDeniedError,
     ProviderError,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "DataError",
     "DeviceError",
     "ExecutorError",
+    "LedgerError",
     "PermissionDeniedError",
     "ProviderError",
     "__version__",

@@ -8,6 +8,7 @@
      ├── DeviceError          GPU/NVML problem (unknown index, unsupported value, ...)
      │    └── PermissionDeniedError  setting clocks/limits needs root or CAP_SYS_ADMIN
      ├── CheckpointError      checkpoint missing, incomplete, tampered or unreadable
+     ├── LedgerError          the run ledger cannot be written or read (disk full, locked)
      └── ExecutorError        a job could not be started, moved or supervised
 
 Foreign errors are translated once, at the boundary, with ``raise ... from e`` and context.
@@ -24,6 +25,7 @@ __all__ = [
     "DataError",
     "DeviceError",
     "ExecutorError",
+    "LedgerError",
     "PermissionDeniedError",
     "ProviderError",
 ]
@@ -59,6 +61,10 @@ class PermissionDeniedError(DeviceError):
 
 class CheckpointError(CaftmError):
     """A checkpoint is missing, incomplete, tampered with or unreadable."""
+
+
+class LedgerError(CaftmError):
+    """The run ledger could not be written or read (disk full, locked, damaged)."""
 
 
 class ExecutorError(CaftmError):

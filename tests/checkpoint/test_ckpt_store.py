@@ -116,6 +116,7 @@ TAMPERINGS = {
         ],
     ),
     "unknown format version": lambda d: edit_manifest(d, format_version=3),
+    "unknown checksum scheme": lambda d: edit_manifest(d, checksum="blake3-1MiB"),
     "manifest for another step": lambda d: edit_manifest(d, step=1),
     "missing data file": lambda d: (d / "state.json").unlink(),
     "manifest pointing outside": lambda d: edit_manifest(

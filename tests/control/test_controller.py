@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -410,3 +411,25 @@ def test_a_moved_run_ends_without_claiming_training_finished(
     assert run.gpu.applied[-1] is None  # the GPU is restored whatever the ending
     assert c.run_id is not None
     assert [r.status for r in ledger.runs() if r.run_id == c.run_id] == ["moved"]
+
+
+def test_a_failing_ledger_never_stops_the_training(
+    clock: FakeClock, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "ledger.sqlite"
+    ledger = Ledger(path)
+    run = kr_fr_run(clock, ledger=ledger, window_steps=200)
+    run.drive(1000)
+    with sqlite3.connect(path) as other:  # the file breaks mid-run (damaged by hand, full disk)
+        other.execute("DROP TABLE windows")
+        other.execute("DROP TABLE events")
+    with caplog.at_level(logging.WARNING, logger="caftm.control"):
+        run.drive(8 * 18_000)  # suspends, moves and re-scales as if nothing happened
+        c = run.controller
+        assert run.moves == ["FR"] and c.state is State.TOLERANCE
+        assert c.ledger_records_lost >= 5  # windows and events alike
+        assert sum("not recorded, training goes on" in r.message for r in caplog.records) == 1
+        c.close()
+    assert c.state is State.DONE and run.gpu.applied[-1] is None
+    lost = c.ledger_records_lost
+    assert any(f"{lost} ledger records were lost" in r.message for r in caplog.records)

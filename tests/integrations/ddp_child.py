@@ -108,6 +108,9 @@ def main(argv: list[str]) -> None:
             results.append(result)
             # only rank 0 knows the destination; a real executor would restart every rank there
             site = result["dest"] or site
+        # both ranks finish before either tears gloo down: a rank whose peer has already gone
+        # can abort ("terminate called without an active exception")
+        dist.barrier()
     finally:
         dist.destroy_process_group()
     save_file(params, str(args.params_out))

@@ -1,16 +1,25 @@
-"""ControllerSession on its own: pause in place, failed checkpoints, and the runnable example."""
+"""ControllerSession on its own: pause in place, failed checkpoints, a failed start, and the
+runnable example."""
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import integ_scenario as sc
 import pytest
+from torch import nn
 
-from caftm.control import State
+from caftm.control import Controller, State, make_policy
+from caftm.errors import LedgerError
+from caftm.gpu.knob import GpuKnob
+from caftm.gpu.simulated import SimulatedBackend
 from caftm.integrations import ControllerSession, Outcome
+from caftm.ledger import Ledger
+from caftm.signals.refresher import IntensityRefresher
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -134,3 +143,86 @@ def test_gpu_without_permission_trains_at_defaults(
         caftm.step()
     assert caftm.gpu is None and caftm.steps_done == 1
     assert "may not change GPU settings" in caplog.text
+
+
+def _break_by_closing(ledger: Ledger) -> None:
+    ledger.close()
+
+
+def _break_from_another_connection(ledger: Ledger) -> None:
+    with sqlite3.connect(ledger.path) as other:
+        other.execute("DROP TABLE runs")
+
+
+LEDGER_BREAKS = {
+    "closed": _break_by_closing,
+    "runs table gone": _break_from_another_connection,
+}
+
+
+def _controller_with_broken_ledger(tmp_path: Path, how: str) -> Controller:
+    """A controller whose ledger opened fine but cannot record the run's start."""
+    config = sc.make_config(tmp_path / "store")
+    clock = sc.VirtualClock()
+    refresher = IntensityRefresher(
+        sc.make_trace(), config.site_zones(), config.start_site, clock=clock
+    )
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    LEDGER_BREAKS[how](ledger)
+    return Controller(
+        make_policy(config.policy.name, config.rules()),
+        refresher,
+        threshold=config.threshold_spec(),
+        total_steps=config.total_steps,
+        clock=clock,
+        ledger=ledger,
+        simulated=True,
+    )
+
+
+def _caftm_threads() -> set[threading.Thread]:
+    """Live caftm threads, but for the hashing pool (shared, and kept for the process)."""
+    return {
+        t
+        for t in threading.enumerate()
+        if t.name.startswith("caftm") and not t.name.startswith("caftm-sha256")
+    }
+
+
+@pytest.mark.parametrize("how", list(LEDGER_BREAKS))
+def test_failed_start_leaves_no_refresher_thread(tmp_path: Path, how: str) -> None:
+    before = _caftm_threads()
+    controller = _controller_with_broken_ledger(tmp_path, how)
+    knob = GpuKnob(SimulatedBackend(), state_dir=tmp_path / "knob", handle_signals=False)
+    session = ControllerSession(controller, knob=knob, refresher_thread=True)
+    with pytest.raises(LedgerError, match="cannot write ledger"):
+        session.start()
+    assert _caftm_threads() == before
+    assert not any(t.name == "caftm-intensity" for t in threading.enumerate())
+    session.close(status="failed")  # still safe to call
+
+
+def test_failed_start_of_the_torch_integration_stops_its_threads(tmp_path: Path) -> None:
+    import dataclasses
+
+    from caftm.gpu import EnergyMeter
+    from caftm.integrations._gpu import GpuSetup
+    from caftm.integrations.torch import CarbonAwareTraining
+
+    before = _caftm_threads()
+    config = sc.make_config(tmp_path / "store")
+    gpu = GpuSetup.from_config(config, SimulatedBackend(), knob_state_dir=tmp_path / "knob")
+    gpu = dataclasses.replace(
+        gpu, meter=EnergyMeter(gpu.backend, sampling="thread")
+    )  # as on hardware
+    controller = _controller_with_broken_ledger(tmp_path, "closed")
+    training = CarbonAwareTraining(
+        config,
+        model=nn.Linear(2, 1),
+        controller=controller,
+        gpu=gpu,
+        refresher_thread=True,
+    )
+    with pytest.raises(LedgerError, match="cannot write ledger"), training:
+        pytest.fail("the block must not run when starting failed")
+    assert _caftm_threads() == before

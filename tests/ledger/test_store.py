@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from caftm.control import Event, State
-from caftm.errors import ConfigError
+from caftm.errors import ConfigError, LedgerError
 from caftm.ledger import Ledger, default_ledger_path
 
 T0 = datetime(2026, 11, 26, 12, tzinfo=UTC)
@@ -117,6 +117,95 @@ def test_threads_write_concurrently(tmp_path: Path) -> None:
         assert len(ledger.events(run_id)) == 200
 
 
+def test_threads_read_while_others_write(tmp_path: Path) -> None:
+    """Reads share the connection's lock with writes: no errors, and every read is whole."""
+    writers, per_writer = 3, 60
+    with Ledger(tmp_path / "l.sqlite") as ledger:
+        run_ids = [
+            ledger.start_run(name=f"w{k}", policy="p", site="s", started_at=T0)
+            for k in range(writers)
+        ]
+        errors: list[BaseException] = []
+        done = threading.Event()
+
+        def write(run_id: str) -> None:
+            try:
+                for i in range(per_writer):
+                    ledger.record_event(run_id, _event(i, State.SCALING, f"e{i}"))
+                    ledger.record_window(
+                        run_id,
+                        time=T0 + timedelta(seconds=i),
+                        duration_s=1.0,
+                        steps=1,
+                        setting=None,
+                        knob="clock",
+                        energy_j=10.0,
+                        intensity_g_per_kwh=100.0,
+                        site="s",
+                        phase="scaling",
+                    )
+            except BaseException as e:
+                errors.append(e)
+
+        def read() -> None:
+            try:
+                while not done.is_set():
+                    for run in ledger.runs():
+                        assert run.windows == run.steps <= per_writer  # one step per window
+                    for run_id in run_ids:
+                        windows = ledger.windows(run_id)
+                        assert [w.time for w in windows] == [
+                            T0 + timedelta(seconds=i) for i in range(len(windows))
+                        ]
+                        events = ledger.events(run_id)
+                        assert [e.reason for e in events] == [f"e{i}" for i in range(len(events))]
+                    ledger.resolve_run(run_ids[0])
+            except BaseException as e:
+                errors.append(e)
+
+        readers = [threading.Thread(target=read) for _ in range(3)]
+        writing = [threading.Thread(target=write, args=(run_id,)) for run_id in run_ids]
+        for t in readers + writing:
+            t.start()
+        for t in writing:
+            t.join()
+        done.set()
+        for t in readers:
+            t.join()
+        assert errors == []
+        runs = ledger.runs()
+        assert sorted(r.windows for r in runs) == [per_writer] * writers
+        assert all(len(ledger.events(run_id)) == per_writer for run_id in run_ids)
+
+
+class _LockWatchingConnection:
+    """The ledger's real connection, noting every statement run without the ledger's lock."""
+
+    def __init__(self, inner: sqlite3.Connection, lock: threading.Lock) -> None:
+        self.inner, self.lock = inner, lock
+        self.unlocked: list[str] = []
+
+    def execute(self, sql: str, params: tuple[object, ...] = ()) -> sqlite3.Cursor:
+        if not self.lock.locked():  # one thread here: locked means this thread holds it
+            self.unlocked.append(sql.split()[0])
+        return self.inner.execute(sql, params)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+
+def test_reads_take_the_connections_lock(tmp_path: Path) -> None:
+    with Ledger(tmp_path / "l.sqlite") as ledger:
+        watcher = _LockWatchingConnection(ledger._db, ledger._lock)
+        ledger._db = watcher  # type: ignore[assignment]
+        run_id = ledger.start_run(name="t", policy="p", site="s", started_at=T0)
+        ledger.record_event(run_id, _event(1, State.SUSPEND, "high"))
+        assert [r.run_id for r in ledger.runs()] == [run_id]
+        assert ledger.resolve_run(run_id[:4]) == run_id
+        assert len(ledger.events(run_id)) == 1 and ledger.windows(run_id) == []
+        assert watcher.unlocked == []
+
+
 def test_default_path_honours_the_environment(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -132,3 +221,17 @@ def test_unopenable_file_is_a_config_error(tmp_path: Path) -> None:
     not_a_db.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(ConfigError, match="cannot open ledger"):
         Ledger(not_a_db)
+
+
+def test_a_damaged_ledger_is_one_clear_error_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite"
+    with Ledger(path) as ledger:
+        run_id = ledger.start_run(name="cnn", policy="caftm", site="KR", started_at=T0)
+        with sqlite3.connect(path) as other:  # another process damages it
+            other.execute("DROP TABLE events")
+        with pytest.raises(LedgerError, match=rf"cannot write ledger {path}.*events"):
+            ledger.record_event(run_id, _event(1, State.SUSPEND, "dirty"))
+        with sqlite3.connect(path) as other:
+            other.execute("DROP TABLE windows")
+        with pytest.raises(LedgerError, match=rf"cannot read ledger {path}"):
+            ledger.runs()

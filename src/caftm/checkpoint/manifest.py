@@ -1,10 +1,11 @@
 """The checkpoint manifest: which files make a checkpoint, their sizes and sha256.
 
 ``MANIFEST.json`` is written last; a checkpoint directory without a valid one is incomplete and
-is never loaded. Example::
+is never loaded. ``checksum`` names the checksum scheme of the files (manifests without it, from
+before the field was written, use :data:`~caftm.checkpoint.checksum.CHECKSUM_NAME`). Example::
 
-    {"format": "caftm-checkpoint", "format_version": 2, "step": 123,
-     "created_unix_s": 1764170000.25, "created_utc": "2026-11-26T15:13:20Z",
+    {"format": "caftm-checkpoint", "format_version": 2, "checksum": "sha256-tree-64MiB",
+     "step": 123, "created_unix_s": 1764170000.25, "created_utc": "2026-11-26T15:13:20Z",
      "caftm_version": "0.1.0",
      "files": [{"name": "tensors.safetensors", "size_bytes": 4096, "sha256": "ab12..."},
                {"name": "state.json", "size_bytes": 812, "sha256": "cd34..."}]}
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from caftm.checkpoint.checksum import tree_sha256
+from caftm.checkpoint.checksum import CHECKSUM_NAME, tree_sha256
 from caftm.errors import CheckpointError
 
 __all__ = [
@@ -83,6 +84,8 @@ class Manifest:
         created_unix_s: Creation time, seconds since the epoch (UTC).
         caftm_version: Version of caftm that wrote it.
         format_version: On-disk format version; only :data:`FORMAT_VERSION` is loadable.
+        checksum: Checksum scheme of the files; only
+            :data:`~caftm.checkpoint.checksum.CHECKSUM_NAME` is loadable.
     """
 
     step: int
@@ -90,6 +93,7 @@ class Manifest:
     created_unix_s: float
     caftm_version: str
     format_version: int = FORMAT_VERSION
+    checksum: str = CHECKSUM_NAME
 
     @property
     def size_bytes(self) -> int:
@@ -113,6 +117,7 @@ class Manifest:
         body = {
             "format": FORMAT_NAME,
             "format_version": self.format_version,
+            "checksum": self.checksum,
             "step": self.step,
             "created_unix_s": self.created_unix_s,
             "created_utc": created.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
@@ -132,7 +137,8 @@ class Manifest:
             where: The checkpoint directory, for messages.
 
         Raises:
-            CheckpointError: Not JSON, another format or version, or a malformed field.
+            CheckpointError: Not JSON, another format or version, an unknown checksum scheme,
+                or a malformed field.
         """
         try:
             body = json.loads(data)
@@ -146,6 +152,12 @@ class Manifest:
                 f"{where} has checkpoint format version {version!r}; this caftm reads only "
                 f"version {FORMAT_VERSION} — upgrade caftm to load it"
             )
+        checksum = body.get("checksum", CHECKSUM_NAME)  # absent: written before the field
+        if checksum != CHECKSUM_NAME:
+            raise CheckpointError(
+                f"{where}/{MANIFEST_NAME} names checksum scheme {checksum!r}; this caftm knows "
+                f"only {CHECKSUM_NAME!r} — upgrade caftm to load it"
+            )
         try:
             files = tuple(_entry(item) for item in body["files"])
             manifest = cls(
@@ -154,6 +166,7 @@ class Manifest:
                 created_unix_s=float(body["created_unix_s"]),
                 caftm_version=str(body["caftm_version"]),
                 format_version=version,
+                checksum=checksum,
             )
         except (KeyError, TypeError, ValueError) as e:
             raise CheckpointError(f"{where}/{MANIFEST_NAME} is malformed: {e!r}") from e

@@ -32,6 +32,7 @@ import json
 import logging
 import os
 import re
+import threading
 import time
 from dataclasses import dataclass
 from types import TracebackType
@@ -164,6 +165,9 @@ class CheckpointStore:
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._executor_pid = 0
         self._pending: SaveHandle | None = None
+        # manifests this store wrote or read, by step: pruning never reads them again
+        self._known: dict[int, Manifest] = {}
+        self._known_lock = threading.Lock()
 
     @property
     def url(self) -> str:
@@ -272,6 +276,7 @@ class CheckpointStore:
         directory = self._step_dir(step)
         backend.make_dir(directory)
         manifest_path = self._step_file(step, MANIFEST_NAME)
+        self._forget(step)
         if backend.exists(manifest_path):
             logger.warning("replacing the existing checkpoint at step %d in %s", step, self.url)
             backend.remove_file(manifest_path)
@@ -301,6 +306,7 @@ class CheckpointStore:
         )
         backend.write_file(manifest_path, [memoryview(manifest.to_json())])
         backend.sync_dir(directory)
+        self._remember(step, manifest)
         info = CheckpointInfo(step=step, path=backend.url(directory), manifest=manifest)
         logger.info(
             "checkpoint of step %d complete at %s (%d bytes)", step, info.path, info.size_bytes
@@ -327,6 +333,16 @@ class CheckpointStore:
         return sorted(steps)
 
     def _read_manifest(self, step: int) -> Manifest:
+        """Read and parse the manifest of ``step`` from storage; remembers the result."""
+        try:
+            manifest = self._parse_manifest(step)
+        except CheckpointError:
+            self._forget(step)
+            raise
+        self._remember(step, manifest)
+        return manifest
+
+    def _parse_manifest(self, step: int) -> Manifest:
         where = self._backend.url(self._step_dir(step))
         try:
             data = self._backend.read_bytes(self._step_file(step, MANIFEST_NAME))
@@ -338,6 +354,14 @@ class CheckpointStore:
         if manifest.step != step:
             raise CheckpointError(f"{where}/{MANIFEST_NAME} says step {manifest.step}")
         return manifest
+
+    def _remember(self, step: int, manifest: Manifest) -> None:
+        with self._known_lock:
+            self._known[step] = manifest
+
+    def _forget(self, step: int) -> None:
+        with self._known_lock:
+            self._known.pop(step, None)
 
     def checkpoints(self) -> list[CheckpointInfo]:
         """Checkpoints whose manifest is present and valid, oldest first (files not hashed)."""
@@ -433,6 +457,22 @@ class CheckpointStore:
         tree = self.load(step)
         return state.restore(tree, where=self._backend.url(self._step_dir(step)))
 
+    def load_latest(self) -> tuple[CheckpointInfo, dict[str, Any]] | None:
+        """Read, verify and decode the newest checkpoint that verifies; each file is read once.
+
+        Damaged or incomplete checkpoints are skipped with a warning, falling back to older
+        ones. Returns the checkpoint and its state tree (not applied to anything), or None.
+        """
+        for step in reversed(self._step_numbers()):
+            try:
+                tree, manifest = self._load(step)
+            except CheckpointError as e:
+                logger.warning("skipping checkpoint: %s", e)
+                continue
+            where = self._backend.url(self._step_dir(step))
+            return CheckpointInfo(step=step, path=where, manifest=manifest), tree
+        return None
+
     def restore_latest(self, state: TrainingState) -> CheckpointInfo | None:
         """Restore the newest checkpoint that verifies, reading each file only once.
 
@@ -442,21 +482,30 @@ class CheckpointStore:
         Raises:
             CheckpointError: A verified checkpoint does not fit ``state`` (wrong model, ...).
         """
-        for step in reversed(self._step_numbers()):
-            try:
-                tree, manifest = self._load(step)
-            except CheckpointError as e:
-                logger.warning("skipping checkpoint: %s", e)
-                continue
-            where = self._backend.url(self._step_dir(step))
-            state.restore(tree, where=where)
-            return CheckpointInfo(step=step, path=where, manifest=manifest)
-        return None
+        loaded = self.load_latest()
+        if loaded is None:
+            return None
+        info, tree = loaded
+        state.restore(tree, where=info.path)
+        return info
 
     # ----------------------------------------------------------------- pruning
     def _prune(self) -> None:
+        """Delete old and abandoned checkpoints; reads only manifests this store does not know.
+
+        The step directories are listed afresh (another process may have added or removed
+        some); a manifest already written or read by this store is not read again.
+        """
+        steps = self._step_numbers()
+        with self._known_lock:
+            for gone in set(self._known) - set(steps):
+                del self._known[gone]
+            known = set(self._known)
         complete, partial = [], []
-        for step in self._step_numbers():
+        for step in steps:
+            if step in known:
+                complete.append(step)
+                continue
             try:
                 self._read_manifest(step)
                 complete.append(step)
@@ -470,6 +519,7 @@ class CheckpointStore:
             doomed += complete[: -self.keep_last]
         for step in sorted(doomed):
             directory = self._step_dir(step)
+            self._forget(step)
             try:
                 self._backend.remove_file(self._step_file(step, MANIFEST_NAME))
                 self._backend.remove_dir(directory)

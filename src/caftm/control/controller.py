@@ -241,6 +241,11 @@ class Controller:
         return self._steps
 
     @property
+    def ledger_records_lost(self) -> int:
+        """Ledger records lost to a failing ledger (disk full, locked) while training went on."""
+        return self._windows.unrecorded
+
+    @property
     def setting(self) -> float | None:
         """The GPU setting in force (None: device default)."""
         return self._profiler.probing if self._ctx.state is State.SCALING else self._ctx.setting
@@ -285,8 +290,12 @@ class Controller:
         obs = replace(self._observe(now, finished=True), end_status=status)
         self._apply(self.policy.decide(self._ctx, obs), obs)
         self._arm()
-        if self.ledger is not None and self.run_id is not None:
-            self.ledger.end_run(self.run_id, ended_at=utc_from_s(now), status=status)
+        self._windows.write(
+            "run end",
+            lambda ledger, run_id: ledger.end_run(run_id, ended_at=utc_from_s(now), status=status),
+        )
+        if self._windows.unrecorded:
+            log.warning("%d ledger records were lost to a failing ledger", self._windows.unrecorded)
         if self._own_refresher:
             self._refresher.stop()
 
@@ -470,8 +479,7 @@ class Controller:
         )
         self.events.append(event)
         log.info("%s → %s at %s: %s", from_state, to_state, event.site, reason)
-        if self.ledger is not None and self.run_id is not None:
-            self.ledger.record_event(self.run_id, event)
+        self._windows.write("event", lambda ledger, run_id: ledger.record_event(run_id, event))
         if self.hooks.on_event is not None:
             self.hooks.on_event(event)
 

@@ -3,15 +3,20 @@ waits for the meter) and probe windows, each written to the ledger with its inte
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from caftm.control.hooks import MeterWindow, WindowMeter
 from caftm.control.states import utc_from_s
+from caftm.errors import LedgerError
 from caftm.gpu.base import KnobKind
 
 if TYPE_CHECKING:
     from caftm.ledger.store import Ledger
+
+log = logging.getLogger(__name__)
 
 _WINDOW = "caftm-window"
 
@@ -54,6 +59,8 @@ class WindowLog:
         self.run_id: str | None = None
         self._open: tuple[int, float, float] | None = None  # start step, time, intensity
         self._pending: _Pending | None = None
+        #: ledger records lost to a failing ledger (disk full, locked) while training went on
+        self.unrecorded = 0
 
     @property
     def open_since_step(self) -> int | None:
@@ -113,18 +120,31 @@ class WindowLog:
         phase: str,
         site: str,
     ) -> None:
-        """Write one window to the ledger."""
+        """Write one window to the ledger (see :meth:`write`)."""
+        self.write(
+            "window",
+            lambda ledger, run_id: ledger.record_window(
+                run_id,
+                time=utc_from_s(end_s),
+                duration_s=time_s,
+                steps=steps,
+                setting=setting,
+                knob=self.knob.value,
+                energy_j=energy_j,
+                intensity_g_per_kwh=intensity_g_per_kwh,
+                site=site,
+                phase=phase,
+            ),
+        )
+
+    def write(self, what: str, action: Callable[[Ledger, str], None]) -> None:
+        """Run one ledger write for the open run. A failing ledger never stops the training: the
+        record is counted in :attr:`unrecorded` and logged (once per failing spell)."""
         if self.ledger is None or self.run_id is None:
             return
-        self.ledger.record_window(
-            self.run_id,
-            time=utc_from_s(end_s),
-            duration_s=time_s,
-            steps=steps,
-            setting=setting,
-            knob=self.knob.value,
-            energy_j=energy_j,
-            intensity_g_per_kwh=intensity_g_per_kwh,
-            site=site,
-            phase=phase,
-        )
+        try:
+            action(self.ledger, self.run_id)
+        except LedgerError as e:
+            if not self.unrecorded:
+                log.warning("%s not recorded, training goes on: %s", what, e)
+            self.unrecorded += 1

@@ -32,7 +32,7 @@ from caftm.control.hooks import Hooks
 from caftm.errors import CaftmError
 from caftm.gpu.knob import GpuKnob
 
-__all__ = ["ControllerSession", "Outcome", "StopRequest"]
+__all__ = ["ControllerSession", "Outcome", "StopRequest", "apply_knob_setting"]
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,22 @@ class _SegmentEnd(CaftmError):
 SaveFn = Callable[[], None]
 
 
+def apply_knob_setting(knob: GpuKnob | None, setting: float | None) -> None:
+    """Put a controller's GPU setting into force on ``knob``.
+
+    Args:
+        knob: the GPU knob (None: the setting is only logged).
+        setting: the clock (MHz) or power limit (W), snapped to a supported value; None
+            restores the device defaults.
+    """
+    if knob is None:
+        log.info("GPU setting %s requested; no knob, nothing changed", setting)
+    elif setting is None:
+        knob.restore()
+    else:
+        knob.set(setting, snap=True)
+
+
 class ControllerSession:
     """Runs one controller's side effects for one training loop.
 
@@ -127,10 +143,27 @@ class ControllerSession:
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
-        """Start the controller (after any restore, before the first step)."""
+        """Start the controller (after any restore, before the first step).
+
+        When starting fails (the ledger cannot be written, ...), what was already started (the
+        knob, the controller's refresher thread) is closed again before the error propagates.
+        """
         if self.knob is not None:
             self.knob.start()
-        self.controller.start(run_refresher_thread=self.refresher_thread)
+        try:
+            self.controller.start(run_refresher_thread=self.refresher_thread)
+        except BaseException:
+            self._undo_start()
+            raise
+
+    def _undo_start(self) -> None:
+        try:
+            self.controller.close(status="failed")
+        except Exception:
+            log.exception("closing the controller after its failed start failed too")
+        finally:
+            if self.knob is not None:
+                self.knob.close()
 
     def close(self, *, status: str = "finished") -> None:
         """Close the controller's run and restore the GPU defaults (idempotent)."""
@@ -171,12 +204,7 @@ class ControllerSession:
 
     # -- hooks -----------------------------------------------------------------------------
     def _apply_setting(self, setting: float | None) -> None:
-        if self.knob is None:
-            log.info("GPU setting %s requested; no knob, nothing changed", setting)
-        elif setting is None:
-            self.knob.restore()
-        else:
-            self.knob.set(setting, snap=True)
+        apply_knob_setting(self.knob, setting)
 
     def _checkpoint(self) -> None:
         if self._save is None:

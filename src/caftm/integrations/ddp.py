@@ -35,7 +35,12 @@ import torch.distributed as dist
 from caftm.checkpoint import CheckpointStore, TrainingState
 from caftm.control.hooks import Hooks
 from caftm.errors import CheckpointError, ConfigError
-from caftm.integrations._core import ControllerSession, Outcome, StopRequest
+from caftm.integrations._core import (
+    ControllerSession,
+    Outcome,
+    StopRequest,
+    apply_knob_setting,
+)
 from caftm.integrations._gpu import GpuSetup
 
 __all__ = ["DistributedSteps", "world"]
@@ -204,12 +209,7 @@ class DistributedSteps:
         return bool(flag.item())
 
     def _apply_local(self, setting: float | None) -> None:
-        if self.gpu is None:
-            return
-        if setting is None:
-            self.gpu.knob.restore()
-        else:
-            self.gpu.knob.set(setting, snap=True)
+        apply_knob_setting(None if self.gpu is None else self.gpu.knob, setting)
 
     # -- resume --------------------------------------------------------------------------------
     def restore(
@@ -229,12 +229,17 @@ class DistributedSteps:
         if self.world_size == 1:
             info = store.restore_latest(state)
             return 0 if info is None else info.step
-        latest = store.latest()  # newest verified checkpoint of this rank
-        agreed = torch.tensor([-1 if latest is None else latest.step], dtype=torch.int64)
+        latest = store.load_latest()  # newest verified checkpoint of this rank, read once
+        agreed = torch.tensor([-1 if latest is None else latest[0].step], dtype=torch.int64)
         dist.all_reduce(agreed, op=dist.ReduceOp.MIN)
         step = int(agreed.item())
         if step < 0:
             return 0
+        if latest is not None and latest[0].step != step:
+            latest = None  # another rank lacks it: fall back to the agreed, older step
         if shared_store is not None and shared_state is not None:
             shared_store.restore(shared_state, step)
-        return store.restore(state, step)
+        if latest is None:
+            return store.restore(state, step)
+        info, tree = latest
+        return state.restore(tree, where=info.path)

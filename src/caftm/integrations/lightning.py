@@ -33,7 +33,7 @@ import lightning.pytorch as pl
 from lightning.fabric.plugins.io.checkpoint_io import CheckpointIO
 from torch.utils.data import DataLoader, Sampler
 
-from caftm.checkpoint import CheckpointStore, ResumableSampler, TrainingState
+from caftm.checkpoint import CheckpointInfo, CheckpointStore, ResumableSampler, TrainingState
 from caftm.checkpoint.rng import capture_rng_state, restore_rng_state
 from caftm.errors import CheckpointError, ConfigError
 from caftm.integrations._core import ControllerSession, StopRequest
@@ -55,6 +55,16 @@ class CaftmCheckpointIO(CheckpointIO):
 
     def __init__(self, store: CheckpointStore) -> None:
         self.store = store
+        self._prefetched: tuple[CheckpointInfo, dict[str, Any]] | None = None
+
+    def find_latest(self) -> CheckpointInfo | None:
+        """Read and verify the latest complete checkpoint; the next load uses it as read.
+
+        Returns:
+            The checkpoint, or None when the store holds none.
+        """
+        self._prefetched = self.store.load_latest()
+        return None if self._prefetched is None else self._prefetched[0]
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
@@ -75,7 +85,13 @@ class CaftmCheckpointIO(CheckpointIO):
             CheckpointError: none stored, or the requested step is not the latest.
         """
         holder = TreeHolder()  # read, verified and decoded once
-        info = self.store.restore_latest(TrainingState(stateful={"lightning": holder}, rng=False))
+        state = TrainingState(stateful={"lightning": holder}, rng=False)
+        prefetched, self._prefetched = self._prefetched, None
+        if prefetched is None:
+            info = self.store.restore_latest(state)
+        else:  # verified by find_latest (resume_path): not read nor hashed again
+            info, tree = prefetched
+            state.restore(tree, where=info.path)
         if info is None:
             raise CheckpointError(
                 f"no complete checkpoint in {self.store.url}; start without ckpt_path"
@@ -189,8 +205,11 @@ class CarbonAwareCallback(pl.Callback):
         return "caftm"
 
     def resume_path(self) -> str | None:
-        """``ckpt_path`` for ``Trainer.fit``: the latest complete checkpoint, or None."""
-        return LATEST if self.store.latest() is not None else None
+        """``ckpt_path`` for ``Trainer.fit``: the latest complete checkpoint, or None.
+
+        The checkpoint is read and verified here once; ``fit`` then loads it from memory.
+        """
+        return LATEST if self.checkpoint_io.find_latest() is not None else None
 
     # -- checkpoint content -------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -168,7 +168,13 @@ class CarbonAwareTraining:
             self.gpu.meter.start()
             log.info("%s", self.gpu.describe())
         if self.session is not None:
-            self.session.start()
+            try:
+                self.session.start()  # closes what it started itself when it fails
+            except BaseException:
+                if self.gpu is not None:
+                    self.gpu.meter.stop()
+                self.store.close()
+                raise
         log.info(
             "training starts at step %d (rank %d of %d)",
             self.start_step,

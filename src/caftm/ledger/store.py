@@ -7,8 +7,9 @@ Tables::
               carbon_g, site, phase)
     events   (run_id, time, from_state, to_state, reason, intensity_g_per_kwh, site, gpu_setting)
 
-Times are ISO-8601 UTC strings. One :class:`Ledger` may be shared by threads (writes are
-serialised by a lock); the controller writes only on its slow path, never per step.
+Times are ISO-8601 UTC strings. One :class:`Ledger` may be shared by threads (reads and writes
+on its one connection are serialised by a lock); the controller writes only on its slow path,
+never per step.
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from caftm._units import carbon_g
 from caftm.control.states import Event, State
-from caftm.errors import ConfigError
+from caftm.errors import ConfigError, LedgerError
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -130,7 +132,8 @@ class Ledger:
 
     def close(self) -> None:
         """Close the file."""
-        self._db.close()
+        with self._lock:
+            self._db.close()
 
     def __enter__(self) -> Ledger:
         return self
@@ -144,8 +147,28 @@ class Ledger:
         self.close()
 
     def _write(self, sql: str, params: tuple[object, ...]) -> None:
+        """Run one statement under the connection's lock.
+
+        Raises:
+            LedgerError: sqlite failed (disk full, database locked or damaged).
+        """
         with self._lock:
-            self._db.execute(sql, params)
+            try:
+                self._db.execute(sql, params)
+            except sqlite3.Error as e:
+                raise LedgerError(f"cannot write ledger {self.path}: {e}") from e
+
+    def _read(self, sql: str, params: tuple[object, ...] = ()) -> list[Any]:
+        """All rows of a query, run and fetched under the connection's lock.
+
+        Raises:
+            LedgerError: sqlite failed (database locked or damaged).
+        """
+        with self._lock:
+            try:
+                return self._db.execute(sql, params).fetchall()
+            except sqlite3.Error as e:
+                raise LedgerError(f"cannot read ledger {self.path}: {e}") from e
 
     # -- writing ------------------------------------------------------------------------------
     def start_run(
@@ -225,7 +248,7 @@ class Ledger:
     # -- reading ------------------------------------------------------------------------------
     def runs(self) -> list[RunSummary]:
         """All runs with their totals, newest first."""
-        rows = self._db.execute(
+        rows = self._read(
             "SELECT r.run_id, r.name, r.policy, r.site, r.started_at, r.ended_at, r.status,"
             " r.simulated,"
             " (SELECT COUNT(*) FROM windows w WHERE w.run_id = r.run_id),"
@@ -234,7 +257,7 @@ class Ledger:
             " (SELECT SUM(energy_j) FROM windows w WHERE w.run_id = r.run_id),"
             " (SELECT SUM(carbon_g) FROM windows w WHERE w.run_id = r.run_id)"
             " FROM runs r ORDER BY r.started_at DESC, r.rowid DESC"
-        ).fetchall()
+        )
         return [
             RunSummary(
                 row[0],
@@ -261,9 +284,9 @@ class Ledger:
             ConfigError: no run, or several, match.
         """
         escaped = run.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        rows = self._db.execute(
+        rows = self._read(
             "SELECT run_id FROM runs WHERE run_id LIKE ? ESCAPE '\\'", (escaped + "%",)
-        ).fetchall()
+        )
         ids = [r[0] for r in rows]
         if run in ids:
             return run
@@ -275,11 +298,11 @@ class Ledger:
 
     def events(self, run_id: str) -> list[Event]:
         """The run's events, oldest first."""
-        rows = self._db.execute(
+        rows = self._read(
             "SELECT time, from_state, to_state, reason, intensity_g_per_kwh, site, gpu_setting"
             " FROM events WHERE run_id = ? ORDER BY time, id",
             (run_id,),
-        ).fetchall()
+        )
         return [
             Event(
                 datetime.fromisoformat(r[0]),
@@ -295,9 +318,9 @@ class Ledger:
 
     def windows(self, run_id: str) -> list[WindowRecord]:
         """The run's measured windows, oldest first."""
-        rows = self._db.execute(
+        rows = self._read(
             "SELECT time, duration_s, steps, setting, knob, energy_j, intensity_g_per_kwh,"
             " carbon_g, site, phase FROM windows WHERE run_id = ? ORDER BY time, id",
             (run_id,),
-        ).fetchall()
+        )
         return [WindowRecord(datetime.fromisoformat(r[0]), *r[1:]) for r in rows]
