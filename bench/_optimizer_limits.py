@@ -2,12 +2,13 @@
 
 Used by ``bench/optimizer.py`` (files starting with ``_`` are helpers, not benchmarks).
 
-- :func:`oracle_allocation_steps` — the fewest profiling steps that separate the best setting from
+- :func:`oracle_allocation` — the fewest profiling steps that separate the best setting from
   every setting more than ``tolerance`` worse, at ``z`` standard deviations, for an allocator that
   already knows the true costs (it only spends steps where they are needed; every setting still
   gets one ``min_steps`` window). Any method that measures settings independently needs at least
   about this many steps to be that sure; a real one needs more, since it must find the close pairs
-  first.
+  first. Even then some settings more than ``tolerance`` worse measure cheaper than the best by
+  chance: their expected number is returned too.
 - :func:`monotone_model_regret` — the regret of choosing by the best *monotone* fit of the true
   time and power profiles (time non-increasing, power non-decreasing in the power limit), i.e. with
   infinite data. If it exceeds the bar, no method that pools settings through a smooth or monotone
@@ -29,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 from scipy.optimize import isotonic_regression
+from scipy.stats import norm
 
 NOISE_REF_STEPS = 20
 ZEUS_MEASURED_STEPS = 40
@@ -40,7 +42,7 @@ def cost_noise_rel(noise_rel: float, carbon_share: np.ndarray) -> np.ndarray:
     return noise_rel * np.sqrt(1.0 + carbon_share**2)
 
 
-def oracle_allocation_steps(
+def oracle_allocation(
     log_costs: np.ndarray,
     cost_noise: np.ndarray,
     *,
@@ -48,8 +50,10 @@ def oracle_allocation_steps(
     tolerance: float = 0.02,
     min_steps: float = 5.0,
     max_best_steps: int = 20_000,
-) -> float:
-    """Fewest steps for an allocator that knows the true log costs (see the module doc).
+) -> tuple[float, float]:
+    """Fewest steps for an allocator that knows the true log costs (see the module doc), and the
+    expected number of settings more than ``tolerance`` worse that still measure cheaper than the
+    best under that allocation (a union bound on the chance of a miss).
 
     Args:
         log_costs: true log cost per setting.
@@ -60,20 +64,25 @@ def oracle_allocation_steps(
         max_best_steps: search limit for the best setting's steps.
 
     Returns:
-        Total steps (inf when no allocation within the limit separates every pair).
+        (total steps, expected misses); steps are inf when no allocation within the limit works.
     """
     best = int(np.argmin(log_costs))
     gaps = log_costs - log_costs[best]
     need = gaps > math.log1p(tolerance)
-    var20 = cost_noise**2 * NOISE_REF_STEPS  # variance of one step's worth: σ²·20 / n
+    var20 = cost_noise**2 * NOISE_REF_STEPS  # a window of n steps has variance var20 / n
     n_best = np.arange(min_steps, max_best_steps + 1, 1.0)
     slack = (gaps[need][None, :] / z) ** 2 - var20[best] / n_best[:, None]
     with np.errstate(divide="ignore", invalid="ignore"):
         rivals = np.where(slack > 0, var20[need][None, :] / slack, np.inf)
-    rivals = np.maximum(rivals, min_steps).sum(axis=1)
+    rivals = np.maximum(rivals, min_steps)
     free = (~need).sum() - 1  # settings other than the best that need no separation
-    totals = n_best + rivals + free * min_steps
-    return float(totals.min())
+    totals = n_best + rivals.sum(axis=1) + free * min_steps
+    k = int(np.argmin(totals))
+    if not np.isfinite(totals[k]):
+        return math.inf, math.inf
+    sd = np.sqrt(var20[best] / n_best[k] + var20[need] / rivals[k])
+    misses = float(norm.cdf(-gaps[need] / sd).sum()) if need.any() else 0.0
+    return float(totals[k]), misses
 
 
 def monotone_model_regret(

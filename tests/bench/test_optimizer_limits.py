@@ -18,20 +18,21 @@ def test_two_settings_need_the_textbook_sample_size() -> None:
     # n = 2 · 20σ² z² / g² each.
     sigma, z, gap = 0.01, 3.0, math.log(1.05)
     expected_each = 2 * 20 * sigma**2 * z**2 / gap**2
-    steps = limits.oracle_allocation_steps(
+    steps, misses = limits.oracle_allocation(
         np.array([0.0, gap]), np.array([sigma, sigma]), z=z, min_steps=1
     )
     assert steps == pytest.approx(2 * expected_each, abs=1.0)
+    assert misses == pytest.approx(0.00135, rel=0.05)  # Φ(−3): the rival measures cheaper
 
 
 def test_settings_within_the_tolerance_need_one_short_window() -> None:
     log_costs = np.log([1.0, 1.01, 1.015, 1.5])
     noise = np.full(4, 0.01)
-    steps = limits.oracle_allocation_steps(log_costs, noise, z=3.0, tolerance=0.02, min_steps=5)
+    steps, misses = limits.oracle_allocation(log_costs, noise, z=3.0, tolerance=0.02, min_steps=5)
     # the two near-ties get 5 steps each; the far one and the best only a few more than 5
-    assert 20 <= steps <= 22
+    assert 20 <= steps <= 22 and misses < 1e-6
     # tighten the tolerance: the near-ties must now be separated, at a far higher price
-    tight = limits.oracle_allocation_steps(log_costs, noise, z=3.0, tolerance=0.005, min_steps=5)
+    tight, _ = limits.oracle_allocation(log_costs, noise, z=3.0, tolerance=0.005, min_steps=5)
     assert tight > 10 * steps
 
 
