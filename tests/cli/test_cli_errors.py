@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -176,3 +178,44 @@ def test_script_missing_key(tmp_path: Path) -> None:
     env = {"CAFTM_CONFIG": str(tmp_path / "none.toml")}
     result = run_script(*NOW, "-z", "FR", "--provider", "electricitymaps", env=env)
     assert_one_error_line(result, "missing key for electricitymaps")
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (("signals",), ["No such command 'signals'", "caftm --help"]),
+        (("intensity", "XX"), ["No such command 'XX'", "caftm intensity --help"]),
+        (("regions", "show", "nowhere"), ["unexpected extra argument", "caftm regions --help"]),
+        (("gpu", "info", "--bogus"), ["No such option: --bogus", "caftm gpu info --help"]),
+        ((*NOW, "-z"), ["'-z' requires an argument"]),
+    ],
+)
+def test_usage_errors_give_one_error_line(
+    cli: Cli, args: tuple[str, ...], fragments: list[str]
+) -> None:
+    assert_one_error_line(cli(*args), *fragments)
+
+
+@pytest.mark.parametrize("args", [(), ("intensity",)])
+def test_a_bare_group_shows_its_help(cli: Cli, args: tuple[str, ...]) -> None:
+    result = cli(*args)
+    assert result.code == 2
+    assert "Usage: caftm" in result.out and "Traceback" not in result.text
+
+
+def test_script_usage_error_has_no_traceback() -> None:
+    assert_one_error_line(run_script("signals"), "No such command 'signals'")
+
+
+def test_cli_needs_no_click_package() -> None:
+    """typer carries its own click; the CLI must not import the separate package (not a dep)."""
+    code = (
+        "import sys; sys.modules['click'] = None\n"
+        "from caftm.cli import app\n"
+        "from caftm.cli._common import run_app\n"
+        "sys.exit(run_app(app, ['nosuchcommand']))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=False)  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "No such command" in done.stderr and "Traceback" not in done.stderr
