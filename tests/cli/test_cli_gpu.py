@@ -113,6 +113,21 @@ def test_replay_profile_uses_the_measured_power_limits(
     assert "best power:" in out
 
 
+def test_profile_without_a_knob_sweeps_what_the_gpu_offers(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from tests.conftest import shared_file
+
+    shared_file("gpu/zeus_power_limit_traces/power_v100.csv")
+    code, out, err = _run(capsys, "profile", "--backend", "replay", "--steps", "5")
+    assert code == 0, err
+    assert "power sweep" in out and "best power:" in out  # replay: power limits only
+    code, out, err = _run(capsys, "profile", "--backend", "simulated", "--steps", "2",
+                          "--settings", "1980,990")  # fmt: skip
+    assert code == 0, err
+    assert "clock sweep" in out and "best clock:" in out
+
+
 def test_the_installed_command_runs(tmp_path: Path) -> None:
     script = Path(sys.executable).with_name("caftm")
     if not script.exists():

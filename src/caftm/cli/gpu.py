@@ -154,7 +154,10 @@ def _plot(
 def profile_command(
     backend_name: BackendOption = "simulated",
     gpu: Annotated[int, typer.Option("--gpu", help="GPU index.")] = 0,
-    knob_name: Annotated[str, typer.Option("--knob", help="clock or power.")] = "clock",
+    knob_name: Annotated[
+        str | None,
+        typer.Option("--knob", help="clock or power [default: clock where the GPU has clocks]."),
+    ] = None,
     steps: Annotated[int, typer.Option("--steps", help="Training steps per setting.")] = 50,
     eta: Annotated[float, typer.Option("--eta", help="Carbon vs time weight η in [0, 1].")] = 0.5,
     intensity: Annotated[
@@ -179,13 +182,15 @@ def profile_command(
     from caftm.gpu.knob import GpuKnob
 
     try:
-        knob = KnobKind(knob_name)
+        wanted_knob = KnobKind(knob_name) if knob_name is not None else None
     except ValueError as e:
         raise ConfigError(f"unknown --knob {knob_name!r}: use clock or power") from e
     if steps < 1:
         raise ConfigError(f"--steps must be >= 1, got {steps}")
     backend = _open_backend(backend_name, workload)
     info = backend.info(gpu)
+    # replayed traces have power limits only: without --knob, sweep what the GPU offers
+    knob = wanted_knob or (KnobKind.CLOCK if info.clocks_mhz else KnobKind.POWER)
     weights = CostWeights(
         eta=eta,
         intensity_g_per_kwh=intensity,
