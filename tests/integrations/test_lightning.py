@@ -15,7 +15,12 @@ from lightning_child import TOTAL_STEPS, run_segment
 
 from caftm.checkpoint import CheckpointStore, ResumableSampler
 from caftm.errors import CheckpointError, ConfigError
-from caftm.integrations.lightning import CaftmCheckpointIO, ResumableDataLoader
+from caftm.integrations import ControllerSession
+from caftm.integrations.lightning import (
+    CaftmCheckpointIO,
+    CarbonAwareCallback,
+    ResumableDataLoader,
+)
 
 
 def _run(tmp_path: Path, switch: tuple[int, int, int], fresh_process_segments: set[int]) -> None:
@@ -50,3 +55,20 @@ def test_checkpoint_io_refuses_an_empty_store(tmp_path: Path) -> None:
     io = CaftmCheckpointIO(CheckpointStore(tmp_path / "empty"))
     with pytest.raises(CheckpointError, match="no complete checkpoint"):
         io.load_checkpoint("caftm:latest")
+
+
+def test_more_than_one_process_is_refused_before_the_controller_starts(tmp_path: Path) -> None:
+    import lightning.pytorch as pl
+    from lightning_child import LitCNN
+
+    config = sc.make_config(tmp_path / "store")
+    controller, _ = sc.make_controller(config, sc.make_trace(), sc.VirtualClock())
+    callback = CarbonAwareCallback(ControllerSession(controller), CheckpointStore(tmp_path / "s"))
+    trainer = pl.Trainer(  # configured for two DDP processes; never launched
+        accelerator="cpu", devices=2, strategy="ddp", plugins=[callback.checkpoint_io],
+        callbacks=[callback], logger=False, enable_progress_bar=False,
+    )  # fmt: skip
+    assert trainer.world_size == 2
+    with pytest.raises(ConfigError, match="one process"):
+        callback.on_fit_start(trainer, LitCNN())
+    assert not controller._started  # refused before the controller started

@@ -21,6 +21,10 @@ own count is one batch too far). The global RNGs are captured in the callback's 
 back exactly where the uninterrupted run would have them: after the resumed loader's iterator
 is created for a mid-epoch checkpoint (that creation may draw from the global RNG, which the
 uninterrupted run did not do mid-epoch), before it for an end-of-epoch checkpoint.
+
+One process only: under a multi-process strategy every rank would run its own controller, so
+``fit`` is refused (ConfigError) before the controller starts; for DDP use
+:class:`caftm.integrations.torch.CarbonAwareTraining`.
 """
 
 from __future__ import annotations
@@ -232,6 +236,11 @@ class CarbonAwareCallback(pl.Callback):
 
     # -- hooks --------------------------------------------------------------------------------
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.world_size > 1:  # every rank would run its own controller and diverge
+            raise ConfigError(
+                "CarbonAwareCallback runs on one process; for DDP use "
+                "caftm.integrations.torch.CarbonAwareTraining"
+            )
         self.stop_request = None
         self._last_step = -1
         if not isinstance(trainer.strategy.checkpoint_io, CaftmCheckpointIO):
