@@ -42,8 +42,9 @@ def demo_command(
         title="Carbon intensity now and next 24 h — SYNTHETIC typical-year profiles",
         title_justify="left",
         caption=(
-            "gCO2eq/kWh (lifecycle); fc = 24 h forecast (the profile's expectation); times "
-            f"UTC; GPU = cloud regions with GPUs in the zone.\nData: {SYNTHETIC_NOTE}."
+            "gCO2eq/kWh (lifecycle); fc = 24 h forecast (from the profile and the current "
+            "value); times UTC; GPU = cloud regions with GPUs in the zone.\n"
+            f"Data: {SYNTHETIC_NOTE}."
         ),
         caption_justify="left",
     )
