@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -64,6 +65,11 @@ def test_environment_overrides_section_keys() -> None:
         ({"sites": ["DE"], "unknown": 1}, {}, "unknown"),
         ({"sites": ["DE"]}, {"CAFTM_MIGRATION_MARGIN_G": "-3"}, "migration.margin_g"),
         (
+            {"sites": ["DE"]},
+            {"CAFTM_POLICY_ETA": "abc"},
+            "policy.eta (set by CAFTM_POLICY_ETA): Input should be a valid number",
+        ),
+        (
             {"sites": ["DE"], "policy": {"greedy_switch_fraction": 1.0}},
             {},
             "policy.greedy_switch_fraction",
@@ -71,7 +77,7 @@ def test_environment_overrides_section_keys() -> None:
     ],
 )
 def test_bad_values_name_their_field(data: dict, env: dict, path: str) -> None:
-    with pytest.raises(ConfigError, match=path.replace(".", r"\.")):
+    with pytest.raises(ConfigError, match=re.escape(path)):
         ControllerConfig.from_dict(data, env=env)
 
 
@@ -80,8 +86,9 @@ def test_unreadable_and_malformed_yaml(tmp_path: Path) -> None:
         ControllerConfig.from_yaml(tmp_path / "missing.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("sites: [DE\n")
-    with pytest.raises(ConfigError, match="cannot read config"):
+    with pytest.raises(ConfigError, match="cannot read config") as raised:
         ControllerConfig.from_yaml(bad)
+    assert "\n" not in str(raised.value) and "line 2" in str(raised.value)  # one line, with where
     listed = tmp_path / "list.yaml"
     listed.write_text("- DE\n")
     with pytest.raises(ConfigError, match="mapping"):
@@ -116,3 +123,20 @@ def test_build_policy_range_checks_a_switch_fraction_that_skipped_validation(
     unchecked = config.model_copy(update={"policy": policy})
     with pytest.raises(ConfigError, match=r"policy\.greedy_switch_fraction.*\[0, 1\)"):
         unchecked.build_policy()
+
+
+def test_sites_on_the_embedded_profiles_must_have_one() -> None:
+    """With the default signals (the embedded profiles) a zone without a profile could never be
+    read: refused when the config is read, naming the site and the closest zones."""
+    with pytest.raises(ConfigError, match=r"site 'FRR': no embedded profile.*did you mean FR"):
+        ControllerConfig.from_dict({"sites": ["DE", "FRR"]}, env={})
+    with pytest.raises(ConfigError) as raised:
+        ControllerConfig.from_dict({"sites": ["DE", {"name": "lab", "zone": "XX"}]}, env={})
+    assert str(raised.value).startswith("invalid config: site 'lab'")  # no pydantic prefixes
+    live = {"sites": ["DE", "XX"], "signals": {"source": "electricitymaps"}}
+    assert ControllerConfig.from_dict(live, env={}).site_zones()["XX"] == "XX"  # its call
+
+
+def test_zones_take_their_canonical_spelling() -> None:
+    config = ControllerConfig.from_dict({"sites": ["de", {"name": "lab", "zone": "ca-qc"}]}, env={})
+    assert config.site_zones() == {"DE": "DE", "lab": "CA-QC"}

@@ -53,7 +53,13 @@ class SiteConfig(_Section):
 
     @model_validator(mode="after")
     def _resolve(self) -> SiteConfig:
-        if not self.zone:
+        if self.zone:  # a known zone in its canonical spelling (fr → FR); others kept as given
+            from caftm.regions import Catalog
+
+            object.__setattr__(
+                self, "zone", Catalog.load_default().zone_of(self.zone, strict=False)
+            )
+        else:
             if not self.region:
                 raise ValueError("give a zone (e.g. FR) or a region (e.g. aws:eu-west-3)")
             from caftm.regions import Catalog
@@ -162,6 +168,18 @@ class ControllerConfig(_Section):
             raise ValueError(f"site names repeat: {names}")
         if self.site is not None and self.site not in names:
             raise ValueError(f"site {self.site!r} is not among the sites {names}")
+        if self.signals.source == "profile":  # the embedded default knows only its own zones
+            from caftm.regions.hints import did_you_mean
+            from caftm.signals.profiles import shipped_zones
+
+            known = shipped_zones()
+            for site in self.sites:
+                if site.zone not in known:
+                    raise ValueError(
+                        f"site {site.name!r}: no embedded profile for zone {site.zone!r}"
+                        f"{did_you_mean(site.zone, known)}; pick a zone from 'caftm zones' or "
+                        "a live signals.source that knows it"
+                    )
         return self
 
     # -- construction --------------------------------------------------------------------------
@@ -175,13 +193,13 @@ class ControllerConfig(_Section):
         Raises:
             ConfigError: a bad value, naming its field path.
         """
-        merged = apply_env(data, os.environ if env is None else env)
+        environment = os.environ if env is None else env
+        merged = apply_env(data, environment)
         try:
             return cls.model_validate(merged)
         except ValidationError as e:
             problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}"
-                for err in e.errors()
+                _problem(err["loc"], err["msg"], environment) for err in e.errors()
             )
             raise ConfigError(f"invalid {where}: {problems}") from None
 
@@ -197,7 +215,7 @@ class ControllerConfig(_Section):
         try:
             data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
         except (OSError, yaml.YAMLError) as e:
-            raise ConfigError(f"cannot read config {path}: {e}") from e
+            raise ConfigError(f"cannot read config {path}: {' '.join(str(e).split())}") from e
         if not isinstance(data, Mapping):
             raise ConfigError(f"config {path} must hold a mapping at the top level")
         return cls.from_dict(data, env=env, where=f"config {path}")
@@ -264,6 +282,17 @@ _SECTIONS = {
     for name, field in ControllerConfig.model_fields.items()
     if isinstance(field.annotation, type) and issubclass(field.annotation, _Section)
 }
+
+
+def _problem(loc: tuple[int | str, ...], message: str, env: Mapping[str, str]) -> str:
+    """One validation problem: its field path, and the variable that set it when one did."""
+    message = message.removeprefix("Value error, ")  # pydantic's prefix for our own checks
+    if not loc:
+        return message
+    path = ".".join(str(p) for p in loc)
+    variable = "CAFTM_" + "_".join(str(p) for p in loc[:2]).upper()
+    source = f" (set by {variable})" if len(loc) == 2 and variable in env else ""
+    return f"{path}{source}: {message}"
 
 
 def apply_env(data: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
