@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from caftm.checkpoint import CheckpointStore, ResumableSampler, TrainingState
+from caftm.errors import CaftmError
 
 
 def build(
@@ -76,4 +78,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except CaftmError as error:  # bad input or a failed save: one line, exit code 2
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)

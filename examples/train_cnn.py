@@ -13,6 +13,7 @@ Electricity Maps 2022 data); without an NVIDIA GPU the GPU is SIMULATED, and the
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,6 +24,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from caftm.checkpoint import ResumableSampler
 from caftm.control import ControllerConfig
+from caftm.errors import CaftmError
 from caftm.integrations import Outcome
 from caftm.integrations.torch import CarbonAwareTraining
 
@@ -118,4 +120,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except CaftmError as error:  # bad input or a failed save: one line, exit code 2
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
