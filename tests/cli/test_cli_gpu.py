@@ -141,3 +141,50 @@ def test_the_installed_command_runs(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "SIMULATED" in done.stdout
+
+
+@pytest.mark.parametrize("name", ["sweep.txt", "sweep", "sweep.pdf"])
+def test_plot_must_name_a_png_before_any_work(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, name: str
+) -> None:
+    code, out, err = _run(
+        capsys, "profile", "--settings", "1980", "--steps", "2", "--plot", str(tmp_path / name)
+    )
+    assert code == 2
+    assert "--plot must name a .png file" in err and len(err.strip().splitlines()) == 1
+    assert "best clock" not in out  # refused before sweeping
+    assert list(tmp_path.iterdir()) == []  # nothing written, not even with a suffix added
+
+
+def test_plot_to_a_directory_or_an_unwritable_place_is_one_error_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    folder = tmp_path / "taken.png"
+    folder.mkdir()
+    code, out, err = _run(capsys, "profile", "--settings", "1980", "--steps", "2",
+                          "--plot", str(folder))  # fmt: skip
+    assert code == 2 and "is a directory" in err
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    code, out, err = _run(capsys, "profile", "--settings", "1980", "--steps", "2",
+                          "--plot", str(blocker / "x.png"))  # fmt: skip
+    assert code == 2
+    assert "cannot write --plot" in err and len(err.strip().splitlines()) == 1
+    assert "Traceback" not in out + err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["profile", "--steps", "1" + "0" * 400], "--steps must be in [1, 1000000]"),
+        (["profile", "--settings", "inf"], "inf is not a valid clock setting"),
+        (["profile", "--settings", "nan"], "nan is not a valid clock setting"),
+    ],
+)
+def test_absurd_steps_and_non_finite_settings_are_one_error_line(
+    capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    code, out, err = _run(capsys, *argv)
+    assert code == 2
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert "Traceback" not in err + out

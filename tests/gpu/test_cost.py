@@ -34,3 +34,9 @@ def test_step_cost_is_grams_per_step() -> None:
     assert step_cost(1.0, 3600.0, CostWeights(1.0, 1000.0, 0.0, 700.0)) == pytest.approx(1.0)
     # time only: priced at P_ref on CI_ref
     assert step_cost(2.0, 100.0, CostWeights(0.0, 50.0, 360.0, 500.0)) == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("ref_power", [float("inf"), float("nan"), -1.0])
+def test_reference_power_must_be_finite_and_positive(ref_power: float) -> None:
+    with pytest.raises(ConfigError, match="ref_power_w"):
+        CostWeights(0.5, 300.0, 300.0, ref_power)

@@ -51,3 +51,16 @@ def test_sweep_measures_every_setting_and_resets(tmp_path) -> None:
     with pytest.raises(DeviceError, match="unknown GPU index"):
         sweep(backend, 2, KnobKind.CLOCK, 5)
     assert backend.get(0, KnobKind.POWER) == 700.0
+
+
+@pytest.mark.parametrize("time_s", [0.0, float("nan"), float("inf")])
+def test_exhaustive_rejects_windows_without_a_usable_time(time_s: float) -> None:
+    from caftm.gpu.base import Measurement
+
+    weights = CostWeights(0.5, 300.0, 300.0, 700.0)
+
+    def measure(setting: float, steps: int) -> Measurement:
+        return Measurement(KnobKind.CLOCK, setting, steps, time_s, 10.0)
+
+    with pytest.raises(ConfigError, match="finite time > 0 s"):
+        exhaustive_search(measure, [1980.0, 990.0], weights, 5)

@@ -311,3 +311,46 @@ def test_stale_lock_is_undone_even_when_the_backend_cannot_read_it(
     blind = ClockBlindBackend(state_path=tmp_path / "device.json")
     assert recover_stale(blind, state_dir) == 1
     assert _device_clock(tmp_path) is None
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_values_are_refused_even_with_snap(state_dir: Path, value: float) -> None:
+    backend = CountingBackend()
+    with knob_session(backend, [0], CLOCK, state_dir=state_dir) as knob:
+        for snap in (False, True):
+            with pytest.raises(DeviceError, match="not a valid clock setting"):
+                knob.set(value, snap=snap)
+    assert backend.writes == []
+
+
+def test_unwritable_state_dir_is_a_device_error_and_nothing_is_set(tmp_path: Path) -> None:
+    backend = CountingBackend()
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with (
+        knob_session(backend, [0], CLOCK, state_dir=blocker) as knob,
+        pytest.raises(DeviceError, match="cannot write the knob state file"),
+    ):
+        knob.set(1410)
+    assert backend.writes == [] and backend.get(0, CLOCK) is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[1, 2]",
+        '{"host": "%s", "backend": "simulated", "pid": 999999999, "kind": "clock", '
+        '"originals": [{"index": 0, "value": "fast"}]}',
+    ],
+)
+def test_malformed_stale_state_files_are_skipped(state_dir: Path, text: str) -> None:
+    import socket
+
+    state_dir.mkdir(parents=True)
+    bad = state_dir / "knob-simulated-clock-1-bad.json"
+    bad.write_text(text.replace("%s", socket.gethostname()))
+    backend = CountingBackend()
+    assert recover_stale(backend, state_dir) == 0
+    with knob_session(backend, [0], CLOCK, state_dir=state_dir) as knob:  # start() recovers too
+        knob.set(1410)
+    assert backend.get(0, CLOCK) is None and bad.exists()

@@ -94,3 +94,10 @@ def test_normalised_residual_flags_a_profile_the_model_cannot_explain() -> None:
     prior = default_prior(KnobKind.POWER, 250.0, windows[-1])
     bumpy = fit_model(windows, prior, noise_rel=0.01)
     assert bumpy.normalised_rms > 2.0
+
+
+@pytest.mark.parametrize("time_s", [float("nan"), float("inf")])
+def test_fit_rejects_non_finite_windows(time_s: float) -> None:
+    prior = default_prior(KnobKind.CLOCK, 1980.0)
+    with pytest.raises(ConfigError, match="finite"):
+        fit_model([Measurement(KnobKind.CLOCK, 1980.0, 20, time_s, 300.0)], prior)

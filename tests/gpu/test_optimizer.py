@@ -234,3 +234,38 @@ def test_screening_works_with_fixed_windows_and_bad_screen_args_are_errors() -> 
     for bad in ({"sweep_steps": 0}, {"screen_kappa": 0.0}, {"max_profiling_steps": 0}):
         with pytest.raises(ConfigError):
             OnlineOptimizer(settings, POWER, _weights(), **bad)  # type: ignore[arg-type]
+
+
+def test_zero_slowdown_on_many_power_limits_settles_without_a_scipy_error() -> None:
+    # the measured time at the largest limit is below the model's: no root to bracket
+    backend = SimulatedBackend("resnet50", noise_rel=0.01, seed=0)
+    settings = backend.supported(0, POWER)
+    assert len(settings) > 12  # model-based, not screening
+    opt = OnlineOptimizer(settings, POWER, _weights(eta=0.5, max_slowdown=0.0))
+    _drive(opt, backend, POWER)
+    t_max, _ = backend.true_step_at(POWER, max(settings))
+    t_best, _ = backend.true_step_at(POWER, opt.best())
+    assert opt.settled and t_best <= t_max * 1.001
+
+
+@pytest.mark.parametrize("settings", [[float("nan"), 1000.0], [1000.0, float("inf")]])
+def test_non_finite_settings_are_refused(settings: list[float]) -> None:
+    with pytest.raises(ConfigError, match="finite"):
+        OnlineOptimizer(settings, CLOCK, _weights())
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"drift_tolerance": float("nan")}, {"stop_gain": -1.0}, {"stop_gain": float("nan")}],
+)
+def test_nan_and_negative_tuning_arguments_are_refused(kwargs: dict[str, float]) -> None:
+    with pytest.raises(ConfigError):
+        OnlineOptimizer([1000.0, 1980.0], CLOCK, _weights(), **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("time_s", "energy_j"), [(float("nan"), 30.0), (float("inf"), 30.0)])
+def test_non_finite_windows_are_refused_at_observe(time_s: float, energy_j: float) -> None:
+    opt = OnlineOptimizer([float(s) for s in range(345, 1981, 15)], CLOCK, _weights())
+    with pytest.raises(ConfigError, match="finite positive time"):
+        opt.observe(Measurement(CLOCK, 1980.0, 20, time_s, energy_j))
+    assert opt.best() == 1980.0 and opt.next_probe() == 1980.0  # nothing was recorded

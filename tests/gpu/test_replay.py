@@ -96,3 +96,30 @@ def test_malformed_trace_is_a_data_error(tmp_path: Path, text: str, match: str) 
 def test_missing_trace_is_a_data_error(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="cannot read"):
         ReplayBackend(path=tmp_path / "absent.csv")
+
+
+_HEADER = "dataset,network,batch_size,optimizer,power_limit,time_per_epoch,average_power\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        (_HEADER + "d,n,8,sgd,inf,10,90\nd,n,8,sgd,150,8,140\n", "line 2.*finite"),
+        (_HEADER + "d,n,8,sgd,100,10,90\nd,n,8,sgd,150,8,inf\n", "line 3.*finite"),
+        (_HEADER + "d,n,-8,sgd,100,10,90\n", "line 2.*positive"),
+        (_HEADER + "d,n,8,sgd,100,10\n", "line 2: too few fields"),
+        (_HEADER + "d,n,8,sgd,100,10," + "9" * 200_000 + "\n", "line 2: malformed CSV"),
+    ],
+)
+def test_more_malformed_traces_are_data_errors(tmp_path: Path, text: str, match: str) -> None:
+    path = tmp_path / "power_bad.csv"
+    path.write_text(text)
+    with pytest.raises(DataError, match=match):
+        load_traces(path)
+
+
+def test_binary_trace_is_a_data_error(tmp_path: Path) -> None:
+    path = tmp_path / "power_bad.csv"
+    path.write_bytes(b"\xff\xfe\x00\x01garbage")
+    with pytest.raises(DataError, match="not a UTF-8 CSV"):
+        load_traces(path)

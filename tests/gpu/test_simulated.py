@@ -101,3 +101,23 @@ def test_corrupt_state_file_is_a_clear_error(tmp_path: Path) -> None:
     state.write_text("{not json")
     with pytest.raises(DeviceError, match="unreadable"):
         SimulatedBackend(state_path=state)
+
+
+def test_absurd_step_counts_and_seeds_are_config_errors() -> None:
+    backend = SimulatedBackend()
+    with pytest.raises(ConfigError, match="steps must be in"):
+        backend.run_steps(0, 10**400)
+    assert backend.now_s() == 0.0
+    with pytest.raises(ConfigError, match="seed"):
+        SimulatedBackend(seed=-1)
+    with pytest.raises(ConfigError, match="seed"):
+        backend.reseed(-3)
+    backend.reseed(np.int64(5))  # numpy integers are fine
+
+
+def test_unwritable_state_file_is_a_device_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    backend = SimulatedBackend(state_path=blocker / "gpu.json")
+    with pytest.raises(DeviceError, match="cannot write simulated GPU state file"):
+        backend.set(0, CLOCK, 1200)

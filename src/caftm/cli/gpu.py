@@ -21,6 +21,8 @@ from caftm.gpu.base import DeviceInfo, GpuBackend, KnobKind, Measurement
 
 #: Reference intensity CI_ref of the cost's time term when none is given, gCO2eq/kWh.
 DEFAULT_REF_INTENSITY_G_PER_KWH = 300.0
+#: Most ``--steps`` per setting ``profile`` accepts (Zeus uses 50).
+MAX_PROFILE_STEPS = 1_000_000
 _LABELS = {KnobKind.CLOCK: "SM clock (MHz)", KnobKind.POWER: "power limit (W)"}
 
 gpu_app = typer.Typer(
@@ -145,9 +147,21 @@ def _plot(
         ax.set_xlabel(_LABELS[knob])
     fig.suptitle(title)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110, format="png")
+    except OSError as e:
+        raise ConfigError(f"cannot write --plot {path}: {e.strerror or e}") from e
+    finally:
+        plt.close(fig)
+
+
+def _check_plot_path(path: Path) -> None:
+    """ConfigError unless ``path`` can name the PNG (checked before any work is done)."""
+    if path.suffix.lower() != ".png":
+        raise ConfigError(f"--plot must name a .png file, got {str(path)!r}")
+    if path.is_dir():
+        raise ConfigError(f"--plot {path} is a directory: name a .png file")
 
 
 @gpu_app.command("profile")
@@ -185,8 +199,10 @@ def profile_command(
         wanted_knob = KnobKind(knob_name) if knob_name is not None else None
     except ValueError as e:
         raise ConfigError(f"unknown --knob {knob_name!r}: use clock or power") from e
-    if steps < 1:
-        raise ConfigError(f"--steps must be >= 1, got {steps}")
+    if not 1 <= steps <= MAX_PROFILE_STEPS:
+        raise ConfigError(f"--steps must be in [1, {MAX_PROFILE_STEPS}], got {steps}")
+    if plot is not None:
+        _check_plot_path(plot)
     backend = _open_backend(backend_name, workload)
     info = backend.info(gpu)
     # replayed traces have power limits only: without --knob, sweep what the GPU offers

@@ -45,8 +45,8 @@ class CostWeights:
         max_slowdown: optional constraint T(s) ≤ (1 + max_slowdown) · T(s_max); None = no limit.
 
     Raises:
-        ConfigError: η outside [0, 1], an intensity outside [0, 2500], P_ref ≤ 0 or a negative
-            max_slowdown.
+        ConfigError: η outside [0, 1], an intensity outside [0, 2500], P_ref not finite and > 0,
+            or a negative max_slowdown.
     """
 
     eta: float
@@ -67,8 +67,10 @@ class CostWeights:
                     f"cost weight {name} must be in [0, {MAX_INTENSITY_G_PER_KWH:g}] gCO2eq/kWh, "
                     f"got {value}"
                 )
-        if not self.ref_power_w > 0.0:
-            raise ConfigError(f"cost weight ref_power_w must be > 0 W, got {self.ref_power_w}")
+        if not 0.0 < self.ref_power_w < np.inf:
+            raise ConfigError(
+                f"cost weight ref_power_w must be a finite power > 0 W, got {self.ref_power_w}"
+            )
         if self.max_slowdown is not None and not self.max_slowdown >= 0.0:
             raise ConfigError(
                 f"max_slowdown must be >= 0 (e.g. 0.1 = 10%), got {self.max_slowdown}"

@@ -6,6 +6,7 @@ Used by ``caftm gpu profile`` (:func:`sweep`) and as the comparison in ``bench/o
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -51,7 +52,8 @@ def exhaustive_search(
     setting) are skipped when choosing.
 
     Raises:
-        ConfigError: no settings or ``steps_per_setting`` < 1.
+        ConfigError: no settings, ``steps_per_setting`` < 1, or a window with a non-positive or
+            non-finite time (or a negative or non-finite energy).
     """
     if not settings:
         raise ConfigError("exhaustive_search needs at least one setting")
@@ -59,6 +61,12 @@ def exhaustive_search(
         raise ConfigError(f"steps_per_setting must be >= 1, got {steps_per_setting}")
     ordered = sorted({float(s) for s in settings}, reverse=True)
     measurements = tuple(measure(s, steps_per_setting) for s in ordered)
+    for m in measurements:
+        if m.steps < 1 or not (0 < m.time_s < math.inf and 0 <= m.energy_j < math.inf):
+            raise ConfigError(
+                f"window at {m.setting:g} needs steps >= 1, a finite time > 0 s and a finite "
+                f"energy >= 0 J; got {m.steps} steps, {m.time_s} s, {m.energy_j} J"
+            )
     costs = {m.setting: step_cost(m.step_time_s, m.avg_power_w, weights) for m in measurements}
     allowed = list(costs)
     if weights.max_slowdown is not None:

@@ -15,6 +15,7 @@ import atexit
 import contextlib
 import json
 import logging
+import math
 import os
 import signal
 import socket
@@ -108,13 +109,20 @@ def recover_stale(
     for path in sorted(directory.glob("knob-*.json")):
         try:
             state = json.loads(path.read_text())
+            if not isinstance(state, dict):
+                raise TypeError(f"expected a JSON object, got {type(state).__name__}")
             if state.get("host") != host or state.get("backend") != backend.name:
                 continue
             if _alive(int(state["pid"]), state.get("pid_start")):
                 continue
             kind = KnobKind(state["kind"])
             originals = [
-                (int(o["index"]), o.get("device_key"), o["value"]) for o in state["originals"]
+                (
+                    int(o["index"]),
+                    o.get("device_key"),
+                    None if o["value"] is None else float(o["value"]),
+                )
+                for o in state["originals"]
             ]
         except (OSError, ValueError, KeyError, TypeError) as e:
             log.warning("ignoring unreadable knob state file %s: %s", path, e)
@@ -144,7 +152,7 @@ def recover_stale(
                 path.name,
             )
             try:
-                _apply(backend, target, kind, None if value is None else float(value), force=True)
+                _apply(backend, target, kind, value, force=True)
             except DeviceError as e:
                 failed = True
                 log.warning(
@@ -253,6 +261,11 @@ class GpuKnob:
 
     def check(self, value: float, *, snap: bool = False) -> float:
         """The supported value to apply for ``value``; DeviceError unless supported or ``snap``."""
+        if not math.isfinite(value):
+            raise DeviceError(
+                f"{value} is not a valid {self.kind.value} setting: give a finite number in "
+                f"{self.kind.unit}"
+            )
         values = self.supported()
         if not values:
             raise DeviceError(
@@ -333,7 +346,6 @@ class GpuKnob:
         """Record the originals atomically, once, before the first change."""
         if self._state_path is not None or self._originals is None:
             return
-        self.state_dir.mkdir(parents=True, exist_ok=True)
         pid = os.getpid()
         state: dict[str, Any] = {
             "version": _STATE_VERSION,
@@ -352,7 +364,13 @@ class GpuKnob:
             self.state_dir
             / f"knob-{self.backend.name}-{self.kind.value}-{pid}-{uuid.uuid4().hex[:8]}.json"
         )
-        atomic_write_json(path, state, indent=1)
+        try:
+            atomic_write_json(path, state, indent=1)  # creates the directory
+        except OSError as e:
+            raise DeviceError(
+                f"cannot write the knob state file in {self.state_dir} ({e.strerror or e}); "
+                "set CAFTM_KNOB_STATE_DIR to a writable directory"
+            ) from e
         self._state_path = path
 
 

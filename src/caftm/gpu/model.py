@@ -227,8 +227,10 @@ def fit_model(
     for m in measurements:
         if m.knob is not centre.knob:
             raise ConfigError(f"measurement of knob {m.knob} given to a {centre.knob} model")
-        if m.steps <= 0 or m.time_s <= 0 or m.energy_j <= 0:
-            raise ConfigError(f"measurement at {m.setting} has non-positive steps/time/energy")
+        if m.steps <= 0 or not (0 < m.time_s < np.inf and 0 < m.energy_j < np.inf):
+            raise ConfigError(
+                f"measurement at {m.setting} needs positive steps and finite positive time/energy"
+            )
     settings = np.array([m.setting for m in measurements], dtype=float)
     log_t = np.log([m.step_time_s for m in measurements])
     log_p = np.log([m.avg_power_w for m in measurements])

@@ -135,15 +135,19 @@ class OnlineOptimizer:
         values = sorted({float(s) for s in settings})
         if not values:
             raise ConfigError("OnlineOptimizer needs at least one supported setting")
-        if values[0] <= 0:
-            raise ConfigError(f"settings must be positive (MHz or W), got {values[0]}")
+        bad = [v for v in values if not 0 < v < math.inf]
+        if bad:
+            raise ConfigError(f"settings must be positive finite numbers (MHz or W), got {bad[0]}")
         if steps_per_probe < 1 or max_probes < 1:
             raise ConfigError("steps_per_probe and max_probes must be >= 1")
-        if reoptimize_ci_fraction < 0 or drift_tolerance <= 0 or noise_rel <= 0:
+        # written as `not x > 0` so that NaN fails too
+        if not (reoptimize_ci_fraction >= 0 and drift_tolerance > 0 and noise_rel > 0):
             raise ConfigError("reoptimize_ci_fraction >= 0, drift_tolerance > 0, noise_rel > 0")
+        if not stop_gain >= 0:
+            raise ConfigError(f"stop_gain must be >= 0, got {stop_gain}")
         if sweep_steps is not None and sweep_steps < 1:
             raise ConfigError(f"sweep_steps must be >= 1, got {sweep_steps}")
-        if screen_kappa <= 0 or screen_tolerance <= 0:
+        if not (screen_kappa > 0 and screen_tolerance > 0):
             raise ConfigError("screen_kappa and screen_tolerance must be > 0")
         if max_profiling_steps is not None and max_profiling_steps < 1:
             raise ConfigError(f"max_profiling_steps must be >= 1, got {max_profiling_steps}")
@@ -321,8 +325,11 @@ class OnlineOptimizer:
     def _add(self, m: Measurement) -> None:
         if m.knob is not self.knob:
             raise ConfigError(f"window of knob {m.knob} fed to a {self.knob} optimiser")
-        if m.steps < 1 or m.time_s <= 0 or m.energy_j <= 0:
-            raise ConfigError(f"window at {m.setting} has non-positive steps/time/energy")
+        if m.steps < 1 or not (0 < m.time_s < math.inf and 0 < m.energy_j < math.inf):
+            raise ConfigError(
+                f"window at {m.setting} needs steps >= 1 and finite positive time and energy, got "
+                f"{m.steps} steps, {m.time_s} s, {m.energy_j} J"
+            )
         key = float(m.setting)
         self._noise.add(key, m.steps, m.time_s, m.energy_j)
         old = self._buckets.get(key)
@@ -417,7 +424,9 @@ class OnlineOptimizer:
         lo = float(self.settings[0])
         if self._weights.max_slowdown is not None:
             bound = (1.0 + self._weights.max_slowdown) * float(t_est[-1])
-            if float(step_time_s(params, lo)) > bound:
+            if float(step_time_s(params, s_max)) >= bound:
+                lo = s_max  # the model is slower than the measured bound even at s_max
+            elif float(step_time_s(params, lo)) > bound:
                 lo = float(brentq(lambda x: float(step_time_s(params, x)) - bound, lo, s_max))
         if lo < s_max:
             res = minimize_scalar(

@@ -110,6 +110,8 @@ def load_traces(path: Path) -> dict[str, ReplayWorkload]:
         text = path.read_text()
     except OSError as e:
         raise DataError(f"cannot read replay trace {path}: {e}; set CAFTM_SHARED_DATA") from e
+    except UnicodeDecodeError as e:
+        raise DataError(f"replay trace {path} is not a UTF-8 CSV text file ({e})") from e
     reader = csv.DictReader(text.splitlines())
     missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
     if missing:
@@ -119,19 +121,29 @@ def load_traces(path: Path) -> dict[str, ReplayWorkload]:
     rows: dict[tuple[str, str, int, str], dict[float, list[tuple[float, float]]]] = defaultdict(
         lambda: defaultdict(list)
     )
-    for line, row in enumerate(reader, start=2):
-        try:
-            ident = (row["dataset"], row["network"], int(row["batch_size"]), row["optimizer"])
-            limit, epoch_s, power = (
-                float(row["power_limit"]),
-                float(row["time_per_epoch"]),
-                float(row["average_power"]),
-            )
-        except (TypeError, ValueError) as e:
-            raise DataError(f"replay trace {path} line {line}: bad value ({e})") from e
-        if not (limit > 0 and epoch_s > 0 and power > 0) or not all(ident):
-            raise DataError(f"replay trace {path} line {line}: values must be positive and named")
-        rows[ident][limit].append((epoch_s, power))
+    try:
+        for row in reader:
+            line = reader.line_num
+            if any(row.get(c) is None for c in REQUIRED_COLUMNS):
+                raise DataError(f"replay trace {path} line {line}: too few fields")
+            try:
+                ident = (row["dataset"], row["network"], int(row["batch_size"]), row["optimizer"])
+                limit, epoch_s, power = (
+                    float(row["power_limit"]),
+                    float(row["time_per_epoch"]),
+                    float(row["average_power"]),
+                )
+            except ValueError as e:
+                raise DataError(f"replay trace {path} line {line}: bad value ({e})") from e
+            values = (limit, epoch_s, power)
+            if not all(0 < v < math.inf for v in values) or ident[2] < 1 or not all(ident):
+                raise DataError(
+                    f"replay trace {path} line {line}: values must be positive, finite and named"
+                )
+            rows[ident][limit].append((epoch_s, power))
+    except csv.Error as e:
+        line = reader.reader.line_num  # DictReader.line_num lags on errors
+        raise DataError(f"replay trace {path} line {line}: malformed CSV ({e})") from e
     if not rows:
         raise DataError(f"replay trace {path} has no data rows")
     gpu = _gpu_name(path)

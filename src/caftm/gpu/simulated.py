@@ -48,6 +48,8 @@ H100_CLOCKS_MHZ: tuple[int, ...] = tuple(range(1980, 344, -15))
 H100_POWER_LIMITS_W = (200.0, 700.0)
 #: Power of a simulated device that runs no steps (the probe saw 75–130 W idle), W.
 SIM_IDLE_POWER_W = 100.0
+#: Most steps one :meth:`VirtualGpuBackend.run_steps` call accepts (more is surely a mistake).
+MAX_RUN_STEPS = 10**9
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +93,7 @@ class VirtualGpuBackend(GpuBackend):
             raise ConfigError(f"noise_rel must be in [0, 0.5), got {noise_rel}")
         self._count = device_count
         self.noise_rel = noise_rel
-        self._rng = np.random.default_rng(seed)
+        self.reseed(seed)
         self._now_s = 0.0
         self._energy_j = [0.0] * device_count
 
@@ -129,7 +131,9 @@ class VirtualGpuBackend(GpuBackend):
         return self._now_s
 
     def reseed(self, seed: int) -> None:
-        """Restart the noise sequence from ``seed``."""
+        """Restart the noise sequence from ``seed`` (an integer >= 0)."""
+        if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+            raise ConfigError(f"noise seed must be an integer >= 0, got {seed!r}")
         self._rng = np.random.default_rng(seed)
 
     def _noise_factor(self, steps: int) -> float:
@@ -146,8 +150,8 @@ class VirtualGpuBackend(GpuBackend):
             them (other devices accrue their idle power over the same time).
         """
         self.check_index(index)
-        if steps < 1:
-            raise ConfigError(f"steps must be >= 1, got {steps}")
+        if not 1 <= steps <= MAX_RUN_STEPS:
+            raise ConfigError(f"steps must be in [1, {MAX_RUN_STEPS:,}], got {steps}")
         step_time, power = self.true_step(index)
         time_s = steps * step_time * self._noise_factor(steps)
         energy_j = time_s * power * self._noise_factor(steps)
@@ -228,7 +232,12 @@ class SimulatedBackend(VirtualGpuBackend):
             {"clock_mhz": c, "power_limit_w": p}
             for c, p in zip(self._clock_mhz, self._limit_w, strict=True)
         ]
-        atomic_write_json(self.state_path, {"simulated": True, "devices": devices})
+        try:
+            atomic_write_json(self.state_path, {"simulated": True, "devices": devices})
+        except OSError as e:
+            raise DeviceError(
+                f"cannot write simulated GPU state file {self.state_path} ({e.strerror or e})"
+            ) from e
 
     # -- contract ------------------------------------------------------------------------------
     def info(self, index: int) -> DeviceInfo:
