@@ -41,8 +41,9 @@ def test_three_interruptions_resume_bit_identical(tmp_path: Path) -> None:
     resumed_at.append(finish(child(store, "--final", str(tmp_path / "resumed.safetensors")), 0))
     assert finish(reference, 0) == 0
 
-    # crash: resume from the last periodic checkpoint; suspend: exactly where it stopped
-    expected = [0, stops[0] // EVERY * EVERY, stops[1], stops[2] // EVERY * EVERY]
+    # crash: resume from the newest checkpoint before it (periodic, or the suspend's own when
+    # no periodic one came after it); suspend: exactly where it stopped
+    expected = [0, stops[0] // EVERY * EVERY, stops[1], max(stops[1], stops[2] // EVERY * EVERY)]
     assert resumed_at == expected, f"seed {seed}, stops {stops}"
     assert_bit_identical(tmp_path / "reference.safetensors", tmp_path / "resumed.safetensors")
     assert len(list((tmp_path / "store").iterdir())) == 3  # keep_last

@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import signal
 from pathlib import Path
+from typing import Any
 
 import integ_scenario as sc
 import integ_workloads as wl
+import pytest
+import torch
 from integ_procs import assert_three_moves_bit_identical, spawn
 from torch_child import TOTAL_STEPS, run_segment
 
 from caftm.checkpoint import CheckpointStore
+from caftm.errors import ConfigError
+from caftm.integrations.torch import CarbonAwareTraining
 
 
 def test_three_moves_resume_bit_identical(tmp_path: Path) -> None:
@@ -63,3 +68,47 @@ def test_mismatched_params_are_detected() -> None:
         assert "head.bias" in str(e)
     else:
         raise AssertionError("a one-ulp difference went unnoticed")
+
+
+def _training(store_dir: Path, model: torch.nn.Module, **kwargs: Any) -> CarbonAwareTraining:
+    config = sc.make_config(store_dir, total_steps=TOTAL_STEPS)
+    controller, _ = sc.make_controller(config, sc.make_trace(), sc.VirtualClock())
+    return CarbonAwareTraining(
+        config, model=model, controller=controller, gpu=None, refresher_thread=False, **kwargs
+    )
+
+
+def test_step_and_save_outside_the_with_block_are_refused(tmp_path: Path) -> None:
+    """Before entering nothing is restored: a save then would overwrite real work."""
+    trained = torch.nn.Linear(2, 1)
+    with _training(tmp_path, trained) as caftm:
+        caftm.step()
+        caftm.save()
+    with pytest.raises(ConfigError, match=r"step\(\) called outside its `with` block"):
+        caftm.step()  # after the block: the controller is closed
+    assert caftm.steps_done == 1
+    fresh = _training(tmp_path, torch.nn.Linear(2, 1))
+    with pytest.raises(ConfigError, match=r"step\(\) called outside its `with` block"):
+        fresh.step()
+    with pytest.raises(ConfigError, match=r"save\(\) called outside its `with` block"):
+        fresh.save()
+    saved = CheckpointStore(tmp_path).load(1)["model"]
+    assert torch.equal(saved["weight"], trained.weight.detach())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"checkpoint_every_steps": 2.5}, "checkpoint_every_steps must be an integer"),
+        ({"checkpoint_every_steps": "5"}, "checkpoint_every_steps must be an integer"),
+        ({"stateful": [1]}, "stateful must be a dict"),
+        ({"store": "/tmp/somewhere"}, "store must be a CheckpointStore"),
+        ({"gpu": 0}, "gpu must be a GpuSetup"),
+    ],
+)
+def test_arguments_of_the_wrong_type_are_refused_up_front(
+    tmp_path: Path, kwargs: dict[str, Any], message: str
+) -> None:
+    config = sc.make_config(tmp_path, total_steps=TOTAL_STEPS)
+    with pytest.raises(ConfigError, match=message):
+        CarbonAwareTraining(config, model=torch.nn.Linear(2, 1), refresher_thread=False, **kwargs)

@@ -13,11 +13,11 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 from caftm.checkpoint.checksum import BLOCK_BYTES, TreeHasher, tree_sha256
-from caftm.errors import CheckpointError
+from caftm.errors import CheckpointError, ConfigError
 
 __all__ = ["Backend", "FsspecBackend", "LocalBackend", "open_backend"]
 
@@ -178,8 +178,12 @@ class LocalBackend(Backend):
             os.close(fd)
 
     def remove_file(self, path: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
+        try:
             os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            raise CheckpointError(f"cannot delete {path}: {_describe(e)}") from e
 
     def remove_dir(self, path: str) -> None:
         import shutil
@@ -278,21 +282,34 @@ def open_backend(
         filesystem: An fsspec filesystem instance to use with ``url`` as its path.
 
     Raises:
-        CheckpointError: The URL's protocol is unknown or its package is not installed.
+        ConfigError: ``url`` is not a non-empty path or URL, ``storage_options`` is not a
+            mapping, or ``filesystem`` is not an fsspec filesystem.
+        CheckpointError: The URL's protocol is unknown, its package is not installed, or its
+            filesystem cannot be opened.
     """
     import fsspec
     from fsspec.implementations.local import LocalFileSystem
 
-    text = os.fspath(url)
+    if not isinstance(url, str | os.PathLike) or not str(os.fspath(url)).strip():
+        raise ConfigError(f"checkpoint store URL must be a non-empty path or URL, got {url!r}")
+    text = str(os.fspath(url))
     if filesystem is not None:
+        if not isinstance(filesystem, fsspec.AbstractFileSystem):
+            raise ConfigError(
+                f"filesystem must be an fsspec filesystem, got {type(filesystem).__qualname__}"
+            )
         if isinstance(filesystem, LocalFileSystem):
             return LocalBackend(filesystem._strip_protocol(text))
         return FsspecBackend(filesystem, filesystem._strip_protocol(text))
+    if storage_options is not None and not isinstance(storage_options, Mapping):
+        raise ConfigError(
+            f"storage_options must be a dict, got {type(storage_options).__qualname__}"
+        )
     try:
         fs, path = fsspec.core.url_to_fs(text, **(storage_options or {}))
-    except (ImportError, ValueError) as e:
+    except Exception as e:  # any fsspec implementation's failure to start (OSError, TypeError)
         hint = " (pip install 'caftm[s3]')" if text.startswith("s3") else ""
-        raise CheckpointError(f"cannot open checkpoint store {text}: {e}{hint}") from e
+        raise CheckpointError(f"cannot open checkpoint store {text}: {_describe(e)}{hint}") from e
     if isinstance(fs, LocalFileSystem):
         return LocalBackend(path)
     return FsspecBackend(fs, path)

@@ -29,6 +29,7 @@ Note:
 from __future__ import annotations
 
 import logging
+import operator
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -40,6 +41,24 @@ from caftm.errors import CheckpointError, ConfigError
 __all__ = ["ResumableSampler"]
 
 logger = logging.getLogger(__name__)
+
+
+# torch.Generator.manual_seed takes [-2**63, 2**64); leave room for the epochs added to it
+_SEED_MIN, _SEED_MAX = -(2**63), 2**64 - 2**32
+
+
+def _as_int(name: str, value: Any) -> int:
+    """``value`` as a plain int (numpy integers too).
+
+    Raises:
+        ConfigError: It is not an integer.
+    """
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        return operator.index(value)
+    except TypeError:
+        raise ConfigError(f"{name} must be an integer, got {value!r}") from None
 
 
 class ResumableSampler(Sampler[int]):
@@ -55,7 +74,7 @@ class ResumableSampler(Sampler[int]):
         world_size: Number of processes sharing the dataset.
 
     Raises:
-        ConfigError: Invalid sizes or rank.
+        ConfigError: Sizes, rank or seed not integers, or out of range.
     """
 
     def __init__(
@@ -68,6 +87,11 @@ class ResumableSampler(Sampler[int]):
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
+        dataset_len = _as_int("dataset_len", dataset_len)
+        rank, world_size = _as_int("rank", rank), _as_int("world_size", world_size)
+        seed = _as_int("seed", seed)
+        if not _SEED_MIN <= seed <= _SEED_MAX:
+            raise ConfigError(f"seed must be in [{_SEED_MIN}, {_SEED_MAX}], got {seed}")
         if dataset_len < 0:
             raise ConfigError(f"dataset_len must be >= 0, got {dataset_len}")
         if world_size < 1 or not 0 <= rank < world_size:
@@ -125,14 +149,24 @@ class ResumableSampler(Sampler[int]):
         self._consumed = None
 
     def set_epoch(self, epoch: int) -> None:
-        """Select the epoch; keeps the mid-epoch position when ``epoch`` is the current one."""
+        """Select the epoch; keeps the mid-epoch position when ``epoch`` is the current one.
+
+        Raises:
+            ConfigError: ``epoch`` is not an integer.
+        """
+        epoch = _as_int("epoch", epoch)
         if epoch != self.epoch:
             self.epoch = epoch
             self._index = 0
             self._consumed = None
 
     def record_consumed(self, num_samples: int) -> None:
-        """Say how many samples of this epoch (this rank) training has used; see the note."""
+        """Say how many samples of this epoch (this rank) training has used; see the note.
+
+        Raises:
+            ConfigError: ``num_samples`` is not an integer in ``[0, num_samples]``.
+        """
+        num_samples = _as_int("num_samples", num_samples)
         if not 0 <= num_samples <= self.num_samples:
             raise ConfigError(f"num_samples must be in [0, {self.num_samples}], got {num_samples}")
         self._consumed = num_samples
@@ -166,6 +200,11 @@ class ResumableSampler(Sampler[int]):
             drop_last = bool(state["drop_last"])
         except (KeyError, TypeError, ValueError) as e:
             raise CheckpointError(f"invalid sampler state in checkpoint: {e}") from e
+        if epoch < 0 or index < 0 or saved_world_size < 1 or not _SEED_MIN <= seed <= _SEED_MAX:
+            raise CheckpointError(
+                f"invalid sampler state in checkpoint: epoch={epoch} index={index} "
+                f"world_size={saved_world_size} seed={seed}"
+            )
         if dataset_len != self.dataset_len:
             raise CheckpointError(
                 f"checkpoint's sampler was over {dataset_len} samples, this one over "

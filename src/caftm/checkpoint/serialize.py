@@ -37,6 +37,7 @@ __all__ = [
 ]
 
 TAG = "$t"
+_MAX_INT_BITS = 13_000  # about 3900 digits: JSON parsers refuse over 4300
 
 _SAFETENSORS_DTYPES: dict[torch.dtype, str] = {
     torch.float64: "F64",
@@ -92,7 +93,12 @@ def encode_tree(tree: Any, *, snapshot: bool = False) -> EncodedTree:
         CheckpointError: A value cannot be stored without pickling; the message names its path.
     """
     encoder = _Encoder(snapshot=snapshot)
-    structure = encoder.encode(tree, "state")
+    try:
+        structure = encoder.encode(tree, "state")
+    except RecursionError:
+        raise CheckpointError(
+            "cannot checkpoint the state: it is nested too deeply or contains itself"
+        ) from None
     return EncodedTree(structure=structure, tensors=encoder.tensors)
 
 
@@ -103,7 +109,10 @@ def decode_tree(structure: Any, tensors: Mapping[str, torch.Tensor]) -> Any:
         CheckpointError: The structure is malformed or refers to a tensor that is absent or
             whose dtype/shape differ from what the structure records.
     """
-    return _decode(structure, tensors, "state")
+    try:
+        return _decode(structure, tensors, "state")
+    except RecursionError:
+        raise CheckpointError("malformed checkpoint structure: nested too deeply") from None
 
 
 class _Encoder:
@@ -117,6 +126,8 @@ class _Encoder:
         if isinstance(value, np.ndarray | np.generic):  # before int/float: np.float64 is a float
             return _numpy(value, path)
         if isinstance(value, int):
+            if value.bit_length() > _MAX_INT_BITS:
+                raise CheckpointError(f"cannot checkpoint {path}: integer too large to store")
             return int(value)
         if isinstance(value, float):
             if value != value or value in (float("inf"), float("-inf")):
@@ -169,6 +180,8 @@ class _Encoder:
             raise CheckpointError(f"cannot checkpoint {path}: only dense tensors are supported")
         if value.dtype not in _SAFETENSORS_DTYPES:
             raise CheckpointError(f"cannot checkpoint {path}: dtype {value.dtype} not supported")
+        if value.is_meta:
+            raise CheckpointError(f"cannot checkpoint {path}: a meta tensor holds no data")
         tensor = value.detach()
         device = str(tensor.device)
         if self.snapshot and tensor.device.type == "cpu":
@@ -189,6 +202,8 @@ class _Encoder:
 def _numpy(value: np.ndarray[Any, Any] | np.generic, path: str) -> dict[str, Any]:
     if value.dtype.hasobject:
         raise CheckpointError(f"cannot checkpoint {path}: numpy object arrays need pickling")
+    if value.dtype.names is not None:  # dtype.str would drop the fields
+        raise CheckpointError(f"cannot checkpoint {path}: structured numpy dtype {value.dtype}")
     array = np.ascontiguousarray(value)
     payload = base64.b64encode(array.tobytes()).decode("ascii")
     if isinstance(value, np.generic):
@@ -234,7 +249,7 @@ def _decode(value: Any, tensors: Mapping[str, torch.Tensor], path: str) -> Any:
             return _TORCH_DTYPES_BY_NAME[value["v"]]
         if tag == "torch.device":
             return torch.device(value["v"])
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as e:
         raise CheckpointError(f"malformed checkpoint structure at {path} ({tag}): {e}") from e
     raise CheckpointError(f"malformed checkpoint structure at {path}: unknown tag {tag!r}")
 

@@ -21,7 +21,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 
 from caftm.checkpoint.rng import capture_rng_state, restore_rng_state
-from caftm.errors import CheckpointError
+from caftm.errors import CheckpointError, ConfigError
 
 __all__ = ["Stateful", "TrainingState"]
 
@@ -58,6 +58,10 @@ class TrainingState:
             tuples, dicts, ``None``. Restored in place: the same dict object is updated.
         rng: Capture and restore the global RNGs (python, numpy, torch CPU and CUDA).
         strict: Load the model with ``strict=True``.
+
+    Raises:
+        ConfigError: A component lacks ``state_dict``/``load_state_dict``, or ``stateful`` or
+            ``extra`` is not a dict.
     """
 
     model: torch.nn.Module | None = None
@@ -69,6 +73,16 @@ class TrainingState:
     extra: dict[str, Any] = field(default_factory=dict)
     rng: bool = True
     strict: bool = True
+
+    def __post_init__(self) -> None:
+        for name in _COMPONENTS:
+            _check_stateful(name, getattr(self, name), optional=True)
+        if not isinstance(self.stateful, dict):
+            raise ConfigError(f"stateful must be a dict, got {type(self.stateful).__qualname__}")
+        for name, obj in self.stateful.items():
+            _check_stateful(f"stateful[{name!r}]", obj, optional=False)
+        if not isinstance(self.extra, dict):
+            raise ConfigError(f"extra must be a dict, got {type(self.extra).__qualname__}")
 
     def capture(self, *, step: int) -> dict[str, Any]:
         """The current state as a tree; tensors are *references* to the live ones.
@@ -102,7 +116,8 @@ class TrainingState:
             The step counter stored in the tree.
 
         Raises:
-            CheckpointError: A part this state has is missing from the tree, or fails to load.
+            CheckpointError: A part this state has is missing from the tree, or fails to load
+                (an optimiser's state saved from another optimiser type included).
         """
         if not isinstance(tree.get("step"), int):
             raise CheckpointError(f"{where} holds no step counter")
@@ -116,6 +131,8 @@ class TrainingState:
                 continue
             self._load(name, component, self._part(tree, name, where), where)
         saved_stateful = tree.get("stateful", {})
+        if not isinstance(saved_stateful, Mapping):
+            raise CheckpointError(f"{where} holds a malformed 'stateful' (not a dict)")
         for name, obj in self.stateful.items():
             if name not in saved_stateful:
                 raise CheckpointError(f"{where} holds no state for stateful[{name!r}]")
@@ -132,9 +149,10 @@ class TrainingState:
     @staticmethod
     def _part(tree: Mapping[str, Any], name: str, where: str) -> Any:
         if name not in tree:
+            off = "False" if name == "rng" else "None"
             raise CheckpointError(
                 f"{where} holds no {name} state, but this TrainingState has a {name}; "
-                f"restore with {name}=None or from a checkpoint that includes it"
+                f"restore with {name}={off} or from a checkpoint that includes it"
             )
         return tree[name]
 
@@ -146,5 +164,38 @@ class TrainingState:
                 component.load_state_dict(state)
         except CheckpointError:
             raise
-        except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as e:
+        except KeyError as e:
+            raise CheckpointError(
+                f"cannot restore {name} from {where}: its saved state lacks {e} (saved from "
+                "another type or configuration?)"
+            ) from e
+        except (RuntimeError, ValueError, TypeError, IndexError, AttributeError) as e:
             raise CheckpointError(f"cannot restore {name} from {where}: {e}") from e
+        if isinstance(component, torch.optim.Optimizer):
+            _check_optimizer_groups(name, component, where)
+
+
+def _check_stateful(name: str, obj: Any, *, optional: bool) -> None:
+    if obj is None and optional:
+        return
+    if not callable(getattr(obj, "state_dict", None)) or not callable(
+        getattr(obj, "load_state_dict", None)
+    ):
+        raise ConfigError(
+            f"TrainingState {name} must have state_dict() and load_state_dict(), "
+            f"got {type(obj).__qualname__}"
+        )
+
+
+def _check_optimizer_groups(name: str, optimizer: torch.optim.Optimizer, where: str) -> None:
+    """Refuse a loaded state that lacks hyperparameters: it came from another optimiser type
+    (torch's ``load_state_dict`` accepts it, and the next ``step()`` raises a KeyError)."""
+    missing = sorted(
+        {key for group in optimizer.param_groups for key in optimizer.defaults if key not in group}
+    )
+    if missing:
+        raise CheckpointError(
+            f"cannot restore {name} from {where}: its saved parameter groups lack {missing}, "
+            f"which {type(optimizer).__name__} needs; the checkpoint was saved with another "
+            "optimizer type"
+        )

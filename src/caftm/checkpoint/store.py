@@ -30,6 +30,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import logging
+import operator
 import os
 import re
 import threading
@@ -144,7 +145,7 @@ class CheckpointStore:
         filesystem: An fsspec filesystem instance to use instead of resolving ``url``.
 
     Raises:
-        ConfigError: ``keep_last`` below 1.
+        ConfigError: ``keep_last`` is not an integer >= 1.
         CheckpointError: The URL's filesystem cannot be opened.
     """
 
@@ -156,8 +157,10 @@ class CheckpointStore:
         storage_options: dict[str, Any] | None = None,
         filesystem: Any = None,
     ) -> None:
-        if keep_last is not None and keep_last < 1:
-            raise ConfigError(f"keep_last must be >= 1 or None, got {keep_last}")
+        if keep_last is not None and (
+            not isinstance(keep_last, int) or isinstance(keep_last, bool) or keep_last < 1
+        ):
+            raise ConfigError(f"keep_last must be an integer >= 1 or None, got {keep_last!r}")
         self.keep_last = keep_last
         self._backend: Backend = open_backend(
             url, storage_options=storage_options, filesystem=filesystem
@@ -182,12 +185,13 @@ class CheckpointStore:
         asynchronous save first.
 
         Raises:
-            ConfigError: ``step`` is negative.
+            ConfigError: ``step`` is not an integer >= 0.
             CheckpointError: Storage failed (the path is named; earlier checkpoints are intact),
                 the state holds a value that cannot be stored, or an earlier asynchronous save
                 failed without anyone having seen its error.
         """
         self._settle_pending()
+        step = _step_number(step)
         return self._write(self._encode(state, step, snapshot=False), step)
 
     def save_async(self, state: TrainingState, *, step: int) -> SaveHandle:
@@ -197,12 +201,13 @@ class CheckpointStore:
         a second call first waits for the previous one.
 
         Raises:
-            ConfigError: ``step`` is negative.
+            ConfigError: ``step`` is not an integer >= 0.
             CheckpointError: The state cannot be stored, or the previous asynchronous save
                 failed (errors of the write itself surface from :meth:`SaveHandle.wait` or
                 from the next save).
         """
         self._settle_pending()
+        step = _step_number(step)  # checked here, not in the writer thread: raises at once
         encoded = self._encode(state, step, snapshot=True)
         handle = SaveHandle(step, self._get_executor().submit(self._write, encoded, step))
         self._pending = handle
@@ -267,8 +272,6 @@ class CheckpointStore:
 
     @staticmethod
     def _encode(state: TrainingState, step: int, *, snapshot: bool) -> EncodedTree:
-        if step < 0:  # checked here, not in the writer thread, so save_async raises at once
-            raise ConfigError(f"step must be >= 0, got {step}")
         return encode_tree(state.capture(step=step), snapshot=snapshot)
 
     def _write(self, encoded: EncodedTree, step: int) -> CheckpointInfo:
@@ -378,8 +381,10 @@ class CheckpointStore:
         """Check the checkpoint of ``step`` completely: manifest, sizes and sha256 of each file.
 
         Raises:
+            ConfigError: ``step`` is not an integer >= 0.
             CheckpointError: It is incomplete, of an unknown format, or a file was altered.
         """
+        step = _step_number(step)
         manifest = self._read_manifest(step)
         where = self._backend.url(self._step_dir(step))
         for entry in manifest.files:
@@ -417,9 +422,10 @@ class CheckpointStore:
         re-read from storage, and only then parsed.
 
         Raises:
+            ConfigError: ``checkpoint`` is not a CheckpointInfo or a step >= 0.
             CheckpointError: Incomplete, tampered, unreadable or malformed.
         """
-        step = checkpoint.step if isinstance(checkpoint, CheckpointInfo) else int(checkpoint)
+        step = _checkpoint_step(checkpoint)
         return self._load(step)[0]
 
     def _load(self, step: int) -> tuple[dict[str, Any], Manifest]:
@@ -439,7 +445,7 @@ class CheckpointStore:
             structure = state["tree"]
             if state.get("format_version") != FORMAT_VERSION:
                 raise CheckpointError(f"{where}/{STATE_NAME} has an unknown format version")
-        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
+        except (ValueError, KeyError, TypeError, RecursionError) as e:
             raise CheckpointError(f"{where}/{STATE_NAME} is malformed: {e}") from e
         tensors = load_tensor_file(payload.pop(TENSORS_NAME), name=f"{where}/{TENSORS_NAME}")
         tree = decode_tree(structure, tensors)
@@ -453,7 +459,7 @@ class CheckpointStore:
         Raises:
             CheckpointError: See :meth:`load` and :meth:`TrainingState.restore`.
         """
-        step = checkpoint.step if isinstance(checkpoint, CheckpointInfo) else int(checkpoint)
+        step = _checkpoint_step(checkpoint)
         tree = self.load(step)
         return state.restore(tree, where=self._backend.url(self._step_dir(step)))
 
@@ -526,6 +532,27 @@ class CheckpointStore:
                 logger.debug("pruned checkpoint directory %s", directory)
             except (OSError, CheckpointError) as e:
                 logger.warning("could not delete old checkpoint %s: %s", directory, e)
+
+
+def _checkpoint_step(checkpoint: CheckpointInfo | int) -> int:
+    return checkpoint.step if isinstance(checkpoint, CheckpointInfo) else _step_number(checkpoint)
+
+
+def _step_number(step: Any) -> int:
+    """``step`` as a plain int (numpy and torch integers too).
+
+    Raises:
+        ConfigError: Not an integer, or negative.
+    """
+    try:
+        if isinstance(step, bool):
+            raise TypeError
+        number = operator.index(step)
+    except TypeError:
+        raise ConfigError(f"step must be an integer >= 0, got {step!r}") from None
+    if number < 0:
+        raise ConfigError(f"step must be >= 0, got {number}")
+    return number
 
 
 def _caftm_version() -> str:

@@ -71,6 +71,9 @@ class CarbonAwareTraining:
         checkpoint_every_steps: also checkpoint every this many steps, so a crash loses at most
             that much work (asynchronously when ``config.checkpoint.async_save``); None: only
             when the controller suspends.
+
+    Raises:
+        ConfigError: An argument has the wrong type or value.
     """
 
     def __init__(
@@ -94,10 +97,11 @@ class CarbonAwareTraining:
         knob_state_dir: Path | None = None,
         checkpoint_every_steps: int | None = None,
     ) -> None:
-        if checkpoint_every_steps is not None and checkpoint_every_steps < 1:
-            raise ConfigError(f"checkpoint_every_steps must be >= 1, got {checkpoint_every_steps}")
+        _check_arguments(checkpoint_every_steps, stateful, store, gpu)
         self.checkpoint_every_steps = checkpoint_every_steps
         self._saved_step = -1
+        self._entered = False  # inside the with block: step() may run
+        self._restored = False  # save() may run (before the restore it would overwrite work)
         self.config = config
         self.rank, self.world_size = world()
         self.store = store or CheckpointStore(
@@ -181,6 +185,7 @@ class CarbonAwareTraining:
             self.rank,
             self.world_size,
         )
+        self._entered = self._restored = True
         return self
 
     def __exit__(
@@ -189,6 +194,7 @@ class CarbonAwareTraining:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self._entered = False
         self._loop_left_cleanly = exc_type is None  # no stop request: training is complete
         status = "failed" if exc_type is not None else self.outcome.value
         try:
@@ -203,7 +209,13 @@ class CarbonAwareTraining:
 
     # -- the step path -----------------------------------------------------------------------
     def step(self) -> None:
-        """Count one completed mini-batch; checkpoint and stop when the controller says so."""
+        """Count one completed mini-batch; checkpoint and stop when the controller says so.
+
+        Raises:
+            ConfigError: Called outside the ``with`` block.
+        """
+        if not self._entered:
+            self._refuse("step")
         if self.stop_request is not None:
             return
         self.steps_done += 1
@@ -220,10 +232,23 @@ class CarbonAwareTraining:
             self._saved_step = self.steps_done
 
     def save(self) -> None:
-        """Save a complete checkpoint of the current step now (every rank, in DDP)."""
+        """Save a complete checkpoint of the current step now (every rank, in DDP).
+
+        Raises:
+            ConfigError: Called before entering the ``with`` block (nothing restored yet).
+        """
+        if not self._restored:
+            self._refuse("save")
         if self.steps_done != self._saved_step:
             self.store.save(self.state, step=self.steps_done)
             self._saved_step = self.steps_done
+
+    @staticmethod
+    def _refuse(method: str) -> None:
+        raise ConfigError(
+            f"CarbonAwareTraining.{method}() called outside its `with` block; "
+            "use `with CarbonAwareTraining(...) as caftm:` and call it inside"
+        )
 
     # -- what the loop reads -----------------------------------------------------------------
     @property
@@ -251,6 +276,28 @@ class CarbonAwareTraining:
     def simulated_gpu(self) -> bool:
         """True when the GPU is SIMULATED (no NVIDIA GPU here)."""
         return self.gpu is not None and self.gpu.simulated
+
+
+def _check_arguments(every: Any, stateful: Any, store: Any, gpu: Any) -> None:
+    """Refuse arguments of the wrong type up front, not deep inside the first step.
+
+    Raises:
+        ConfigError: One of them has the wrong type or value.
+    """
+    if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
+        raise ConfigError(f"checkpoint_every_steps must be an integer >= 1, got {every!r}")
+    if stateful is not None and not isinstance(stateful, dict):
+        raise ConfigError(f"stateful must be a dict, got {type(stateful).__qualname__}")
+    if store is not None and not isinstance(store, CheckpointStore):
+        raise ConfigError(
+            f"store must be a CheckpointStore, got {type(store).__qualname__} "
+            "(a path or URL goes in config.checkpoint.url, or CheckpointStore(url))"
+        )
+    if gpu is not None and not isinstance(gpu, GpuSetup | GpuBackend | str):
+        raise ConfigError(
+            "gpu must be a GpuSetup, a GpuBackend, a backend name or None, "
+            f"got {type(gpu).__qualname__}"
+        )
 
 
 def _rank_url(url: str, rank: int, world_size: int) -> str:
