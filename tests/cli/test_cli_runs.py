@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -112,3 +113,31 @@ def test_registered_on_the_caftm_command(
     monkeypatch.setattr(console, "width", 200)
     assert run_app(caftm_app, ["events", "feedbeef0001", "--db", str(ledger_path)]) == 0
     assert "intensity 512 ≥ θ 400 g/kWh" in capsys.readouterr().out
+
+
+def test_a_directory_or_foreign_sqlite_as_db_is_one_error_line(
+    app: typer.Typer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    assert run_app(app, ["runs", "--db", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert "is a directory" in err and "Traceback" not in err
+    foreign = tmp_path / "app.sqlite"
+    with sqlite3.connect(foreign) as db:
+        db.execute("CREATE TABLE runs (x INTEGER)")
+    db.close()
+    assert run_app(app, ["events", "abc", "--db", str(foreign)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "is not a caftm ledger" in err
+    with sqlite3.connect(foreign) as db:  # left as it was: no ledger tables added
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+    db.close()
+    assert tables == {"runs"}
+
+
+def test_events_prefix_is_case_sensitive(
+    app: typer.Typer, ledger_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run_app(app, ["events", "FEED", "--db", str(ledger_path)]) == 2
+    assert "no run 'FEED'" in capsys.readouterr().err

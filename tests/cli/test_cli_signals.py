@@ -214,3 +214,47 @@ def test_demo_through_the_installed_script() -> None:
         # "now" is this hour's synthetic value: within the zone's generated yearly range.
         year = source.year_values(zone, datetime.now(UTC).year)
         assert year.min() - 1 <= now <= year.max() + 1, line
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["now", "-z", "FR", "--at", "0001-01-01T00:00+01:00"],
+            "--at 0001-01-01T00:00:00+01:00 is outside the years 1..9999",
+        ),
+        (
+            ["forecast", "-z", "FR", "--at", "9999-12-31T20:00Z"],
+            "--at 9999-12-31T20:00Z plus 24 h runs past the year 9999",
+        ),
+        (
+            ["history", "-z", "FR", "--start", "0022-01-01T00:00Z", "--end", "2022-01-01T00:00Z"],
+            "ask for at most 36525 days at once",
+        ),
+        (
+            ["now", "-z", "FR", "-p", "electricitymaps", "--timeout", "nan"],
+            "--timeout must be > 0 and <= 3600 seconds",
+        ),
+        (
+            ["now", "-z", "FR", "-p", "electricitymaps", "--timeout", "inf", "--fallback"],
+            "--timeout must be > 0 and <= 3600 seconds",
+        ),
+        (["now", "-z", "FR", "--at", "2022-01-01"], "(e.g. 2022-01-01T00:00Z)"),
+    ],
+)
+def test_absurd_times_and_timeouts_are_one_error_line(
+    cli: Cli, args: list[str], message: str
+) -> None:
+    result = cli("intensity", *args)
+    assert result.code == 2
+    assert result.err.count("error:") == 1 and message in result.err, result.err
+    assert "Traceback" not in result.text
+
+
+def test_bad_trace_files_are_one_error_line(cli: Cli, tmp_path: Path) -> None:
+    header_only = tmp_path / "header.csv"
+    header_only.write_text("datetime_utc,FR\n")
+    for trace, message in ((header_only, "header.csv: no data rows"), (tmp_path, "directory")):
+        result = cli("intensity", "now", "-z", "FR", "-p", "trace", "--trace", str(trace))
+        assert result.code == 2 and message in result.err, result.err
+        assert "Traceback" not in result.text

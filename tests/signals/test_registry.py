@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,8 @@ import pytest
 import caftm.signals as signals
 from caftm.errors import AuthError, ConfigError
 from caftm.signals import registry
+from caftm.signals.base import Basis, Kind, Reading, utcnow
+from caftm.signals.cache import ReadingCache
 from caftm.signals.chain import FallbackChain
 from caftm.signals.electricitymaps import ElectricityMapsSource
 from caftm.signals.profiles import ProfileSource
@@ -136,3 +139,20 @@ def test_trace_by_path_takes_the_name_as_source_class_does(tmp_path: Path) -> No
     source = registry.get_source(" Trace", path=path)
     assert source.zones() == ["DE"]
     assert registry.fallback_source("TRACE", path=path).zones() == ["DE"]
+
+
+def test_missing_key_chain_answers_from_the_providers_cache(no_keys: None, tmp_path: Path) -> None:
+    cache_path = tmp_path / "cache" / "signals.sqlite"
+    hour = utcnow().replace(minute=0, second=0, microsecond=0)
+    observed = [
+        Reading("DE", hour - timedelta(hours=h), 321.0, Basis.LIFECYCLE, Kind.MEASURED, "em")
+        for h in range(3)
+    ]
+    ReadingCache(cache_path).put(observed, source="electricitymaps")
+    chain = registry.fallback_source("electricitymaps", cache_path=cache_path)
+    assert isinstance(chain, FallbackChain) and chain.live is None
+    reading = chain.intensity("DE")
+    assert (reading.source, reading.intensity_g_per_kwh) == ("cache:electricitymaps", 321.0)
+    history = chain.history("DE", hour - timedelta(hours=2), hour + timedelta(hours=1))
+    assert {r.source for r in history} == {"cache:electricitymaps"} and len(history) == 3
+    chain.close()

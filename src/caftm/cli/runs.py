@@ -27,7 +27,7 @@ DbOption = Annotated[
 
 def _open(db: Path | None) -> Ledger:
     path = db if db is not None else default_ledger_path()
-    if not path.is_file():
+    if not path.exists():  # a directory or a foreign file is refused by Ledger
         raise ConfigError(
             f"no ledger at {path}; a run with a ledger creates it (or pass --db / set CAFTM_LEDGER)"
         )

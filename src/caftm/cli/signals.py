@@ -6,9 +6,10 @@ result; any :class:`~caftm.errors.CaftmError` becomes one error line and exit co
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -33,6 +34,10 @@ from caftm.signals.base import IntensitySource, Reading, as_utc
 
 #: Longest forecast horizon the CLI accepts, hours.
 MAX_FORECAST_HOURS = 240
+#: Longest --start..--end range of ``intensity history``.
+MAX_HISTORY = timedelta(days=36_525)
+#: Longest per-request timeout of a live provider, seconds.
+MAX_TIMEOUT_S = 3600.0
 _LOCAL_SOURCES = ("profile", "trace")
 
 ZoneOption = Annotated[
@@ -214,6 +219,11 @@ def history_command(
             f"--start {format_time(begin)} is not before --end {format_time(finish)} (UTC); "
             "swap them or widen the range"
         )
+    if finish - begin > MAX_HISTORY:
+        raise ConfigError(
+            f"--start {format_time(begin)} to --end {format_time(finish)} spans "
+            f"{(finish - begin).days} days; ask for at most {MAX_HISTORY.days} days at once"
+        )
     with _source(provider, trace, base_url, timeout, retries, fallback) as (name, source):
         grid_zone, label = _zone(zone, source, name)
         readings = source.history(grid_zone, begin, finish)
@@ -254,6 +264,8 @@ def forecast_command(
     if plot is not None:
         check_plot_path(plot)
     when = parse_time(at, option="--at") if at is not None else None
+    if when is not None and when > datetime.max.replace(tzinfo=UTC) - timedelta(hours=hours):
+        raise ConfigError(f"--at {at} plus {hours} h runs past the year 9999; pick an earlier time")
     with _source(provider, trace, base_url, timeout, retries, fallback) as (name, source):
         grid_zone, label = _zone(zone, source, name)
         try:
@@ -290,8 +302,13 @@ def parse_time(text: str, *, option: str) -> datetime:
             f"{option} {text!r} is not an ISO 8601 time; write e.g. 2024-05-01T12:00Z"
         ) from e
     if parsed.tzinfo is None:
+        example = f"{text.strip()}Z"
+        try:
+            datetime.fromisoformat(example)
+        except ValueError:  # a bare date takes no 'Z'
+            example = f"{text.strip()}T00:00Z"
         raise ConfigError(
-            f"{option} {text!r} has no timezone; add 'Z' or '+00:00' (e.g. {text.strip()}Z)"
+            f"{option} {text!r} has no timezone; add 'Z' or '+00:00' (e.g. {example})"
         )
     return as_utc(parsed, what=option)
 
@@ -321,8 +338,10 @@ def _source(
     if name in LIVE_SOURCES:
         from caftm.signals.http import RetryPolicy
 
-        if timeout_s <= 0 or retries < 0:
-            raise ConfigError("--timeout must be > 0 seconds and --retries >= 0")
+        if not (math.isfinite(timeout_s) and 0 < timeout_s <= MAX_TIMEOUT_S) or retries < 0:
+            raise ConfigError(
+                f"--timeout must be > 0 and <= {MAX_TIMEOUT_S:g} seconds and --retries >= 0"
+            )
         if base_url:
             options["base_url"] = base_url
         options["policy"] = RetryPolicy(

@@ -116,12 +116,18 @@ class Ledger:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path).expanduser()
+        if self.path.is_dir():
+            raise ConfigError(
+                f"ledger {self.path} is a directory; give a file such as "
+                f"{self.path / 'ledger.sqlite'}"
+            )
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         except (OSError, sqlite3.Error) as e:
             raise ConfigError(f"cannot open ledger {self.path}: {e}") from e
         try:
+            self._check_foreign()
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
@@ -129,6 +135,26 @@ class Ledger:
             self._db.close()
             raise ConfigError(f"cannot open ledger {self.path}: {e}") from e
         self._lock = threading.Lock()
+
+    def _check_foreign(self) -> None:
+        """Refuse, before changing anything, a sqlite file that holds other tables than ours.
+
+        Raises:
+            ConfigError: the file has tables but no caftm ``runs`` table.
+        """
+        tables = {
+            r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        }
+        if not tables:
+            return
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(runs)")}
+        if not {"run_id", "started_at", "status", "simulated"} <= columns:
+            self._db.close()
+            some = ", ".join(sorted(tables)[:5])
+            raise ConfigError(
+                f"{self.path} is not a caftm ledger (it has tables {some}); "
+                "give another file with --db or CAFTM_LEDGER"
+            )
 
     def close(self) -> None:
         """Close the file."""
@@ -283,9 +309,8 @@ class Ledger:
         Raises:
             ConfigError: no run, or several, match.
         """
-        escaped = run.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        rows = self._read(
-            "SELECT run_id FROM runs WHERE run_id LIKE ? ESCAPE '\\'", (escaped + "%",)
+        rows = self._read(  # substr, not LIKE: LIKE ignores case
+            "SELECT run_id FROM runs WHERE substr(run_id, 1, ?) = ?", (len(run), run)
         )
         ids = [r[0] for r in rows]
         if run in ids:

@@ -267,13 +267,17 @@ def load_sites(path: str | Path) -> list[Region]:
 
     Raises:
         ConfigError: the file is missing.
-        DataError: the file is not valid YAML.
+        DataError: the file is not UTF-8 or not valid YAML.
     """
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError(f"cannot read sites file {path}: {e.strerror or e}") from e
+    except UnicodeDecodeError as e:
+        raise DataError(
+            f"sites file {path} is not UTF-8 text (byte {e.start}); save it as UTF-8"
+        ) from e
     try:
         config = yaml.safe_load(text)
     except yaml.YAMLError as e:
@@ -330,9 +334,11 @@ class Catalog:
         """
         path = Path(path)
         try:
-            text = path.read_text(encoding="utf-8")
+            text = path.read_text(encoding="utf-8-sig")  # -sig: drop a spreadsheet's BOM
         except OSError as e:
             raise ConfigError(f"cannot read region catalog {path}: {e.strerror or e}") from e
+        except UnicodeDecodeError as e:
+            raise DataError(f"region catalog {path} is not UTF-8 text (byte {e.start})") from e
         return cls(tuple(_regions_from_csv(text, str(path))), known_zones())
 
     def with_sites(self, sites: Iterable[Region | Mapping[str, Any]]) -> Catalog:

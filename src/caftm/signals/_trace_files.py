@@ -65,6 +65,8 @@ def read_trace_file(path: Path, *, basis: Basis) -> list[RawSeries]:
     Raises:
         DataError: the file is missing, unreadable or malformed.
     """
+    if path.is_dir():
+        raise DataError(f"trace file {path} is a directory; name the trace file inside it")
     if not path.is_file():
         raise DataError(f"trace file {path} does not exist; check the path")
     if path.suffix.lower() in (".parquet", ".pq"):
@@ -128,7 +130,16 @@ def _read_parquet(path: Path, *, basis: Basis) -> list[RawSeries]:
             col = table.column(name)
             if pa.types.is_timestamp(col.type):
                 zone_aware = col.type.tz is not None
-                seconds = col.cast(pa.timestamp("s", tz=col.type.tz)).cast(pa.int64())
+                if col.null_count:
+                    first = col.to_pylist().index(None)
+                    raise DataError(f"{path} {where(first)}: column {name!r} has no time")
+                try:
+                    seconds = col.cast(pa.timestamp("s", tz=col.type.tz)).cast(pa.int64())
+                except pa.ArrowInvalid as e:
+                    raise DataError(
+                        f"{path}: column {name!r} holds times with fractions of a second; "
+                        "round them to whole seconds"
+                    ) from e
                 array = seconds.to_numpy().astype(np.int64)
                 return _Timestamps(array, zone_aware)
             if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):

@@ -53,13 +53,18 @@ def as_utc(time: datetime, *, what: str = "timestamp") -> datetime:
     """Return ``time`` converted to UTC; refuse naive timestamps.
 
     Raises:
-        ConfigError: ``time`` has no timezone.
+        ConfigError: ``time`` has no timezone, or in UTC it falls outside years 1..9999.
     """
     if time.tzinfo is None or time.utcoffset() is None:
         raise ConfigError(
             f"{what} {time.isoformat()} has no timezone; give it in UTC (e.g. '...+00:00' or 'Z')"
         )
-    return time.astimezone(UTC)
+    try:
+        return time.astimezone(UTC)
+    except OverflowError:
+        raise ConfigError(
+            f"{what} {time.isoformat()} is outside the years 1..9999 once converted to UTC"
+        ) from None
 
 
 def history_range(zone: str, start: datetime, end: datetime) -> tuple[datetime, datetime]:

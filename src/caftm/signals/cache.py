@@ -98,14 +98,24 @@ class ReadingCache:
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        # One short-lived connection per operation: safe across threads and forks.
-        db = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None)
+        """One short-lived connection per operation: safe across threads and forks.
+
+        Raises:
+            ConfigError: sqlite failed (file damaged, replaced or locked past the timeout).
+        """
         try:
-            db.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_s * 1000)}")
-            db.execute("PRAGMA synchronous=NORMAL")
-            yield db
-        finally:
-            db.close()
+            db = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None)
+            try:
+                db.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_s * 1000)}")
+                db.execute("PRAGMA synchronous=NORMAL")
+                yield db
+            finally:
+                db.close()
+        except sqlite3.Error as e:
+            raise ConfigError(
+                f"signal cache {self.path} cannot be used: {e}; delete the file or set "
+                "CAFTM_CACHE_DIR to another dir"
+            ) from e
 
     def put(
         self,

@@ -52,6 +52,7 @@ class FallbackChain(IntensitySource):
         deadline_s: Longest wait for the live stage, seconds.
         max_cache_age_s: Oldest cached observation (relative to the asked time) still used.
         forecast_slot_s: A cached forecast point answers for this long after its time.
+        cache_name: Whose cached readings to use when ``live`` is None (e.g. no key).
     """
 
     def __init__(
@@ -63,8 +64,10 @@ class FallbackChain(IntensitySource):
         deadline_s: float = 15.0,
         max_cache_age_s: float = 3 * 3600.0,
         forecast_slot_s: float = 3600.0,
+        cache_name: str | None = None,
     ) -> None:
         self.live = live
+        self._cache_name = live.name if live is not None else cache_name
         self.cache = cache
         if last_resort is None:
             from caftm.signals.profiles import ProfileSource  # numpy/scipy: load on need
@@ -128,7 +131,7 @@ class FallbackChain(IntensitySource):
             logger.warning("could not write %d readings to %s: %s", len(readings), self.cache, e)
 
     def _label(self, stage: str) -> str:
-        return f"{stage}:{self.live.name}" if self.live is not None else stage
+        return f"{stage}:{self._cache_name}" if self._cache_name is not None else stage
 
     def intensity(self, zone: str, time: datetime | None = None) -> Reading:
         """The reading in force at ``time`` (default now) from the first stage that answers."""
@@ -137,12 +140,16 @@ class FallbackChain(IntensitySource):
         if reading is not None:
             self._store([reading])
             return reading
-        if self.cache is not None and self.live is not None:
-            hit = self.cache.latest(self.live.name, zone, at, not_before=at - self.max_cache_age)
+        if self.cache is not None and self._cache_name is not None:
+            hit = self.cache.latest(self._cache_name, zone, at, not_before=at - self.max_cache_age)
             if hit is not None:
                 return relabel(hit.reading, self._label("cache"))
             planned = self.cache.latest(
-                self.live.name, zone, at, not_before=at - self.forecast_slot, kinds=(Kind.FORECAST,)
+                self._cache_name,
+                zone,
+                at,
+                not_before=at - self.forecast_slot,
+                kinds=(Kind.FORECAST,),
             )
             if planned is not None:
                 return relabel(planned.reading, self._label("forecast"))
@@ -156,8 +163,8 @@ class FallbackChain(IntensitySource):
         if readings is not None:
             self._store(readings)
             return readings
-        if self.cache is not None and self.live is not None:
-            cached = self.cache.get(self.live.name, zone, start, end, kinds=OBSERVED_KINDS)
+        if self.cache is not None and self._cache_name is not None:
+            cached = self.cache.get(self._cache_name, zone, start, end, kinds=OBSERVED_KINDS)
             if cached:
                 return [relabel(c.reading, self._label("cache")) for c in cached]
         return self.last_resort.history(zone, start, end)
@@ -171,9 +178,9 @@ class FallbackChain(IntensitySource):
         if readings is not None:
             self._store(readings)
             return readings
-        if self.cache is not None and self.live is not None:
+        if self.cache is not None and self._cache_name is not None:
             cached = self.cache.get(
-                self.live.name,
+                self._cache_name,
                 zone,
                 begin - self.forecast_slot + timedelta(seconds=1),
                 begin + horizon,

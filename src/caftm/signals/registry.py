@@ -115,4 +115,5 @@ def fallback_source(
         cache=ReadingCache(cache_path),
         last_resort=default_source(),
         deadline_s=deadline_s,
+        cache_name=source_class(name).name,
     )

@@ -42,6 +42,8 @@ GapPolicy = Literal["raise", "hold"]
 LookupMethod = Literal["hold", "linear"]
 
 FloatArray = npt.NDArray[np.float64]
+#: Most values (zones x steps) a loaded trace may hold: 50 M float64 = 400 MB.
+MAX_GRID_CELLS = 50_000_000
 
 
 class TraceSource(IntensitySource):
@@ -369,9 +371,10 @@ def _assemble(
     on_gap: GapPolicy,
 ) -> TraceSource:
     label = ", ".join(Path(p).name for p in items[:3]) + (" ..." if len(items) > 3 else "")
-    all_times = np.concatenate([s.times_s for s in series if s.times_s.size])
-    if all_times.size == 0:
-        raise DataError(f"{label}: no data rows")
+    filled_series = [s.times_s for s in series if s.times_s.size]
+    if not filled_series:
+        raise DataError(f"{label}: no data rows (only a header or an empty table)")
+    all_times = np.concatenate(filled_series)
     start_s = int(all_times.min())
     steps = [np.diff(np.unique(s.times_s)) for s in series if s.times_s.size > 1]
     step_s = int(min(d.min() for d in steps)) if steps else 3600
@@ -383,6 +386,13 @@ def _assemble(
         )
     n_steps = int((all_times.max() - start_s) // step_s) + 1
     names = list(dict.fromkeys(s.zone for s in series))
+    if n_steps * len(zones if zones is not None else names) > MAX_GRID_CELLS:
+        end = datetime.fromtimestamp(int(all_times.max()), UTC).isoformat()
+        raise DataError(
+            f"{label}: times from {datetime.fromtimestamp(start_s, UTC).isoformat()} to {end} "
+            f"in steps of {step_s} s make {n_steps} steps per zone, too many to hold; "
+            "check for a mistyped date or split the file"
+        )
     if zones is not None:
         missing = [z for z in zones if z not in names]
         if missing:
