@@ -59,6 +59,7 @@ def test_environment_overrides_section_keys() -> None:
         ({"sites": ["DE"], "policy": {"deadline": "2026-01-01T00:00:00"}}, {}, "policy.deadline"),
         ({"sites": []}, {}, "sites"),
         ({"sites": ["DE", "DE"]}, {}, "site names repeat"),
+        ({"sites": [{"name": "x" * 65, "zone": "DE"}]}, {}, "longer than 64 bytes"),
         ({"sites": ["DE"], "site": "FR"}, {}, "not among the sites"),
         ({"sites": ["aws:nowhere-1"]}, {}, "sites.0"),
         ({"sites": ["DE"], "gpu": {"steps_per_probe": 0}}, {}, "gpu.steps_per_probe"),

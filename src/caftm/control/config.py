@@ -33,6 +33,10 @@ PolicyName = Literal[
 ]
 
 
+#: Longest site name, in UTF-8 bytes (what a DDP stop message carries).
+MAX_SITE_NAME_BYTES = 64
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -166,6 +170,12 @@ class ControllerConfig(_Section):
         names = [s.name for s in self.sites]
         if len(set(names)) != len(names):
             raise ValueError(f"site names repeat: {names}")
+        for name in names:  # DDP ranks receive the destination in a fixed-size message
+            if len(name.encode()) > MAX_SITE_NAME_BYTES:
+                raise ValueError(
+                    f"site name {name!r} is longer than {MAX_SITE_NAME_BYTES} bytes; "
+                    "give the site a shorter name"
+                )
         if self.site is not None and self.site not in names:
             raise ValueError(f"site {self.site!r} is not among the sites {names}")
         if self.signals.source == "profile":  # the embedded default knows only its own zones

@@ -33,6 +33,7 @@ import torch
 import torch.distributed as dist
 
 from caftm.checkpoint import CheckpointStore, TrainingState
+from caftm.control.config import MAX_SITE_NAME_BYTES
 from caftm.control.hooks import Hooks
 from caftm.errors import CheckpointError, ConfigError
 from caftm.integrations._core import (
@@ -49,7 +50,7 @@ log = logging.getLogger(__name__)
 
 _GO, _SAVE, _SET, _STOP = 0.0, 1.0, 2.0, 3.0
 _OUTCOMES = (Outcome.MOVED, Outcome.PAUSED)
-_DEST_LEN = 64
+_DEST_LEN = MAX_SITE_NAME_BYTES  # a site name fits the stop message
 _WIDTH = 4 + _DEST_LEN
 
 
