@@ -66,24 +66,21 @@ def test_duplicate_rows_are_averaged(tmp_path: Path) -> None:
     assert wl.gpu == "TEST"
 
 
+_HEADER = "dataset,network,batch_size,optimizer,power_limit,time_per_epoch,average_power\n"
+
+
 @pytest.mark.parametrize(
     ("text", "match"),
     [
         ("dataset,network\nd,n\n", "lacks column"),
-        (
-            "dataset,network,batch_size,optimizer,power_limit,time_per_epoch,average_power\n"
-            "d,n,8,sgd,100,ten,90\n",
-            "line 2",
-        ),
-        (
-            "dataset,network,batch_size,optimizer,power_limit,time_per_epoch,average_power\n"
-            "d,n,8,sgd,100,-1,90\n",
-            "positive",
-        ),
-        (
-            "dataset,network,batch_size,optimizer,power_limit,time_per_epoch,average_power\n",
-            "no data",
-        ),
+        (_HEADER + "d,n,8,sgd,100,ten,90\n", "line 2"),
+        (_HEADER + "d,n,8,sgd,100,-1,90\n", "positive"),
+        (_HEADER, "no data"),
+        (_HEADER + "d,n,8,sgd,inf,10,90\nd,n,8,sgd,150,8,140\n", "line 2.*finite"),
+        (_HEADER + "d,n,8,sgd,100,10,90\nd,n,8,sgd,150,8,inf\n", "line 3.*finite"),
+        (_HEADER + "d,n,-8,sgd,100,10,90\n", "line 2.*positive"),
+        (_HEADER + "d,n,8,sgd,100,10\n", "line 2: too few fields"),
+        (_HEADER + "d,n,8,sgd,100,10," + "9" * 200_000 + "\n", "line 2: malformed CSV"),
     ],
 )
 def test_malformed_trace_is_a_data_error(tmp_path: Path, text: str, match: str) -> None:
@@ -96,26 +93,6 @@ def test_malformed_trace_is_a_data_error(tmp_path: Path, text: str, match: str) 
 def test_missing_trace_is_a_data_error(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="cannot read"):
         ReplayBackend(path=tmp_path / "absent.csv")
-
-
-_HEADER = "dataset,network,batch_size,optimizer,power_limit,time_per_epoch,average_power\n"
-
-
-@pytest.mark.parametrize(
-    ("text", "match"),
-    [
-        (_HEADER + "d,n,8,sgd,inf,10,90\nd,n,8,sgd,150,8,140\n", "line 2.*finite"),
-        (_HEADER + "d,n,8,sgd,100,10,90\nd,n,8,sgd,150,8,inf\n", "line 3.*finite"),
-        (_HEADER + "d,n,-8,sgd,100,10,90\n", "line 2.*positive"),
-        (_HEADER + "d,n,8,sgd,100,10\n", "line 2: too few fields"),
-        (_HEADER + "d,n,8,sgd,100,10," + "9" * 200_000 + "\n", "line 2: malformed CSV"),
-    ],
-)
-def test_more_malformed_traces_are_data_errors(tmp_path: Path, text: str, match: str) -> None:
-    path = tmp_path / "power_bad.csv"
-    path.write_text(text)
-    with pytest.raises(DataError, match=match):
-        load_traces(path)
 
 
 def test_binary_trace_is_a_data_error(tmp_path: Path) -> None:

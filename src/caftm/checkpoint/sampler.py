@@ -29,13 +29,13 @@ Note:
 from __future__ import annotations
 
 import logging
-import operator
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
 from torch.utils.data import Sampler
 
+from caftm.checkpoint._ints import as_int
 from caftm.errors import CheckpointError, ConfigError
 
 __all__ = ["ResumableSampler"]
@@ -45,20 +45,6 @@ logger = logging.getLogger(__name__)
 
 # torch.Generator.manual_seed takes [-2**63, 2**64); leave room for the epochs added to it
 _SEED_MIN, _SEED_MAX = -(2**63), 2**64 - 2**32
-
-
-def _as_int(name: str, value: Any) -> int:
-    """``value`` as a plain int (numpy integers too).
-
-    Raises:
-        ConfigError: It is not an integer.
-    """
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        return operator.index(value)
-    except TypeError:
-        raise ConfigError(f"{name} must be an integer, got {value!r}") from None
 
 
 class ResumableSampler(Sampler[int]):
@@ -87,9 +73,9 @@ class ResumableSampler(Sampler[int]):
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
-        dataset_len = _as_int("dataset_len", dataset_len)
-        rank, world_size = _as_int("rank", rank), _as_int("world_size", world_size)
-        seed = _as_int("seed", seed)
+        dataset_len = as_int("dataset_len", dataset_len)
+        rank, world_size = as_int("rank", rank), as_int("world_size", world_size)
+        seed = as_int("seed", seed)
         if not _SEED_MIN <= seed <= _SEED_MAX:
             raise ConfigError(f"seed must be in [{_SEED_MIN}, {_SEED_MAX}], got {seed}")
         if dataset_len < 0:
@@ -154,7 +140,7 @@ class ResumableSampler(Sampler[int]):
         Raises:
             ConfigError: ``epoch`` is not an integer.
         """
-        epoch = _as_int("epoch", epoch)
+        epoch = as_int("epoch", epoch)
         if epoch != self.epoch:
             self.epoch = epoch
             self._index = 0
@@ -166,7 +152,7 @@ class ResumableSampler(Sampler[int]):
         Raises:
             ConfigError: ``num_samples`` is not an integer in ``[0, num_samples]``.
         """
-        num_samples = _as_int("num_samples", num_samples)
+        num_samples = as_int("num_samples", num_samples)
         if not 0 <= num_samples <= self.num_samples:
             raise ConfigError(f"num_samples must be in [0, {self.num_samples}], got {num_samples}")
         self._consumed = num_samples

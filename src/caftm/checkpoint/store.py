@@ -30,7 +30,6 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import logging
-import operator
 import os
 import re
 import threading
@@ -40,6 +39,7 @@ from types import TracebackType
 from typing import Any
 
 from caftm.checkpoint._backend import Backend, open_backend
+from caftm.checkpoint._ints import as_int
 from caftm.checkpoint.manifest import (
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -157,9 +157,7 @@ class CheckpointStore:
         storage_options: dict[str, Any] | None = None,
         filesystem: Any = None,
     ) -> None:
-        if keep_last is not None and (
-            not isinstance(keep_last, int) or isinstance(keep_last, bool) or keep_last < 1
-        ):
+        if keep_last is not None and as_int("keep_last", keep_last) < 1:
             raise ConfigError(f"keep_last must be an integer >= 1 or None, got {keep_last!r}")
         self.keep_last = keep_last
         self._backend: Backend = open_backend(
@@ -544,12 +542,7 @@ def _step_number(step: Any) -> int:
     Raises:
         ConfigError: Not an integer, or negative.
     """
-    try:
-        if isinstance(step, bool):
-            raise TypeError
-        number = operator.index(step)
-    except TypeError:
-        raise ConfigError(f"step must be an integer >= 0, got {step!r}") from None
+    number = as_int("step", step)
     if number < 0:
         raise ConfigError(f"step must be >= 0, got {number}")
     return number
