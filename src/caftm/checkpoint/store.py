@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
+from caftm._notice import notice
 from caftm.checkpoint._backend import Backend, open_backend
 from caftm.checkpoint._ints import as_int
 from caftm.checkpoint.manifest import (
@@ -375,6 +376,10 @@ class CheckpointStore:
             found.append(CheckpointInfo(step, self._backend.url(self._step_dir(step)), manifest))
         return found
 
+    def steps_present(self) -> list[int]:
+        """Steps with a directory in the store, complete or not, oldest first."""
+        return self._step_numbers()
+
     def verify(self, step: int) -> CheckpointInfo:
         """Check the checkpoint of ``step`` completely: manifest, sizes and sha256 of each file.
 
@@ -409,7 +414,7 @@ class CheckpointStore:
             try:
                 return self.verify(step)
             except CheckpointError as e:
-                logger.warning("skipping checkpoint: %s", e)
+                notice("skipping a damaged checkpoint: %s", e, warning=True)
         return None
 
     # ----------------------------------------------------------------- loading
@@ -471,7 +476,7 @@ class CheckpointStore:
             try:
                 tree, manifest = self._load(step)
             except CheckpointError as e:
-                logger.warning("skipping checkpoint: %s", e)
+                notice("skipping a damaged checkpoint: %s", e, warning=True)
                 continue
             where = self._backend.url(self._step_dir(step))
             return CheckpointInfo(step=step, path=where, manifest=manifest), tree

@@ -8,7 +8,10 @@ Example (see ``examples/config.yaml``)::
     migration: {checkpoint_s: 60, transfer_s: 120, restart_s: 120, margin_g: 5}
 
 Environment variables ``CAFTM_<SECTION>_<KEY>`` override a section's key (value parsed as YAML),
-e.g. ``CAFTM_THRESHOLD_MODE=relative`` or ``CAFTM_POLICY_MIN_DWELL_S=600``. Bad values raise
+e.g. ``CAFTM_THRESHOLD_MODE=relative`` or ``CAFTM_POLICY_MIN_DWELL_S=600``; ``CAFTM_SITE`` sets
+the start site, ``CAFTM_LEDGER`` the ledger file and ``CAFTM_EXCLUDE_SITES`` (comma-separated)
+drops candidate sites other than the current one (the job supervisor sets these for each leg).
+A job file's ``job:`` section belongs to the supervisor and is ignored here. Bad values raise
 :class:`~caftm.errors.ConfigError` naming the field path.
 """
 
@@ -121,8 +124,15 @@ class CheckpointConfig(_Section):
 
 
 class GpuConfig(_Section):
-    """The GPU knob and how it is profiled."""
+    """The GPU knob and how it is profiled.
 
+    ``control``: ``auto`` tunes the clock or power limit where this process may (else it falls
+    back to ``off`` with one warning); ``off`` only observes: energy is metered and carbon
+    accounted, moves and pauses still happen, and no GPU setter is ever called (for users
+    without root on a shared cluster).
+    """
+
+    control: Literal["auto", "off"] = "auto"
     knob: KnobKind = KnobKind.CLOCK
     steps_per_probe: int = Field(default=20, ge=1)
     max_probes: int = Field(default=8, ge=1)
@@ -145,7 +155,8 @@ class SignalsConfig(_Section):
 
 
 class LedgerConfig(_Section):
-    """The sqlite ledger (default: ``$CAFTM_LEDGER`` or ~/.local/share/caftm/ledger.sqlite)."""
+    """The sqlite ledger (``$CAFTM_LEDGER`` overrides ``path``; default
+    ~/.local/share/caftm/ledger.sqlite)."""
 
     path: str | None = None
     run_name: str = "run"
@@ -204,9 +215,9 @@ class ControllerConfig(_Section):
             ConfigError: a bad value, naming its field path.
         """
         environment = os.environ if env is None else env
-        merged = apply_env(data, environment)
+        merged = apply_env({k: v for k, v in data.items() if k != JOB_SECTION}, environment)
         try:
-            return cls.model_validate(merged)
+            return _exclude_sites(cls.model_validate(merged), environment, where)
         except ValidationError as e:
             problems = "; ".join(
                 _problem(err["loc"], err["msg"], environment) for err in e.errors()
@@ -305,16 +316,40 @@ def _problem(loc: tuple[int | str, ...], message: str, env: Mapping[str, str]) -
     return f"{path}{source}: {message}"
 
 
+#: The section of a job file that only the supervisor reads.
+JOB_SECTION = "job"
+#: Top-level keys set by one variable each (the supervisor tells every leg its site and ledger).
+_ALIASES = {"CAFTM_SITE": ("site",), "CAFTM_LEDGER": ("ledger", "path")}
+_EXCLUDE_SITES = "CAFTM_EXCLUDE_SITES"
+
+
 def apply_env(data: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
     """``data`` with ``CAFTM_<SECTION>_<KEY>`` overrides applied (values parsed as YAML).
 
     Variables naming no known section key are ignored (other parts of caftm use the prefix too).
+
+    Raises:
+        ConfigError: a value does not parse, or ``CAFTM_LEDGER_PATH`` is set (the ledger's
+            variable is ``CAFTM_LEDGER``, one name everywhere).
     """
     merged: dict[str, Any] = {
         k: (dict(v) if isinstance(v, Mapping) else v) for k, v in data.items()
     }
+    if env.get("CAFTM_LEDGER_PATH"):
+        raise ConfigError("CAFTM_LEDGER_PATH is not read; set CAFTM_LEDGER to the ledger file")
+    for variable, path in _ALIASES.items():
+        text = env.get(variable)
+        if not text:
+            continue
+        if len(path) == 1:
+            merged[path[0]] = text
+        else:
+            current = merged.get(path[0])
+            section_data = dict(current) if isinstance(current, Mapping) else {}
+            section_data[path[1]] = text
+            merged[path[0]] = section_data
     for variable, text in env.items():
-        if not variable.startswith("CAFTM_"):
+        if not variable.startswith("CAFTM_") or variable in _ALIASES:
             continue
         rest = variable[len("CAFTM_") :].lower()
         for section, model in _SECTIONS.items():
@@ -329,6 +364,27 @@ def apply_env(data: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any]
                 section_data[key] = value
                 merged[section] = section_data
     return merged
+
+
+def _exclude_sites(
+    config: ControllerConfig, env: Mapping[str, str], where: str
+) -> ControllerConfig:
+    """``config`` without the sites ``CAFTM_EXCLUDE_SITES`` names (never the current one).
+
+    Raises:
+        ConfigError: the variable names a site the config does not have.
+    """
+    text = env.get(_EXCLUDE_SITES, "")
+    excluded = {name.strip() for name in text.split(",") if name.strip()}
+    if not excluded:
+        return config
+    names = [s.name for s in config.sites]
+    unknown = sorted(excluded - set(names))
+    if unknown:
+        raise ConfigError(f"invalid {where}: {_EXCLUDE_SITES} names unknown sites {unknown}")
+    excluded.discard(config.start_site)
+    kept = tuple(s for s in config.sites if s.name not in excluded)
+    return config.model_copy(update={"sites": kept, "site": config.start_site})
 
 
 def policy_names() -> list[str]:

@@ -172,6 +172,10 @@ class Controller:
             ConfigError: a policy option is out of range, or the source or ledger cannot be set up.
         """
         policy = config.build_policy()
+        if clock is None:  # the job's accelerated clock where a supervisor set one
+            from caftm.clock import job_clock
+
+            clock = job_clock()
         if source is None:
             from caftm.signals.registry import fallback_source, get_source
 
@@ -246,6 +250,21 @@ class Controller:
         return self._windows.unrecorded
 
     @property
+    def energy_j(self) -> float:
+        """Energy of the run's recorded windows so far (J)."""
+        return self._windows.energy_j_total
+
+    @property
+    def carbon_g(self) -> float:
+        """Carbon of the run's recorded windows so far (g)."""
+        return self._windows.carbon_g_total
+
+    @property
+    def current_intensity_g_per_kwh(self) -> float:
+        """The latest intensity at the current site (gCO2eq/kWh; NaN before the first reading)."""
+        return self._refresher.current_intensity_g_per_kwh
+
+    @property
     def setting(self) -> float | None:
         """The GPU setting in force (None: device default)."""
         return self._profiler.probing if self._ctx.state is State.SCALING else self._ctx.setting
@@ -263,12 +282,17 @@ class Controller:
             self._refresher.refresh_once()
         now = self._clock()
         if self.ledger is not None:
+            from caftm.jobs.protocol import worker_leg
+
+            job, leg = worker_leg()
             self.run_id = self._windows.run_id = self.ledger.start_run(
                 name=self.run_name,
                 policy=self.policy.name,
                 site=self._ctx.site,
                 started_at=utc_from_s(now),
                 simulated=self.simulated,
+                job=job,
+                leg=leg,
             )
         self._ctx = replace(
             self._ctx, state=State.SCALING, site=self._refresher.site, entered_s=now

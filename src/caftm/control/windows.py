@@ -4,10 +4,12 @@ waits for the meter) and probe windows, each written to the ledger with its inte
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from caftm._units import carbon_g
 from caftm.control.hooks import MeterWindow, WindowMeter
 from caftm.control.states import utc_from_s
 from caftm.errors import LedgerError
@@ -61,6 +63,10 @@ class WindowLog:
         self._pending: _Pending | None = None
         #: ledger records lost to a failing ledger (disk full, locked) while training went on
         self.unrecorded = 0
+        # the run's totals over every recorded window (J, g, steps)
+        self.energy_j_total = 0.0
+        self.carbon_g_total = 0.0
+        self.steps_total = 0
 
     @property
     def open_since_step(self) -> int | None:
@@ -120,7 +126,12 @@ class WindowLog:
         phase: str,
         site: str,
     ) -> None:
-        """Write one window to the ledger (see :meth:`write`)."""
+        """Write one window to the ledger (see :meth:`write`) and add it to the run's totals."""
+        self.steps_total += steps
+        if energy_j is not None and math.isfinite(energy_j):
+            self.energy_j_total += energy_j
+            if math.isfinite(intensity_g_per_kwh):
+                self.carbon_g_total += carbon_g(energy_j, intensity_g_per_kwh)
         self.write(
             "window",
             lambda ledger, run_id: ledger.record_window(

@@ -222,7 +222,7 @@ class GpuKnob:
                 if info.mig_enabled:
                     raise DeviceError(
                         f"GPU {index} is in MIG mode: its {self.kind.value} cannot be changed; "
-                        f"disable MIG (nvidia-smi -i {index} -mig 0) or use --dry-run"
+                        f"disable MIG (nvidia-smi -i {index} -mig 0) or set `gpu.control: off`"
                     )
                 if not info.can_set and not self.dry_run:
                     raise PermissionDeniedError(f"GPU {index}: {PERMISSION_MESSAGE}")

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 PERMISSION_MESSAGE = (
     "changing GPU clocks/power limits needs root or CAP_SYS_ADMIN "
-    "(run with sudo or `setcap`, or use --dry-run)"
+    "(run with sudo or `setcap`, or set `gpu.control: off` in the config to only observe)"
 )
 _CAP_SYS_ADMIN_BIT = 21
 _T = TypeVar("_T")
@@ -272,7 +272,7 @@ class NvmlBackend(GpuBackend):
         if self.mig_enabled(index):
             raise DeviceError(
                 f"GPU {index} is in MIG mode: its {knob.value} cannot be changed; disable MIG "
-                f"(nvidia-smi -i {index} -mig 0) or use --dry-run"
+                f"(nvidia-smi -i {index} -mig 0) or set `gpu.control: off`"
             )
 
     def set(self, index: int, knob: KnobKind, value: float) -> None:

@@ -21,55 +21,21 @@ requested, and nothing runs after the stop in this process.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from enum import StrEnum
-from typing import Any
 
+from caftm._notice import notice
 from caftm.control.controller import Controller
 from caftm.control.hooks import Hooks
+from caftm.control.states import utc_from_s
 from caftm.errors import CaftmError
 from caftm.gpu.knob import GpuKnob
+from caftm.jobs.protocol import Outcome, StopRequest
 
 __all__ = ["ControllerSession", "Outcome", "StopRequest", "apply_knob_setting"]
 
 log = logging.getLogger(__name__)
-
-
-class Outcome(StrEnum):
-    """How a run segment ended (or that it is still running)."""
-
-    RUNNING = "running"
-    COMPLETED = "completed"  # training reached its end
-    MOVED = "moved"  # checkpointed; restart at ``dest``
-    PAUSED = "paused"  # checkpointed; restart here at ``until_s`` or later
-
-
-@dataclass(frozen=True, slots=True)
-class StopRequest:
-    """Why and where a run segment stopped after ``step`` completed steps.
-
-    Attributes:
-        outcome: ``MOVED`` or ``PAUSED``.
-        step: completed steps when the checkpoint was taken.
-        dest: the destination site (``MOVED``).
-        until_s: POSIX time (s) before which a paused job should not restart (``PAUSED``).
-    """
-
-    outcome: Outcome
-    step: int
-    dest: str | None = None
-    until_s: float | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able form (for executors)."""
-        return {
-            "outcome": self.outcome.value,
-            "step": self.step,
-            "dest": self.dest,
-            "until_s": self.until_s,
-        }
 
 
 class _SegmentEnd(CaftmError):
@@ -131,6 +97,8 @@ class ControllerSession:
         self._save: SaveFn | None = None
         self._step = 0
         self.checkpoints_taken = 0
+        #: set (e.g. by a signal handler) to checkpoint and stop after the current step
+        self.preempt_requested = False
         old = controller.hooks
         controller.hooks = Hooks(
             apply_setting=self._apply_setting,
@@ -187,6 +155,11 @@ class ControllerSession:
         self._save, self._step = save, step
         try:
             self.controller.step()
+            if self.preempt_requested:  # SIGTERM/SIGINT: a complete checkpoint, then stop
+                checkpoint = self.controller.hooks.checkpoint
+                if checkpoint is not None:
+                    checkpoint()
+                return StopRequest(Outcome.PREEMPTED, step)
         except _SegmentEnd as end:
             return end.request
         finally:
@@ -213,13 +186,23 @@ class ControllerSession:
         self.checkpoints_taken += 1
 
     def _migrate(self, dest: str) -> None:
-        log.info("step %d: checkpoint complete, moving to %s", self._step, dest)
+        notice("step %d: checkpoint complete, moving to %s", self._step, dest)
         raise _SegmentEnd(StopRequest(Outcome.MOVED, self._step, dest=dest))
 
     def _pause(self, until_s: float) -> None:
         if not self.pause_in_place:
-            log.info("step %d: checkpoint complete, pausing until %.0f", self._step, until_s)
+            # a supervisor re-checks the grid itself while no worker runs: hand it the pause's
+            # end (the deadline-bound latest start), not the controller's next re-check
+            planned = self.controller.control_state.pause_until_s
+            if math.isfinite(planned) and planned > until_s:
+                until_s = planned
+            notice("step %d: checkpoint complete, pausing until %s", self._step, _when(until_s))
             raise _SegmentEnd(StopRequest(Outcome.PAUSED, self._step, until_s=until_s))
         wait_s = max(0.0, until_s - self._clock())
-        log.info("step %d: pausing in place for %.0f s", self._step, wait_s)
+        notice("step %d: pausing in place until %s", self._step, _when(until_s))
         self._sleep(wait_s)
+
+
+def _when(time_s: float) -> str:
+    """A POSIX time as readable UTC text (never a raw epoch number in output)."""
+    return utc_from_s(time_s).strftime("%Y-%m-%d %H:%M UTC")

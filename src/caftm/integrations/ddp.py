@@ -11,7 +11,7 @@ GO        carries on with the next mini-batch
 SAVE      saves its part of the checkpoint; all ranks then agree it succeeded
 SET       applies the GPU setting to its own GPU (NaN: restore the default); settings
           decided outside a step (when the controller starts) go out at the next step
-STOP      stops; outcome MOVED (with the destination) or PAUSED (with the time)
+STOP      stops; outcome MOVED (with the destination), PAUSED (with the time) or PREEMPTED
 ========  =====================================================================
 
 Checkpoints: rank 0 writes the shared state (model, optimiser, scheduler, scaler) together with
@@ -49,7 +49,7 @@ __all__ = ["DistributedSteps", "world"]
 log = logging.getLogger(__name__)
 
 _GO, _SAVE, _SET, _STOP = 0.0, 1.0, 2.0, 3.0
-_OUTCOMES = (Outcome.MOVED, Outcome.PAUSED)
+_OUTCOMES = (Outcome.MOVED, Outcome.PAUSED, Outcome.PREEMPTED)
 _DEST_LEN = MAX_SITE_NAME_BYTES  # a site name fits the stop message
 _WIDTH = 4 + _DEST_LEN
 

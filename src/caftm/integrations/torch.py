@@ -28,12 +28,16 @@ step (see :mod:`caftm.integrations.ddp`).
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import time
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import torch
 
+from caftm._notice import notice
 from caftm.checkpoint import CheckpointStore, TrainingState
 from caftm.checkpoint.state import Stateful
 from caftm.control.config import ControllerConfig
@@ -42,7 +46,9 @@ from caftm.errors import ConfigError
 from caftm.gpu import GpuBackend
 from caftm.integrations._core import ControllerSession, Outcome, StopRequest
 from caftm.integrations._gpu import GpuSetup
+from caftm.integrations._signals import PreemptionSignals
 from caftm.integrations.ddp import DistributedSteps, world
+from caftm.jobs.protocol import ENV_STATUS_FILE, write_outcome, write_status
 from caftm.signals.base import IntensitySource
 
 __all__ = ["CarbonAwareTraining"]
@@ -118,30 +124,35 @@ class CarbonAwareTraining:
             self.gpu = gpu
         elif gpu is not None:
             self.gpu = GpuSetup.from_config(config, gpu, knob_state_dir=knob_state_dir)
-        if self.gpu is not None and not self.gpu.can_set:
-            log.warning(
+        #: True when caftm tunes the GPU; False observes only (``gpu.control: off``)
+        self.controls_gpu = self.gpu is not None and config.gpu.control == "auto"
+        if self.gpu is not None and self.controls_gpu and not self.gpu.can_set:
+            notice(
                 "%s: this process may not change GPU settings (needs root or CAP_SYS_ADMIN); "
-                "training at the device defaults, carbon-aware moves and pauses still apply",
+                "falling back to gpu.control: off (energy metered, moves and pauses still apply)",
                 self.gpu.describe(),
+                warning=True,
             )
-            self.gpu = None
+            self.controls_gpu = False
+        tuning = self.gpu if self.controls_gpu else None
         self.session: ControllerSession | None = None
         if self.rank == 0:
             if controller is None:
                 controller = Controller.from_config(
                     config,
                     source=source,
-                    optimizer=self.gpu.optimizer if self.gpu else None,
+                    optimizer=tuning.optimizer if tuning else None,
                     meter=self.gpu.meter if self.gpu else None,
-                    weights=self.gpu.weights if self.gpu else None,
+                    weights=tuning.weights if tuning else None,
                     use_ledger=use_ledger,
                     simulated=bool(self.gpu and self.gpu.simulated),
                 )
             self.session = ControllerSession(
                 controller,
-                knob=self.gpu.knob if self.gpu else None,
+                knob=tuning.knob if tuning else None,
                 pause_in_place=pause_in_place,
                 refresher_thread=refresher_thread,
+                clock=controller._clock,
             )
         objects = dict(stateful or {})
         if self.session is not None:
@@ -161,13 +172,23 @@ class CarbonAwareTraining:
             self._shared_store = CheckpointStore(
                 _rank_url(config.checkpoint.url, 0, self.world_size), keep_last=None
             )
-        self._steps = DistributedSteps(self.session, self.rank, self.world_size, self.gpu)
+        self._steps = DistributedSteps(self.session, self.rank, self.world_size, tuning)
+        self._signals = PreemptionSignals(self._on_signal)
+        self._status_path = os.environ.get(ENV_STATUS_FILE) or None
+        self._status_written_s = 0.0
 
     # -- lifecycle ---------------------------------------------------------------------------
     def __enter__(self) -> CarbonAwareTraining:
         self.start_step = self.steps_done = self._steps.restore(
             self.store, self.state, self._shared_store, self._shared_state
         )
+        if self.start_step == 0 and self.rank == 0 and self.store.steps_present():
+            notice(
+                "starting from step 0 although %s holds checkpoints: none of them is complete "
+                "and intact",
+                self.store.url,
+                warning=True,
+            )
         if self.gpu is not None:
             self.gpu.meter.start()
             log.info("%s", self.gpu.describe())
@@ -186,6 +207,8 @@ class CarbonAwareTraining:
             self.world_size,
         )
         self._entered = self._restored = True
+        self._signals.install()
+        self._write_status(force=True)
         return self
 
     def __exit__(
@@ -195,17 +218,25 @@ class CarbonAwareTraining:
         tb: TracebackType | None,
     ) -> None:
         self._entered = False
+        self._signals.restore()
         self._loop_left_cleanly = exc_type is None  # no stop request: training is complete
-        status = "failed" if exc_type is not None else self.outcome.value
+        interrupted = exc_type is not None and issubclass(exc_type, KeyboardInterrupt)
+        if exc_type is None and self.outcome is Outcome.COMPLETED:
+            self.save()  # the end is a checkpoint too: running the script again trains nothing
+        status = "interrupted" if interrupted else "failed" if exc_type else self.outcome.value
         try:
             if self.session is not None:
                 self.session.close(status=status)
             if self.gpu is not None:
                 self.gpu.meter.stop()
-                if self.session is None:
+                if self.session is None and self.controls_gpu:
                     self.gpu.knob.close()
         finally:
             self.store.close()
+        if exc_type is None and self.rank == 0:
+            request = self.stop_request or StopRequest(Outcome.COMPLETED, self.steps_done)
+            write_outcome(request)
+            self._write_status(force=True)
 
     # -- the step path -----------------------------------------------------------------------
     def step(self) -> None:
@@ -222,6 +253,8 @@ class CarbonAwareTraining:
         if self.gpu is not None:
             self.gpu.run_simulated_step()
         self.stop_request = self._steps.after_step(self.steps_done, self.save)
+        if self._status_path is not None:
+            self._write_status()
         every = self.checkpoint_every_steps
         due = every is not None and self.steps_done % every == 0
         if due and self.stop_request is None and self.steps_done != self._saved_step:
@@ -242,6 +275,47 @@ class CarbonAwareTraining:
         if self.steps_done != self._saved_step:
             self.store.save(self.state, step=self.steps_done)
             self._saved_step = self.steps_done
+
+    def _on_signal(self, signum: int) -> None:
+        """SIGTERM/SIGINT: checkpoint at the end of this mini-batch and stop (rank 0 decides)."""
+        name = signal.Signals(signum).name
+        if self.rank == 0:
+            notice(
+                "%s received: checkpointing after step %d and stopping (again to abort)",
+                name,
+                self.steps_done,
+            )
+        if self.session is not None:
+            self.session.preempt_requested = True
+
+    def _write_status(self, *, force: bool = False) -> None:
+        """Keep the supervisor's live view current (at most every half second)."""
+        if self._status_path is None or self.rank != 0:
+            return
+        now = time.monotonic()
+        if not force and now - self._status_written_s < 0.5:
+            return
+        self._status_written_s = now
+        status: dict[str, object] = {
+            "step": self.steps_done,
+            "total_steps": self.total_steps,
+            "outcome": self.outcome.value,
+            "simulated_gpu": self.simulated_gpu,
+            "gpu_control": "auto" if self.controls_gpu else "off",
+            "knob": self.config.gpu.knob.value,
+        }
+        if self.session is not None:
+            controller = self.session.controller
+            status.update(
+                site=controller.site,
+                state=controller.state.value,
+                setting=controller.setting,
+                intensity_g_per_kwh=controller.current_intensity_g_per_kwh,
+                carbon_g=controller.carbon_g,
+                energy_j=controller.energy_j,
+                clock_s=controller._clock(),
+            )
+        write_status(status, self._status_path)
 
     @staticmethod
     def _refuse(method: str) -> None:
@@ -265,7 +339,7 @@ class CarbonAwareTraining:
 
     @property
     def outcome(self) -> Outcome:
-        """RUNNING, COMPLETED, MOVED or PAUSED."""
+        """RUNNING, COMPLETED, MOVED, PAUSED or PREEMPTED."""
         if self.stop_request is not None:
             return self.stop_request.outcome
         if self.total_steps is not None and self.steps_done >= self.total_steps:

@@ -8,6 +8,25 @@
 
 from __future__ import annotations
 
+from caftm.ledger.jobs import (
+    JobBook,
+    JobRecord,
+    JobStatus,
+    LegRecord,
+    LegStatus,
+    TransferRecord,
+)
 from caftm.ledger.store import Ledger, RunSummary, WindowRecord, default_ledger_path
 
-__all__ = ["Ledger", "RunSummary", "WindowRecord", "default_ledger_path"]
+__all__ = [
+    "JobBook",
+    "JobRecord",
+    "JobStatus",
+    "Ledger",
+    "LegRecord",
+    "LegStatus",
+    "RunSummary",
+    "TransferRecord",
+    "WindowRecord",
+    "default_ledger_path",
+]

@@ -2,14 +2,17 @@
 
 Tables::
 
-    runs     (run_id, name, policy, site, started_at, ended_at, status, simulated, config_json)
+    runs     (run_id, name, policy, site, started_at, ended_at, status, simulated, config_json,
+              job, leg, pid, host)
     windows  (run_id, time, duration_s, steps, setting, knob, energy_j, intensity_g_per_kwh,
               carbon_g, site, phase)
     events   (run_id, time, from_state, to_state, reason, intensity_g_per_kwh, site, gpu_setting)
 
-Times are ISO-8601 UTC strings. One :class:`Ledger` may be shared by threads (reads and writes
-on its one connection are serialised by a lock); the controller writes only on its slow path,
-never per step.
+plus the job supervisor's ``jobs``, ``legs`` and ``transfers`` (see :mod:`caftm.ledger.jobs`;
+the schema and its migrations: :mod:`caftm.ledger.schema`). Times are ISO-8601 UTC strings.
+One :class:`Ledger` may be shared by threads (reads and writes on its one connection are
+serialised by a lock); the controller writes only on its slow path, never per step.
+``Ledger(path, read_only=True)`` never writes (for viewers beside a running job).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import socket
 import sqlite3
 import threading
 import uuid
@@ -29,26 +33,7 @@ from typing import Any
 from caftm._units import carbon_g
 from caftm.control.states import Event, State
 from caftm.errors import ConfigError, LedgerError
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    run_id TEXT PRIMARY KEY, name TEXT NOT NULL, policy TEXT NOT NULL, site TEXT NOT NULL,
-    started_at TEXT NOT NULL, ended_at TEXT, status TEXT NOT NULL, simulated INTEGER NOT NULL,
-    config_json TEXT NOT NULL DEFAULT '{}'
-);
-CREATE TABLE IF NOT EXISTS windows (
-    id INTEGER PRIMARY KEY, run_id TEXT NOT NULL REFERENCES runs(run_id), time TEXT NOT NULL,
-    duration_s REAL NOT NULL, steps INTEGER NOT NULL, setting REAL, knob TEXT, energy_j REAL,
-    intensity_g_per_kwh REAL, carbon_g REAL, site TEXT NOT NULL, phase TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS events (
-    id INTEGER PRIMARY KEY, run_id TEXT NOT NULL REFERENCES runs(run_id), time TEXT NOT NULL,
-    from_state TEXT NOT NULL, to_state TEXT NOT NULL, reason TEXT NOT NULL,
-    intensity_g_per_kwh REAL, site TEXT NOT NULL, gpu_setting REAL
-);
-CREATE INDEX IF NOT EXISTS windows_run ON windows(run_id, time);
-CREATE INDEX IF NOT EXISTS events_run ON events(run_id, time);
-"""
+from caftm.ledger.schema import SCHEMA_VERSION, migrate, version
 
 
 def default_ledger_path() -> Path:
@@ -114,8 +99,13 @@ class Ledger:
         ConfigError: the file cannot be opened or is not a caftm ledger.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
         self.path = Path(path).expanduser()
+        self.read_only = read_only
+        self._lock = threading.Lock()
+        if read_only:
+            self._open_read_only()
+            return
         if self.path.is_dir():
             raise ConfigError(
                 f"ledger {self.path} is a directory; give a file such as "
@@ -130,11 +120,37 @@ class Ledger:
             self._check_foreign()
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
-        except sqlite3.Error as e:
+            self._db.execute("PRAGMA busy_timeout=10000")
+            self._db.execute("BEGIN IMMEDIATE")  # one process migrates at a time
+            try:
+                migrate(self._db)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        except (sqlite3.Error, ValueError) as e:
             self._db.close()
             raise ConfigError(f"cannot open ledger {self.path}: {e}") from e
-        self._lock = threading.Lock()
+
+    def _open_read_only(self) -> None:
+        """Open without ever writing (no schema changes, no locks that stop a writer).
+
+        Raises:
+            ConfigError: the file is missing, unreadable or of a newer schema.
+        """
+        if not self.path.is_file():
+            raise ConfigError(f"no ledger at {self.path}")
+        try:
+            self._db = sqlite3.connect(
+                f"file:{self.path}?mode=ro", uri=True, check_same_thread=False
+            )
+            self._db.execute("PRAGMA busy_timeout=10000")
+            found = version(self._db)
+        except sqlite3.Error as e:
+            raise ConfigError(f"cannot open ledger {self.path}: {e}") from e
+        if found > SCHEMA_VERSION:
+            self._db.close()
+            raise ConfigError(f"ledger {self.path} was written by a newer caftm (schema {found})")
 
     def _check_foreign(self) -> None:
         """Refuse, before changing anything, a sqlite file that holds other tables than ours.
@@ -178,6 +194,8 @@ class Ledger:
         Raises:
             LedgerError: sqlite failed (disk full, database locked or damaged).
         """
+        if self.read_only:
+            raise LedgerError(f"ledger {self.path} was opened read-only")
         with self._lock:
             try:
                 self._db.execute(sql, params)
@@ -207,11 +225,15 @@ class Ledger:
         simulated: bool = False,
         config: dict[str, object] | None = None,
         run_id: str | None = None,
+        job: str | None = None,
+        leg: int | None = None,
     ) -> str:
-        """Record a new run; returns its id."""
+        """Record a new run (of this process; of leg ``leg`` of ``job`` under a supervisor)."""
         run_id = run_id or uuid.uuid4().hex[:12]
         self._write(
-            "INSERT INTO runs VALUES (?, ?, ?, ?, ?, NULL, 'running', ?, ?)",
+            "INSERT INTO runs (run_id, name, policy, site, started_at, ended_at, status,"
+            " simulated, config_json, job, leg, pid, host)"
+            " VALUES (?, ?, ?, ?, ?, NULL, 'running', ?, ?, ?, ?, ?, ?)",
             (
                 run_id,
                 name,
@@ -220,9 +242,34 @@ class Ledger:
                 _iso(started_at),
                 int(simulated),
                 json.dumps(config or {}, default=str),
+                job,
+                leg,
+                os.getpid(),
+                socket.gethostname(),
             ),
         )
         return run_id
+
+    def reap_dead_runs(self, *, ended_at: datetime | None = None) -> int:
+        """Mark ``interrupted`` the runs still ``running`` whose process on this host is gone.
+
+        Returns how many were marked. A killed process cannot close its own run; this keeps
+        the ledger from showing it running forever.
+        """
+        rows = self._read(
+            "SELECT run_id, pid FROM runs"
+            " WHERE status = 'running' AND host = ? AND pid IS NOT NULL",
+            (socket.gethostname(),),
+        )
+        dead = [run_id for run_id, pid in rows if not pid_alive(int(pid))]
+        when = _iso(ended_at or datetime.now(UTC))
+        for run_id in dead:
+            self._write(
+                "UPDATE runs SET status = 'interrupted', ended_at = ? "
+                "WHERE run_id = ? AND status = 'running'",
+                (when, run_id),
+            )
+        return len(dead)
 
     def end_run(self, run_id: str, *, ended_at: datetime, status: str = "finished") -> None:
         """Mark a run ended (``finished``, ``failed``, ``moved``...)."""
@@ -349,3 +396,20 @@ class Ledger:
             (run_id,),
         )
         return [WindowRecord(datetime.fromisoformat(r[0]), *r[1:]) for r in rows]
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists on this host (zombies count as gone)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie has exited: it only waits for its parent to read its status
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True

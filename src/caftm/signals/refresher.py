@@ -202,7 +202,9 @@ class IntensityRefresher:
             thread.join()
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
+        from caftm.clock import clock_speed  # an accelerated clock polls as often in its own time
+
+        while not self._stop.wait(self.interval_s / clock_speed(self.clock)):
             try:
                 self.refresh_once()
             except Exception:  # a listener failed; the thread must live on

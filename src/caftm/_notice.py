@@ -1,0 +1,44 @@
+"""Events that change the fate of a user's job reach their terminal, even with logging unset.
+
+caftm logs through :mod:`logging` and stays quiet by default, except here: a move, a pause, a
+preemption, a checkpoint skipped as damaged or a fresh start although checkpoints exist is logged
+on the ``caftm.notice`` logger, whose own handler prints one line to stderr *unless* the
+application configured logging (a handler on the root logger), which then receives it as usual.
+``logging.getLogger("caftm.notice").setLevel(logging.ERROR)`` silences it.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+__all__ = ["NOTICE_LOGGER", "notice"]
+
+NOTICE_LOGGER = "caftm.notice"
+
+
+class _TerminalHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Prints to stderr only while the application has not configured logging itself."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if logging.getLogger().handlers:
+            return  # the record propagates to the application's own handlers
+        self.stream = sys.stderr  # the current stderr (tests and CLIs replace it)
+        super().emit(record)
+
+
+_logger = logging.getLogger(NOTICE_LOGGER)
+if not any(isinstance(h, _TerminalHandler) for h in _logger.handlers):
+    _handler = _TerminalHandler()
+    _handler.setFormatter(logging.Formatter("caftm: %(message)s"))
+    _logger.addHandler(_handler)
+if _logger.level == logging.NOTSET:
+    _logger.setLevel(logging.INFO)
+
+
+def notice(message: str, *args: object, warning: bool = False) -> None:
+    """Log a fate-changing event (``%``-style ``args``) so that it reaches the terminal."""
+    _logger.log(logging.WARNING if warning else logging.INFO, message, *args)

@@ -1,0 +1,119 @@
+"""The executor contract: start a worker at a site, watch it, signal it, collect its exit.
+
+One small interface for every engine: ``local`` (subprocesses), and engines that run each leg
+elsewhere (a Ray job pinned to a site's nodes, a SkyPilot managed job in a cloud region). The
+supervisor owns the policy (what to start where, when to give up); an executor only does I/O.
+"""
+
+from __future__ import annotations
+
+import signal
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+if TYPE_CHECKING:
+    from caftm.ledger.jobs import LegRecord
+
+__all__ = ["EXIT_UNKNOWN", "Executor", "LegLaunch", "WorkerHandle"]
+
+#: The exit code reported for a worker this process did not start and cannot read the exit of.
+EXIT_UNKNOWN = -1000
+
+
+@dataclass(frozen=True)
+class LegLaunch:
+    """What to start for one leg.
+
+    Attributes:
+        job, leg, site: which leg of which job, and where.
+        argv: the worker command.
+        env: the worker's whole environment.
+        cwd: its working directory.
+        log_path: where its stdout and stderr go.
+        grace_s: seconds it has to checkpoint after SIGTERM before it is killed.
+    """
+
+    job: str
+    leg: int
+    site: str
+    argv: tuple[str, ...]
+    env: dict[str, str]
+    cwd: Path
+    log_path: Path
+    grace_s: float
+
+
+@dataclass
+class WorkerHandle:
+    """A started worker as its executor knows it.
+
+    Attributes:
+        executor: the executor's name.
+        external_id: the engine's id (local: ``pid:start-ticks``; Ray: the job id).
+        pid: the process id where there is one on this host.
+        host: the host it runs on (or the engine's node).
+        node: the engine's node id, where it has one.
+        exit_code: set once the worker has ended (negative: killed by that signal).
+    """
+
+    executor: str
+    external_id: str
+    pid: int | None = None
+    host: str | None = None
+    node: str | None = None
+    exit_code: int | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+class Executor(ABC):
+    """Starts and watches workers; see the module docstring."""
+
+    name: ClassVar[str]
+
+    def check_site(self, site: str) -> None:  # noqa: B027 - most engines accept any site
+        """Raise :class:`~caftm.errors.ExecutorError` when ``site`` cannot run a worker now."""
+
+    @abstractmethod
+    def start(self, launch: LegLaunch) -> WorkerHandle:
+        """Start the worker.
+
+        Raises:
+            ExecutorError: it could not be started (one line naming the command and why).
+        """
+
+    @abstractmethod
+    def poll(self, handle: WorkerHandle) -> int | None:
+        """The worker's exit code once it has ended (negative: killed by that signal;
+        :data:`EXIT_UNKNOWN` where it cannot be known), else None."""
+
+    @abstractmethod
+    def signal(self, handle: WorkerHandle, signum: int) -> None:
+        """Send ``signum`` to the worker (all its processes); nothing when it has ended."""
+
+    @abstractmethod
+    def adopt(self, leg: LegRecord) -> WorkerHandle | None:
+        """The worker of a leg started by an earlier supervisor, if it still runs."""
+
+    def stop(self, handle: WorkerHandle, grace_s: float, *, poll_s: float = 0.05) -> int:
+        """SIGTERM, then SIGKILL after ``grace_s``; returns the exit code."""
+        import time
+
+        code = self.poll(handle)
+        if code is not None:
+            return code
+        self.signal(handle, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline:
+            code = self.poll(handle)
+            if code is not None:
+                return code
+            time.sleep(poll_s)
+        self.signal(handle, signal.SIGKILL)
+        while (code := self.poll(handle)) is None:
+            time.sleep(poll_s)
+        return code
+
+    def close(self) -> None:  # noqa: B027 - engines with a client close it here
+        """Release the executor's resources."""

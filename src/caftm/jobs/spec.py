@@ -1,0 +1,210 @@
+"""A job: the controller's configuration plus the supervisor's ``job:`` section, from one YAML.
+
+Example (``examples/job.yaml``)::
+
+    job:
+      name: cnn
+      command: python examples/train_cnn.py --config examples/job.yaml
+      executor: local                   # where legs run (see caftm.jobs.executors)
+      stores: {FR: s3://bucket/cnn}     # per site; default <workdir>/<name>/sites/<site>
+      grace_s: 30                       # SIGTERM → checkpoint → exit, else SIGKILL
+      max_restarts: 3                   # consecutive crashes without progress before failing
+    sites: [KR, FR]
+    threshold: {value_g_per_kwh: 400}
+    ...                                 # every other section as in ControllerConfig
+
+Relative paths (``workdir``, ``cwd``, local stores, ``ledger.path``) are relative to the YAML
+file's folder, so a job runs the same from any working directory.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from caftm.control.config import JOB_SECTION, ControllerConfig
+from caftm.errors import ConfigError
+
+__all__ = ["JobSection", "JobSpec", "load_job"]
+
+_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+
+
+class JobSection(BaseModel):
+    """The supervisor's part of a job file.
+
+    Attributes:
+        name: the job's name (its key in the ledger; letters, digits, ``-_.``).
+        command: the worker command, a string (split like a shell) or a list.
+        executor: ``local`` (subprocesses on this machine).
+        workdir: where legs keep their logs and default stores.
+        cwd: the worker's working directory (default: the YAML file's folder).
+        stores: site → checkpoint store URL (local path or fsspec URL, e.g. ``s3://b/p``).
+        env: extra environment variables for the worker.
+        grace_s: seconds a worker has to checkpoint after SIGTERM before SIGKILL.
+        max_restarts: consecutive crashes (without progress) before the job fails.
+        backoff_s: wait before the first restart after a crash (doubles each time, ≤ 5 min).
+        bandwidth_mb_per_s: emulate a wide-area link when moving checkpoints (MB/s).
+        prune_after_move: delete the source's copy once the destination verified it.
+        clock_speed: run on an accelerated clock (virtual seconds per wall second).
+        clock_start: the accelerated clock's start (default: now).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, max_length=64)
+    command: tuple[str, ...] = Field(min_length=1)
+    executor: str = "local"
+    workdir: str = ".caftm/jobs"
+    cwd: str | None = None
+    stores: dict[str, str] = Field(default_factory=dict)
+    env: dict[str, str] = Field(default_factory=dict)
+    grace_s: float = Field(default=30.0, gt=0.0, le=3600.0)
+    max_restarts: int = Field(default=3, ge=0, le=1000)
+    backoff_s: float = Field(default=5.0, ge=0.0, le=3600.0)
+    bandwidth_mb_per_s: float | None = Field(default=None, gt=0.0)
+    prune_after_move: bool = False
+    clock_speed: float | None = Field(default=None, gt=0.0, le=1e7)
+    clock_start: AwareDatetime | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not set(value) <= _NAME_CHARS:
+            raise ValueError(f"{value!r}: use letters, digits, '-', '_' and '.' only")
+        return value
+
+    @field_validator("command", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return tuple(shlex.split(value))
+            except ValueError as e:
+                raise ValueError(f"cannot split the command: {e}") from e
+        return value
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """A validated job: the supervisor's section, the controller config and where it came from.
+
+    Attributes:
+        job: the ``job:`` section.
+        controller: the rest, as the worker reads it.
+        path: the YAML file (None: built in code).
+        base_dir: the folder relative paths are resolved against.
+    """
+
+    job: JobSection
+    controller: ControllerConfig
+    path: Path | None
+    base_dir: Path
+
+    @property
+    def name(self) -> str:
+        """The job's name."""
+        return self.job.name
+
+    @property
+    def workdir(self) -> Path:
+        """Logs and default stores (absolute)."""
+        return self._resolve(self.job.workdir) / self.name
+
+    @property
+    def cwd(self) -> Path:
+        """The worker's working directory (absolute)."""
+        return self._resolve(self.job.cwd) if self.job.cwd else self.base_dir
+
+    @property
+    def ledger_path(self) -> Path:
+        """The ledger every process of the job writes to (absolute)."""
+        from caftm.ledger.store import default_ledger_path
+
+        path = self.controller.ledger.path
+        return self._resolve(path) if path else default_ledger_path()
+
+    def store_url(self, site: str) -> str:
+        """The checkpoint store of ``site`` (an absolute path or a URL)."""
+        url = self.job.stores.get(site)
+        if url is None:
+            return str(self.workdir / "sites" / site / "checkpoints")
+        return url if "://" in url else str(self._resolve(url))
+
+    def _resolve(self, path: str) -> Path:
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else (self.base_dir / p).resolve()
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form, recorded with the job in the ledger."""
+        return {
+            "job": self.job.model_dump(mode="json"),
+            "controller": self.controller.model_dump(mode="json"),
+            "path": None if self.path is None else str(self.path),
+        }
+
+
+def load_job(path: str | Path, *, env: Mapping[str, str] | None = None) -> JobSpec:
+    """Read and validate a job file.
+
+    Raises:
+        ConfigError: unreadable file, bad YAML, a bad value (naming its field), or a store
+            for a site the job does not have.
+    """
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise ConfigError(f"cannot read job {path}: {' '.join(str(e).split())}") from e
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"job {path} must hold a mapping at the top level")
+    return job_from_dict(data, base_dir=path.resolve().parent, path=path, env=env)
+
+
+def job_from_dict(
+    data: Mapping[str, Any],
+    *,
+    base_dir: Path,
+    path: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> JobSpec:
+    """Validate a job given as a mapping (see :func:`load_job`)."""
+    where = f"job {path}" if path is not None else "job"
+    section = data.get(JOB_SECTION)
+    if not isinstance(section, Mapping):
+        raise ConfigError(f"invalid {where}: a 'job:' section with name and command is needed")
+    try:
+        job = JobSection.model_validate(section)
+    except ValidationError as e:
+        problems = "; ".join(
+            f"job.{'.'.join(str(p) for p in err['loc'])}: "
+            f"{err['msg'].removeprefix('Value error, ')}"
+            for err in e.errors()
+        )
+        raise ConfigError(f"invalid {where}: {problems}") from None
+    # the supervisor's own view ignores per-leg overrides a parent supervisor may have set
+    controller_env = {
+        k: v
+        for k, v in (env if env is not None else _environ()).items()
+        if k not in ("CAFTM_SITE", "CAFTM_CHECKPOINT_URL", "CAFTM_EXCLUDE_SITES")
+    }
+    controller = ControllerConfig.from_dict(data, env=controller_env, where=where)
+    names = {s.name for s in controller.sites}
+    unknown = sorted(set(job.stores) - names)
+    if unknown:
+        raise ConfigError(
+            f"invalid {where}: job.stores names sites that are not in 'sites': {unknown}"
+        )
+    return JobSpec(job, controller, path, base_dir)
+
+
+def _environ() -> Mapping[str, str]:
+    import os
+
+    return os.environ

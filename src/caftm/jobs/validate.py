@@ -1,0 +1,141 @@
+"""``caftm validate``: check a job beyond its schema and say what running it would do.
+
+Nothing is started, created or written: the command's program is looked up, each site's store
+URL is checked (protocol known, a local folder creatable), and each site's intensity now is read
+from the configured source to say whether the job would start, move or wait.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from caftm.clock import AcceleratedClock
+from caftm.errors import CaftmError, ConfigError
+from caftm.jobs.executors import EXECUTORS
+from caftm.jobs.spec import JobSpec
+
+__all__ = ["JobDescription", "check_job", "describe_job"]
+
+
+@dataclass
+class JobDescription:
+    """Rows (site, zone, intensity now, store) and notes, for a table and a few lines."""
+
+    sites: list[tuple[str, str, str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def check_job(spec: JobSpec) -> None:
+    """Refuse what would only fail later: an unknown executor or program, a bad store URL.
+
+    Raises:
+        ConfigError: one line naming the problem and where.
+    """
+    if spec.job.executor not in EXECUTORS:
+        raise ConfigError(
+            f"job {spec.name}: unknown executor {spec.job.executor!r}; "
+            f"known: {', '.join(sorted(EXECUTORS))}"
+        )
+    program = spec.job.command[0]
+    where = spec.cwd / program if os.sep in program else None
+    if where is not None and not where.exists():
+        raise ConfigError(f"job {spec.name}: command {program!r} not found (from {spec.cwd})")
+    if where is None and shutil.which(program) is None:
+        raise ConfigError(f"job {spec.name}: command {program!r} is not on PATH")
+    if not spec.cwd.is_dir():
+        raise ConfigError(f"job {spec.name}: working directory {spec.cwd} does not exist")
+    for site in spec.controller.site_zones():
+        _check_store(spec, site, spec.store_url(site))
+
+
+def _check_store(spec: JobSpec, site: str, url: str) -> None:
+    import fsspec
+
+    protocol = url.split("://", 1)[0] if "://" in url else "file"
+    if protocol not in fsspec.available_protocols():
+        raise ConfigError(
+            f"job {spec.name}: site {site}: store {url} has an unknown protocol {protocol!r}"
+        )
+    if protocol == "file":
+        path = Path(url.removeprefix("file://"))
+        existing = next((p for p in (path, *path.parents) if p.exists()), None)
+        if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK):
+            raise ConfigError(
+                f"job {spec.name}: site {site}: store {path} cannot be created "
+                f"({existing} is not a writable folder)"
+            )
+
+
+def describe_job(spec: JobSpec) -> JobDescription:
+    """Check ``spec`` (:func:`check_job`) and describe what running it would do.
+
+    Raises:
+        ConfigError: as :func:`check_job`.
+    """
+    from caftm.control.states import utc_from_s
+
+    check_job(spec)
+    config = spec.controller
+    clock_s = _start_time_s(spec)
+    description = JobDescription()
+    readings: dict[str, float] = {}
+    source = None
+    try:
+        from caftm.signals.registry import fallback_source, get_source
+
+        signals = config.signals
+        source = (
+            get_source("trace", path=signals.trace_path)
+            if signals.source == "trace" and signals.trace_path
+            else fallback_source(signals.source)
+        )
+    except CaftmError as e:
+        description.notes.append(f"intensities unavailable: {e}")
+    for site, zone in config.site_zones().items():
+        shown = "—"
+        if source is not None:
+            try:
+                value = source.intensity(zone, utc_from_s(clock_s)).intensity_g_per_kwh
+                readings[site] = value
+                shown = f"{value:.0f} g/kWh"
+            except CaftmError as e:
+                shown = f"unavailable ({e})"
+        description.sites.append((site, zone, shown, spec.store_url(site)))
+    start = config.start_site
+    theta = config.threshold
+    description.notes += [
+        f"command: {' '.join(spec.job.command)} (in {spec.cwd}, executor {spec.job.executor})",
+        f"starts at {start}; policy {config.policy.name}; θ {theta.mode.value} "
+        f"{theta.value_g_per_kwh:.0f} g/kWh; GPU control {config.gpu.control} "
+        f"({config.gpu.knob.value})",
+        f"ledger: {spec.ledger_path}; logs under {spec.workdir}",
+    ]
+    if spec.job.clock_speed:
+        description.notes.append(
+            f"accelerated clock: {spec.job.clock_speed:g}× from "
+            f"{utc_from_s(clock_s).strftime('%Y-%m-%d %H:%M UTC')}"
+        )
+    now = readings.get(start)
+    if now is not None and math.isfinite(now) and theta.mode.value == "absolute":
+        if now < theta.value_g_per_kwh:
+            description.notes.append(f"{start} is below θ now: the job would train there")
+        else:
+            cleaner = sorted((v, s) for s, v in readings.items() if v < theta.value_g_per_kwh)
+            where = f"; cleanest now {cleaner[0][1]} ({cleaner[0][0]:.0f})" if cleaner else ""
+            description.notes.append(
+                f"{start} is above θ now: after profiling the job would move or wait{where}"
+            )
+    return description
+
+
+def _start_time_s(spec: JobSpec) -> float:
+    import time
+
+    start = spec.job.clock_start
+    if spec.job.clock_speed and start is not None:
+        return AcceleratedClock.starting_at(start.timestamp(), spec.job.clock_speed)()
+    return time.time()

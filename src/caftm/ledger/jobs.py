@@ -1,0 +1,368 @@
+"""Jobs, their legs and checkpoint transfers in the ledger: typed statuses, stored.
+
+A *job* is one training run from start to completion, possibly across sites; each start of its
+worker is a *leg*. The supervisor keeps the job's state here, so a supervisor killed with
+``kill -9`` and started again picks the job up where it was.
+
+Job statuses and their transitions::
+
+    PENDING ──► RUNNING ──► SUCCEEDED
+                 │  ▲  ╲──► FAILED (crashes past the limit, a worker that cannot start)
+                 │  │   ╲─► CANCELLED
+                 ▼  │
+     MOVING / PAUSED / RESTARTING   (between legs: transferring, waiting, backing off)
+
+Leg statuses: ``running`` while its worker lives, then how it ended: ``completed``, ``moved``,
+``paused``, ``preempted``, ``crashed``, ``cancelled``, or ``interrupted`` (its process died
+with no outcome while no supervisor watched it). A leg is never left ``running`` once its
+process is gone.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from caftm.errors import ConfigError
+from caftm.ledger.store import Ledger
+
+__all__ = ["JobBook", "JobRecord", "JobStatus", "LegRecord", "LegStatus", "TransferRecord"]
+
+
+class JobStatus(StrEnum):
+    """Where a job is in its life."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    MOVING = "moving"
+    PAUSED = "paused"
+    RESTARTING = "restarting"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        """True for SUCCEEDED, FAILED and CANCELLED."""
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+class LegStatus(StrEnum):
+    """How one start of the worker is doing or ended."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"
+    MOVED = "moved"
+    PAUSED = "paused"
+    PREEMPTED = "preempted"
+    CRASHED = "crashed"
+    CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    """A job as stored (times UTC; ``pause_until`` set while PAUSED)."""
+
+    name: str
+    status: JobStatus
+    site: str
+    leg: int
+    step: int
+    store_url: str
+    executor: str
+    created_at: datetime
+    updated_at: datetime
+    ended_at: datetime | None
+    moves: int
+    pauses: int
+    preemptions: int
+    crashes: int
+    pause_until: datetime | None
+    supervisor_pid: int | None
+    supervisor_host: str | None
+    cancel_requested: bool
+    message: str
+    spec: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class LegRecord:
+    """One leg as stored."""
+
+    job: str
+    leg: int
+    site: str
+    status: LegStatus
+    started_at: datetime
+    ended_at: datetime | None
+    executor: str
+    external_id: str | None
+    node: str | None
+    pid: int | None
+    host: str | None
+    exit_code: int | None
+    start_step: int | None
+    end_step: int | None
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class TransferRecord:
+    """One checkpoint transfer between two sites' stores (bytes, s)."""
+
+    job: str
+    leg: int
+    time: datetime
+    src_site: str
+    dst_site: str
+    src_url: str
+    dst_url: str
+    step: int | None
+    bytes: int | None
+    seconds: float | None
+    status: str
+    message: str
+
+
+_JOB_COLUMNS = (
+    "name, status, site, leg, step, store_url, executor, created_at, updated_at, ended_at, moves,"
+    " pauses, preemptions, crashes, pause_until, supervisor_pid, supervisor_host,"
+    " cancel_requested, message, spec_json"
+)
+_LEG_COLUMNS = (
+    "job, leg, site, status, started_at, ended_at, executor, external_id, node, pid, host,"
+    " exit_code, start_step, end_step, message"
+)
+_UPDATABLE = {
+    "status", "site", "leg", "step", "store_url", "ended_at", "moves", "pauses", "preemptions",
+    "crashes", "pause_until", "supervisor_pid", "supervisor_host", "cancel_requested", "message",
+}  # fmt: skip
+_LEG_UPDATABLE = {"status", "ended_at", "external_id", "node", "pid", "host", "exit_code",
+                  "end_step", "message"}  # fmt: skip
+
+
+def _iso(time: datetime | None) -> str | None:
+    return None if time is None else time.astimezone(UTC).isoformat()
+
+
+def _when(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _stored(value: object) -> object:
+    if isinstance(value, datetime):
+        return _iso(value)
+    if isinstance(value, StrEnum):
+        return value.value
+    if isinstance(value, bool):
+        return int(value)
+    return value
+
+
+class JobBook:
+    """The job supervisor's records in a :class:`~caftm.ledger.Ledger`."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+
+    # -- jobs ----------------------------------------------------------------------------------
+    def create(
+        self, name: str, *, site: str, store_url: str, executor: str, spec: dict[str, Any]
+    ) -> JobRecord:
+        """Record a new PENDING job.
+
+        Raises:
+            ConfigError: a job of this name exists already.
+        """
+        if self.find(name) is not None:
+            raise ConfigError(f"job {name!r} exists already in ledger {self.ledger.path}")
+        now = _iso(_now())
+        self.ledger._write(
+            f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES "
+            "(?, ?, ?, 0, 0, ?, ?, ?, ?, NULL, 0, 0, 0, 0, NULL, NULL, NULL, 0, '', ?)",
+            (name, JobStatus.PENDING.value, site, store_url, executor, now, now,
+             json.dumps(spec, default=str)),
+        )  # fmt: skip
+        return self.get(name)
+
+    def find(self, name: str) -> JobRecord | None:
+        """The job of this name, or None."""
+        rows = self.ledger._read(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE name = ?", (name,))
+        return _job(rows[0]) if rows else None
+
+    def get(self, name: str) -> JobRecord:
+        """The job of this name.
+
+        Raises:
+            ConfigError: there is none.
+        """
+        job = self.find(name)
+        if job is None:
+            raise ConfigError(f"no job {name!r} in ledger {self.ledger.path}; see `caftm jobs`")
+        return job
+
+    def jobs(self) -> list[JobRecord]:
+        """Every job, newest first."""
+        rows = self.ledger._read(
+            f"SELECT {_JOB_COLUMNS} FROM jobs ORDER BY created_at DESC, rowid DESC"
+        )
+        return [_job(r) for r in rows]
+
+    def update(self, name: str, **fields: object) -> JobRecord:
+        """Change some of a job's fields (and its ``updated_at``); returns the job as stored.
+
+        Raises:
+            ConfigError: an unknown field.
+        """
+        unknown = set(fields) - _UPDATABLE
+        if unknown:
+            raise ConfigError(f"cannot update job fields {sorted(unknown)}")
+        fields["updated_at"] = _now()
+        names = ", ".join(f"{k} = ?" for k in fields)
+        self.ledger._write(
+            f"UPDATE jobs SET {names} WHERE name = ?",
+            (*(_stored(v) for v in fields.values()), name),
+        )
+        return self.get(name)
+
+    def count(self, name: str, field: str) -> JobRecord:
+        """Add one to a job's ``moves``, ``pauses``, ``preemptions`` or ``crashes``."""
+        if field not in ("moves", "pauses", "preemptions", "crashes"):
+            raise ConfigError(f"cannot count job field {field!r}")
+        self.ledger._write(f"UPDATE jobs SET {field} = {field} + 1 WHERE name = ?", (name,))
+        return self.get(name)
+
+    # -- legs ----------------------------------------------------------------------------------
+    def start_leg(
+        self, job: str, leg: int, *, site: str, executor: str, start_step: int | None
+    ) -> LegRecord:
+        """Record leg ``leg`` of ``job`` as RUNNING."""
+        self.ledger._write(
+            f"INSERT INTO legs ({_LEG_COLUMNS}) VALUES "
+            "(?, ?, ?, ?, ?, NULL, ?, NULL, NULL, NULL, NULL, NULL, ?, NULL, '')",
+            (job, leg, site, LegStatus.RUNNING.value, _iso(_now()), executor, start_step),
+        )
+        return self.get_leg(job, leg)
+
+    def update_leg(self, job: str, leg: int, **fields: object) -> LegRecord:
+        """Change some of a leg's fields; returns the leg as stored."""
+        unknown = set(fields) - _LEG_UPDATABLE
+        if unknown:
+            raise ConfigError(f"cannot update leg fields {sorted(unknown)}")
+        names = ", ".join(f"{k} = ?" for k in fields)
+        self.ledger._write(
+            f"UPDATE legs SET {names} WHERE job = ? AND leg = ?",
+            (*(_stored(v) for v in fields.values()), job, leg),
+        )
+        return self.get_leg(job, leg)
+
+    def end_leg(self, job: str, leg: int, status: LegStatus, **fields: object) -> LegRecord:
+        """Close a leg with ``status`` and close its runs still marked running."""
+        record = self.update_leg(job, leg, status=status, ended_at=_now(), **fields)
+        run_status = (
+            "interrupted"
+            if status in (LegStatus.CRASHED, LegStatus.INTERRUPTED)
+            else (status.value)
+        )
+        self.ledger._write(
+            "UPDATE runs SET status = ?, ended_at = ? WHERE job = ? AND leg = ? "
+            "AND status = 'running'",
+            (run_status, _iso(_now()), job, leg),
+        )
+        return record
+
+    def get_leg(self, job: str, leg: int) -> LegRecord:
+        """One leg (raises ConfigError when missing)."""
+        rows = self.ledger._read(
+            f"SELECT {_LEG_COLUMNS} FROM legs WHERE job = ? AND leg = ?", (job, leg)
+        )
+        if not rows:
+            raise ConfigError(f"job {job!r} has no leg {leg}")
+        return _leg(rows[0])
+
+    def legs(self, job: str) -> list[LegRecord]:
+        """The job's legs, first to last."""
+        rows = self.ledger._read(
+            f"SELECT {_LEG_COLUMNS} FROM legs WHERE job = ? ORDER BY leg", (job,)
+        )
+        return [_leg(r) for r in rows]
+
+    def run_ids(self, job: str, leg: int | None = None) -> list[str]:
+        """The ledger runs a job's workers opened (of one leg, or all), oldest first."""
+        if leg is None:
+            rows = self.ledger._read(
+                "SELECT run_id FROM runs WHERE job = ? ORDER BY started_at, rowid", (job,)
+            )
+        else:
+            rows = self.ledger._read(
+                "SELECT run_id FROM runs WHERE job = ? AND leg = ? ORDER BY started_at, rowid",
+                (job, leg),
+            )
+        return [str(r[0]) for r in rows]
+
+    def totals(self, job: str) -> tuple[int, float | None, float | None]:
+        """(steps, energy J, carbon g) over every window of the job's runs."""
+        rows = self.ledger._read(
+            "SELECT COALESCE(SUM(w.steps), 0), SUM(w.energy_j), SUM(w.carbon_g) FROM windows w"
+            " JOIN runs r ON r.run_id = w.run_id WHERE r.job = ?",
+            (job,),
+        )
+        steps, energy, carbon = rows[0]
+        return int(steps), energy, carbon
+
+    # -- transfers -----------------------------------------------------------------------------
+    def record_transfer(self, record: TransferRecord) -> int:
+        """Store one transfer (started, done or failed); returns its id."""
+        self.ledger._write(
+            "INSERT INTO transfers (job, leg, time, src_site, dst_site, src_url, dst_url, step,"
+            " bytes, seconds, status, message) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            (record.job, record.leg, _iso(record.time), record.src_site, record.dst_site,
+             record.src_url, record.dst_url, record.step, record.bytes, record.seconds,
+             record.status, record.message),
+        )  # fmt: skip
+        rows = self.ledger._read("SELECT MAX(id) FROM transfers WHERE job = ?", (record.job,))
+        return int(rows[0][0])
+
+    def finish_transfer(
+        self, transfer_id: int, *, status: str, step: int | None = None,
+        size_bytes: int | None = None, seconds: float | None = None, message: str = "",
+    ) -> None:  # fmt: skip
+        """Record how a started transfer ended."""
+        self.ledger._write(
+            "UPDATE transfers SET status = ?, step = COALESCE(?, step), bytes = ?, seconds = ?,"
+            " message = ? WHERE id = ?",
+            (status, step, size_bytes, seconds, message, transfer_id),
+        )
+
+    def transfers(self, job: str) -> list[TransferRecord]:
+        """The job's transfers, oldest first."""
+        rows = self.ledger._read(
+            "SELECT job, leg, time, src_site, dst_site, src_url, dst_url, step, bytes, seconds,"
+            " status, message FROM transfers WHERE job = ? ORDER BY id",
+            (job,),
+        )
+        return [TransferRecord(r[0], r[1], datetime.fromisoformat(r[2]), *r[3:]) for r in rows]
+
+
+def _job(row: Any) -> JobRecord:
+    return JobRecord(
+        row[0], JobStatus(row[1]), row[2], row[3], row[4], row[5], row[6],
+        datetime.fromisoformat(row[7]), datetime.fromisoformat(row[8]), _when(row[9]),
+        row[10], row[11], row[12], row[13], _when(row[14]), row[15], row[16], bool(row[17]),
+        row[18], json.loads(row[19] or "{}"),
+    )  # fmt: skip
+
+
+def _leg(row: Any) -> LegRecord:
+    return LegRecord(
+        row[0], row[1], row[2], LegStatus(row[3]), datetime.fromisoformat(row[4]),
+        _when(row[5]), *row[6:],
+    )  # fmt: skip
