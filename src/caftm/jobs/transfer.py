@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import logging
 import math
 import os
@@ -40,10 +41,12 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, BinaryIO, TypeVar
 
 from caftm.checkpoint._backend import Backend, FsspecBackend, LocalBackend, open_backend
+from caftm.checkpoint.checksum import TreeHasher
 from caftm.checkpoint.manifest import MANIFEST_NAME, FileEntry, Manifest
 from caftm.checkpoint.store import CheckpointStore
 from caftm.errors import CheckpointError, ConfigError, ExecutorError
@@ -56,6 +59,7 @@ _T = TypeVar("_T")
 _RANK_DIR = re.compile(r"^rank-(\d{5,})$")
 _STEP_DIR = re.compile(r"^step-(\d{9,})$")
 _TEMP_FILE = re.compile(r"\.tmp-(\d+)-[0-9a-f]{8}$")
+_FLUSH_EVERY_BYTES = 128 * 2**20  # start the disk writeback of a local file this often
 _NO_KERNEL_COPY = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF}
 
 
@@ -416,10 +420,11 @@ class _Mover:
         self._dst("create", part.dst_dir, dst, lambda: dst.make_dir(part.dst_dir))
         if isinstance(dst, LocalBackend):
             _remove_stale_temps(part.dst_dir)
-        self._stream(src, src_path, dst, dst_path, entry.size_bytes)
+        read_back = self._stream(src, src_path, dst, dst_path, entry.size_bytes)
         self.files += 1
         try:
-            good = dst.size(dst_path) == entry.size_bytes and dst.sha256(dst_path) == entry.sha256
+            good = dst.size(dst_path) == entry.size_bytes
+            good = good and (read_back or dst.sha256(dst_path)) == entry.sha256
         except (OSError, CheckpointError) as e:
             raise TransferError(
                 f"cannot move step {self.step} to {self.dst_url}: cannot read back "
@@ -440,48 +445,47 @@ class _Mover:
             f"the destination store {self.dst_url} altered it"
         )
 
-    def _stream(self, src: Backend, src_path: str, dst: Backend, dst_path: str, size: int) -> None:
-        """Copy one file piece by piece; a reader never sees it partial under its final name."""
+    def _stream(
+        self, src: Backend, src_path: str, dst: Backend, dst_path: str, size: int
+    ) -> str | None:
+        """Copy one file piece by piece; a reader never sees it partial under its final name.
+
+        Returns the sha256 (tree) of the file as read back from a local destination while it
+        was written, or None for other destinations (read back after they close).
+        """
         with _open_source(src, src_path) as reader, self._sink(dst, dst_path) as sink:
+            left = size
             if isinstance(sink, _LocalSink) and isinstance(reader, _FdReader):
-                left = self._kernel_copy(reader, sink, size)
-            else:
-                left = size
+                left = self._kernel_copy(reader, sink, dst_path, size)
             while left > 0:
                 piece = reader.read(min(self.chunk_bytes, left))
                 if not piece:
                     raise _SourceDamaged(f"{src.url(src_path)} ended {left} bytes early")
-                self._write(sink, dst_path, dst, piece)
+                self._dst("write", dst_path, dst, functools.partial(sink.write, piece))
                 left -= len(piece)
                 self._advance(len(piece), copied=True)
+        return sink.sha256() if isinstance(sink, _LocalSink) else None
 
-    def _kernel_copy(self, reader: _FdReader, sink: _LocalSink, size: int) -> int:
+    def _kernel_copy(self, reader: _FdReader, sink: _LocalSink, path: str, size: int) -> int:
         """Copy local to local in the kernel (``copy_file_range``); returns bytes left."""
         left = size
         while left > 0:
             try:
                 n = os.copy_file_range(reader.fileno(), sink.fileno(), min(self.chunk_bytes, left))
+                if n:
+                    sink.appended(n)
             except OSError as e:
                 if e.errno in _NO_KERNEL_COPY and left == size:
                     return left  # not supported between these filesystems: copy by reading
                 raise TransferError(
                     f"cannot move step {self.step} to {self.dst_url}: cannot write "
-                    f"{sink.path}: {_cause(e)}"
+                    f"{path}: {_cause(e)}"
                 ) from e
             if n == 0:
                 break
             left -= n
             self._advance(n, copied=True)
         return left
-
-    def _write(self, sink: _Sink, path: str, dst: Backend, piece: bytes) -> None:
-        try:
-            sink.write(piece)
-        except Exception as e:
-            raise TransferError(
-                f"cannot move step {self.step} to {self.dst_url}: cannot write "
-                f"{dst.url(path)}: {_cause(e)}"
-            ) from e
 
     @contextlib.contextmanager
     def _sink(self, dst: Backend, path: str) -> Iterator[_Sink]:
@@ -499,7 +503,7 @@ class _Mover:
         path = dst.join(*self._rel(part, MANIFEST_NAME))
         self._dst("create", part.dst_dir, dst, lambda: dst.make_dir(part.dst_dir))
         with self._sink(dst, path) as sink:
-            self._write(sink, path, dst, part.manifest_bytes)
+            self._dst("write", path, dst, lambda: sink.write(part.manifest_bytes))
         self._sync(part)
         self.files += 1
         self._advance(len(part.manifest_bytes), copied=True)
@@ -577,12 +581,24 @@ def _open_source(src: Backend, path: str) -> Iterator[_FdReader | BinaryIO]:
 
 
 class _LocalSink:
-    """A local file written under a temp name, fsynced, then renamed into place."""
+    """A local file written under a temp name, fsynced, then renamed into place.
+
+    Each appended range is read back from the file by a reader thread and hashed in the
+    checksum pool, pipelined with the copy; the file is written back to disk in the background
+    every :data:`_FLUSH_EVERY_BYTES`, so the final fsync has little left to wait for.
+    """
 
     def __init__(self, path: str) -> None:
         self.path = path
         self.temp = f"{path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self._file = open(self.temp, "wb", buffering=0)  # noqa: SIM115 - closed by commit/abort
+        self._file = open(self.temp, "xb+", buffering=0)  # noqa: SIM115 - closed by commit/abort
+        self._hasher = TreeHasher(max_pending_blocks=2)
+        self._appended = 0
+        self._unflushed = 0
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix="caftm-transfer-readback")
+        self._flusher = ThreadPoolExecutor(1, thread_name_prefix="caftm-transfer-sync")
+        self._reads: list[Future[None]] = []
+        self._flushing: Future[None] | None = None
 
     def fileno(self) -> int:
         return self._file.fileno()
@@ -591,13 +607,59 @@ class _LocalSink:
         view = memoryview(data)
         while view.nbytes:
             view = view[self._file.write(view) or 0 :]
+        self.appended(len(data))
+
+    def appended(self, n: int) -> None:
+        """Queue the read-back of the ``n`` bytes just added at the end of the file."""
+        pending = []
+        for read in self._reads:
+            if read.done():
+                read.result()  # raises what the reader met
+            else:
+                pending.append(read)
+        self._reads = pending
+        self._reads.append(self._reader.submit(self._read_back, self._appended, n))
+        self._appended += n
+        self._unflushed += n
+        if self._unflushed >= _FLUSH_EVERY_BYTES and (
+            self._flushing is None or self._flushing.done()
+        ):
+            self._flushing = self._flusher.submit(os.fdatasync, self._file.fileno())
+            self._unflushed = 0
+
+    def _read_back(self, offset: int, n: int) -> None:
+        while n > 0:
+            data = os.pread(self._file.fileno(), n, offset)
+            if not data:
+                raise OSError(errno.EIO, f"{n} bytes just written are missing")
+            self._hasher.update(data)
+            offset += len(data)
+            n -= len(data)
+
+    def sha256(self) -> str:
+        """The checksum of what was read back (waits for the reader and the hashing pool)."""
+        return self._hasher.hexdigest()
+
+    def _settle(self) -> None:
+        """Wait for the reader and flusher threads; raise the first error either met."""
+        self._reader.shutdown(wait=True)
+        self._flusher.shutdown(wait=True)
+        reads, self._reads = self._reads, []
+        for read in reads:
+            read.result()
+        if self._flushing is not None:
+            flushing, self._flushing = self._flushing, None
+            flushing.result()
 
     def commit(self) -> None:
+        self._settle()
         os.fsync(self._file.fileno())
         self._file.close()
         os.replace(self.temp, self.path)
 
     def abort(self) -> None:
+        with contextlib.suppress(OSError):
+            self._settle()
         with contextlib.suppress(OSError):
             self._file.close()
         with contextlib.suppress(OSError):
