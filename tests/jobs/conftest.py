@@ -13,9 +13,10 @@ from fsspec.implementations.memory import MemoryFileSystem
 
 
 class _FillingWriter:
-    """A file being written to :class:`FullMemoryFS`; fails with ENOSPC once space runs out."""
+    """A file being written to :class:`FaultyMemoryFS`: fails with ENOSPC once space runs out,
+    or stores every piece with its first byte flipped (a store that damages data)."""
 
-    def __init__(self, inner: Any, fs: FullMemoryFS, path: str) -> None:
+    def __init__(self, inner: Any, fs: FaultyMemoryFS, path: str) -> None:
         self.inner, self.fs, self.path = inner, fs, path
 
     def write(self, data: bytes | memoryview) -> int:
@@ -24,6 +25,8 @@ class _FillingWriter:
                 self.fs.free_bytes = 0
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), self.path)
             self.fs.free_bytes -= len(data)
+        if self.fs.flip_bytes and len(data):
+            data = bytes([data[0] ^ 0xFF]) + bytes(data[1:])
         return int(self.inner.write(data))
 
     def close(self) -> None:
@@ -36,13 +39,17 @@ class _FillingWriter:
         self.close()
 
 
-class FullMemoryFS(MemoryFileSystem):
-    """In-memory fsspec filesystem standing in for a disk with ``free_bytes`` left (None: no
-    limit); a write past it fails with ENOSPC, as a full disk's would."""
+class FaultyMemoryFS(MemoryFileSystem):
+    """In-memory fsspec filesystem standing in for a faulty disk.
+
+    ``free_bytes``: bytes left (None: no limit); a write past it fails with ENOSPC, as a full
+    disk's would. ``flip_bytes``: store each written piece with its first byte flipped.
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.free_bytes: int | None = None
+        self.flip_bytes = False
 
     def _open(self, path: str, mode: str = "rb", **kwargs: Any) -> Any:
         inner = super()._open(path, mode, **kwargs)
@@ -50,9 +57,9 @@ class FullMemoryFS(MemoryFileSystem):
 
 
 @pytest.fixture
-def full_fs() -> Iterator[tuple[FullMemoryFS, str]]:
-    """A fresh filling filesystem and a unique root in it (removed afterwards)."""
-    fs = FullMemoryFS(skip_instance_cache=True)
+def faulty_fs() -> Iterator[tuple[FaultyMemoryFS, str]]:
+    """A fresh faulty filesystem and a unique root in it (removed afterwards)."""
+    fs = FaultyMemoryFS(skip_instance_cache=True)
     root = f"/xfer-{uuid.uuid4().hex}"
     yield fs, root
     if fs.exists(root):

@@ -19,7 +19,7 @@ from caftm.checkpoint import CheckpointStore, TrainingState
 from caftm.errors import CheckpointError, ConfigError, ExecutorError
 from caftm.jobs.transfer import TransferError, TransferResult, transfer_latest
 
-from .conftest import FullMemoryFS
+from .conftest import FaultyMemoryFS
 
 HERE = Path(__file__).resolve().parent
 WIDTH = 1024  # floats per row: a row is 4 KiB
@@ -219,9 +219,9 @@ def test_killed_halfway_then_resumed(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("prune_source", [False, True])
 def test_full_destination_is_a_transfer_error_and_source_untouched(
-    tmp_path: Path, full_fs: tuple[FullMemoryFS, str], prune_source: bool
+    tmp_path: Path, faulty_fs: tuple[FaultyMemoryFS, str], prune_source: bool
 ) -> None:
-    fs, root = full_fs
+    fs, root = faulty_fs
     src = tmp_path / "KR"
     save(str(src), 3, seed=3, rows=256)
     before = files_under(src)
@@ -241,6 +241,21 @@ def test_full_destination_is_a_transfer_error_and_source_untouched(
     result = transfer_latest(str(src), root, dst_filesystem=fs, prune_source=prune_source)
     assert result is not None and result.step == 3 and result.pruned_source is prune_source
     assert CheckpointStore(root, filesystem=fs).verify(3).step == 3
+
+
+def test_destination_that_damages_data_is_caught_on_read_back(
+    tmp_path: Path, faulty_fs: tuple[FaultyMemoryFS, str]
+) -> None:
+    fs, root = faulty_fs
+    src = tmp_path / "KR"
+    save(str(src), 6, seed=6)
+    before = files_under(src)
+    fs.flip_bytes = True
+    with pytest.raises(CheckpointError, match=f"does not match its manifest after copying.*{root}"):
+        transfer_latest(str(src), root, dst_filesystem=fs, prune_source=True)
+    assert not fs.exists(f"{root}/step-000000006/MANIFEST.json")
+    assert CheckpointStore(root, filesystem=fs).latest() is None
+    assert files_under(src) == before  # verified source, never pruned
 
 
 def test_missing_bucket_is_a_transfer_error(

@@ -39,17 +39,24 @@ import math
 import os
 import re
 import time
-import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, TypeVar
 
 from caftm.checkpoint._backend import Backend, FsspecBackend, LocalBackend, open_backend
-from caftm.checkpoint.checksum import TreeHasher
 from caftm.checkpoint.manifest import MANIFEST_NAME, FileEntry, Manifest
 from caftm.checkpoint.store import CheckpointStore
 from caftm.errors import CheckpointError, ConfigError, ExecutorError
+from caftm.jobs._transfer_files import (
+    FdReader,
+    LocalSink,
+    Sink,
+    SourceDamaged,
+    cause,
+    open_sink,
+    open_source,
+    remove_stale_temps,
+)
 
 __all__ = ["TransferError", "TransferResult", "transfer_latest"]
 
@@ -58,8 +65,6 @@ logger = logging.getLogger(__name__)
 _T = TypeVar("_T")
 _RANK_DIR = re.compile(r"^rank-(\d{5,})$")
 _STEP_DIR = re.compile(r"^step-(\d{9,})$")
-_TEMP_FILE = re.compile(r"\.tmp-(\d+)-[0-9a-f]{8}$")
-_FLUSH_EVERY_BYTES = 128 * 2**20  # start the disk writeback of a local file this often
 _NO_KERNEL_COPY = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF}
 
 
@@ -100,10 +105,6 @@ class TransferResult:
     def bytes_per_s(self) -> float:
         """Average copy rate of this call, in bytes per second (0 when nothing was copied)."""
         return self.bytes / self.seconds if self.bytes and self.seconds > 0 else 0.0
-
-
-class _SourceDamaged(Exception):
-    """A source file of the candidate step does not match its manifest."""
 
 
 @dataclass(frozen=True)
@@ -186,7 +187,7 @@ def transfer_latest(
         try:
             parts = [_part(rank, step) for rank in ranks]
             result = mover.move(step, parts)
-        except _SourceDamaged as e:
+        except SourceDamaged as e:
             logger.warning("step %d at %s is damaged, trying an older one: %s", step, src_url, e)
             reasons.append(f"step {step}: {e}")
             continue
@@ -296,15 +297,15 @@ def _part(rank: _Rank, step: int) -> _Part:
     try:
         data = rank.src.read_bytes(path)
     except FileNotFoundError as e:
-        raise _SourceDamaged(f"{where}/{MANIFEST_NAME} vanished") from e
+        raise SourceDamaged(f"{where}/{MANIFEST_NAME} vanished") from e
     except OSError as e:
-        raise CheckpointError(f"cannot read {where}/{MANIFEST_NAME}: {_cause(e)}") from e
+        raise CheckpointError(f"cannot read {where}/{MANIFEST_NAME}: {cause(e)}") from e
     try:
         manifest = Manifest.from_json(data, where=where)
     except CheckpointError as e:
-        raise _SourceDamaged(str(e)) from e
+        raise SourceDamaged(str(e)) from e
     if manifest.step != step:
-        raise _SourceDamaged(f"{where}/{MANIFEST_NAME} says step {manifest.step}")
+        raise SourceDamaged(f"{where}/{MANIFEST_NAME} says step {manifest.step}")
     return _Part(rank, manifest, data, src_dir, _step_dir(rank.dst, step))
 
 
@@ -412,14 +413,14 @@ class _Mover:
         try:
             size = src.size(src_path)
         except FileNotFoundError as e:
-            raise _SourceDamaged(f"{src_where} is missing") from e
+            raise SourceDamaged(f"{src_where} is missing") from e
         except OSError as e:
-            raise CheckpointError(f"cannot read {src_where}: {_cause(e)}") from e
+            raise CheckpointError(f"cannot read {src_where}: {cause(e)}") from e
         if size != entry.size_bytes:
-            raise _SourceDamaged(f"{src_where} is {size} bytes, manifest says {entry.size_bytes}")
+            raise SourceDamaged(f"{src_where} is {size} bytes, manifest says {entry.size_bytes}")
         self._dst("create", part.dst_dir, dst, lambda: dst.make_dir(part.dst_dir))
         if isinstance(dst, LocalBackend):
-            _remove_stale_temps(part.dst_dir)
+            remove_stale_temps(part.dst_dir)
         read_back = self._stream(src, src_path, dst, dst_path, entry.size_bytes)
         self.files += 1
         try:
@@ -428,7 +429,7 @@ class _Mover:
         except (OSError, CheckpointError) as e:
             raise TransferError(
                 f"cannot move step {self.step} to {self.dst_url}: cannot read back "
-                f"{dst.url(dst_path)}: {_cause(e)}"
+                f"{dst.url(dst_path)}: {cause(e)}"
             ) from e
         if good:
             return
@@ -437,9 +438,9 @@ class _Mover:
         try:
             source_good = src.sha256(src_path) == entry.sha256
         except (OSError, CheckpointError) as e:
-            raise CheckpointError(f"cannot read {src_where}: {_cause(e)}") from e
+            raise CheckpointError(f"cannot read {src_where}: {cause(e)}") from e
         if not source_good:
-            raise _SourceDamaged(f"{src_where} sha256 does not match its manifest")
+            raise SourceDamaged(f"{src_where} sha256 does not match its manifest")
         raise CheckpointError(
             f"{dst.url(dst_path)} does not match its manifest after copying from {src_where}; "
             f"the destination store {self.dst_url} altered it"
@@ -453,20 +454,20 @@ class _Mover:
         Returns the sha256 (tree) of the file as read back from a local destination while it
         was written, or None for other destinations (read back after they close).
         """
-        with _open_source(src, src_path) as reader, self._sink(dst, dst_path) as sink:
+        with open_source(src, src_path) as reader, self._sink(dst, dst_path) as sink:
             left = size
-            if isinstance(sink, _LocalSink) and isinstance(reader, _FdReader):
+            if isinstance(sink, LocalSink) and isinstance(reader, FdReader):
                 left = self._kernel_copy(reader, sink, dst_path, size)
             while left > 0:
                 piece = reader.read(min(self.chunk_bytes, left))
                 if not piece:
-                    raise _SourceDamaged(f"{src.url(src_path)} ended {left} bytes early")
+                    raise SourceDamaged(f"{src.url(src_path)} ended {left} bytes early")
                 self._dst("write", dst_path, dst, functools.partial(sink.write, piece))
                 left -= len(piece)
                 self._advance(len(piece), copied=True)
-        return sink.sha256() if isinstance(sink, _LocalSink) else None
+        return sink.sha256() if isinstance(sink, LocalSink) else None
 
-    def _kernel_copy(self, reader: _FdReader, sink: _LocalSink, path: str, size: int) -> int:
+    def _kernel_copy(self, reader: FdReader, sink: LocalSink, path: str, size: int) -> int:
         """Copy local to local in the kernel (``copy_file_range``); returns bytes left."""
         left = size
         while left > 0:
@@ -479,7 +480,7 @@ class _Mover:
                     return left  # not supported between these filesystems: copy by reading
                 raise TransferError(
                     f"cannot move step {self.step} to {self.dst_url}: cannot write "
-                    f"{path}: {_cause(e)}"
+                    f"{path}: {cause(e)}"
                 ) from e
             if n == 0:
                 break
@@ -488,9 +489,9 @@ class _Mover:
         return left
 
     @contextlib.contextmanager
-    def _sink(self, dst: Backend, path: str) -> Iterator[_Sink]:
+    def _sink(self, dst: Backend, path: str) -> Iterator[Sink]:
         """A destination file, committed under ``path`` only when the block ends cleanly."""
-        sink = self._dst("open", path, dst, lambda: _open_sink(dst, path))
+        sink = self._dst("open", path, dst, lambda: open_sink(dst, path))
         try:
             yield sink
             self._dst("finish", path, dst, sink.commit)
@@ -519,12 +520,12 @@ class _Mover:
         """Run a destination call; any failure becomes a TransferError naming the store."""
         try:
             return call()
-        except (TransferError, _SourceDamaged):
+        except (TransferError, SourceDamaged):
             raise
         except Exception as e:
             raise TransferError(
                 f"cannot move step {self.step} to {self.dst_url}: cannot {action} "
-                f"{dst.url(path)}: {_cause(e)}"
+                f"{dst.url(path)}: {cause(e)}"
             ) from e
 
     def _advance(self, n: int, *, copied: bool) -> None:
@@ -538,193 +539,6 @@ class _Mover:
                     time.sleep(ahead_s)
         if self.on_progress is not None:
             self.on_progress(self.done, self.total)
-
-
-# ---------------------------------------------------------------------- file ends
-class _FdReader:
-    """A local source file read with the OS (kernel copy possible)."""
-
-    def __init__(self, path: str) -> None:
-        self._file = open(path, "rb", buffering=0)  # noqa: SIM115 - closed by close()
-
-    def fileno(self) -> int:
-        return self._file.fileno()
-
-    def read(self, n: int) -> bytes:
-        return self._file.read(n) or b""
-
-    def close(self) -> None:
-        self._file.close()
-
-
-@contextlib.contextmanager
-def _open_source(src: Backend, path: str) -> Iterator[_FdReader | BinaryIO]:
-    where = src.url(path)
-    try:
-        reader: _FdReader | BinaryIO
-        if isinstance(src, LocalBackend):
-            reader = _FdReader(path)
-        else:
-            assert isinstance(src, FsspecBackend)
-            reader = src.fs.open(path, "rb")
-    except FileNotFoundError as e:
-        raise _SourceDamaged(f"{where} is missing") from e
-    except Exception as e:
-        raise CheckpointError(f"cannot read {where}: {_cause(e)}") from e
-    try:
-        yield reader
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"cannot read {where}: {_cause(e)}") from e
-    finally:
-        with contextlib.suppress(Exception):
-            reader.close()
-
-
-class _LocalSink:
-    """A local file written under a temp name, fsynced, then renamed into place.
-
-    Each appended range is read back from the file by a reader thread and hashed in the
-    checksum pool, pipelined with the copy; the file is written back to disk in the background
-    every :data:`_FLUSH_EVERY_BYTES`, so the final fsync has little left to wait for.
-    """
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.temp = f"{path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self._file = open(self.temp, "xb+", buffering=0)  # noqa: SIM115 - closed by commit/abort
-        self._hasher = TreeHasher(max_pending_blocks=2)
-        self._appended = 0
-        self._unflushed = 0
-        self._reader = ThreadPoolExecutor(1, thread_name_prefix="caftm-transfer-readback")
-        self._flusher = ThreadPoolExecutor(1, thread_name_prefix="caftm-transfer-sync")
-        self._reads: list[Future[None]] = []
-        self._flushing: Future[None] | None = None
-
-    def fileno(self) -> int:
-        return self._file.fileno()
-
-    def write(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view.nbytes:
-            view = view[self._file.write(view) or 0 :]
-        self.appended(len(data))
-
-    def appended(self, n: int) -> None:
-        """Queue the read-back of the ``n`` bytes just added at the end of the file."""
-        pending = []
-        for read in self._reads:
-            if read.done():
-                read.result()  # raises what the reader met
-            else:
-                pending.append(read)
-        self._reads = pending
-        self._reads.append(self._reader.submit(self._read_back, self._appended, n))
-        self._appended += n
-        self._unflushed += n
-        if self._unflushed >= _FLUSH_EVERY_BYTES and (
-            self._flushing is None or self._flushing.done()
-        ):
-            self._flushing = self._flusher.submit(os.fdatasync, self._file.fileno())
-            self._unflushed = 0
-
-    def _read_back(self, offset: int, n: int) -> None:
-        while n > 0:
-            data = os.pread(self._file.fileno(), n, offset)
-            if not data:
-                raise OSError(errno.EIO, f"{n} bytes just written are missing")
-            self._hasher.update(data)
-            offset += len(data)
-            n -= len(data)
-
-    def sha256(self) -> str:
-        """The checksum of what was read back (waits for the reader and the hashing pool)."""
-        return self._hasher.hexdigest()
-
-    def _settle(self) -> None:
-        """Wait for the reader and flusher threads; raise the first error either met."""
-        self._reader.shutdown(wait=True)
-        self._flusher.shutdown(wait=True)
-        reads, self._reads = self._reads, []
-        for read in reads:
-            read.result()
-        if self._flushing is not None:
-            flushing, self._flushing = self._flushing, None
-            flushing.result()
-
-    def commit(self) -> None:
-        self._settle()
-        os.fsync(self._file.fileno())
-        self._file.close()
-        os.replace(self.temp, self.path)
-
-    def abort(self) -> None:
-        with contextlib.suppress(OSError):
-            self._settle()
-        with contextlib.suppress(OSError):
-            self._file.close()
-        with contextlib.suppress(OSError):
-            os.unlink(self.temp)
-
-
-class _FsspecSink:
-    """An fsspec object written in one upload; it appears whole when closed."""
-
-    def __init__(self, backend: FsspecBackend, path: str) -> None:
-        self.fs = backend.fs
-        self.path = path
-        self._file = self.fs.open(path, "wb")
-
-    def write(self, data: bytes) -> None:
-        self._file.write(data)
-
-    def commit(self) -> None:
-        self._file.close()
-
-    def abort(self) -> None:
-        from fsspec.spec import AbstractBufferedFile
-
-        if isinstance(self._file, AbstractBufferedFile):  # s3fs & co: abort the upload
-            with contextlib.suppress(Exception):
-                self._file.discard()
-            self._file.closed = True
-            return
-        with contextlib.suppress(Exception):  # closing commits: remove the partial object
-            self._file.close()
-        with contextlib.suppress(Exception):
-            self.fs.rm_file(self.path)
-
-
-_Sink = _LocalSink | _FsspecSink
-
-
-def _open_sink(dst: Backend, path: str) -> _Sink:
-    if isinstance(dst, FsspecBackend):
-        return _FsspecSink(dst, path)
-    return _LocalSink(path)
-
-
-def _remove_stale_temps(directory: str) -> None:
-    """Delete temp files left by a transfer whose process died (local destinations)."""
-    with contextlib.suppress(OSError):
-        for name in os.listdir(directory):
-            match = _TEMP_FILE.search(name)
-            if match is None or _alive(int(match.group(1))):
-                continue
-            with contextlib.suppress(OSError):
-                os.unlink(os.path.join(directory, name))
-                logger.debug("removed stale temp file %s/%s", directory, name)
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
 
 
 def _prune(result: TransferResult, parts: list[_Part]) -> TransferResult:
@@ -752,14 +566,3 @@ def _prune(result: TransferResult, parts: list[_Part]) -> TransferResult:
         ranks=result.ranks,
         pruned_source=True,
     )
-
-
-def _cause(error: BaseException) -> str:
-    """One line describing ``error`` (the strerror of OS errors, else type and message)."""
-    if isinstance(error, OSError) and error.strerror:
-        text = error.strerror
-    elif isinstance(error, CheckpointError):
-        text = str(error)
-    else:
-        text = f"{type(error).__name__}: {error}"
-    return " ".join(text.split())
