@@ -307,6 +307,7 @@ def test_corrupted_source_is_refused(tmp_path: Path) -> None:
         transfer_latest(str(src), str(dst), prune_source=True)
     assert not list(dst.rglob("MANIFEST.json"))
     assert not list(dst.rglob("tensors.safetensors"))
+    assert not (dst / "step-000000009").exists()
     assert (src / "step-000000009" / "MANIFEST.json").exists()  # refused, never pruned
 
 
@@ -322,6 +323,7 @@ def test_corrupted_newest_source_step_falls_back_to_the_previous(
     step, model = restored(str(dst))
     assert step == 1 and bit_identical(model, older)
     assert "step 2" in caplog.text and "damaged" in caplog.text
+    assert sorted(p.name for p in dst.iterdir()) == ["step-000000001"]  # no debris of step 2
 
 
 # ---------------------------------------------------------------------------- options

@@ -32,6 +32,7 @@ source is never written to, except by ``prune_source`` after success.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import functools
 import logging
@@ -193,6 +194,7 @@ def transfer_latest(
             continue
         if prune_source:
             result = _prune(result, parts)
+        result = dataclasses.replace(result, seconds=time.monotonic() - started)
         logger.info(
             "moved checkpoint step %d from %s to %s: %d bytes copied, %d already there, %.2f s",
             step,
@@ -340,6 +342,8 @@ class _Mover:
         todo: list[tuple[_Part, FileEntry]] = []
         manifests_there = True
         for part in parts:
+            if isinstance(part.rank.dst, LocalBackend):
+                remove_stale_temps(part.dst_dir)  # left by a transfer that was killed
             manifests_there &= self._manifest_there(part)
             for entry in part.manifest.files:
                 if self._file_there(part, entry):
@@ -351,8 +355,14 @@ class _Mover:
             return self._result(parts)
         for part in parts:  # a step being rewritten must not look complete meanwhile
             self._drop_manifest(part)
-        for part, entry in todo:
-            self._copy_data(part, entry)
+        try:
+            for part, entry in todo:
+                self._copy_data(part, entry)
+        except SourceDamaged:
+            for part in parts:  # this step cannot be completed from here: leave no debris
+                with contextlib.suppress(Exception):
+                    part.rank.dst.remove_dir(part.dst_dir)
+            raise
         for part in parts:
             self._sync(part)
         for part in parts:
@@ -382,8 +392,7 @@ class _Mover:
 
     def _sync(self, part: _Part) -> None:
         dst = part.rank.dst
-        if dst.exists(part.dst_dir):
-            self._dst("sync", part.dst_dir, dst, lambda: dst.sync_dir(part.dst_dir))
+        self._dst("sync", part.dst_dir, dst, lambda: dst.sync_dir(part.dst_dir))
 
     def _manifest_there(self, part: _Part) -> bool:
         backend = part.rank.dst
@@ -419,8 +428,6 @@ class _Mover:
         if size != entry.size_bytes:
             raise SourceDamaged(f"{src_where} is {size} bytes, manifest says {entry.size_bytes}")
         self._dst("create", part.dst_dir, dst, lambda: dst.make_dir(part.dst_dir))
-        if isinstance(dst, LocalBackend):
-            remove_stale_temps(part.dst_dir)
         read_back = self._stream(src, src_path, dst, dst_path, entry.size_bytes)
         self.files += 1
         try:
@@ -555,14 +562,4 @@ def _prune(result: TransferResult, parts: list[_Part]) -> TransferResult:
             "moved step %d but could not prune it at %s: %s", result.step, result.src_url, e
         )
         return result
-    return TransferResult(
-        step=result.step,
-        bytes=result.bytes,
-        seconds=result.seconds,
-        files=result.files,
-        skipped_bytes=result.skipped_bytes,
-        src_url=result.src_url,
-        dst_url=result.dst_url,
-        ranks=result.ranks,
-        pruned_source=True,
-    )
+    return dataclasses.replace(result, pruned_source=True)
