@@ -1,0 +1,1 @@
+"""caftm.jobs: job specs, the worker protocol, the supervisor and its executors."""
