@@ -22,13 +22,11 @@ venv: $(VENV)/.installed
 
 DEMO_DIR := .caftm/demo
 
-# The main job on the embedded defaults: intensities and forecasts, then a small CNN trained
-# carbon-aware (simulated GPU unless an NVIDIA GPU is present), moved KR -> FR mid-run.
+# The main job on the embedded defaults: intensities and forecasts, then small CNN jobs run
+# through the supervisor (local executor, accelerated clock, simulated GPU unless an NVIDIA GPU is
+# present): one moves, one pauses, both against carbon-agnostic twins; a table, a PNG, a JSON.
 demo: venv
-	$(BIN)/caftm demo
-	rm -rf $(DEMO_DIR)
-	$(BIN)/python examples/train_cnn.py --workdir $(DEMO_DIR)
-	@echo "ledger of this demo: $(BIN)/caftm runs --db $(DEMO_DIR)/ledger.sqlite  (then: caftm events RUN --db ...)"
+	$(BIN)/caftm demo --workdir $(DEMO_DIR) --json $(DEMO_DIR)/demo.json
 
 lint: venv
 	$(BIN)/ruff check src tests bench scripts examples

@@ -16,7 +16,7 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 @pytest.mark.parametrize(
     ("script", "option", "message"),
     [
-        ("train_cnn.py", "--workdir", "cannot open ledger"),
+        ("train_cnn.py", "--config", "must hold a mapping"),
         ("resume_cnn.py", "--store", "cannot list checkpoint directory"),
     ],
 )

@@ -135,7 +135,12 @@ def _train(workdir: Path, json_path: Path | None, speed: float) -> None:
 
     from caftm.demo.showcase import run_showcase
 
-    shutil.rmtree(workdir, ignore_errors=True)
+    for stale in ("jobs", "ledger.sqlite", "ledger.sqlite-wal", "ledger.sqlite-shm"):
+        path = workdir / stale  # the previous demo's, not anything else in the folder
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
     console.print(
         f"\n[bold]Training[/] four small jobs through the supervisor (local executor), "
         f"{speed:g} grid seconds per wall second, SIMULATED GPU, SYNTHETIC intensities:\n"

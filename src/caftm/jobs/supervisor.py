@@ -104,7 +104,11 @@ class Supervisor:
         self._excluded: set[str] = set()
         self._clock: Callable[[], float] = time.time
         self._cancelled = False
+        #: the signal that asked this supervisor to stop (the job resumes at the next run)
+        self.stopped_by: str | None = None
         self._source: Any = None
+        # imported now (it imports torch, seconds): a move should not wait for it
+        import caftm.jobs.transfer  # noqa: F401
 
     # -- the whole job -----------------------------------------------------------------------------
     def run(self) -> JobRecord:
@@ -114,16 +118,41 @@ class Supervisor:
             ExecutorError: another live supervisor runs this job.
         """
         job = self._claim()
+        previous = self._take_signals()
         try:
             if job.status is JobStatus.SUCCEEDED:
                 notice("job %s completed already (%s); nothing to train", job.name, job.message)
                 return job
             job = self._recover(job)
-            while not job.status.finished:
+            while not job.status.finished and self.stopped_by is None:
                 job = self._next(job)
+            if self.stopped_by is not None and not job.status.finished:
+                paused = job.status is JobStatus.PAUSED  # a rerun waits out the same pause
+                notice("job %s stopped by %s; `caftm run` again resumes it", job.name,
+                       self.stopped_by)  # fmt: skip
+                job = self.book.update(
+                    job.name, status=JobStatus.PAUSED if paused else JobStatus.RESTARTING,
+                    message=f"supervisor stopped by {self.stopped_by}",
+                )  # fmt: skip
             return job
         finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
             self._release()
+
+    def _take_signals(self) -> dict[int, Any]:
+        """SIGINT/SIGTERM stop the supervisor after its worker checkpointed (main thread only)."""
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+
+        def stop(signum: int, _frame: object) -> None:
+            if self.stopped_by is not None and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            self.stopped_by = signal.Signals(signum).name
+
+        return {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
 
     def close(self) -> None:
         """Close the ledger when this supervisor opened it."""
@@ -286,6 +315,14 @@ class Supervisor:
         end = self._leg_end(leg, code)
         if self._cancelled:
             return self._cancel(job, (leg, end))
+        request = end.request
+        if self.stopped_by is not None and request is not None and (
+            request.outcome is Outcome.PREEMPTED
+        ):
+            why = f"stopped with the supervisor ({self.stopped_by})"
+            self.book.end_leg(job.name, leg, LegStatus.PREEMPTED, exit_code=end.exit_code,
+                              end_step=request.step, message=why)  # fmt: skip
+            return self.book.update(job.name, status=JobStatus.RESTARTING, step=request.step)
         return self._act(self.book.get(job.name), leg, site, end)
 
     def _watch(self, job: JobRecord, leg: int, handle: WorkerHandle) -> int:
@@ -298,6 +335,11 @@ class Supervisor:
             if code is not None:
                 return code
             now = time.monotonic()
+            if self.stopped_by is not None and stop_sent_at is None:
+                notice("job %s: %s received; the worker checkpoints and stops", job.name,
+                       self.stopped_by)  # fmt: skip
+                self.executor.signal(handle, signal.SIGTERM)
+                stop_sent_at = now
             if now >= next_cancel_check:
                 next_cancel_check = now + _CANCEL_POLL_S
                 if not self._cancelled and self._cancel_requested(self.book.get(job.name)):
@@ -439,6 +481,8 @@ class Supervisor:
         recheck_s = self.spec.controller.migration.pause_recheck_s
         next_check = self._clock() + recheck_s
         while self._clock() < until:
+            if self.stopped_by is not None:
+                return job
             if self._cancel_requested(self.book.get(job.name)):
                 return self._cancel(job, None)
             if self._clock() >= next_check:

@@ -1,0 +1,66 @@
+"""Worker of the migration benchmark: a model holding ``--mb`` MB of parameters trained under
+CarbonAwareTraining; it writes wall-clock marks the benchmark reads:
+
+* ``save-<step>``: when a checkpoint of that step starts being written (the source's suspend);
+* ``first-step``: when the first step after a restore ends (the destination's first step).
+
+    python _migration_worker.py --config JOB.yaml --mb 1024 --marks DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from caftm.control import ControllerConfig
+from caftm.integrations.torch import CarbonAwareTraining
+
+CHUNK_BYTES = 64 * 2**20
+
+
+class Blob(torch.nn.Module):
+    """``total_bytes`` of float32 parameters in 64 MiB tensors (the same values every run)."""
+
+    def __init__(self, total_bytes: int) -> None:
+        super().__init__()
+        count, rest = divmod(total_bytes, CHUNK_BYTES)
+        sizes = [CHUNK_BYTES] * count + ([rest] if rest else [])
+        gen = torch.Generator().manual_seed(0)
+        self.chunks = torch.nn.ParameterList(
+            torch.nn.Parameter(torch.rand(size // 4, generator=gen), requires_grad=False)
+            for size in sizes
+        )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--mb", type=float, required=True)
+    parser.add_argument("--marks", type=Path, required=True)
+    args = parser.parse_args()
+    config = ControllerConfig.from_yaml(args.config)
+    model = Blob(int(args.mb * 1e6))
+    with CarbonAwareTraining(config, model=model) as caftm:
+        save = caftm.save
+
+        def marked_save() -> None:
+            (args.marks / f"save-{caftm.steps_done}").write_text(repr(time.time()))
+            save()
+
+        caftm.save = marked_save  # type: ignore[method-assign]
+        resumed = caftm.start_step > 0
+        while caftm.running:
+            model.chunks[0].data[0] += 1.0  # a "training step": the state changes
+            caftm.step()
+            if resumed:
+                (args.marks / "first-step").write_text(repr(time.time()))
+                resumed = False
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
