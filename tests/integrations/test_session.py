@@ -234,3 +234,57 @@ def test_failed_start_of_the_torch_integration_stops_its_threads(tmp_path: Path)
     with pytest.raises(LedgerError, match="cannot write ledger"), training:
         pytest.fail("the block must not run when starting failed")
     assert _caftm_threads() == before
+
+
+def test_gpu_control_off_meters_energy_and_never_calls_a_setter(tmp_path: Path) -> None:
+    from caftm.gpu.base import KnobKind
+    from caftm.integrations.torch import CarbonAwareTraining
+
+    class Counting(SimulatedBackend):
+        def __init__(self) -> None:
+            super().__init__()
+            self.writes: list[tuple[int, KnobKind, float | None]] = []
+
+        def set(self, index: int, knob: KnobKind, value: float) -> None:
+            self.writes.append((index, knob, value))
+            super().set(index, knob, value)
+
+        def reset(self, index: int, knob: KnobKind) -> None:
+            self.writes.append((index, knob, None))
+            super().reset(index, knob)
+
+    from caftm.integrations._gpu import GpuSetup
+
+    backend = Counting()
+    base = sc.make_config(tmp_path / "store", total_steps=60)
+    config = base.model_copy(update={"gpu": base.gpu.model_copy(update={"control": "off"})})
+    setup = GpuSetup.from_config(config, backend, knob_state_dir=tmp_path / "knob")
+    clock = sc.VirtualClock()
+    refresher = IntensityRefresher(
+        sc.make_trace(), config.site_zones(), config.start_site, clock=clock
+    )
+    controller = Controller(
+        make_policy(config.policy.name, config.rules()),
+        refresher,
+        threshold=config.threshold_spec(),
+        total_steps=60,
+        clock=clock,
+        meter=setup.meter,
+        optimizer=setup.optimizer,
+        weights=setup.weights,
+        window_steps=10,
+        simulated=True,
+    )
+    with CarbonAwareTraining(
+        config,
+        model=nn.Linear(2, 1),
+        controller=controller,
+        gpu=setup,
+        refresher_thread=False,
+    ) as caftm:
+        while caftm.running:
+            clock.at_step(caftm.steps_done + 1)
+            caftm.step()
+    assert not caftm.controls_gpu
+    assert backend.writes == []  # not one setter call, not even a restore
+    assert controller.energy_j > 0  # the meter still measured every window

@@ -193,8 +193,10 @@ def test_worker_sigterm_is_a_preemption(tmp_path: Path, reference: dict[str, tor
 
 
 def test_transfer_interrupted_halfway(tmp_path: Path, reference: dict[str, torch.Tensor]) -> None:
-    # a slow link: the checkpoint (~25 kB) takes seconds to cross it; the supervisor dies midway
-    config = write_job(tmp_path, "xfer", job={"bandwidth_mb_per_s": 0.004})
+    # a slow link: the checkpoint (~25 kB) takes seconds to cross it; the supervisor dies midway.
+    # FR is always clean and KR never: one move
+    write_trace(tmp_path / "trace.csv", sites=("KR", "FR"), period_h=10_000)
+    config = write_job(tmp_path, "xfer", sites=("KR", "FR"), job={"bandwidth_mb_per_s": 0.004})
     first = supervise_cli(config)
     book = _book(config)
 
@@ -280,10 +282,10 @@ def test_supervisor_kill9_during_a_leg(tmp_path: Path, reference: dict[str, torc
 def test_supervisor_kill9_during_a_pause(
     tmp_path: Path, reference: dict[str, torch.Tensor]
 ) -> None:
-    # one site, dirty for the first 6 h of the trace, clean after: the job pauses until then
+    # one site, dirty for the first 12 h of the trace, clean after: the job pauses until then
     trace = tmp_path / "trace.csv"
     lines = ["time,KR"] + [
-        f"2026-03-{1 + h // 24:02d}T{h % 24:02d}:00:00+00:00,{500 if h < 6 else 50}"
+        f"2026-03-{1 + h // 24:02d}T{h % 24:02d}:00:00+00:00,{500 if h < 12 else 50}"
         for h in range(24 * 5)
     ]
     trace.write_text("\n".join(lines) + "\n")

@@ -8,8 +8,6 @@ fate (a move, a pause, a preemption, a crash) are printed above it as they happe
 from __future__ import annotations
 
 import math
-import os
-import signal
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -157,6 +155,7 @@ def jobs_command(db: DbOption = None) -> None:
     with _open(db) as ledger:
         ledger.reap_dead_runs()
         book = JobBook(ledger)
+        book.reap_dead_legs()
         table = Table(title=f"jobs in {ledger.path}")
         for column in ("job", "status", "site", "leg", "step", "moves", "pauses", "updated (UTC)"):
             table.add_column(column)
@@ -184,6 +183,7 @@ def status_command(job: Annotated[str, typer.Argument(help="The job's name.")],
     with _open(db) as ledger:
         book = JobBook(ledger)
         record = book.get(job)
+        book.reap_dead_legs()
         console.print(summary_table(book, record))
         if record.pause_until is not None:
             console.print(f"paused until {_time(record.pause_until)} UTC")
@@ -200,26 +200,10 @@ def status_command(job: Annotated[str, typer.Argument(help="The job's name.")],
 def cancel_command(job: Annotated[str, typer.Argument(help="The job's name.")],
                    db: DbOption = None) -> None:  # fmt: skip
     """Stop a job: its worker checkpoints first, then the job is marked cancelled."""
-    from caftm.ledger.store import pid_alive
+    from caftm.jobs.supervisor import cancel_job
 
     with _open(db) as ledger:
-        book = JobBook(ledger)
-        record = book.get(job)
-        if record.status.finished:
-            console.print(f"job {job} is {record.status.value} already")
-            return
-        book.update(job, cancel_requested=True)
-        supervisor = record.supervisor_pid
-        if supervisor is not None and pid_alive(supervisor):
-            console.print(
-                f"cancel requested; the supervisor (process {supervisor}) stops job {job}"
-            )
-            return
-        for leg in book.legs(job):  # no supervisor: stop a worker left running ourselves
-            if leg.pid is not None and leg.status.value == "running" and pid_alive(leg.pid):
-                os.killpg(leg.pid, signal.SIGTERM)
-        book.update(job, status=JobStatus.CANCELLED, message="cancelled", cancel_requested=False)
-        console.print(f"job {job} cancelled")
+        console.print(cancel_job(JobBook(ledger), job), highlight=False)
 
 
 def spec_summary(spec: JobSpec) -> str:

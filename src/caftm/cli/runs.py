@@ -51,6 +51,7 @@ def _number(value: float | None, fmt: str) -> str:
 def runs_command(db: DbOption = None) -> None:
     """List the runs in the ledger, newest first, with their energy and carbon."""
     with _open(db) as ledger:
+        ledger.reap_dead_runs()  # a killed run cannot close itself: never show it running
         runs = ledger.runs()
         table = Table(title=f"runs in {ledger.path}")
         for column in ("run", "name", "policy", "site", "started (UTC)", "ended (UTC)", "status"):

@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"{caftm.outcome.value} at step {caftm.steps_done}")
-    return 0
+    signum = caftm.stopped_by_signal  # preempted: exit as the signal would have (143, 130)
+    return 0 if signum is None else 128 + signum
 
 
 if __name__ == "__main__":

@@ -347,6 +347,11 @@ class CarbonAwareTraining:
         return Outcome.COMPLETED if self._loop_left_cleanly else Outcome.RUNNING
 
     @property
+    def stopped_by_signal(self) -> int | None:
+        """The signal (SIGTERM, SIGINT) that preempted training, if one did."""
+        return self._signals.received
+
+    @property
     def simulated_gpu(self) -> bool:
         """True when the GPU is SIMULATED (no NVIDIA GPU here)."""
         return self.gpu is not None and self.gpu.simulated

@@ -22,6 +22,7 @@ one, still counts).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -45,7 +46,7 @@ from caftm.jobs.spec import JobSpec
 from caftm.ledger.jobs import JobBook, JobRecord, JobStatus, LegStatus, TransferRecord
 from caftm.ledger.store import Ledger, pid_alive
 
-__all__ = ["JobView", "Supervisor", "format_time"]
+__all__ = ["JobView", "Supervisor", "cancel_job", "format_time"]
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,7 @@ class Supervisor:
         self.on_update = on_update
         self._sleep = sleep
         self._excluded: set[str] = set()
+        self._leg_floor = 0
         self._clock: Callable[[], float] = time.time
         self._cancelled = False
         #: the signal that asked this supervisor to stop (the job resumes at the next run)
@@ -191,6 +193,7 @@ class Supervisor:
                     f"job {job.name} is supervised by process {owner} already; "
                     f"stop it with `caftm cancel {job.name}`"
                 )
+        self._leg_floor = job.leg  # crashes before this run do not count against it
         if job.status is not JobStatus.SUCCEEDED:
             if job.status.finished:
                 notice("resuming job %s (it had %s: %s)", job.name, job.status.value, job.message)
@@ -430,7 +433,7 @@ class Supervisor:
         """Crashes at the end of the job's legs, counting back to the last leg that progressed."""
         streak = 0
         for leg in reversed(self.book.legs(name)):
-            if leg.status is not LegStatus.CRASHED:
+            if leg.leg <= self._leg_floor or leg.status is not LegStatus.CRASHED:
                 break
             streak += 1
             if leg.end_step is not None and leg.end_step > (leg.start_step or 0):
@@ -619,3 +622,39 @@ def _last_line(path: Path) -> str:
         if line.strip():
             return line.strip()[:300]
     return ""
+
+
+def cancel_job(book: JobBook, name: str, *, poll_s: float = 0.1) -> str:
+    """Cancel a job; returns what happened, in one line.
+
+    With a live supervisor, it is asked (through the ledger) and stops the worker after its
+    checkpoint. Without one, a worker left running is sent SIGTERM here (it checkpoints and
+    exits; SIGKILL after the job's grace period) and its leg is closed as cancelled.
+
+    Raises:
+        ConfigError: no such job.
+    """
+    record = book.get(name)
+    if record.status.finished:
+        return f"job {name} is {record.status.value} already"
+    book.update(name, cancel_requested=True)
+    owner = record.supervisor_pid
+    if owner is not None and record.supervisor_host == socket.gethostname() and pid_alive(owner):
+        return f"cancel requested; the supervisor (process {owner}) stops job {name}"
+    grace_s = float(record.spec.get("job", {}).get("grace_s", 30.0))
+    for leg in book.legs(name):
+        if leg.status is not LegStatus.RUNNING:
+            continue
+        if leg.pid is not None and leg.host == socket.gethostname() and pid_alive(leg.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(leg.pid, signal.SIGTERM)
+            deadline = time.monotonic() + grace_s
+            while pid_alive(leg.pid) and time.monotonic() < deadline:
+                time.sleep(poll_s)
+            if pid_alive(leg.pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(leg.pid, signal.SIGKILL)
+        book.end_leg(name, leg.leg, LegStatus.CANCELLED, message="cancelled without a supervisor")
+    book.update(name, status=JobStatus.CANCELLED, message="cancelled", cancel_requested=False,
+                ended_at=datetime.now(UTC))  # fmt: skip
+    return f"job {name} cancelled"

@@ -279,6 +279,33 @@ class JobBook:
         )
         return record
 
+    def reap_dead_legs(self) -> int:
+        """Mark ``interrupted`` the running legs on this host whose worker and supervisor are
+        both gone (nobody is left to record how they ended); returns how many."""
+        import socket
+
+        from caftm.ledger.store import pid_alive
+
+        host = socket.gethostname()
+        reaped = 0
+        for job in self.jobs():
+            supervised = (
+                job.supervisor_pid is not None
+                and job.supervisor_host == host
+                and pid_alive(job.supervisor_pid)
+            )
+            for leg in self.legs(job.name):
+                if (
+                    leg.status is LegStatus.RUNNING
+                    and leg.host == host
+                    and not supervised
+                    and (leg.pid is None or not pid_alive(leg.pid))
+                ):
+                    self.end_leg(job.name, leg.leg, LegStatus.INTERRUPTED,
+                                 message="its process died unwatched")  # fmt: skip
+                    reaped += 1
+        return reaped
+
     def get_leg(self, job: str, leg: int) -> LegRecord:
         """One leg (raises ConfigError when missing)."""
         rows = self.ledger._read(

@@ -7,6 +7,7 @@ next run's start) and the legs give the moves.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -23,14 +24,16 @@ class JobTimeline:
 
     name: str
     points: list[tuple[datetime, str, float]]  # (time, site, gCO2eq/kWh)
-    moves: list[tuple[datetime, str, str]]  # (time, from, to)
+    moves: list[tuple[datetime, datetime, str, str]]  # (left, arrived, from, to)
     pauses: list[tuple[datetime, datetime]]
     simulated: bool
+    threshold_g_per_kwh: float | None = None
 
 
 def job_timeline(book: JobBook, name: str) -> JobTimeline:
     """Collect a job's windows, moves and pauses from the ledger."""
-    book.get(name)  # ConfigError when unknown
+    threshold = book.get(name).spec.get("controller", {}).get("threshold", {})  # ConfigError
+    theta = threshold.get("value_g_per_kwh") if threshold.get("mode") == "absolute" else None
     read = book.ledger._read
     points = [
         (datetime.fromisoformat(t), site, ci)
@@ -41,28 +44,32 @@ def job_timeline(book: JobBook, name: str) -> JobTimeline:
             (name,),
         )
     ]
-    events = read(
-        "SELECT e.time, e.to_state, e.reason, e.site FROM events e JOIN runs r"
-        " ON r.run_id = e.run_id WHERE r.job = ? ORDER BY e.time, e.id",
+    # each run is one leg: its first and last events bound it; between two legs the job moved
+    # (the sites differ) or paused (the earlier one ended so)
+    legs = read(
+        "SELECT r.run_id, r.site, MIN(e.time), MAX(e.time) FROM runs r JOIN events e"
+        " ON e.run_id = r.run_id WHERE r.job = ? GROUP BY r.run_id ORDER BY r.leg, MIN(e.time)",
         (name,),
     )
-    simulated = any(bool(s) for (s,) in read("SELECT simulated FROM runs WHERE job = ?", (name,)))
+    endings = dict(
+        read(
+            "SELECT e.run_id, e.reason FROM events e JOIN runs r ON r.run_id = e.run_id"
+            " WHERE r.job = ? AND e.to_state = 'done'",
+            (name,),
+        )
+    )
+    simulated = any(
+        bool(s) for (s,) in read("SELECT simulated FROM runs WHERE job = ?", (name,))
+    )
     pauses: list[tuple[datetime, datetime]] = []
-    moves: list[tuple[datetime, str, str]] = []
-    paused_at: datetime | None = None
-    last_site: str | None = None
-    for text, to_state, reason, site in events:
-        when = datetime.fromisoformat(text)
-        if to_state == "paused" and paused_at is None:
-            paused_at = when
-        elif reason == "run started":
-            if paused_at is not None:
-                pauses.append((paused_at, when))
-                paused_at = None
-            if last_site is not None and site != last_site:
-                moves.append((when, last_site, site))
-        last_site = site
-    return JobTimeline(name, points, moves, pauses, simulated)
+    moves: list[tuple[datetime, datetime, str, str]] = []
+    for (run_id, site, _, ended), (_, next_site, started, _) in itertools.pairwise(legs):
+        end, start = datetime.fromisoformat(ended), datetime.fromisoformat(started)
+        if next_site != site:
+            moves.append((end, start, site, next_site))
+        elif "paused" in endings.get(run_id, ""):
+            pauses.append((end, start))
+    return JobTimeline(name, points, moves, pauses, simulated, theta)
 
 
 def plot_timeline(book: JobBook, names: list[str], path: Path) -> Path:
@@ -91,10 +98,16 @@ def plot_timeline(book: JobBook, names: list[str], path: Path) -> Path:
             ax.axvspan(start, end, color="0.85", zorder=0)
         if timeline.pauses:
             ax.plot([], [], color="0.85", lw=8, label="paused")
-        for when, src, dst in timeline.moves:
-            ax.axvline(when, color="k", ls="--", lw=1)
-            ax.annotate(f"{src} → {dst}", (when, ax.get_ylim()[1]), textcoords="offset points",
-                        xytext=(3, -12), fontsize=8)  # fmt: skip
+        for left, arrived, src, dst in timeline.moves:
+            ax.axvspan(left, arrived, color="#cfe3f7", zorder=0)
+            ax.axvline(left, color="k", ls="--", lw=1)
+            ax.annotate(f"{src} → {dst}", (left, 1.0), xycoords=("data", "axes fraction"),
+                        textcoords="offset points", xytext=(3, -12), fontsize=8)  # fmt: skip
+        if timeline.moves:
+            ax.plot([], [], color="#cfe3f7", lw=8, label="moving (checkpoint, copy, restart)")
+        if timeline.threshold_g_per_kwh is not None:
+            ax.axhline(timeline.threshold_g_per_kwh, color="tab:red", ls=":", lw=1,
+                       label=f"θ {timeline.threshold_g_per_kwh:.0f}")  # fmt: skip
         simulated = " — SIMULATED GPU" if timeline.simulated else ""
         ax.set_title(f"job {timeline.name}: carbon intensity where it ran{simulated}", loc="left")
         ax.set_ylabel("gCO2eq/kWh")
