@@ -6,7 +6,9 @@ torchrun --standalone --nproc-per-node 2 ddp_worker.py --config JOB.yaml
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
 
 import torch
 import torch.distributed as dist
@@ -35,6 +37,7 @@ def main() -> int:
     torch.manual_seed(100 + rank)  # ranks draw different dropout masks
     ddp_model = DistributedDataParallel(model)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    pace_s = float(os.environ.get("PACE_S", "0"))  # a slower GPU: see paced_worker.py
     with CarbonAwareTraining(
         config, model=model, optimizer=optimizer, sampler=sampler, checkpoint_every_steps=50
     ) as caftm:
@@ -43,6 +46,7 @@ def main() -> int:
                 optimizer.zero_grad()
                 torch.nn.functional.cross_entropy(ddp_model(images), labels).backward()
                 optimizer.step()
+                time.sleep(pace_s)
                 caftm.step()
                 if not caftm.running:
                     break

@@ -27,11 +27,11 @@ from caftm.ledger import JobBook, Ledger
 START = datetime(2026, 3, 1, tzinfo=UTC)
 SITES = ("KR", "FR", "DE")
 STEPS = 600
-#: the clean site rotates every PERIOD_H grid hours = PERIOD_H * 3600 / SPEED wall seconds (6 s):
+#: the clean site rotates every PERIOD_H grid hours = PERIOD_H * 3600 / SPEED wall seconds (8 s):
 #: longer than a worker takes to start, so a move lands on a site that is still clean
-PERIOD_H = 3
+PERIOD_H = 4
 SPEED = 1800.0
-#: each step takes at least this long (s): 600 steps span about 3 rotations, however fast the CPU
+#: each step takes at least this long (s): 600 steps (18 s) and the legs' starts span 3 rotations
 PACE_S = 0.03
 HERE = Path(__file__).parent
 

@@ -75,12 +75,12 @@ def test_stores_on_s3(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     s3fs = pytest.importorskip("s3fs")
-    for key, value in {
-        "FSSPEC_S3_ENDPOINT_URL": s3_endpoint,
-        "FSSPEC_S3_KEY": "testing",
-        "FSSPEC_S3_SECRET": "testing",
-    }.items():
-        monkeypatch.setenv(key, value)
+    import fsspec.config
+
+    options = {"endpoint_url": s3_endpoint, "key": "testing", "secret": "testing"}
+    for key, value in options.items():  # the workers read these when fsspec starts
+        monkeypatch.setenv(f"FSSPEC_S3_{key.upper()}", value)
+    monkeypatch.setitem(fsspec.config.conf, "s3", options)  # this process's fsspec started already
     fs = s3fs.S3FileSystem(
         key="testing",
         secret="testing",
@@ -98,6 +98,7 @@ def test_stores_on_s3(
     assert_identical(final_model(load_job(config), job.site), reference)
 
 
+@pytest.mark.timeout(1500)  # two jobs of three processes per leg; slow on a busy machine
 def test_torchrun_two_process_worker(tmp_path: Path) -> None:
     pytest.importorskip("torch.distributed.run")
     worker = str(Path(__file__).with_name("ddp_worker.py"))
@@ -113,7 +114,7 @@ def test_torchrun_two_process_worker(tmp_path: Path) -> None:
         "--config",
         str(config),
     ]
-    write_job(tmp_path, "ddp", command=command, steps=300)
+    write_job(tmp_path, "ddp", command=command, steps=600)
     job, book = run_job(config)
     assert job.status is JobStatus.SUCCEEDED, job.message
     assert job.moves >= 3, [(leg.site, leg.status) for leg in book.legs(job.name)]
@@ -121,13 +122,13 @@ def test_torchrun_two_process_worker(tmp_path: Path) -> None:
         tmp_path,
         "ddpref",
         policy="carbon-agnostic",
-        steps=300,
+        steps=600,
         command=[*command[:-1], str(tmp_path / "ddpref.yaml")],
     )
     ref, _ = run_job(reference_config)
     assert ref.status is JobStatus.SUCCEEDED, ref.message
-    moved = final_model(load_job(config), job.site, step=300, rank=0)
-    still = final_model(load_job(reference_config), ref.site, step=300, rank=0)
+    moved = final_model(load_job(config), job.site, step=600, rank=0)
+    still = final_model(load_job(reference_config), ref.site, step=600, rank=0)
     assert_identical(moved, still)
 
 
