@@ -42,6 +42,10 @@ class SignalView(Protocol):
         """Recent readings of the current site, oldest first."""
         ...
 
+    def outlooks(self, now_s: float) -> tuple[SiteOutlook, ...]:
+        """Every site's latest reading and its forecast from ``now_s`` on (see :func:`outlooks`)."""
+        ...
+
 
 class RefresherView:
     """:class:`SignalView` over a live :class:`~caftm.signals.refresher.IntensityRefresher`."""
@@ -62,13 +66,17 @@ class RefresherView:
     def history(self) -> tuple[float, ...]:
         return self.refresher.history()
 
+    def outlooks(self, now_s: float) -> tuple[SiteOutlook, ...]:
+        return tuple(
+            SiteOutlook(site, value, self.forecast_from(site, now_s))
+            for site, value in self.intensities().items()
+        )
+
 
 def outlooks(view: SignalView, now_s: float) -> tuple[SiteOutlook, ...]:
-    """Every site's latest reading and its forecast from ``now_s`` on."""
-    return tuple(
-        SiteOutlook(site, value, view.forecast_from(site, now_s))
-        for site, value in view.intensities().items()
-    )
+    """Every site's latest reading and its forecast from ``now_s`` on (the view's own, which a
+    trace view may memoise)."""
+    return view.outlooks(now_s)
 
 
 def band(
