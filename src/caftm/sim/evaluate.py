@@ -117,9 +117,9 @@ class Evaluation:
     def summary(self, policy: str, scenarios: Sequence[str] | None = None) -> dict[str, float]:
         """The figures of the module docstring for ``policy`` over ``scenarios`` (default all)."""
         names = list(scenarios or self.scenarios())
-        captured, saving, jct_up, below = [], [], [], 0
-        moves = days = 0.0
-        carbon_total = 0.0
+        captured, saving, jct_up, jct_h, below = [], [], [], [], 0
+        moves = pauses = days = 0.0
+        carbon_total = energy_total = 0.0
         for (scenario, hours), optimum in self.optimum_g.items():
             if scenario not in names:
                 continue
@@ -130,8 +130,12 @@ class Evaluation:
                 captured.append(np.where(gap > 0, (base_c - c) / gap * 100.0, np.nan))
             saving.append((base_c - c) / base_c * 100.0)
             jct_up.append((t / base_t - 1.0) * 100.0)
+            jct_h.append(t / HOUR_S)
             below += int(np.sum(c < optimum * (1.0 - OPTIMUM_RTOL)))
             moves += float(m.sum())
+            rows = self.results[(scenario, hours, policy)]
+            pauses += float(sum(r.pauses for r in rows))
+            energy_total += float(sum(r.energy_j for r in rows))
             days += float(np.nansum(t)) / (24 * HOUR_S)
             carbon_total += float(c.sum())
         cat = np.concatenate
@@ -140,8 +144,11 @@ class Evaluation:
             "saving_pct": _median(cat(saving)) if saving else math.nan,
             "jct_increase_pct": _median(cat(jct_up)) if jct_up else math.nan,
             "migrations_per_day": moves / days if days else math.nan,
+            "pauses_per_day": pauses / days if days else math.nan,
+            "jct_median_h": _median(cat(jct_h)) if jct_h else math.nan,
             "beats_optimum": float(below),
             "carbon_kg": carbon_total / 1000.0,
+            "energy_mwh": energy_total / 3.6e9,
         }
 
     def optimum_summary(self, scenarios: Sequence[str] | None = None) -> dict[str, float]:
