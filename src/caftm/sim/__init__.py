@@ -11,7 +11,14 @@ transition), the same observation builder (:mod:`caftm.control.observe`) and act
 from __future__ import annotations
 
 from caftm.sim.engine import JobResult, Segment, SimEvent, SimRun, simulate_job
-from caftm.sim.evaluate import Evaluation, JobShape, Scenario, evaluate, start_times
+from caftm.sim.evaluate import (
+    Evaluation,
+    JobShape,
+    Scenario,
+    evaluate,
+    optimum_carbon,
+    start_times,
+)
 from caftm.sim.gpu import GpuProfile
 from caftm.sim.job import MoveModel, SimJob
 from caftm.sim.optimum import OptimumResult, brute_force, slot_energy_j, solve
@@ -41,6 +48,7 @@ __all__ = [
     "brute_force",
     "evaluate",
     "get_specs",
+    "optimum_carbon",
     "simulate_job",
     "slot_energy_j",
     "solve",

@@ -282,16 +282,26 @@ def evaluate(
         for s, scenario in enumerate(scenarios):
             for j, shape in enumerate(shapes):
                 key = (scenario.name, shape.gpu_hours)
-                evaluation.starts_s[key] = np.array(starts[(s, j)])
-                evaluation.optimum_g[key] = _optimum(scenario, shape, starts[(s, j)], gpu, move)
+                chosen = starts[(s, j)]
+                evaluation.starts_s[key] = np.array(chosen)
+                evaluation.optimum_g[key] = optimum_carbon(scenario, shape, chosen, gpu, move)
     _WORK.clear()
     evaluation.seconds = time.perf_counter() - started
     return evaluation
 
 
-def _optimum(
-    scenario: Scenario, shape: JobShape, starts: list[float], gpu: GpuProfile, move: MoveModel
+def optimum_carbon(
+    scenario: Scenario,
+    shape: JobShape,
+    starts: Sequence[float],
+    gpu: GpuProfile,
+    move: MoveModel,
 ) -> npt.NDArray[np.float64]:
+    """The offline optimum's carbon (g) of each job of ``shape`` starting at ``starts``.
+
+    Raises:
+        ConfigError: a start off the trace's grid.
+    """
     traces = scenario.traces
     work_s = shape.gpu_hours * HOUR_S / shape.gpus
     deadline_s = shape.deadline_factor * work_s

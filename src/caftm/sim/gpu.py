@@ -140,6 +140,20 @@ class GpuProfile:
             self._best[key] = row
         return float(self.settings[row])
 
+    def default_only(self) -> GpuProfile:
+        """The same GPU held at its default setting (for what-if comparisons)."""
+        return GpuProfile(
+            f"{self.label}, default setting only",
+            self.knob,
+            self.settings[:1].copy(),
+            self.step_time_s[:1].copy(),
+            self.power_w[:1].copy(),
+            self.idle_power_w,
+            self.eta,
+            self.ref_intensity_g_per_kwh,
+            self.ref_power_w,
+        )
+
     def energy_per_work(self) -> FloatArray:
         """Energy per second of full-speed work at each setting, J/s (power × time factor)."""
         out: FloatArray = self.power_w * self.step_time_s / self.step_time_s[0]

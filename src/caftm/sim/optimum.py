@@ -141,18 +141,7 @@ def _solve_block(
     move_downtime_s: float,
     units_per_slot: int = UNITS_PER_SLOT,
 ) -> OptimumResult:
-    """Least carbon for jobs starting at slot 0 of ``ci``.
-
-    Args:
-        ci: ``(jobs, slots, sites)`` intensity per job, slot and site, gCO2eq/kWh (slot 0 is the
-            job's first slot; at least ``deadline_s / slot_s`` slots).
-        start_row: the site every job starts at.
-        work_s: full-clock wall time of the work, s (rounded down to whole progress units).
-        deadline_s: time allowed from the start, s (whole slots).
-
-    Raises:
-        ConfigError: too few slots of intensity for the deadline, or no way to finish in time.
-    """
+    """:func:`solve` for one block of jobs (same arguments)."""
     ci = np.asarray(ci, dtype=float)
     n_jobs, n_slots, n_sites = ci.shape
     slots = math.floor(deadline_s / slot_s + 1e-9)

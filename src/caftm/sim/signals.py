@@ -212,11 +212,22 @@ class TraceView:
         self.traces = traces
         self.mode: ForecastMode = mode
         self.keep_history = keep_history
-        self.now_s = traces.start_s
+        self._now_s = traces.start_s
+        self._col = traces.column(traces.start_s)
         self.arrived_s = traces.start_s
         self.history_steps = history_steps
         self._row = traces.index[site]
         self._site = site
+
+    @property
+    def now_s(self) -> float:
+        """The simulated time, POSIX s."""
+        return self._now_s
+
+    @now_s.setter
+    def now_s(self, now_s: float) -> None:
+        self._now_s = now_s
+        self._col = self.traces.column(now_s)
 
     @property
     def site(self) -> str:
@@ -227,17 +238,18 @@ class TraceView:
     def site(self, site: str) -> None:
         self._site = site
         self._row = self.traces.index[site]
-        self.arrived_s = self.now_s
+        self.arrived_s = self._now_s
 
     @property
     def current_intensity_g_per_kwh(self) -> float:
-        return self.traces.intensity(self._row, self.now_s)
+        return float(self.traces.values[self._row, self._col])
 
     def intensities(self) -> Mapping[str, float]:
-        return self.traces.readings(self.traces.column(self.now_s))
+        return self.traces.readings(self._col)
 
     def outlooks(self, now_s: float) -> tuple[SiteOutlook, ...]:
-        return self.traces.outlooks(self.traces.column(now_s), self.mode)
+        col = self._col if now_s == self._now_s else self.traces.column(now_s)
+        return self.traces.outlooks(col, self.mode)
 
     def forecast_from(self, site: str, now_s: float) -> tuple[float, ...]:
         return self.traces.forecast(self.traces.index[site], now_s, self.mode)
