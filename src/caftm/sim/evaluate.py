@@ -183,7 +183,7 @@ def start_times(traces: SiteTraces, window_s: float, every_s: float = 6 * HOUR_S
 _WORK: dict[str, object] = {}  # set before forking: what the workers read
 
 
-def _run_group(task: tuple[int, int, int]) -> tuple[int, int, int, list[JobResult]]:
+def _run_one(task: tuple[int, int, int]) -> tuple[int, int, int, list[JobResult]]:
     s, j, p = task
     scenarios: list[Scenario] = _WORK["scenarios"]  # type: ignore[assignment]
     shapes: list[JobShape] = _WORK["shapes"]  # type: ignore[assignment]
@@ -210,6 +210,13 @@ def _run_group(task: tuple[int, int, int]) -> tuple[int, int, int, list[JobResul
             )
         )
     return s, j, p, out
+
+
+def _run_group(
+    tasks: list[tuple[int, int, int]],
+) -> list[tuple[int, int, int, list[JobResult]]]:
+    """Several (scenario, shape, policy) groups in one worker (they share its forecast cache)."""
+    return [_run_one(task) for task in tasks]
 
 
 def evaluate(
@@ -262,20 +269,21 @@ def evaluate(
         gpu=gpu,
         move=move,
     )
-    tasks = [
-        (s, j, p)
-        for p in range(len(specs))
-        for s in range(len(scenarios))
-        for j in range(len(shapes))
-    ]
-    tasks.sort(key=lambda t: specs[t[2]].forecast != "ours")  # the slow ones first
+    # a policy that forecasts runs each scenario's shapes in one worker (they share its forecast
+    # cache); others one (policy, scenario, shape) per task; the slow ones first
+    groups: list[list[tuple[int, int, int]]] = []
+    for p, spec in enumerate(specs):
+        for s in range(len(scenarios)):
+            cells = [(s, j, p) for j in range(len(shapes))]
+            groups.extend([cells] if spec.forecast == "ours" else [[c] for c in cells])
+    groups.sort(key=lambda g: specs[g[0][2]].forecast != "ours")
     n = processes or min(4, len(os.sched_getaffinity(0)))
     evaluation = Evaluation()
     if n > 1:
         with ProcessPoolExecutor(max_workers=n, mp_context=get_context("fork")) as pool:
-            done = list(pool.map(_run_group, tasks))
+            done = [row for rows in pool.map(_run_group, groups) for row in rows]
     else:
-        done = [_run_group(t) for t in tasks]
+        done = [row for group in groups for row in _run_group(group)]
     for s, j, p, rows in done:
         evaluation.results[(scenarios[s].name, shapes[j].gpu_hours, specs[p].name)] = rows
     if optimum:

@@ -5,7 +5,7 @@ forecasts in one of three ways:
 
 * ``none`` — no forecast (policies that need none; forecast policies fall back to current values).
 * ``ours`` — the project's forecaster (:mod:`caftm.signals.forecast`) on the trace's **past only**:
-  at each hour the model chosen by back-testing (re-chosen once a week, on the 35 days before) is
+  at each hour the model chosen by back-testing (re-chosen every 4 weeks, on the 35 days before) is
   fitted to the 35 days before that hour and predicts the next 24 hours, as
   :func:`~caftm.signals.forecast.forecast_readings` does for a live source.
 * ``oracle`` — the trace's own next 24 hours (a perfect forecast; labelled ORACLE in outputs).
@@ -38,8 +38,8 @@ FloatArray = npt.NDArray[np.float64]
 
 HISTORY_DAYS = 35
 HORIZON_H = 24
-#: The forecaster's model is re-chosen by back-testing this often (steps of the grid).
-RESELECT_EVERY_H = 7 * 24
+#: The forecaster's model is re-chosen by back-testing this often, h (a back-test costs ~30 ms).
+RESELECT_EVERY_H = 28 * 24
 
 
 class SiteTraces:
@@ -176,12 +176,13 @@ class SiteTraces:
         return tuple(float(v) for v in clipped)
 
     def _model(self, row: int, col: int) -> str:
-        """The model chosen by back-testing on the history before this week's first hour."""
-        week = col // RESELECT_EVERY_H
+        """The model chosen by back-testing on the history before this period's first hour."""
+        week = col // (RESELECT_EVERY_H * 3600 // int(self.step_s))
         key = (row, week)
         name = self._models.get(key)
         if name is None:
-            first = max(week * RESELECT_EVERY_H, 2 * self._per_day)
+            period = RESELECT_EVERY_H * 3600 // int(self.step_s)
+            first = max(week * period, 2 * self._per_day)
             window = HISTORY_DAYS * self._per_day
             history = self.values[row, max(0, first - window) : first]
             name = select_model(
