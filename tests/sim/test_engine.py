@@ -109,3 +109,21 @@ def test_gpu_profile_settles_on_a_slower_clock_only_on_a_dirty_grid() -> None:
     slow = GPU.best_setting(700.0)
     assert slow < GPU.settings[0]
     assert GPU.time_factor(slow) > 1.0 and GPU.power_at(slow) < GPU.power_at(None)
+
+
+def test_the_span_where_every_site_has_data_is_kept_and_jobs_outside_it_refused() -> None:
+    late = [float("nan")] * 24 + [200.0] * 24  # SYNTHETIC: B starts a day later
+    traces = SiteTraces(synthetic_source({"A": [100.0] * 48, "B": late}), {"A": "A", "B": "B"})
+    assert traces.start_s == T0_S + 24 * 3600.0 and traces.n_steps == 24
+    with pytest.raises(ConfigError, match="outside the trace"):
+        simulate_job(
+            CarbonAgnostic(), SimJob(2.0, "A", T0_S), traces, GPU, threshold=ThresholdSpec()
+        )
+    with pytest.raises(ConfigError, match="start site 'C'"):
+        simulate_job(
+            CarbonAgnostic(),
+            SimJob(2.0, "C", T0_S + 86_400.0),
+            traces,
+            GPU,
+            threshold=ThresholdSpec(),
+        )

@@ -29,8 +29,9 @@ from caftm._units import J_PER_KWH
 from caftm.control.dispatch import dispatch
 from caftm.control.observe import observe
 from caftm.control.policies import Policy
-from caftm.control.states import ControlState, State
+from caftm.control.states import ControlState, State, utc_from_s
 from caftm.control.threshold import ThresholdMode, ThresholdSpec
+from caftm.errors import ConfigError
 from caftm.sim.gpu import GpuProfile
 from caftm.sim.job import SimJob
 from caftm.sim.signals import ForecastMode, SiteTraces, TraceView
@@ -219,6 +220,13 @@ def simulate_job(
         record: keep the segments (for plots); events are always kept.
         name: the policy's label in the result (default ``policy.name``).
     """
+    if job.start_site not in traces.index:
+        raise ConfigError(f"job start site {job.start_site!r} is not among {traces.sites}")
+    if not traces.start_s <= job.start_s < traces.end_s:
+        raise ConfigError(
+            f"job start {utc_from_s(job.start_s).isoformat()} is outside the trace "
+            f"[{utc_from_s(traces.start_s).isoformat()}, {utc_from_s(traces.end_s).isoformat()})"
+        )
     result = JobResult(name or policy.name, job)
     keep_history = threshold.mode is ThresholdMode.RELATIVE  # only a relative θ reads history
     view = TraceView(traces, job.start_site, forecast, keep_history=keep_history)

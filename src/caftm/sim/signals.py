@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any, Literal, cast, overload
 
 import numpy as np
@@ -69,18 +70,23 @@ class SiteTraces:
         self.sites = list(sites)
         self.zones = [sites[s] for s in self.sites]
         rows = [trace.zone_index(z) for z in self.zones]
-        self.values: FloatArray = np.ascontiguousarray(trace.values[rows])
+        values = trace.values[rows]
+        complete = np.flatnonzero(np.all(np.isfinite(values), axis=0))
+        if complete.size == 0:
+            raise ConfigError(f"{trace.label}: no hour where every site {self.sites} has a value")
+        first, last = int(complete[0]), int(complete[-1])  # the span where every site has data
+        self.values: FloatArray = np.ascontiguousarray(values[:, first : last + 1])
+        self.start_s = float(trace.start_s + first * trace.step_s)
+        self.step_s = float(trace.step_s)
+        self.n_steps = last - first + 1
         for site, zone, row in zip(self.sites, self.zones, self.values, strict=True):
             gaps = np.flatnonzero(np.isnan(row))
             if gaps.size:
-                when = trace.times()[int(gaps[0])].isoformat()
+                when = datetime.fromtimestamp(self.start_s + gaps[0] * self.step_s, UTC)
                 raise ConfigError(
                     f"{trace.label}: zone {zone} (site {site}) has {gaps.size} missing value(s), "
-                    f"the first at {when}; the simulator needs complete series"
+                    f"the first at {when.isoformat()}; the simulator needs complete series"
                 )
-        self.start_s = float(trace.start_s)
-        self.step_s = float(trace.step_s)
-        self.n_steps = trace.n_steps
         self.index = {s: i for i, s in enumerate(self.sites)}
         #: (mode, zone, column) → forecast; pass one dict to several SiteTraces to share it
         self.forecast_cache = {} if forecast_cache is None else forecast_cache
