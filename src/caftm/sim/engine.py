@@ -142,7 +142,23 @@ class SimRun:
         start_s = self.now_s
         if end_s <= start_s:
             return
-        traces, row = self.traces, self.traces.index[self.view.site]
+        traces, view = self.traces, self.view
+        row = traces.index[view.site]
+        col = view.column
+        if end_s <= traces.start_s + (col + 1) * traces.step_s:  # within one grid step
+            carbon = power_w * (end_s - start_s) / J_PER_KWH * float(traces.values[row, col])
+        else:
+            carbon = self._carbon_across_steps(row, start_s, end_s, power_w)
+        self.result.carbon_g += carbon
+        self.result.energy_j += power_w * (end_s - start_s)
+        if self.record:
+            setting = self.setting if kind == "train" else None
+            self.result.segments.append(Segment(start_s, end_s, view.site, kind, setting, carbon))
+        self.now_s = view.now_s = end_s
+
+    def _carbon_across_steps(self, row: int, start_s: float, end_s: float, power_w: float) -> float:
+        """Carbon (g) of ``power_w`` at site ``row`` over ``[start_s, end_s)``, step by step."""
+        traces = self.traces
         carbon = 0.0
         t = start_s
         while t < end_s:
@@ -150,16 +166,9 @@ class SimRun:
             edge = min(end_s, traces.start_s + (col + 1) * traces.step_s)
             if edge <= t:  # past the grid's end: hold the last value
                 edge = end_s
-            carbon += power_w * (edge - t) / J_PER_KWH * traces.values[row, col]
+            carbon += power_w * (edge - t) / J_PER_KWH * float(traces.values[row, col])
             t = edge
-        self.result.carbon_g += carbon
-        self.result.energy_j += power_w * (end_s - start_s)
-        if self.record:
-            setting = self.setting if kind == "train" else None
-            self.result.segments.append(
-                Segment(start_s, end_s, self.view.site, kind, setting, carbon)
-            )
-        self.now_s = self.view.now_s = end_s
+        return carbon
 
     def train_until(self, end_s: float) -> None:
         """Train at the applied setting until ``end_s`` or until the work is done."""

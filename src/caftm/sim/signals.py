@@ -237,6 +237,11 @@ class TraceView:
         self._col = self.traces.column(now_s)
 
     @property
+    def column(self) -> int:
+        """The grid column containing :attr:`now_s`."""
+        return self._col
+
+    @property
     def site(self) -> str:
         """The site the run is at."""
         return self._site
