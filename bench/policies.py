@@ -117,6 +117,9 @@ def run() -> dict[str, float | int | str | bool]:
     out["jobs"] = sum(len(v) for v in evaluation.starts_s.values())
     out["simulated_job_runs"] = sum(len(v) for v in evaluation.results.values())
     out["beats_optimum_jobs"] = beaten
+    out["unfinished_jobs"] = sum(
+        not r.finished for rows in evaluation.results.values() for r in rows
+    )
     out["cpus"] = len(os.sched_getaffinity(0))
     out["load_average_at_start"] = round(load, 2)
     out["target_captured_pct"] = 90.0

@@ -11,10 +11,14 @@ progress (units of ``slot_s / units_per_slot`` seconds of full-clock work), with
 * the slot in which the work completes costs only the work (the GPU is released after it);
 * the deadline: the work must complete within ``deadline_factor ×`` its full-clock time.
 
-The same costs as the simulator (:mod:`caftm.sim.engine`) on a coarser clock, relaxed where the
-two differ (mixing settings and idling within a slot, stopping the meter when the job ends), so it
-is a lower bound on what any policy achieves in the simulator; the bench checks that no simulated
-policy ever beats it. Vectorised over start times: one call solves every job of one shape.
+The same costs as the simulator (:mod:`caftm.sim.engine`) on a coarser clock. Where the two
+differ the optimum is given the freer choice — mixing settings and idling within a slot, the meter
+stopping when the job ends, any GPU setting (carbon only, whatever the policies' η) — and in the
+simulator moves start on the grid as here (a suspend needs the dwell of 30 min after a move or a
+pause, so it falls on an hour's poll). One restriction remains: progress moves in whole units per
+slot (15 min of work by default), so the DP is a lower bound up to that grid; the bench checks on
+every job that no simulated policy beats it (none has). Vectorised over start times: one call
+solves every job of one shape.
 
 Units: s, W, J, gCO2eq/kWh, g.
 """
