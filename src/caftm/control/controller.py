@@ -21,26 +21,23 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from caftm.control.config import ControllerConfig
+from caftm.control.dispatch import dispatch
 from caftm.control.hooks import GpuOptimizer, Hooks, WindowMeter
+from caftm.control.observe import RefresherView, band, observe, outlooks, remaining_work_s
 from caftm.control.policies import Policy
 from caftm.control.profiling import Profiler
 from caftm.control.states import (
-    ApplySetting,
     Band,
-    Checkpoint,
     ControlState,
     Event,
-    Migrate,
     Observation,
-    Pause,
-    Resume,
     SiteOutlook,
     StartProfiling,
     State,
     Step,
     utc_from_s,
 )
-from caftm.control.threshold import ThresholdMode, ThresholdSpec, compute_band
+from caftm.control.threshold import ThresholdMode, ThresholdSpec
 from caftm.control.windows import ClosedWindow, WindowLog
 from caftm.errors import ConfigError
 from caftm.gpu.base import KnobKind, Measurement
@@ -123,6 +120,7 @@ class Controller:
         self.simulated = simulated
         self._clock: Callable[[], float] = clock or time.time
         self._refresher = refresher
+        self._view = RefresherView(refresher)
         self.events: list[Event] = []
         self.run_id: str | None = None
         self._ctx = ControlState(State.SCALING, refresher.site, self._clock())
@@ -416,31 +414,25 @@ class Controller:
         log.error("controller did not settle after 10000 transitions; state %s", self._ctx.state)
 
     def _observe(self, now: float, *, finished: bool = False) -> Observation:
-        outlooks = self._outlooks(now)
-        ci = self._refresher.current_intensity_g_per_kwh
-        remaining = self._remaining_work_s()
-        return Observation(
-            now_s=now,
-            intensity_g_per_kwh=ci,
-            band=self._band(outlooks, ci, remaining),
-            outlooks=outlooks,
+        return observe(
+            self._view,
+            self._ctx.site,
+            now,
+            threshold=self.threshold,
+            rules=self.policy.rules,
+            remaining_work_s=self._remaining_work_s(),
+            power_w=self.power_w,
+            idle_power_w=self.idle_power_w,
             optimizer_settled=self._profiler.settled,
             best_setting=self._profiler.best_setting,
             drift=self._drift,
             checkpoint_ok=self._checkpoint_ok,
-            remaining_work_s=remaining,
-            power_w=self.power_w,
-            idle_power_w=self.idle_power_w,
             finished=finished,
         )
 
     def _outlooks(self, now: float) -> tuple[SiteOutlook, ...]:
         """Every site's latest reading and its forecast from ``now`` on."""
-        refresher = self._refresher
-        return tuple(
-            SiteOutlook(site, reading.intensity_g_per_kwh, refresher.forecast_from(site, now))
-            for site, reading in refresher.readings.items()
-        )
+        return outlooks(self._view, now)
 
     def _band(
         self,
@@ -449,26 +441,20 @@ class Controller:
         remaining_work_s: float | None,
     ) -> Band:
         """The θ band for these outlooks (the current site's falls back to its bare reading)."""
-        site = self._ctx.site
-        current = next(
-            (o for o in outlooks if o.site == site), SiteOutlook(site, intensity_g_per_kwh)
-        )
-        rules = self.policy.rules
-        return compute_band(
-            self.threshold,
-            current=current,
-            candidates=outlooks,
-            history_g_per_kwh=self._refresher.history(),
+        return band(
+            self._view,
+            self._ctx.site,
+            outlooks,
+            intensity_g_per_kwh,
+            remaining_work_s,
+            threshold=self.threshold,
+            rules=self.policy.rules,
             power_w=self.power_w,
             idle_power_w=self.idle_power_w,
-            window_s=rules.window_s(remaining_work_s),
-            cost=rules.move_cost,
         )
 
     def _remaining_work_s(self) -> float | None:
-        if self.total_steps is None or self._step_time_s is None:
-            return None
-        return max(0, self.total_steps - self._steps) * self._step_time_s
+        return remaining_work_s(self.total_steps, self._steps, self._step_time_s)
 
     def _apply(self, step: Step, obs: Observation) -> None:
         before = self._ctx
@@ -509,20 +495,7 @@ class Controller:
 
     # -- actions ---------------------------------------------------------------------------------
     def _run_actions(self, actions: tuple[object, ...], now: float) -> None:
-        hooks = self.hooks
-        for action in actions:
-            if isinstance(action, ApplySetting):
-                self._apply_setting(action.setting)
-            elif isinstance(action, StartProfiling):
-                self._start_profiling(action.intensity_g_per_kwh, now)
-            elif isinstance(action, Checkpoint):
-                self._checkpoint_ok = self._take_checkpoint()
-            elif isinstance(action, Migrate):
-                self._migrate(action.dest)
-            elif isinstance(action, Pause):
-                self._pause(action.until_s)
-            elif isinstance(action, Resume) and hooks.resume is not None:
-                hooks.resume()
+        dispatch(actions, _ControllerActions(self), now)
 
     def _apply_setting(self, setting: float | None) -> None:
         if self.hooks.apply_setting is not None:
@@ -620,3 +593,32 @@ class Controller:
         steps = data.get("steps")
         if isinstance(steps, int):
             self._steps = steps
+
+
+class _ControllerActions:
+    """The controller's :class:`~caftm.control.dispatch.ActionHandler`: actions run on its hooks."""
+
+    def __init__(self, controller: Controller) -> None:
+        self._c = controller
+
+    def apply_setting(self, setting: float | None) -> None:
+        self._c._apply_setting(setting)
+
+    def start_profiling(self, intensity_g_per_kwh: float, now_s: float) -> None:
+        self._c._start_profiling(intensity_g_per_kwh, now_s)
+
+    def checkpoint(self) -> None:
+        self._c._checkpoint_ok = self._c._take_checkpoint()
+
+    def migrate(self, dest: str) -> None:
+        self._c._migrate(dest)
+
+    def pause(self, until_s: float) -> None:
+        self._c._pause(until_s)
+
+    def resume(self) -> None:
+        if self._c.hooks.resume is not None:
+            self._c.hooks.resume()
+
+    def finish(self) -> None:
+        """Nothing to do: the transition's ApplySetting(None) restores the GPU."""

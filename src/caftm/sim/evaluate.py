@@ -1,0 +1,347 @@
+"""Run many jobs through many policies and the optimum, and summarise what each captures.
+
+A :class:`Scenario` is a set of sites (site → zone) and the start site. :func:`evaluate` replays
+every (scenario, job length, start time, policy) through :func:`~caftm.sim.engine.simulate_job`,
+solves the offline optimum for every job at once (:func:`~caftm.sim.optimum.solve`), and returns
+an :class:`Evaluation` whose :meth:`~Evaluation.summary` gives, per policy and scenario:
+
+* ``captured_pct`` — median over jobs of the share of the optimum's carbon saving over
+  carbon-agnostic that the policy achieves: ``(C_agnostic − C) / (C_agnostic − C_optimum)``, %;
+* ``saving_pct`` — median carbon saved against carbon-agnostic, %;
+* ``jct_increase_pct`` — median completion-time increase against carbon-agnostic, %;
+* ``migrations_per_day`` — moves per day of job (total moves / total completion days);
+* ``beats_optimum`` — jobs on which the policy emitted less than the optimum (must be 0).
+
+Jobs run in worker processes when ``processes > 1`` (forked: the traces are shared).
+Units: s, h, g, %.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+
+import numpy as np
+import numpy.typing as npt
+
+from caftm.control.migration import HOUR_S
+from caftm.control.policies import Rules
+from caftm.errors import ConfigError
+from caftm.sim.engine import JobResult, simulate_job
+from caftm.sim.gpu import GpuProfile
+from caftm.sim.job import MoveModel, SimJob
+from caftm.sim.optimum import solve
+from caftm.sim.policies import PolicySpec
+from caftm.sim.signals import SiteTraces
+
+log = logging.getLogger(__name__)
+
+#: Relative slack when checking that no policy beats the optimum (float32 rounding of the DP).
+OPTIMUM_RTOL = 1e-5
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A set of candidate sites and where jobs start."""
+
+    name: str
+    traces: SiteTraces
+    start_site: str
+
+    def __post_init__(self) -> None:
+        if self.start_site not in self.traces.index:
+            raise ConfigError(
+                f"start site {self.start_site!r} is not among the sites {self.traces.sites}"
+            )
+
+
+@dataclass(frozen=True)
+class JobShape:
+    """What every job of one group shares (see :class:`~caftm.sim.job.SimJob`)."""
+
+    gpu_hours: float
+    gpus: int = 1
+    checkpoint_gb: float = 2.0
+    deadline_factor: float = 1.5
+
+    def job(self, start_site: str, start_s: float) -> SimJob:
+        return SimJob(
+            self.gpu_hours,
+            start_site,
+            start_s,
+            gpus=self.gpus,
+            checkpoint_gb=self.checkpoint_gb,
+            deadline_factor=self.deadline_factor,
+        )
+
+
+@dataclass
+class Evaluation:
+    """Every simulated job, and the optimum of each.
+
+    Attributes:
+        results: (scenario, gpu_hours, policy) → one result per start time.
+        optimum_g: (scenario, gpu_hours) → least carbon per start time, g.
+        starts_s: (scenario, gpu_hours) → the start times, POSIX s.
+        seconds: wall time of the whole evaluation, s.
+        cpu_seconds: CPU time it used, its worker processes included, s (less sensitive than
+            the wall time to other work on the machine).
+    """
+
+    results: dict[tuple[str, float, str], list[JobResult]] = field(default_factory=dict)
+    optimum_g: dict[tuple[str, float], npt.NDArray[np.float64]] = field(default_factory=dict)
+    starts_s: dict[tuple[str, float], npt.NDArray[np.float64]] = field(default_factory=dict)
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0
+
+    def arrays(
+        self, scenario: str, hours: float, policy: str
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        """(carbon_g, jct_s, moves) per start."""
+        rows = self.results[(scenario, hours, policy)]
+        return (
+            np.array([r.carbon_g for r in rows]),
+            np.array([r.jct_s for r in rows]),
+            np.array([r.moves for r in rows], dtype=float),
+        )
+
+    def policies(self) -> list[str]:
+        """Policy names, in the order they were run."""
+        return list(dict.fromkeys(key[2] for key in self.results))
+
+    def scenarios(self) -> list[str]:
+        return list(dict.fromkeys(key[0] for key in self.results))
+
+    def summary(self, policy: str, scenarios: Sequence[str] | None = None) -> dict[str, float]:
+        """The figures of the module docstring for ``policy`` over ``scenarios`` (default all)."""
+        names = list(scenarios or self.scenarios())
+        captured, saving, jct_up, jct_h, below = [], [], [], [], 0
+        moves = pauses = days = 0.0
+        carbon_total = energy_total = 0.0
+        for (scenario, hours), optimum in self.optimum_g.items():
+            if scenario not in names:
+                continue
+            base_c, base_t, _ = self.arrays(scenario, hours, "carbon-agnostic")
+            c, t, m = self.arrays(scenario, hours, policy)
+            gap = base_c - optimum
+            with np.errstate(divide="ignore", invalid="ignore"):
+                captured.append(np.where(gap > 0, (base_c - c) / gap * 100.0, np.nan))
+            saving.append((base_c - c) / base_c * 100.0)
+            jct_up.append((t / base_t - 1.0) * 100.0)
+            jct_h.append(t / HOUR_S)
+            below += int(np.sum(c < optimum * (1.0 - OPTIMUM_RTOL)))
+            moves += float(m.sum())
+            rows = self.results[(scenario, hours, policy)]
+            pauses += float(sum(r.pauses for r in rows))
+            energy_total += float(sum(r.energy_j for r in rows))
+            days += float(np.nansum(t)) / (24 * HOUR_S)
+            carbon_total += float(c.sum())
+        cat = np.concatenate
+        return {
+            "captured_pct": _median(cat(captured)) if captured else math.nan,
+            "saving_pct": _median(cat(saving)) if saving else math.nan,
+            "jct_increase_pct": _median(cat(jct_up)) if jct_up else math.nan,
+            "migrations_per_day": moves / days if days else math.nan,
+            "pauses_per_day": pauses / days if days else math.nan,
+            "jct_median_h": _median(cat(jct_h)) if jct_h else math.nan,
+            "beats_optimum": float(below),
+            "carbon_kg": carbon_total / 1000.0,
+            "energy_mwh": energy_total / 3.6e9,
+        }
+
+    def optimum_summary(self, scenarios: Sequence[str] | None = None) -> dict[str, float]:
+        """Saving of the optimum over carbon-agnostic (median %, and total kg)."""
+        names = list(scenarios or self.scenarios())
+        saving, total = [], 0.0
+        for (scenario, hours), optimum in self.optimum_g.items():
+            if scenario in names:
+                base_c, _, _ = self.arrays(scenario, hours, "carbon-agnostic")
+                saving.append((base_c - optimum) / base_c * 100.0)
+                total += float(optimum.sum())
+        return {
+            "saving_pct": _median(np.concatenate(saving)) if saving else math.nan,
+            "carbon_kg": total / 1000.0,
+        }
+
+
+def _median(values: npt.NDArray[np.float64]) -> float:
+    finite = values[np.isfinite(values)]
+    return float(np.median(finite)) if finite.size else math.nan
+
+
+def start_times(traces: SiteTraces, window_s: float, every_s: float = 6 * HOUR_S) -> list[float]:
+    """Start times every ``every_s`` from the trace's start whose whole ``window_s`` fits."""
+    last = traces.end_s - window_s
+    count = math.floor((last - traces.start_s) / every_s + 1e-9) + 1
+    return [traces.start_s + i * every_s for i in range(max(0, count))]
+
+
+# -- running -----------------------------------------------------------------------------------
+
+_WORK: dict[str, object] = {}  # set before forking: what the workers read
+
+
+def _run_one(task: tuple[int, int, int]) -> tuple[int, int, int, list[JobResult]]:
+    s, j, p = task
+    scenarios: list[Scenario] = _WORK["scenarios"]  # type: ignore[assignment]
+    shapes: list[JobShape] = _WORK["shapes"]  # type: ignore[assignment]
+    specs: list[PolicySpec] = _WORK["specs"]  # type: ignore[assignment]
+    starts: dict[tuple[int, int], list[float]] = _WORK["starts"]  # type: ignore[assignment]
+    gpu: GpuProfile = _WORK["gpu"]  # type: ignore[assignment]
+    move: MoveModel = _WORK["move"]  # type: ignore[assignment]
+    scenario, shape, spec = scenarios[s], shapes[j], specs[p]
+    cost = move.cost(shape.checkpoint_gb)
+    out = []
+    for start_s in starts[(s, j)]:
+        job = shape.job(scenario.start_site, start_s)
+        policy = spec.build(Rules(deadline_s=job.deadline_s, move_cost=cost))
+        out.append(
+            simulate_job(
+                policy,
+                job,
+                scenario.traces,
+                gpu,
+                threshold=spec.threshold,
+                forecast=spec.forecast,
+                tune_gpu=spec.tune_gpu,
+                name=spec.name,
+            )
+        )
+    return s, j, p, out
+
+
+def _run_group(
+    tasks: list[tuple[int, int, int]],
+) -> list[tuple[int, int, int, list[JobResult]]]:
+    """Several (scenario, shape, policy) groups in one worker (they share its forecast cache)."""
+    return [_run_one(task) for task in tasks]
+
+
+def evaluate(
+    scenarios: Sequence[Scenario],
+    shapes: Sequence[JobShape],
+    specs: Sequence[PolicySpec],
+    *,
+    gpu: GpuProfile,
+    move: MoveModel | None = None,
+    starts_s: Sequence[float] | None = None,
+    every_s: float = 6 * HOUR_S,
+    processes: int | None = None,
+    optimum: bool = True,
+) -> Evaluation:
+    """Simulate every (scenario, shape, start, policy) and solve the optimum of every job.
+
+    Args:
+        starts_s: start times (default: every ``every_s`` through the trace, where they fit).
+        processes: worker processes (default: the CPUs available, at most 4; 1 runs inline).
+        optimum: also solve the offline optimum (needs carbon-agnostic among ``specs``).
+
+    Raises:
+        ConfigError: no start time fits the trace, or starts off the trace's grid.
+    """
+    import resource
+    import time
+
+    def cpu_s() -> float:
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+    started, started_cpu = time.perf_counter(), cpu_s()
+    move = move or MoveModel()
+    if optimum and not any(s.name == "carbon-agnostic" for s in specs):
+        raise ConfigError("the comparison needs carbon-agnostic among the policies")
+    starts: dict[tuple[int, int], list[float]] = {}
+    for s, scenario in enumerate(scenarios):
+        for j, shape in enumerate(shapes):
+            window = shape.deadline_factor * shape.gpu_hours * HOUR_S / shape.gpus
+            if starts_s is None:
+                chosen = start_times(scenario.traces, window, every_s)
+            else:
+                chosen = [t for t in starts_s if t + window <= scenario.traces.end_s]
+            if not chosen:
+                raise ConfigError(
+                    f"no start time leaves room for a {shape.gpu_hours:g} GPU-h job (deadline "
+                    f"window {window / HOUR_S:g} h) in {scenario.traces.trace.label}"
+                )
+            starts[(s, j)] = chosen
+    _WORK.update(
+        scenarios=list(scenarios),
+        shapes=list(shapes),
+        specs=list(specs),
+        starts=starts,
+        gpu=gpu,
+        move=move,
+    )
+    # a policy that forecasts runs each scenario's shapes in one worker (they share its forecast
+    # cache); others one (policy, scenario, shape) per task; the slow ones first
+    groups: list[list[tuple[int, int, int]]] = []
+    for p, spec in enumerate(specs):
+        for s in range(len(scenarios)):
+            cells = [(s, j, p) for j in range(len(shapes))]
+            groups.extend([cells] if spec.forecast == "ours" else [[c] for c in cells])
+    groups.sort(key=lambda g: specs[g[0][2]].forecast != "ours")
+    n = processes or min(4, len(os.sched_getaffinity(0)))
+    evaluation = Evaluation()
+    if n > 1:
+        with ProcessPoolExecutor(max_workers=n, mp_context=get_context("fork")) as pool:
+            done = [row for rows in pool.map(_run_group, groups) for row in rows]
+    else:
+        done = [row for group in groups for row in _run_group(group)]
+    for s, j, p, rows in done:
+        evaluation.results[(scenarios[s].name, shapes[j].gpu_hours, specs[p].name)] = rows
+    if optimum:
+        for s, scenario in enumerate(scenarios):
+            for j, shape in enumerate(shapes):
+                key = (scenario.name, shape.gpu_hours)
+                chosen = starts[(s, j)]
+                evaluation.starts_s[key] = np.array(chosen)
+                evaluation.optimum_g[key] = optimum_carbon(scenario, shape, chosen, gpu, move)
+    _WORK.clear()
+    evaluation.seconds = time.perf_counter() - started
+    evaluation.cpu_seconds = cpu_s() - started_cpu
+    return evaluation
+
+
+def optimum_carbon(
+    scenario: Scenario,
+    shape: JobShape,
+    starts: Sequence[float],
+    gpu: GpuProfile,
+    move: MoveModel,
+) -> npt.NDArray[np.float64]:
+    """The offline optimum's carbon (g) of each job of ``shape`` starting at ``starts``.
+
+    Raises:
+        ConfigError: a start off the trace's grid.
+    """
+    traces = scenario.traces
+    work_s = shape.gpu_hours * HOUR_S / shape.gpus
+    deadline_s = shape.deadline_factor * work_s
+    slots = math.floor(deadline_s / traces.step_s + 1e-9)
+    cols = []
+    for t in starts:
+        offset = (t - traces.start_s) / traces.step_s
+        if abs(offset - round(offset)) > 1e-9:
+            raise ConfigError(
+                f"start {t} is not on the trace's {traces.step_s:g} s grid; the optimum needs it"
+            )
+        cols.append(round(offset))
+    index = np.array(cols)[:, None] + np.arange(slots)[None, :]
+    ci = traces.values.T[np.minimum(index, traces.n_steps - 1)]  # (jobs, slots, sites)
+    result = solve(
+        ci,
+        traces.index[scenario.start_site],
+        gpu,
+        work_s=work_s,
+        gpus=shape.gpus,
+        deadline_s=deadline_s,
+        slot_s=traces.step_s,
+        move_downtime_s=move.cost(shape.checkpoint_gb).downtime_s,
+    )
+    return result.carbon_g
