@@ -191,9 +191,10 @@ def now_command(
     with _source(provider, trace, base_url, timeout, retries, fallback) as (name, source):
         grid_zone, label = _zone(zone, source, name)
         reading = source.intensity(grid_zone, when)
-    title = f"Carbon intensity of {label}, provider {name}"
+        notes = source.take_notes()
+    title = f"Carbon intensity of {label}, {answered_by([reading], name)}"
     console.print(readings_table([reading], title=title))
-    _notes([reading], name)
+    _notes([reading], name, notes)
 
 
 def history_command(
@@ -227,18 +228,19 @@ def history_command(
     with _source(provider, trace, base_url, timeout, retries, fallback) as (name, source):
         grid_zone, label = _zone(zone, source, name)
         readings = source.history(grid_zone, begin, finish)
+        notes = source.take_notes()
     if not readings:
         raise ConfigError(
             f"provider {name} has no readings for {label} in "
             f"[{format_time(begin)}, {format_time(finish)}) UTC; pick a range the data covers"
         )
-    title = f"History of {label}, provider {name}"
+    title = f"History of {label}, {answered_by(readings, name)}"
     console.print(readings_table(readings, title=title, max_rows=max_rows))
     console.print(summary_line(summarise(readings)))
     if plot is not None:
         plot_readings(readings, plot, zone=grid_zone, provider=name, what="History of")
         console.print(f"plot written to {plot}")
-    _notes(readings, name)
+    _notes(readings, name, notes)
 
 
 def forecast_command(
@@ -275,15 +277,16 @@ def forecast_command(
                 f"provider {name} gives no forecast for {label}; use --fallback or "
                 "--provider profile"
             ) from e
+        notes = source.take_notes()
     if not readings:
         raise ConfigError(f"provider {name} returned an empty forecast for {label}")
-    title = f"{hours} h forecast for {label}, provider {name}"
+    title = f"{hours} h forecast for {label}, {answered_by(readings, name)}"
     console.print(readings_table(readings, title=title, max_rows=max_rows))
     console.print(summary_line(summarise(readings)))
     if plot is not None:
         plot_readings(readings, plot, zone=grid_zone, provider=name, what="Forecast")
         console.print(f"plot written to {plot}")
-    _notes(readings, name)
+    _notes(readings, name, notes)
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -379,6 +382,19 @@ def _zone(text: str, source: IntensitySource, provider: str) -> tuple[str, str]:
     return zone, label
 
 
-def _notes(readings: list[Reading], provider: str) -> None:
+def answered_by(readings: list[Reading], provider: str) -> str:
+    """``provider NAME`` and, when others answered (a fallback stage, the embedded profile),
+    which; then the basis of the figures (lifecycle or direct)."""
+    sources = list(dict.fromkeys(r.source for r in readings))
+    bases = "/".join(dict.fromkeys(r.basis.value for r in readings))
+    text = f"provider {provider}"
+    if sources != [provider]:
+        text += f", answered by {', '.join(sources)}"
+    return f"{text} ({bases} basis)"
+
+
+def _notes(readings: list[Reading], provider: str, notes: list[str]) -> None:
+    for note in notes:
+        console.print(f"Note: {note}", style="yellow", soft_wrap=True, markup=False)
     if is_synthetic(readings, provider):
         console.print(f"Note: {SYNTHETIC_NOTE}.", style="yellow", soft_wrap=True)

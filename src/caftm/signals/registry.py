@@ -105,15 +105,18 @@ def fallback_source(
 
     if source_class(name).name not in LIVE_SOURCES:
         return get_source(name, **options)
+    why_no_live = None
     try:
         live: IntensitySource | None = get_source(name, **options)
     except AuthError as e:
         logger.warning("%s; using the cache and embedded profile instead", e)
         live = None
+        why_no_live = str(e)
     return FallbackChain(
         live,
         cache=ReadingCache(cache_path),
         last_resort=default_source(),
         deadline_s=deadline_s,
         cache_name=source_class(name).name,
+        why_no_live=why_no_live,
     )

@@ -142,4 +142,4 @@ class UkGridSource(HttpSource):
         window = "fw24h" if horizon <= timedelta(hours=24) else "fw48h"
         body = self._http.get_json(f"/intensity/{_stamp(begin)}/{window}")
         readings = self._readings(body, now=utcnow(), as_forecast=True)
-        return forecast_window(readings, begin, horizon)
+        return forecast_window(readings, begin, horizon, provider=self.name, zone=zone)
