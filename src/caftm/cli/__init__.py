@@ -27,6 +27,7 @@ def _register() -> None:
 
     signals.register(app)
     demo.register(app)
+    __import__("caftm.cli.profiles", fromlist=["register"]).register(app)
     for name in ("gpu", "runs"):
         try:
             module = __import__(f"caftm.cli.{name}", fromlist=["register"])
