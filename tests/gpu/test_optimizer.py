@@ -231,8 +231,12 @@ def test_screening_works_with_fixed_windows_and_bad_screen_args_are_errors() -> 
     assert opt.best() == 200.0
     many = OnlineOptimizer([float(s) for s in range(100, 400, 10)], POWER, _weights())
     assert not many.screening and many.probe_steps == many.steps_per_probe
-    for bad in ({"sweep_steps": 0}, {"screen_kappa": 0.0}, {"max_profiling_steps": 0}):
-        with pytest.raises(ConfigError):
+    for bad, message in (
+        ({"sweep_steps": 0}, "sweep_steps must be >= 1, got 0"),
+        ({"screen_kappa": 0.0}, "screen_kappa and screen_tolerance must be > 0"),
+        ({"max_profiling_steps": 0}, "max_profiling_steps must be >= 1, got 0"),
+    ):
+        with pytest.raises(ConfigError, match=message):
             OnlineOptimizer(settings, POWER, _weights(), **bad)  # type: ignore[arg-type]
 
 
@@ -255,11 +259,17 @@ def test_non_finite_settings_are_refused(settings: list[float]) -> None:
 
 
 @pytest.mark.parametrize(
-    "kwargs",
-    [{"drift_tolerance": float("nan")}, {"stop_gain": -1.0}, {"stop_gain": float("nan")}],
+    ("kwargs", "message"),
+    [
+        ({"drift_tolerance": float("nan")}, "drift_tolerance > 0"),
+        ({"stop_gain": -1.0}, "stop_gain must be >= 0, got -1.0"),
+        ({"stop_gain": float("nan")}, "stop_gain must be >= 0, got nan"),
+    ],
 )
-def test_nan_and_negative_tuning_arguments_are_refused(kwargs: dict[str, float]) -> None:
-    with pytest.raises(ConfigError):
+def test_nan_and_negative_tuning_arguments_are_refused(
+    kwargs: dict[str, float], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
         OnlineOptimizer([1000.0, 1980.0], CLOCK, _weights(), **kwargs)  # type: ignore[arg-type]
 
 
