@@ -4,7 +4,8 @@ The WebAPI is self-hosted in front of a data source (WattTime, Electricity Maps,
 locations are the SDK's location names (by default Azure region names such as ``westeurope``).
 Electricity Maps zone keys are mapped through :data:`ZONE_TO_LOCATION`, or a location name may be
 used directly. Values (``rating``/``value``) are gCO2eq/kWh; the basis depends on the SDK's data
-source and is set at construction.
+source and is set at construction. The SDK does not say whether a value was measured or
+estimated: its readings are kind UNKNOWN.
 """
 
 from __future__ import annotations
@@ -163,7 +164,7 @@ class CarbonAwareSource(HttpSource):
         location = self.location_for(zone)
         params = {"location": location, "time": iso_z(start), "toTime": iso_z(end)}
         body = self._http.get_json("/emissions/bylocation", params)
-        readings = self._emissions(body, {location.lower(): zone, "": zone}, Kind.MEASURED)
+        readings = self._emissions(body, {location.lower(): zone, "": zone}, Kind.UNKNOWN)
         return [r for r in readings if start <= r.time < end]
 
     def history_many(self, zones: list[str], start: datetime, end: datetime) -> list[Reading]:
@@ -182,7 +183,7 @@ class CarbonAwareSource(HttpSource):
         }
         if answered - set(asked):
             return [r for z in zones for r in self.history(z, start, end)]
-        readings = self._emissions(body, asked, Kind.MEASURED)
+        readings = self._emissions(body, asked, Kind.UNKNOWN)
         return [r for r in readings if start <= r.time < end]
 
     def forecast(
