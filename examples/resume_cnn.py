@@ -81,8 +81,8 @@ def main() -> None:
 
     model, state, loader = build(args.steps)
     with CheckpointStore(args.store, keep_last=3) as store:
-        check_writable(args.store)  # before training, not after it
         info = store.restore_latest(state)
+        check_writable(args.store)  # before training, not after it
         step = info.step if info else 0
         print(f"starting at step {step} (synthetic data)")
         while step < args.steps:
