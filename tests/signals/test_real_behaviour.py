@@ -149,6 +149,12 @@ def test_em_answer_for_another_zone_is_refused(em: ElectricityMapsServer) -> Non
         em_source(em).history("DE", now - timedelta(hours=3), now)
 
 
+def test_em_zone_check_ignores_case(em: ElectricityMapsServer) -> None:
+    body = {"zone": "DE", "carbonIntensity": 301, "datetime": "2024-01-01T00:00:00.000Z"}
+    em.fail(Fault(200, body))
+    assert em_source(em).intensity("de").intensity_g_per_kwh == 301
+
+
 def test_em_without_is_estimated_is_unknown_not_measured(em: ElectricityMapsServer) -> None:
     body = {"zone": "DE", "carbonIntensity": 301, "datetime": "2024-01-01T00:00:00.000Z"}
     em.fail(Fault(200, body))

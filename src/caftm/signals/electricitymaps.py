@@ -108,7 +108,7 @@ class ElectricityMapsSource(HttpSource):
 
     def _check_zone(self, zone: str, body: Any) -> None:
         answered = body.get("zone") if isinstance(body, dict) else None
-        if answered is not None and answered != zone:
+        if answered is not None and str(answered).upper() != zone.upper():
             raise ProviderError(
                 f"{self.name} answered for zone {answered!r} when asked for zone {zone!r}; "
                 "the zone is probably not covered (or was relabelled): not using that answer"
