@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from caftm.checkpoint import CheckpointStore, ResumableSampler, TrainingState
-from caftm.errors import CaftmError
+from caftm.errors import CaftmError, CheckpointError, ConfigError
 
 
 def build(
@@ -46,18 +46,43 @@ def build(
     return model, state, loader
 
 
+def check_writable(url: str) -> None:
+    """Write and remove a small probe file in the store, so a store that cannot be written is
+    found before any training.
+
+    Raises:
+        CheckpointError: the store cannot be written (the message names it and why).
+    """
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(url)
+    probe = f"{path.rstrip('/')}/.caftm-write-probe"
+    try:
+        fs.makedirs(path, exist_ok=True)
+        fs.pipe_file(probe, b"")
+        fs.rm_file(probe)
+    except OSError as e:
+        raise CheckpointError(
+            f"--store {url} cannot be written ({e.strerror or e}); pick a writable place"
+        ) from e
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store", required=True, help="checkpoint directory or s3:// URL")
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--every", type=int, default=25, help="checkpoint every N steps")
+    parser.add_argument("--steps", type=int, default=300, help="train up to this step (>= 1)")
+    parser.add_argument("--every", type=int, default=25, help="checkpoint every N steps (>= 1)")
     args = parser.parse_args()
+    for option, value in (("--steps", args.steps), ("--every", args.every)):
+        if value < 1:
+            raise ConfigError(f"{option} {value}: give a whole number of steps >= 1")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     torch.use_deterministic_algorithms(True)
 
     model, state, loader = build(args.steps)
     with CheckpointStore(args.store, keep_last=3) as store:
         info = store.restore_latest(state)
+        check_writable(args.store)  # before training, not after it
         step = info.step if info else 0
         print(f"starting at step {step} (synthetic data)")
         while step < args.steps:

@@ -23,5 +23,14 @@ def test_public_names_are_pinned_and_sorted() -> None:
         "restore_rng_state",
     ]
     assert checkpoint.__all__ == sorted(checkpoint.__all__, key=lambda n: (not n.isupper(), n))
-    for name in checkpoint.__all__:
-        assert getattr(checkpoint, name) is not None
+    # each public name is the package's own object, from the module that defines it
+    homes = {
+        name: getattr(checkpoint, name).__module__
+        for name in checkpoint.__all__
+        if name != "FORMAT_VERSION"
+    }
+    assert {name for name, home in homes.items() if not home.startswith("caftm.checkpoint.")} == (
+        set()
+    )
+    assert homes["CheckpointStore"] == "caftm.checkpoint.store"
+    assert isinstance(checkpoint.FORMAT_VERSION, int) and checkpoint.FORMAT_VERSION >= 1

@@ -99,7 +99,7 @@ def test_record_consumed_overrides_prefetched_position() -> None:
         next(iterator)
     sampler.record_consumed(4)
     assert sampler.state_dict()["index"] == 4
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match=r"num_samples must be in \[0, 12\], got 13"):
         sampler.record_consumed(13)
 
 
@@ -107,7 +107,7 @@ def test_wrong_dataset_length_and_bad_config_are_refused() -> None:
     state = ResumableSampler(10).state_dict()
     with pytest.raises(CheckpointError, match="same dataset"):
         ResumableSampler(11).load_state_dict(state)
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="need 0 <= rank < world_size, got rank=2 world_size=2"):
         ResumableSampler(10, rank=2, world_size=2)
 
 

@@ -178,16 +178,22 @@ def test_lambda_lr_with_function_stores_and_loads() -> None:
 
 
 @pytest.mark.parametrize(
-    "structure",
+    ("structure", "message"),
     [
-        {"$t": "nope"},
-        {"no": "tag"},
-        {"$t": "tensor", "key": "missing", "dtype": "f", "shape": []},
-        {"$t": "np.ndarray", "dtype": "|O", "shape": [1], "b64": ""},
+        ({"$t": "nope"}, "malformed checkpoint structure at state: unknown tag 'nope'"),
+        ({"no": "tag"}, "malformed checkpoint structure at state: untagged object"),
+        (
+            {"$t": "tensor", "key": "missing", "dtype": "f", "shape": []},
+            "checkpoint structure at state refers to missing tensor 'missing'",
+        ),
+        (
+            {"$t": "np.ndarray", "dtype": "|O", "shape": [1], "b64": ""},
+            "malformed checkpoint structure at state: object dtype",
+        ),
     ],
 )
-def test_malformed_structures_raise_checkpoint_error(structure: object) -> None:
-    with pytest.raises(CheckpointError):
+def test_malformed_structures_raise_checkpoint_error(structure: object, message: str) -> None:
+    with pytest.raises(CheckpointError, match=message):
         decode_tree(structure, {})
 
 

@@ -190,7 +190,7 @@ def test_full_disk_raises_and_previous_checkpoint_stays(edge_fs: tuple[object, s
 
 
 def test_invalid_arguments() -> None:
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="keep_last must be an integer >= 1 or None, got 0"):
         CheckpointStore("/tmp/x", keep_last=0)
     with pytest.raises(CheckpointError, match=r"cannot checkpoint state\.extra\.fn"):
         CheckpointStore("memory://x").save(TrainingState(extra={"fn": print}), step=1)

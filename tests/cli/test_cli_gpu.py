@@ -73,7 +73,7 @@ def test_profile_sweeps_prints_a_table_and_draws_a_png(
     [
         (["profile", "--gpu", "7"], "unknown GPU index 7"),
         (["info", "--backend", "simulated", "--gpu", "7"], "unknown GPU index 7"),
-        (["profile", "--settings", "1234"], "1234 MHz is not a supported clock"),
+        (["profile", "--settings", "1234"], "--settings 1234: GPU 0 has no clock setting 1234 MHz"),
         (["profile", "--eta", "1.5"], "eta must be in [0, 1]"),
         (["profile", "--eta", "-0.1"], "eta must be in [0, 1]"),
         (["profile", "--knob", "voltage"], "unknown --knob 'voltage'"),
@@ -169,8 +169,9 @@ def test_plot_to_a_directory_or_an_unwritable_place_is_one_error_line(
     code, out, err = _run(capsys, "profile", "--settings", "1980", "--steps", "2",
                           "--plot", str(blocker / "x.png"))  # fmt: skip
     assert code == 2
-    assert "cannot write --plot" in err and len(err.strip().splitlines()) == 1
+    assert "cannot create its folder" in err and len(err.strip().splitlines()) == 1
     assert "Traceback" not in out + err
+    assert "best clock" not in out  # refused before sweeping
 
 
 @pytest.mark.parametrize(

@@ -258,3 +258,15 @@ def test_bad_trace_files_are_one_error_line(cli: Cli, tmp_path: Path) -> None:
         result = cli("intensity", "now", "-z", "FR", "-p", "trace", "--trace", str(trace))
         assert result.code == 2 and message in result.err, result.err
         assert "Traceback" not in result.text
+
+
+def test_fallback_without_a_key_says_which_source_answered(cli: Cli) -> None:
+    result = cli("intensity", "now", "-z", "FR", "--provider", "electricitymaps", "--fallback",
+                 "--at", "2024-05-01T12:00Z")  # fmt: skip
+    assert result.code == 0, result.err
+    text = " ".join(result.out.split())
+    assert "Carbon intensity of FR, provider electricitymaps, answered by typical-year profile" in (
+        text
+    )
+    assert "lifecycle basis" in text
+    assert "missing key for electricitymaps" in text and "CAFTM_ELECTRICITYMAPS_TOKEN" in text

@@ -100,14 +100,14 @@ def test_auto_never_fires_when_the_move_outlasts_the_work() -> None:
 
 
 @pytest.mark.parametrize(
-    "kwargs",
+    ("kwargs", "message"),
     [
-        {"percentile": 101.0},
-        {"hysteresis_fraction": 1.0},
-        {"hysteresis_fraction": -0.1},
-        {"value_g_per_kwh": -5.0},
+        ({"percentile": 101.0}, r"threshold\.percentile 101\.0 must be within 0\.\.100"),
+        ({"hysteresis_fraction": 1.0}, r"hysteresis_fraction 1\.0 must be within \[0, 1\)"),
+        ({"hysteresis_fraction": -0.1}, r"hysteresis_fraction -0\.1 must be within \[0, 1\)"),
+        ({"value_g_per_kwh": -5.0}, r"value_g_per_kwh -5\.0 must be a non-negative number"),
     ],
 )
-def test_bad_specs_are_refused(kwargs: dict[str, float]) -> None:
-    with pytest.raises(ConfigError):
+def test_bad_specs_are_refused(kwargs: dict[str, float], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
         ThresholdSpec(**kwargs)  # type: ignore[arg-type]

@@ -36,9 +36,9 @@ def test_exhaustive_respects_max_slowdown() -> None:
 
 def test_exhaustive_rejects_bad_input() -> None:
     weights = CostWeights(0.5, 300.0, 300.0, 700.0)
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="needs at least one setting"):
         exhaustive_search(lambda s, n: None, [], weights)  # type: ignore[arg-type,return-value]
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="steps_per_setting must be >= 1, got 0"):
         exhaustive_search(lambda s, n: None, [1.0], weights, 0)  # type: ignore[arg-type,return-value]
 
 

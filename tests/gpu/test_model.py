@@ -75,10 +75,10 @@ def test_uncertainty_shrinks_with_more_windows() -> None:
 
 def test_fit_rejects_empty_and_mixed_knobs() -> None:
     prior = default_prior(KnobKind.CLOCK, 1980.0)
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="fit_model needs at least one measurement"):
         fit_model([], prior)
     wrong = Measurement(KnobKind.POWER, 300.0, 10, 1.0, 300.0)
-    with pytest.raises(ConfigError, match="knob"):
+    with pytest.raises(ConfigError, match="measurement of knob power given to a clock model"):
         fit_model([wrong], prior)
 
 

@@ -8,7 +8,7 @@ import pytest
 from caftm.errors import ConfigError
 from caftm.gpu.base import KnobKind, Measurement
 from caftm.gpu.cost import CostWeights, step_cost
-from caftm.gpu.optimizer import OnlineOptimizer
+from caftm.gpu.optimizer import SCREEN_DUEL_STEPS, SCREEN_SWEEP_STEPS, OnlineOptimizer
 from caftm.gpu.simulated import SimulatedBackend, SimWorkload
 
 CLOCK, POWER = KnobKind.CLOCK, KnobKind.POWER
@@ -155,7 +155,7 @@ def test_converges_on_real_power_limit_traces(key: str, eta: float) -> None:
     weights = CostWeights(eta, 500.0, 300.0, max(settings))
     opt = OnlineOptimizer(settings, POWER, weights, steps_per_probe=10, max_probes=12)
     while (probe := opt.next_probe()) is not None:
-        opt.observe(backend.measure(probe, 10))
+        opt.observe(backend.measure(probe, opt.probe_steps))
     truth = {s: step_cost(*backend.true_step_at(POWER, s), weights) for s in settings}
     assert truth[opt.best()] / min(truth.values()) - 1 <= 0.02
     assert opt.profiling_steps <= 0.4 * 50 * len(settings)  # well under Zeus's 50 steps/limit
@@ -206,7 +206,9 @@ def test_screening_stops_early_on_a_clear_winner_but_confirms_it() -> None:
         probes.append(probe)
         opt.observe(measure(probe, opt.probe_steps))
     assert probes == [250.0, 200.0, 150.0, 100.0, 150.0]  # sweep, then one confirming window
-    assert opt.best() == 150.0 and opt.profiling_steps == 4 * 10 + 20
+    # the screening windows do not follow steps_per_probe (a model-driven setting)
+    assert opt.best() == 150.0
+    assert opt.profiling_steps == 4 * SCREEN_SWEEP_STEPS + SCREEN_DUEL_STEPS == 4 * 5 + 10
 
 
 def test_screening_respects_the_step_budget_and_max_slowdown() -> None:
@@ -231,8 +233,12 @@ def test_screening_works_with_fixed_windows_and_bad_screen_args_are_errors() -> 
     assert opt.best() == 200.0
     many = OnlineOptimizer([float(s) for s in range(100, 400, 10)], POWER, _weights())
     assert not many.screening and many.probe_steps == many.steps_per_probe
-    for bad in ({"sweep_steps": 0}, {"screen_kappa": 0.0}, {"max_profiling_steps": 0}):
-        with pytest.raises(ConfigError):
+    for bad, message in (
+        ({"sweep_steps": 0}, "sweep_steps must be >= 1, got 0"),
+        ({"screen_kappa": 0.0}, "screen_kappa and screen_tolerance must be > 0"),
+        ({"max_profiling_steps": 0}, "max_profiling_steps must be >= 1, got 0"),
+    ):
+        with pytest.raises(ConfigError, match=message):
             OnlineOptimizer(settings, POWER, _weights(), **bad)  # type: ignore[arg-type]
 
 
@@ -255,11 +261,17 @@ def test_non_finite_settings_are_refused(settings: list[float]) -> None:
 
 
 @pytest.mark.parametrize(
-    "kwargs",
-    [{"drift_tolerance": float("nan")}, {"stop_gain": -1.0}, {"stop_gain": float("nan")}],
+    ("kwargs", "message"),
+    [
+        ({"drift_tolerance": float("nan")}, "drift_tolerance > 0"),
+        ({"stop_gain": -1.0}, "stop_gain must be >= 0, got -1.0"),
+        ({"stop_gain": float("nan")}, "stop_gain must be >= 0, got nan"),
+    ],
 )
-def test_nan_and_negative_tuning_arguments_are_refused(kwargs: dict[str, float]) -> None:
-    with pytest.raises(ConfigError):
+def test_nan_and_negative_tuning_arguments_are_refused(
+    kwargs: dict[str, float], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
         OnlineOptimizer([1000.0, 1980.0], CLOCK, _weights(), **kwargs)  # type: ignore[arg-type]
 
 
@@ -269,3 +281,51 @@ def test_non_finite_windows_are_refused_at_observe(time_s: float, energy_j: floa
     with pytest.raises(ConfigError, match="finite positive time"):
         opt.observe(Measurement(CLOCK, 1980.0, 20, time_s, energy_j))
     assert opt.best() == 1980.0 and opt.next_probe() == 1980.0  # nothing was recorded
+
+
+def test_screening_budget_and_windows_do_not_follow_the_model_driven_settings() -> None:
+    """A controller config's steps_per_probe=20, max_probes=8 (model-driven probes) must not
+    starve the screen of its duels, nor make its sweep windows 10 steps long."""
+    settings = [100.0, 125.0, 150.0, 175.0, 200.0, 225.0, 250.0]
+    opt = OnlineOptimizer(settings, POWER, _weights(), steps_per_probe=20, max_probes=8)
+    assert opt.screening and opt.sweep_steps == 5 and opt.screen_steps == 10
+    assert opt.max_profiling_steps == 30 * len(settings)
+    times = dict(zip(settings, [1.30, 1.12, 1.00, 1.005, 1.10, 1.20, 1.25], strict=True))
+    measure = _screen_measure(times)
+    while (probe := opt.next_probe()) is not None:
+        opt.observe(measure(probe, opt.probe_steps))
+    assert opt.probes_used > 8  # duels continue past max_probes, within the step budget
+    assert opt.profiling_steps <= 30 * len(settings) + 10
+
+
+def test_guard_gives_a_close_runner_up_a_second_window_before_settling() -> None:
+    settings = [100.0, 150.0, 200.0, 250.0]
+    # 150 is truly best; 200 is a close second
+    times = dict(zip(settings, [2.0, 0.99, 1.0, 1.6], strict=True))
+    runs = {}
+    for guard in (0.0, 3.0):
+        opt = OnlineOptimizer(
+            settings, POWER, CostWeights(1.0, 300.0, 300.0, 250.0), noise_rel=0.01,
+            learn_noise=False, screen_kappa=0.5, screen_guard=guard,
+        )  # fmt: skip
+        measure = _screen_measure(times)
+        probes = []
+        while (probe := opt.next_probe()) is not None:
+            probes.append(probe)
+            opt.observe(measure(probe, opt.probe_steps))
+        runs[guard] = probes
+    assert 200.0 not in runs[0.0][4:]  # without the guard the runner-up keeps its one window
+    assert runs[3.0][4:].count(200.0) == 1  # with it, one more before settling
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"screen_steps": 0}, "screen_steps must be >= 1, got 0"),
+        ({"screen_guard": -1.0}, "screen_guard must be >= 0, got -1.0"),
+        ({"screen_guard": float("nan")}, "screen_guard must be >= 0, got nan"),
+    ],
+)
+def test_bad_screening_arguments_are_refused(kwargs: dict[str, float], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        OnlineOptimizer([100.0, 200.0], POWER, _weights(), **kwargs)  # type: ignore[arg-type]

@@ -17,6 +17,7 @@ from integ_procs import assert_three_moves_bit_identical
 from caftm.checkpoint import CheckpointStore, TrainingState
 from caftm.errors import CheckpointError, ConfigError
 from caftm.integrations import ControllerSession
+from caftm.integrations._state import TreeHolder
 from caftm.integrations.huggingface import CarbonAwareTrainerCallback
 
 
@@ -35,15 +36,28 @@ def test_three_moves_at_epoch_ends_and_mid_epoch(tmp_path: Path) -> None:
     _run(tmp_path, (5, 12, 24), fresh_process_segments=set())
 
 
-def test_resume_refuses_a_checkpoint_of_another_kind(tmp_path: Path) -> None:
-    store = CheckpointStore(tmp_path / "store")
-    model = wl.make_model()
-    store.save(TrainingState(model=model), step=3)  # a plain-PyTorch checkpoint
+def _callback(store: CheckpointStore, tmp_path: Path) -> CarbonAwareTrainerCallback:
     config = sc.make_config(tmp_path / "store")
     controller, _ = sc.make_controller(config, sc.make_trace(), sc.VirtualClock())
-    callback = CarbonAwareTrainerCallback(ControllerSession(controller), store)
-    with pytest.raises(CheckpointError):
-        callback.resume_checkpoint(tmp_path / "resume")
+    return CarbonAwareTrainerCallback(ControllerSession(controller), store)
+
+
+def test_resume_refuses_a_plain_pytorch_checkpoint(tmp_path: Path) -> None:
+    store = CheckpointStore(tmp_path / "store")
+    store.save(TrainingState(model=wl.make_model()), step=3)  # a plain-PyTorch checkpoint
+    with pytest.raises(CheckpointError, match=r"holds no state for stateful\['huggingface'\]"):
+        _callback(store, tmp_path).resume_checkpoint(tmp_path / "resume")
+    assert not (tmp_path / "resume").exists()
+
+
+def test_resume_refuses_a_checkpoint_of_another_kind(tmp_path: Path) -> None:
+    """A 'huggingface' entry that is not a Trainer checkpoint (another tool's tree)."""
+    store = CheckpointStore(tmp_path / "store")
+    other = TreeHolder({"model": {}, "epoch": 2})  # no trainer_state, no controller
+    store.save(TrainingState(stateful={"huggingface": other}, rng=False), step=3)
+    with pytest.raises(CheckpointError, match=r"step-000000003 is not a Hugging Face Trainer one"):
+        _callback(store, tmp_path).resume_checkpoint(tmp_path / "resume")
+    assert not (tmp_path / "resume").exists()
 
 
 def test_fresh_start_has_nothing_to_resume(tmp_path: Path) -> None:

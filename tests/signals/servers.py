@@ -178,6 +178,10 @@ class ElectricityMapsServer(FakeProvider):
     def __init__(self, token: str) -> None:
         super().__init__()
         self.token = token
+        #: Zones the API does not cover: as the real API does, it answers for the caller's own
+        #: location (:attr:`caller_zone`) unless ``shouldUseFallbackCallerLookup=false``.
+        self.uncovered: set[str] = set()
+        self.caller_zone = "NL"
 
     def _entry(self, zone: str, t: datetime, *, estimated: bool) -> dict[str, Any]:
         return {
@@ -197,6 +201,10 @@ class ElectricityMapsServer(FakeProvider):
         zone = _one(seen, "zone")
         if not zone:
             return 400, {"status": "error", "message": "zone is required"}
+        if zone in self.uncovered:
+            if _one(seen, "shouldUseFallbackCallerLookup") == "false":
+                return 404, {"status": "error", "message": f"Zone '{zone}' does not exist."}
+            zone = self.caller_zone
         now_hour = floor_to(datetime.now(UTC), timedelta(hours=1))
         hour = timedelta(hours=1)
         if seen.path == "/v3/carbon-intensity/latest":
@@ -243,6 +251,8 @@ class WattTimeServer(FakeProvider):
         self.password = password
         self.tokens: set[str] = set()
         self.logins = 0
+        #: Serve forecasts as made this many hours ago (a provider that stopped updating).
+        self.forecast_lag_h = 0.0
 
     def revoke_tokens(self) -> None:
         """Expire every issued token (the next data call gets 401)."""
@@ -293,6 +303,7 @@ class WattTimeServer(FakeProvider):
             }
         if seen.path == "/v3/forecast":
             hours = int(_one(seen, "horizon_hours") or 24)
+            now = floor_to(now - timedelta(hours=self.forecast_lag_h), self.STEP)
             end = now + timedelta(hours=hours) + self.STEP
             meta = {**self._meta(region), "generated_at": iso_z(now)}
             return 200, {"data": self._points(region, now, end), "meta": meta}
@@ -365,7 +376,19 @@ class UkGridServer(FakeProvider):
 
 
 class CarbonAwareServer(FakeProvider):
-    """Carbon Aware SDK WebAPI: emissions by location(s), current forecasts."""
+    """Carbon Aware SDK WebAPI: emissions by location(s), current forecasts.
+
+    As the real SDK does, it answers with its backing provider's own region name where
+    :attr:`backend_names` maps the location asked for (a WattTime backend renames them), and
+    refuses (400) a forecast window whose ``dataEndAt`` lies past the forecast it holds.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        #: location asked for -> name the SDK's backing provider answers with
+        self.backend_names: dict[str, str] = {}
+        #: Length of the forecast the SDK holds.
+        self.forecast_hours = 24
 
     KNOWN = frozenset(
         {
@@ -388,7 +411,7 @@ class CarbonAwareServer(FakeProvider):
         while t <= end:
             out.append(
                 {
-                    "location": location,
+                    "location": self.backend_names.get(location, location),
                     "time": iso_z(t),
                     "rating": true_intensity(location, t),
                     "duration": "01:00:00",
@@ -416,7 +439,16 @@ class CarbonAwareServer(FakeProvider):
             location = locations[0]
             step = timedelta(minutes=5)
             start = floor_to(now, step)
-            end = start + timedelta(hours=24)
+            end = start + timedelta(hours=self.forecast_hours)
+            asked_end = _one(seen, "dataEndAt")
+            if asked_end is not None and parse_iso(asked_end) > end:
+                return 400, {
+                    "type": "https://tools.ietf.org/html/rfc7231#section-6.5.1",
+                    "title": "ArgumentException",
+                    "status": 400,
+                    "detail": f"Requested dataEndAt {asked_end} is after the forecast's end "
+                    f"{iso_z(end)}",
+                }
             data = []
             t = start
             while t < end:

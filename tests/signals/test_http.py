@@ -223,6 +223,7 @@ def test_mapped_name_prefers_override_then_mapping_then_a_native_looking_zone() 
         with pytest.raises(ConfigError) as info:
             name_for(bad)
         assert str(info.value) == (
-            f"zone {bad!r} has no test region; pass region='abc'-style (--region) "
-            "or one of the mapped zones: DE, GB"
+            f"zone {bad!r} has no test region; give the test region itself as the zone "
+            "(e.g. abc), map it with the source's option (region='abc'), or use one of the "
+            "mapped zones: DE, GB"
         )

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from tests.conftest import REPO, SHARED_DATA, shared_file
 
-from caftm.errors import ConfigError
-from caftm.signals.base import Kind
+from caftm.errors import ConfigError, DataError
+from caftm.signals.base import Basis, Kind
 from caftm.signals.profiles import (
     PROFILE_SOURCE_TEXT,
     ProfileSource,
@@ -221,3 +221,30 @@ def test_forecast_beats_the_expectation_on_generated_years(zone: str) -> None:
             errors[lead][1] += abs(actual - expected)
     for lead, most in ((1, 0.5), (6, 0.8), (24, 0.97)):
         assert errors[lead][0] < most * errors[lead][1], (lead, errors[lead])
+
+
+def test_a_built_profile_set_is_a_source_by_path(tmp_path: Path) -> None:
+    from caftm.signals.profile_build import build_profile_set
+    from caftm.signals.registry import fallback_source, get_source
+    from caftm.signals.traces import TraceSource
+
+    start = datetime(2021, 1, 1, tzinfo=UTC)
+    hours = np.arange(8760)
+    values = np.vstack([200 + 50 * np.sin(2 * np.pi * hours / 24), 80 + 0 * hours])
+    trace = TraceSource(["XA", "XB"], start, 3600, values, basis=Basis.DIRECT)
+    document, skipped = build_profile_set(trace)
+    assert skipped == [] and document["year"] == 2021 and document["basis"] == "direct"
+    path = tmp_path / "set.json"
+    path.write_text(json.dumps(document))
+    for source in (get_source(f"profile:{path}"), fallback_source(f"profile:{path}")):
+        assert isinstance(source, ProfileSource) and source.zones() == ["XA", "XB"]
+        reading = source.intensity("XA", datetime(2024, 5, 1, 12, tzinfo=UTC))
+        assert reading.basis is Basis.DIRECT and reading.kind is Kind.SYNTHETIC
+        assert "2021 statistics of" in reading.source
+        assert 100 < reading.intensity_g_per_kwh < 300
+    with pytest.raises(ConfigError, match=r"no profile in .*set\.json for zone 'FR'"):
+        ProfileSource(path=path).intensity("FR")
+    with pytest.raises(DataError, match=r"cannot read profile set .*absent\.json"):
+        get_source(f"profile:{tmp_path / 'absent.json'}")
+    with pytest.raises(ConfigError, match="unknown carbon-intensity provider 'trace:x'"):
+        get_source("trace:x")

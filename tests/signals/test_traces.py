@@ -332,3 +332,134 @@ class TestTraceSourceConformance(IntensitySourceConformance):
         de = 400 + 80 * np.sin(2 * np.pi * hours / 24)
         fr = 80 + 20 * np.cos(2 * np.pi * hours / 24)
         return TraceSource(["DE", "FR"], datetime(2022, 1, 1, tzinfo=UTC), 3600, [de, fr])
+
+
+# -- rows without a value, formats people have, basis ------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["wide", "long", "export", "parquet"])
+def test_rows_without_a_value_are_counted_and_placed_in_every_format(
+    tmp_path: Path, fmt: str
+) -> None:
+    times = [(T0 + timedelta(hours=i)).strftime("%Y-%m-%d %H:%M:%S") for i in range(4)]
+    cells = ["100", "NaN", "", "130"]
+    if fmt == "wide":
+        path = write(
+            tmp_path / "w.csv",
+            ["datetime_utc,DE", *[f"{t},{v}" for t, v in zip(times, cells, strict=True)]],
+        )
+        where = "line 3, line 4"
+    elif fmt == "long":
+        path = write(
+            tmp_path / "l.csv",
+            [
+                "zone,datetime_utc,intensity_g_per_kwh",
+                *[f"DE,{t},{v}" for t, v in zip(times, cells, strict=True)],
+            ],
+        )
+        where = "line 3, line 4"
+    elif fmt == "export":
+        rows = em_rows(
+            "DE",
+            T0,
+            [(1.0, 100.0, False), (1.0, 0.0, False), (1.0, 0.0, False), (1.0, 130.0, False)],
+        )
+        rows[1] = rows[1].replace(",0.0,", ",NaN,")
+        rows[2] = rows[2].replace(",0.0,", ",,")
+        path = write(tmp_path / "e.csv", [EM_HEADER, *rows])
+        where = "line 3, line 4"
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        path = tmp_path / "p.parquet"
+        stamps = [T0 + timedelta(hours=i) for i in range(4)]
+        table = pa.table({"datetime": pa.array(stamps, pa.timestamp("s", tz="UTC")),
+                          "DE": pa.array([100.0, float("nan"), None, 130.0])})  # fmt: skip
+        pq.write_table(table, path)
+        where = "row 2, row 3"
+    trace = load_trace(path)
+    assert [r.intensity_g_per_kwh for r in trace.history("DE", T0, T0 + timedelta(hours=4))] == [
+        100.0,
+        130.0,
+    ]
+    notes = [n for n in trace.take_notes() if "no intensity" in n]
+    assert notes == [
+        f"{path.name}: 2 row(s) of zone DE have no intensity ({where}): kept as gaps, left out "
+        "of history, never filled"
+    ]
+
+
+def test_date_and_hour_columns_are_read_as_utc(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "CAISO.csv",
+        [
+            "date,hour,carbon_intensity",
+            "2021-01-01,0,250.5",
+            "2021-01-01,1,240",
+            "2021-01-01,23,230",
+            "2021-01-02,0,220",
+        ],
+    )
+    trace = load_trace(path)
+    jan1 = datetime(2021, 1, 1, tzinfo=UTC)
+    assert trace.zones() == ["CAISO"] and trace.step_s == 3600
+    assert trace.intensity("CAISO", jan1 + timedelta(minutes=30)).intensity_g_per_kwh == 250.5
+    assert trace.intensity("CAISO", jan1 + timedelta(hours=24)).intensity_g_per_kwh == 220
+    notes = " | ".join(trace.take_notes())
+    assert "taken as zone CAISO" in notes and "taken as UTC" in notes
+    assert "not say direct or lifecycle: taken as lifecycle" in notes
+
+
+def test_hour_ending_files_run_1_to_24(tmp_path: Path) -> None:
+    lines = ["date,hour,carbon_intensity", *[f"2021-01-01,{h},{100 + h}" for h in range(1, 25)]]
+    trace = load_trace(write(tmp_path / "Z.csv", lines))
+    assert trace.start == datetime(2021, 1, 1, tzinfo=UTC) and trace.n_steps == 24
+    assert trace.intensity("Z", trace.start).intensity_g_per_kwh == 101
+    assert any("hour ending" in n for n in trace.take_notes())
+    with pytest.raises(DataError, match=r"Y\.csv line 2: column 'hour': hour 25 is outside"):
+        load_trace(write(tmp_path / "Y.csv", ["date,hour,carbon_intensity", "2021-01-01,25,1"]))
+
+
+@pytest.mark.parametrize("minutes", [15, 30])
+def test_sub_hourly_series_are_averaged_to_hours_with_the_rule_said(
+    tmp_path: Path, minutes: int
+) -> None:
+    per_hour = 60 // minutes
+    lines = ["datetime_utc,GB"]
+    for i in range(3 * per_hour):
+        if i == per_hour + 1:  # one value of the second hour is missing
+            continue
+        lines.append(
+            f"{(T0 + timedelta(minutes=minutes * i)).strftime('%Y-%m-%d %H:%M:%S')},{10 * i}"
+        )
+    trace = load_trace(write(tmp_path / "gb.csv", lines))
+    assert trace.step_s == 3600 and trace.n_steps == 3
+    expected_first = sum(10 * i for i in range(per_hour)) / per_hour
+    assert trace.intensity("GB", T0).intensity_g_per_kwh == pytest.approx(expected_first)
+    assert trace.gaps() == [("GB", T0 + timedelta(hours=1), T0 + timedelta(hours=2))]
+    notes = " | ".join(trace.take_notes())
+    assert f"{minutes}-minute values, averaged to 60-minute steps" in notes
+    assert "a step missing any of them is a gap" in notes
+    assert load_trace(write(tmp_path / "gb2.csv", lines), step_s=None).step_s == minutes * 60
+
+
+def test_direct_and_lifecycle_columns_are_told_apart(tmp_path: Path) -> None:
+    lines = ["datetime_utc,ci_direct,ci_lifecycle", "2022-03-01 00:00:00,300,400"]
+    both = write(tmp_path / "FR.csv", lines)
+    lifecycle = load_trace(both).intensity("FR", T0)
+    direct = load_trace(both, basis=Basis.DIRECT).intensity("FR", T0)
+    assert (lifecycle.intensity_g_per_kwh, lifecycle.basis) == (400, Basis.LIFECYCLE)
+    assert (direct.intensity_g_per_kwh, direct.basis) == (300, Basis.DIRECT)
+    only_direct = write(
+        tmp_path / "DE.csv", ["datetime_utc,carbon_intensity_direct", "2022-03-01 00:00:00,310"]
+    )
+    reading = load_trace(only_direct).intensity("DE", T0)
+    assert reading.basis is Basis.DIRECT
+    with pytest.raises(DataError, match=r"DE\.csv holds direct and FR\.csv lifecycle"):
+        load_trace(
+            [
+                only_direct,
+                write(tmp_path / "FR.csv", ["datetime_utc,ci_lca", "2022-03-01 00:00:00,1"]),
+            ]
+        )

@@ -94,3 +94,11 @@ def test_null_forecast_and_actual_is_provider_error(
     server.fail(Fault(200, {"data": [period]}))
     with pytest.raises(ProviderError, match=r"ukgrid.*zone GB"):
         source.intensity("GB")
+
+
+def test_a_horizon_past_48_h_is_clamped_and_said() -> None:
+    with UkGridServer() as server:
+        source = UkGridSource(base_url=server.url, policy=FAST)
+        readings = source.forecast("GB", None, timedelta(hours=72))
+        assert readings[-1].time - readings[0].time <= timedelta(hours=48)
+        assert source.take_notes() == ["ukgrid forecasts at most 48 h: 72 h asked for, 48 h shown"]

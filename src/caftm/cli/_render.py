@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -103,25 +103,53 @@ def summary_line(summary: SeriesSummary) -> str:
 
 
 def check_plot_path(path: Path) -> Path:
-    """``path`` when a PNG can be written there.
+    """``path`` when a PNG can be written there: checked before any work, by creating the file
+    (and removing it again when it did not exist).
 
     Raises:
-        ConfigError: not a ``.png`` name, or its folder does not exist.
+        ConfigError: not a ``.png`` name, its folder does not exist, or the file cannot be
+            written there (read-only place, no permission).
     """
     if path.suffix.lower() != ".png":
         raise ConfigError(f"--plot {path}: give a file name ending in .png")
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise ConfigError(f"--plot {path}: folder {folder} does not exist; create it first")
+    probe_writable(path)
     return path
 
 
+def probe_writable(path: Path, *, option: str = "--plot") -> None:
+    """Create ``path`` (and remove it again unless it existed) to prove it can be written.
+
+    Raises:
+        ConfigError: it cannot (the message says why: permission, read-only, a directory).
+    """
+    existed = path.exists()
+    try:
+        with path.open("ab"):
+            pass
+    except OSError as e:
+        raise ConfigError(f"{option} {path}: cannot write there ({e.strerror or e})") from e
+    if not existed:
+        path.unlink(missing_ok=True)
+
+
 def plot_readings(
-    readings: Sequence[Reading], path: Path, *, zone: str, provider: str, what: str
+    readings: Sequence[Reading],
+    path: Path,
+    *,
+    zone: str,
+    provider: str,
+    what: str,
+    now: datetime | None = None,
+    threshold_g_per_kwh: float | None = None,
 ) -> Path:
     """Draw ``readings`` as a step plot into the PNG file ``path``.
 
     The title names the zone, the provider and, where it applies, that the data are synthetic.
+    A vertical line marks ``now`` when it falls within the plotted span, and a horizontal one
+    the threshold θ when one is given; a legend names them.
 
     Raises:
         ConfigError: nothing to plot, or the file cannot be written.
@@ -137,7 +165,8 @@ def plot_readings(
     synthetic = is_synthetic(readings, provider)
     title = f"{what} carbon intensity, zone {zone}, provider {provider}"
     if synthetic:
-        title += "\nsynthetic typical-year profile (Electricity Maps 2022 statistics, ODbL)"
+        generated = [r.source for r in readings if r.kind is Kind.SYNTHETIC] or [provider]
+        title += f"\nsynthetic: {generated[0]}"
     fig, ax = plt.subplots(figsize=(9, 4), dpi=100)
     try:
         times = [r.time for r in readings]
@@ -147,20 +176,46 @@ def plot_readings(
             values.append(values[-1])
         # UTC wall-clock times as datetime64 (matplotlib's native date type; no tz needed).
         utc_times = np.array([t.replace(tzinfo=None) for t in times], dtype="datetime64[s]")
-        ax.step(utc_times, values, where="post", color="tab:green", linewidth=1.4)
+        basis = "/".join(dict.fromkeys(r.basis.value for r in readings))
+        ax.step(
+            utc_times,
+            values,
+            where="post",
+            color="tab:green",
+            linewidth=1.4,
+            label=f"intensity ({basis})",
+        )
+        step = times[1] - times[0] if len(times) > 1 else timedelta(hours=1)
+        if now is not None and times[0] - step <= now <= times[-1]:  # a forecast starts after now
+            ax.axvline(
+                np.datetime64(now.replace(tzinfo=None), "s"),  # type: ignore[arg-type]
+                color="tab:blue",
+                linestyle=":",
+                linewidth=1.2,
+                label=f"now ({format_time(now)} UTC)",
+            )
+        top = max(values)
+        if threshold_g_per_kwh is not None:
+            ax.axhline(
+                threshold_g_per_kwh,
+                color="tab:red",
+                linestyle="--",
+                linewidth=1.2,
+                label=f"threshold θ {threshold_g_per_kwh:g} g/kWh",
+            )
+            top = max(top, threshold_g_per_kwh)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("time (UTC)")
         ax.set_ylabel("gCO2eq/kWh")
-        ax.set_ylim(0, max(values) * 1.1 + 1)
+        ax.set_ylim(0, top * 1.1 + 1)
         ax.grid(alpha=0.3)
+        ax.legend(loc="best", fontsize=8)
         fig.autofmt_xdate()
         fig.tight_layout()
         try:
             fig.savefig(path, format="png")
         except OSError as e:
-            raise ConfigError(
-                f"cannot write plot {path}: {e.strerror or e}; check the folder exists"
-            ) from e
+            raise ConfigError(f"cannot write plot {path}: {e.strerror or e}") from e
     finally:
         plt.close(fig)
     return path

@@ -8,16 +8,21 @@ Simulated numbers carry a SIMULATED banner. Errors become one line and exit code
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
 from caftm.cli._common import console
+from caftm.cli._render import probe_writable
 from caftm.errors import ConfigError, DeviceError
 from caftm.gpu.backends import available_backends, get_backend
 from caftm.gpu.base import DeviceInfo, GpuBackend, KnobKind, Measurement
+
+if TYPE_CHECKING:
+    from caftm.gpu.knob import GpuKnob
 
 #: Reference intensity CI_ref of the cost's time term when none is given, gCO2eq/kWh.
 DEFAULT_REF_INTENSITY_G_PER_KWH = 300.0
@@ -135,14 +140,22 @@ def _plot(
         ("step time (s)", [m.step_time_s for m in measurements]),
         ("avg power (W)", [m.avg_power_w for m in measurements]),
         ("energy per step (J)", [m.step_energy_j for m in measurements]),
-        ("cost per step (gCO2eq)", [costs[m.setting] for m in measurements]),
+        # the same unit as the table's cost column
+        ("cost per step (mgCO2eq)", [1000.0 * costs[m.setting] for m in measurements]),
     ]
     fig, axes = plt.subplots(2, 2, figsize=(10, 7), sharex=True)
     for ax, (label, ys) in zip(axes.flat, series, strict=True):
-        ax.plot(xs, ys, marker=".", linewidth=1)
-        ax.axvline(best, color="tab:green", linestyle="--", linewidth=1)
+        ax.plot(xs, ys, marker=".", linewidth=1, label="measured")
+        ax.axvline(
+            best,
+            color="tab:green",
+            linestyle="--",
+            linewidth=1,
+            label=f"best (least cost): {best:g} {knob.unit}",
+        )
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
+    axes.flat[0].legend(loc="best", fontsize=8)
     for ax in axes[1]:
         ax.set_xlabel(_LABELS[knob])
     fig.suptitle(title)
@@ -162,6 +175,30 @@ def _check_plot_path(path: Path) -> None:
         raise ConfigError(f"--plot must name a .png file, got {str(path)!r}")
     if path.is_dir():
         raise ConfigError(f"--plot {path} is a directory: name a .png file")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"--plot {path}: cannot create its folder ({e.strerror or e})") from e
+    probe_writable(path)
+
+
+def _supported(checker: GpuKnob, value: float, knob: KnobKind, gpu: int) -> float:
+    """``value`` when GPU ``gpu`` supports it; else a ConfigError in the command line's words."""
+    try:
+        return checker.check(value)
+    except DeviceError:
+        if not math.isfinite(value):
+            raise
+        values = checker.supported()
+        if not values:
+            raise
+        nearest = checker.check(value, snap=True)
+        unit = knob.unit
+        raise ConfigError(
+            f"--settings {value:g}: GPU {gpu} has no {knob.value} setting {value:g} {unit}; it "
+            f"supports {values[0]:g}-{values[-1]:g} {unit} ({len(values)} values), the nearest "
+            f"is {nearest:g} (run 'caftm gpu info' to list them)"
+        ) from None
 
 
 @gpu_app.command("profile")
@@ -222,7 +259,7 @@ def profile_command(
             raise ConfigError(
                 f"--settings must be numbers separated by commas: {settings!r}"
             ) from e
-        chosen = [checker.check(v) for v in wanted]
+        chosen = [_supported(checker, v, knob, gpu) for v in wanted]
     else:
         chosen = checker.supported()
     if not chosen:

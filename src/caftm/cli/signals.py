@@ -30,7 +30,7 @@ from caftm.cli._render import (
 from caftm.errors import ConfigError
 from caftm.regions import Catalog, Region, load_sites
 from caftm.regions.hints import did_you_mean
-from caftm.signals.base import IntensitySource, Reading, as_utc
+from caftm.signals.base import IntensitySource, Kind, Reading, as_utc, utcnow
 
 #: Longest forecast horizon the CLI accepts, hours.
 MAX_FORECAST_HOURS = 240
@@ -53,7 +53,8 @@ ProviderOption = Annotated[
     typer.Option(
         "--provider",
         "-p",
-        help="profile (embedded, no key), trace, electricitymaps, watttime, ukgrid, carbonaware.",
+        help="profile (embedded, no key), profile:PATH (a set from 'caftm profiles build'), "
+        "trace, electricitymaps, watttime, ukgrid, carbonaware.",
     ),
 ]
 TraceOption = Annotated[
@@ -80,6 +81,10 @@ FallbackOption = Annotated[
     ),
 ]
 PlotOption = Annotated[Path | None, typer.Option("--plot", help="Also draw a PNG plot here.")]
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", help="Controller config (YAML): the plot draws its threshold θ."),
+]
 MaxRowsOption = Annotated[
     int, typer.Option("--max-rows", help="Show at most this many rows (0: all).")
 ]
@@ -108,12 +113,16 @@ def zones_command(
     ] = False,
 ) -> None:
     """List the zones of the embedded profiles, their yearly mean and the regions they host."""
-    from caftm.signals.profiles import profile_mean, shipped_zones
+    from caftm.signals.profiles import profile_basis, profile_mean, profile_year, shipped_zones
 
     catalog = Catalog.load_default()
     profiled = shipped_zones()
     zones = sorted(set(profiled) | set(catalog.zones())) if all_zones else profiled
-    table = Table(title=f"{len(zones)} grid zones", title_justify="left")
+    table = Table(
+        title=f"{len(zones)} grid zones (embedded profiles from Electricity Maps "
+        f"{profile_year()} hourly data, {profile_basis()} basis)",
+        title_justify="left",
+    )
     table.add_column("zone", no_wrap=True)
     table.add_column("name", max_width=24)
     table.add_column("mean g/kWh", justify="right", max_width=10)
@@ -126,7 +135,7 @@ def zones_command(
     console.print(table)
     console.print(f"Means are those of the embedded {SYNTHETIC_NOTE}.", soft_wrap=True)
     if all_zones:
-        console.print("— : no embedded profile (no 2022 data); use a live provider.")
+        console.print(f"— : no embedded profile (no {profile_year()} data); use a live provider.")
 
 
 def _hosted_text(regions: list[Region]) -> str:
@@ -151,12 +160,17 @@ def regions_command(
     if zone is not None:
         wanted = catalog.check_zone(catalog.zone_of(zone))
         regions = [r for r in regions if r.zone == wanted]
+    from caftm.signals.profiles import profile_year, shipped_zones
+
+    profiled = set(shipped_zones())
+    year = profile_year()
     table = Table(title=f"{len(regions)} regions", title_justify="left")
     for name in ("provider", "region", "name", "city", "zone"):
         table.add_column(name, no_wrap=name in ("region", "zone"))
     table.add_column("lat °", justify="right")
     table.add_column("lon °", justify="right")
     table.add_column("GPU", justify="center")
+    table.add_column("signal (no key)", no_wrap=True)
     for r in regions:
         table.add_row(
             r.provider,
@@ -167,8 +181,16 @@ def regions_command(
             f"{r.latitude_deg:.2f}",
             f"{r.longitude_deg:.2f}",
             "yes" if r.has_gpu else "",
+            f"profile {year}" if r.zone in profiled else "live only*",
         )
     console.print(table)
+    live_only = sorted({r.zone for r in regions if r.zone not in profiled})
+    if live_only:
+        console.print(
+            f"* no embedded profile for zone(s) {', '.join(live_only)}: the default provider "
+            "(profile) cannot serve them; use --provider electricitymaps (any zone, with a key)",
+            soft_wrap=True,
+        )
 
 
 # -- intensity -------------------------------------------------------------------------------
@@ -191,9 +213,10 @@ def now_command(
     with _source(provider, trace, base_url, timeout, retries, fallback) as (name, source):
         grid_zone, label = _zone(zone, source, name)
         reading = source.intensity(grid_zone, when)
-    title = f"Carbon intensity of {label}, provider {name}"
+        notes = source.take_notes()
+    title = f"Carbon intensity of {label}, {answered_by([reading], name)}"
     console.print(readings_table([reading], title=title))
-    _notes([reading], name)
+    _notes([reading], name, notes)
 
 
 def history_command(
@@ -208,10 +231,12 @@ def history_command(
     timeout: TimeoutOption = 10.0,
     retries: RetriesOption = 3,
     fallback: FallbackOption = False,
+    config: ConfigOption = None,
 ) -> None:
     """Past carbon intensity of a zone over [--start, --end)."""
     if plot is not None:
         check_plot_path(plot)
+    threshold, threshold_note = _threshold(config)
     begin = parse_time(start, option="--start")
     finish = parse_time(end, option="--end")
     if begin >= finish:
@@ -227,18 +252,27 @@ def history_command(
     with _source(provider, trace, base_url, timeout, retries, fallback) as (name, source):
         grid_zone, label = _zone(zone, source, name)
         readings = source.history(grid_zone, begin, finish)
+        notes = source.take_notes()
     if not readings:
         raise ConfigError(
             f"provider {name} has no readings for {label} in "
             f"[{format_time(begin)}, {format_time(finish)}) UTC; pick a range the data covers"
         )
-    title = f"History of {label}, provider {name}"
+    title = f"History of {label}, {answered_by(readings, name)}"
     console.print(readings_table(readings, title=title, max_rows=max_rows))
     console.print(summary_line(summarise(readings)))
     if plot is not None:
-        plot_readings(readings, plot, zone=grid_zone, provider=name, what="History of")
+        plot_readings(
+            readings,
+            plot,
+            zone=grid_zone,
+            provider=name,
+            what="History of",
+            now=utcnow(),
+            threshold_g_per_kwh=threshold,
+        )
         console.print(f"plot written to {plot}")
-    _notes(readings, name)
+    _notes(readings, name, notes + threshold_note)
 
 
 def forecast_command(
@@ -255,6 +289,7 @@ def forecast_command(
     timeout: TimeoutOption = 10.0,
     retries: RetriesOption = 3,
     fallback: FallbackOption = False,
+    config: ConfigOption = None,
 ) -> None:
     """Hourly carbon-intensity forecast of a zone over the next --hours."""
     if not 1 <= hours <= MAX_FORECAST_HOURS:
@@ -263,6 +298,7 @@ def forecast_command(
         )
     if plot is not None:
         check_plot_path(plot)
+    threshold, threshold_note = _threshold(config)
     when = parse_time(at, option="--at") if at is not None else None
     if when is not None and when > datetime.max.replace(tzinfo=UTC) - timedelta(hours=hours):
         raise ConfigError(f"--at {at} plus {hours} h runs past the year 9999; pick an earlier time")
@@ -275,15 +311,24 @@ def forecast_command(
                 f"provider {name} gives no forecast for {label}; use --fallback or "
                 "--provider profile"
             ) from e
+        notes = source.take_notes()
     if not readings:
         raise ConfigError(f"provider {name} returned an empty forecast for {label}")
-    title = f"{hours} h forecast for {label}, provider {name}"
+    title = f"{hours} h forecast for {label}, {answered_by(readings, name)}"
     console.print(readings_table(readings, title=title, max_rows=max_rows))
     console.print(summary_line(summarise(readings)))
     if plot is not None:
-        plot_readings(readings, plot, zone=grid_zone, provider=name, what="Forecast")
+        plot_readings(
+            readings,
+            plot,
+            zone=grid_zone,
+            provider=name,
+            what="Forecast",
+            now=utcnow(),
+            threshold_g_per_kwh=threshold,
+        )
         console.print(f"plot written to {plot}")
-    _notes(readings, name)
+    _notes(readings, name, notes + threshold_note)
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -325,7 +370,9 @@ def _source(
     """Build the source named ``provider`` from the CLI options; close it afterwards."""
     from caftm.signals.registry import LIVE_SOURCES, fallback_source, get_source
 
-    name = provider.strip().lower()
+    name = provider.strip()
+    if not name.lower().startswith("profile:"):  # a profile set's path keeps its case
+        name = name.lower()
     options: dict[str, Any] = {}
     if name == "trace":
         if not trace:
@@ -365,20 +412,62 @@ def _zone(text: str, source: IntensitySource, provider: str) -> tuple[str, str]:
     catalog = Catalog.load_default()
     zone = catalog.zone_of(text, strict=False)
     label = f"{zone} ({text.strip()})" if zone != text.strip() else zone
-    if provider in _LOCAL_SOURCES:
+    if provider in _LOCAL_SOURCES or provider.startswith("profile:"):
         known = source.zones()
         if known and zone not in known:
             hint = did_you_mean(zone, known)
-            what = "embedded profile" if provider == "profile" else "trace"
-            more = (
-                "; run 'caftm zones' to list them, or use a live provider"
-                if provider == "profile"
-                else f"; the trace has {', '.join(known[:8])}"
-            )
+            if provider == "profile":
+                what, more = (
+                    "embedded profile",
+                    "; run 'caftm zones' to list them, or use a live provider",
+                )
+            else:
+                what = "trace" if provider == "trace" else f"profile in {provider[8:]}"
+                more = f"; it has {', '.join(known[:8])}"
             raise ConfigError(f"no {what} for zone {zone!r}{hint}{more}")
     return zone, label
 
 
-def _notes(readings: list[Reading], provider: str) -> None:
-    if is_synthetic(readings, provider):
+def _threshold(config: Path | None) -> tuple[float | None, list[str]]:
+    """The absolute threshold θ of the controller config at ``config`` (None without one), and a
+    note when its threshold is set from the data at run time (not drawn)."""
+    if config is None:
+        return None, []
+    from caftm.control.config import ControllerConfig
+    from caftm.control.threshold import ThresholdMode
+
+    threshold = ControllerConfig.from_yaml(config).threshold
+    if threshold.mode is ThresholdMode.ABSOLUTE:
+        return threshold.value_g_per_kwh, []
+    return None, [
+        f"{config}: threshold mode {threshold.mode.value} is set from the data at run time; "
+        "not drawn"
+    ]
+
+
+def answered_by(readings: list[Reading], provider: str) -> str:
+    """``provider NAME`` and, when others answered (a fallback stage, the embedded profile),
+    which; then the basis of the figures (lifecycle or direct)."""
+    sources = list(dict.fromkeys(r.source for r in readings))
+    bases = "/".join(dict.fromkeys(r.basis.value for r in readings))
+    text = f"provider {provider}"
+    if sources != [provider]:
+        text += f", answered by {', '.join(sources)}"
+    return f"{text} ({bases} basis)"
+
+
+def _notes(readings: list[Reading], provider: str, notes: list[str]) -> None:
+    for note in notes:
+        console.print(f"Note: {note}", style="yellow", soft_wrap=True, markup=False)
+    from caftm.signals.profiles import PROFILE_SOURCE_TEXT
+
+    if provider == "profile" or any(r.source == PROFILE_SOURCE_TEXT for r in readings):
         console.print(f"Note: {SYNTHETIC_NOTE}.", style="yellow", soft_wrap=True)
+    elif is_synthetic(readings, provider):
+        sources = ", ".join(dict.fromkeys(r.source for r in readings if r.kind is Kind.SYNTHETIC))
+        console.print(
+            f"Note: synthetic values generated from {sources or provider} — not measurements.",
+            style="yellow",
+            soft_wrap=True,
+            markup=False,
+        )

@@ -94,7 +94,7 @@ class PolicyConfig(_Section):
     """Which policy, and the rules every policy obeys."""
 
     name: PolicyName = "caftm"
-    eta: float = Field(default=0.5, ge=0.0, le=1.0)
+    eta: float = Field(default=0.5, ge=0.0, le=1.0, allow_inf_nan=False)
     min_dwell_s: float = Field(default=1800.0, ge=0.0)
     reoptimize_ci_fraction: float = Field(default=0.15, gt=0.0)
     deadline: AwareDatetime | None = None
@@ -121,6 +121,21 @@ class CheckpointConfig(_Section):
     url: str = "./checkpoints"
     keep_last: int = Field(default=3, ge=1)
     async_save: bool = False
+
+    @model_validator(mode="after")
+    def _known_protocol(self) -> CheckpointConfig:
+        """Refuse a URL whose protocol fsspec does not know (``foo://bucket``) when read."""
+        import fsspec  # only its table of protocols: no store is opened here
+
+        head, sep, _ = self.url.partition("://")
+        known = set(fsspec.available_protocols())
+        unknown = [p for p in head.split("::") if sep and p.lower() not in known]
+        if unknown:
+            raise ValueError(
+                f"url {self.url!r} has an unknown protocol {unknown[0]!r}; use a local path "
+                "or a protocol fsspec knows (file://, s3://, gs://, az://, memory://, ...)"
+            )
+        return self
 
 
 class GpuConfig(_Section):

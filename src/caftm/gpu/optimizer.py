@@ -25,11 +25,15 @@ more than ``stop_gain``; finally another window for the choice or its closest me
 the two cannot be told apart. Profiling stops when no rule fires or after ``max_probes`` windows.
 
 Few settings (≤ ``screen_max_settings``, default 12: e.g. the 5–9 power limits of a V100 or A40):
-screening by measurement (:mod:`caftm.gpu.screening`): one short window (``sweep_steps``) per
-setting, largest first (the sweep completes even past ``max_probes``), then ``steps_per_probe``
-windows for a duel between the choice and its strongest rival until no rival can beat it by more
-than ``screen_tolerance`` at ``screen_kappa`` standard deviations. Easy cases stop soon after the
-sweep; close ones get their steps.
+screening by measurement (:mod:`caftm.gpu.screening`): one short window (``sweep_steps``, default
+5) per setting, largest first, then ``screen_steps``-step windows (default 10) for a duel between
+the choice and its strongest rival until no rival can beat it by more than ``screen_tolerance`` at
+``screen_kappa`` standard deviations; with ``screen_guard`` a runner-up measured within that many
+standard deviations of the choice gets a second window before settling (a close pair is not
+decided by one short unlucky window). Easy cases stop soon after the sweep; close ones get their
+steps. The screen's windows and budget are its own: ``steps_per_probe`` and ``max_probes`` (the
+model-driven mode's, set by a controller config) do not shorten it; ``max_profiling_steps``
+(default 30 steps per setting, 0.6 of an exhaustive sweep's 50) does.
 :attr:`probe_steps` tells the caller how many steps the next window should run (a caller that
 always runs ``steps_per_probe`` still works: estimates use each window's actual length).
 
@@ -71,7 +75,13 @@ from caftm.gpu.model import (
 from caftm.gpu.noise import NoiseEstimator
 from caftm.gpu.screening import MeasuredCosts, duel_probe, measured_costs
 
-__all__ = ["SCREEN_MAX_SETTINGS", "OnlineOptimizer"]
+__all__ = [
+    "SCREEN_DUEL_STEPS",
+    "SCREEN_MAX_SETTINGS",
+    "SCREEN_STEPS_PER_SETTING",
+    "SCREEN_SWEEP_STEPS",
+    "OnlineOptimizer",
+]
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +91,9 @@ _INADEQUATE = 1.2  # residual RMS / assumed noise beyond which measurements repl
 _LOCAL_STEP = 0.08  # trust-region neighbours sit at least this share of the range away
 _CONFIRM_GAIN = 0.015  # re-measure rivals that could still beat the choice by more than this
 SCREEN_MAX_SETTINGS = 12  # at most this many settings: screen by measurement (see module doc)
+SCREEN_SWEEP_STEPS = 5  # window of the screening sweep, steps
+SCREEN_DUEL_STEPS = 10  # window of a screening duel, steps
+SCREEN_STEPS_PER_SETTING = 30  # screening budget per setting (exhaustive spends 50)
 
 
 class OnlineOptimizer:
@@ -100,13 +113,18 @@ class OnlineOptimizer:
         learn_noise: learn the noise from repeated windows at a setting
             (:class:`caftm.gpu.noise.NoiseEstimator`; the prior counts as 4 degrees of freedom).
         stop_gain: stop profiling when no setting can beat the choice by more than this fraction.
-        sweep_steps: window length of the screening sweep (few settings); None = half of
-            steps_per_probe.
+        sweep_steps: window length of the screening sweep (few settings); None =
+            :data:`SCREEN_SWEEP_STEPS`.
         screen_kappa: confidence (standard deviations) of the screening duel.
         screen_tolerance: the duel stops once no rival can beat the choice by more than this
             fraction.
         screen_max_settings: screen by measurement when there are at most this many settings.
-        max_profiling_steps: most profiling steps before settling (None = no step cap).
+        max_profiling_steps: most profiling steps before settling (None: no step cap when
+            model-driven; :data:`SCREEN_STEPS_PER_SETTING` per setting when screening).
+        screen_steps: window length of a screening duel; None = :data:`SCREEN_DUEL_STEPS`.
+        screen_guard: before the screen settles, a setting measured within this many standard
+            deviations of the choice and with fewer steps than the choice's confirmation gets one
+            more window (0: off).
 
     Raises:
         ConfigError: empty or non-positive settings, or non-positive counts.
@@ -127,10 +145,12 @@ class OnlineOptimizer:
         learn_noise: bool = True,
         stop_gain: float = 0.005,
         sweep_steps: int | None = None,
-        screen_kappa: float = 2.5,
+        screen_kappa: float = 2.25,
         screen_tolerance: float = 0.02,
         screen_max_settings: int = SCREEN_MAX_SETTINGS,
         max_profiling_steps: int | None = None,
+        screen_steps: int | None = None,
+        screen_guard: float = 0.0,
     ) -> None:
         values = sorted({float(s) for s in settings})
         if not values:
@@ -147,6 +167,10 @@ class OnlineOptimizer:
             raise ConfigError(f"stop_gain must be >= 0, got {stop_gain}")
         if sweep_steps is not None and sweep_steps < 1:
             raise ConfigError(f"sweep_steps must be >= 1, got {sweep_steps}")
+        if screen_steps is not None and screen_steps < 1:
+            raise ConfigError(f"screen_steps must be >= 1, got {screen_steps}")
+        if not screen_guard >= 0:
+            raise ConfigError(f"screen_guard must be >= 0, got {screen_guard}")
         if not (screen_kappa > 0 and screen_tolerance > 0):
             raise ConfigError("screen_kappa and screen_tolerance must be > 0")
         if max_profiling_steps is not None and max_profiling_steps < 1:
@@ -161,11 +185,15 @@ class OnlineOptimizer:
         self.learn_noise = learn_noise
         self._noise = NoiseEstimator(noise_rel)
         self.stop_gain = stop_gain
-        self.sweep_steps = sweep_steps if sweep_steps is not None else max(1, steps_per_probe // 2)
+        self.sweep_steps = sweep_steps if sweep_steps is not None else SCREEN_SWEEP_STEPS
+        self.screen_steps = screen_steps if screen_steps is not None else SCREEN_DUEL_STEPS
+        self.screen_guard = screen_guard
         self.screen_kappa = screen_kappa
         self.screen_tolerance = screen_tolerance
-        self.max_profiling_steps = max_profiling_steps
         self.screening = len(values) <= screen_max_settings
+        if max_profiling_steps is None and self.screening:
+            max_profiling_steps = SCREEN_STEPS_PER_SETTING * len(values)
+        self.max_profiling_steps = max_profiling_steps
         self._probe_steps = steps_per_probe
         self._weights = weights
         self._ci_at_opt = weights.intensity_g_per_kwh
@@ -451,25 +479,29 @@ class OnlineOptimizer:
 
     def _out_of_budget(self) -> bool:
         cap = self.max_profiling_steps
-        return self._probes >= self.max_probes or (cap is not None and self._profiling_steps >= cap)
+        if cap is not None and self._profiling_steps >= cap:
+            return True
+        return not self.screening and self._probes >= self.max_probes
 
     def _screen_probe(self) -> float | None:
         """Screening (few settings): sweep every setting once, largest first, with short windows;
         then LUCB duels between the choice and its strongest rival until none can beat it by
         more than ``screen_tolerance`` (or the window/step budget is spent)."""
         unmeasured = [float(s) for s in self.settings[::-1] if float(s) not in self._buckets]
-        if unmeasured and self._probes < max(self.max_probes, len(self.settings)):
+        if unmeasured:
             self._probe_steps = self.sweep_steps
             return unmeasured[0]
         if self._out_of_budget():
             return None
+        self._probe_steps = self.screen_steps
         return duel_probe(
             self.settings,
             self._buckets,
             self._measured(),
             kappa=self.screen_kappa,
             tolerance=self.screen_tolerance,
-            confirm_steps=self.sweep_steps + self.steps_per_probe,
+            confirm_steps=self.sweep_steps + self.screen_steps,
+            guard=self.screen_guard,
         )
 
     def _local_neighbours(self, i: int) -> list[int]:

@@ -82,6 +82,7 @@ def duel_probe(
     kappa: float,
     tolerance: float,
     confirm_steps: int,
+    guard: float = 0.0,
 ) -> float | None:
     """The next window of the duel, or None when no rival can beat the choice by more than
     ``tolerance`` at ``kappa`` standard deviations.
@@ -97,8 +98,31 @@ def duel_probe(
     advantage[~np.isfinite(mu)] = -math.inf
     j = int(np.argmax(advantage))
     if advantage[j] <= math.log1p(tolerance):
-        if windows[float(settings[i_best])].steps >= confirm_steps:
-            return None
-        return float(settings[i_best])
+        if windows[float(settings[i_best])].steps < confirm_steps:
+            return float(settings[i_best])
+        return _close_rival(settings, windows, costs, guard, confirm_steps)
     steps = {k: windows[float(settings[k])].steps for k in (i_best, j)}
     return float(settings[i_best if steps[i_best] <= steps[j] else j])
+
+
+def _close_rival(
+    settings: NDArray[np.float64],
+    windows: Mapping[float, Measurement],
+    costs: MeasuredCosts,
+    guard: float,
+    confirm_steps: int,
+) -> float | None:
+    """Before settling, a setting whose measured cost lies within ``guard`` standard deviations
+    of the choice's (a close pair) and which has fewer than ``confirm_steps`` steps gets one more
+    window: one short unlucky window must not dismiss the true optimum."""
+    if guard <= 0:
+        return None
+    i_best, mu, sd = costs.best, costs.log_cost, costs.std
+    for k in np.argsort(mu):
+        if k == i_best or not math.isfinite(mu[k]):
+            continue
+        if mu[k] - mu[i_best] > guard * math.hypot(sd[k], sd[i_best]):
+            break
+        if windows[float(settings[k])].steps < confirm_steps:
+            return float(settings[k])
+    return None

@@ -40,18 +40,30 @@ VALUE_COLUMNS = (
     "value",
 )
 EM_ESTIMATED = "data estimated"
+DATE_COLUMNS = ("date", "date_utc", "day")
+HOUR_COLUMNS = ("hour", "hour_utc", "hour_of_day", "hr")
 _TRUE = {"true", "1", "yes", "t"}
 
 
 @dataclass(frozen=True)
 class RawSeries:
-    """One zone's values as read from one file."""
+    """One zone's values as read from one file.
+
+    Attributes:
+        basis: the basis the file states for these values (a column named "... (LCA)",
+            "..._direct"), or None where it does not say.
+        missing: where (line or row) each value without a number (empty cell, NaN) was read.
+        notes: what the reader assumed that a user should be told.
+    """
 
     path: Path
     zone: str
     times_s: npt.NDArray[np.int64]
     values: npt.NDArray[np.float64]
     estimated: npt.NDArray[np.bool_] | None
+    basis: Basis | None = None
+    missing: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
 
 
 _Column: TypeAlias = "list[str] | npt.NDArray[np.float64] | _Timestamps"
@@ -183,27 +195,42 @@ def _parse_columns(
     *,
     basis: Basis,
 ) -> list[RawSeries]:
-    time_col = _find(header, TIME_COLUMNS)
-    if time_col is None:
-        raise DataError(
-            f"{path}: no time column; expected one of 'datetime_utc', 'Datetime (UTC)', "
-            f"'timestamp' (header: {header[:6]})"
-        )
-    times = _parse_times(path, time_col, columns[time_col](), where)
+    notes: list[str] = []
+    date_col, hour_col = _find(header, DATE_COLUMNS), _find(header, HOUR_COLUMNS)
+    if date_col is not None and hour_col is not None:
+        times = _parse_date_hour(path, date_col, hour_col, columns, where, notes)
+        time_cols = {date_col, hour_col}
+    else:
+        time_col = _find(header, TIME_COLUMNS)
+        if time_col is None:
+            raise DataError(
+                f"{path}: no time column; expected one of 'datetime_utc', 'Datetime (UTC)', "
+                f"'timestamp', or 'date' with 'hour' (header: {header[:6]})"
+            )
+        times = _parse_times(path, time_col, columns[time_col](), where)
+        time_cols = {time_col}
     zone_col = _find(header, ZONE_COLUMNS)
-    if zone_col is None:  # wide: one column per zone
-        zone_names = [name for name in header if name != time_col]
-        if not zone_names:
-            raise DataError(f"{path}: no zone columns beside {time_col!r}")
+    others = [name for name in header if name not in time_cols]
+    single = zone_col is None and others and all(_is_value_column(name) for name in others)
+    if zone_col is None and not single:  # wide: one column per zone
+        if not others:
+            raise DataError(f"{path}: no zone columns beside {', '.join(sorted(time_cols))}")
         out = []
-        for zone in zone_names:
+        for zone in others:
             values = _parse_values(path, zone, columns[zone](), where)
-            out.append(_checked(path, zone, times, values, None, np.arange(times.size), where))
+            rows = np.arange(times.size)
+            out.append(_checked(path, zone, times, values, None, rows, where, None, notes))
         return out
-    value_col = _value_column(path, header, basis)
-    zones_text = columns[zone_col]()
-    if not isinstance(zones_text, list):
-        raise DataError(f"{path}: zone column {zone_col!r} must hold text")
+    value_col, stated = _value_column(path, header, basis)
+    if single:  # one zone per file, no zone column: the zone is the file's name
+        zones_text = [path.stem] * times.size
+        notes.append(f"{path.name} has no zone column: its values are taken as zone {path.stem}")
+    else:
+        assert zone_col is not None
+        raw_zones = columns[zone_col]()
+        if not isinstance(raw_zones, list):
+            raise DataError(f"{path}: zone column {zone_col!r} must hold text")
+        zones_text = raw_zones
     values = _parse_values(path, value_col, columns[value_col](), where)
     estimated: npt.NDArray[np.bool_] | None = None
     est_col = _find(header, (EM_ESTIMATED,))
@@ -220,23 +247,110 @@ def _parse_columns(
             raise DataError(f"{path} {where(bad)}: empty zone in column {zone_col!r}")
         rows = np.flatnonzero(zone_array == zone)
         est = None if estimated is None else estimated[rows]
-        out.append(_checked(path, zone, times[rows], values[rows], est, rows, where))
+        out.append(_checked(path, zone, times[rows], values[rows], est, rows, where, stated, notes))
     return out
 
 
-def _value_column(path: Path, header: list[str], basis: Basis) -> str:
-    wanted = "(lca)" if basis is Basis.LIFECYCLE else "(direct)"
-    for name in header:
-        lowered = name.lower()
-        if lowered.startswith("carbon intensity") and lowered.endswith(wanted):
-            return name
-    found = _find(header, VALUE_COLUMNS)
-    if found is None:
-        raise DataError(
-            f"{path}: no intensity column for basis {basis}; expected "
-            f"'Carbon Intensity gCO₂eq/kWh {wanted.upper()}' or 'intensity_g_per_kwh'"
+def _tokens(name: str) -> set[str]:
+    return set("".join(c if c.isalnum() else " " for c in name.lower()).split())
+
+
+def _stated_basis(name: str) -> Basis | None:
+    """The basis a column's name states ("... (LCA)", "ci_lifecycle", "..._direct"), if any."""
+    tokens = _tokens(name)
+    if tokens & {"lca", "lifecycle"}:
+        return Basis.LIFECYCLE
+    if "direct" in tokens:
+        return Basis.DIRECT
+    return None
+
+
+def _is_value_column(name: str) -> bool:
+    """Whether a column's name reads as an intensity (not as a zone)."""
+    lowered = name.lower()
+    return lowered in VALUE_COLUMNS or (
+        bool(_tokens(name) & {"intensity", "carbon", "co2", "moer", "ci", "emissions"})
+        and _stated_basis(name) is not None
+    )
+
+
+def _parse_date_hour(
+    path: Path,
+    date_col: str,
+    hour_col: str,
+    columns: dict[str, Callable[[], _Column]],
+    where: Where,
+    notes: list[str],
+) -> npt.NDArray[np.int64]:
+    """Epoch seconds from a date column and an hour column.
+
+    Hours 0..23 start the hour; a file whose hours run 1..24 (never 0) numbers each hour by its
+    end ("hour ending"), so hour h starts at h - 1. Dates carry no timezone: they are UTC.
+    """
+    dates, hours_raw = columns[date_col](), columns[hour_col]()
+    if isinstance(dates, _Timestamps):
+        day_s = dates.seconds - dates.seconds % 86_400
+    elif isinstance(dates, list):
+        day_s = np.empty(len(dates), dtype=np.int64)
+        for i, text in enumerate(dates):
+            try:
+                day = datetime.fromisoformat(text.strip()[:10]).replace(tzinfo=UTC)
+            except ValueError:
+                raise DataError(
+                    f"{path} {where(i)}: column {date_col!r}: cannot read date {text!r} "
+                    "(expected YYYY-MM-DD)"
+                ) from None
+            day_s[i] = int(day.timestamp())
+    else:
+        raise DataError(f"{path}: column {date_col!r} must hold dates (YYYY-MM-DD)")
+    if isinstance(hours_raw, _Timestamps):
+        raise DataError(f"{path}: column {hour_col!r} must hold hour numbers 0..23 or 1..24")
+    hours = _parse_values(path, hour_col, hours_raw, where, check=False)
+    bad = np.flatnonzero(~np.isfinite(hours) | (hours != np.round(hours)))
+    if bad.size:
+        i = int(bad[0])
+        raise DataError(f"{path} {where(i)}: column {hour_col!r}: {hours[i]!r} is not an hour")
+    ending = bool(hours.size) and hours.min() >= 1 and hours.max() == 24
+    if ending:
+        hours = hours - 1
+        notes.append(
+            f"{path.name}: hours run 1..24, read as hour ending (hour h covers h-1..h UTC)"
         )
-    return found
+    out_of_range = np.flatnonzero((hours < 0) | (hours > 23))
+    if out_of_range.size:
+        i = int(out_of_range[0])
+        raise DataError(
+            f"{path} {where(i)}: column {hour_col!r}: hour {hours[i]:g} is outside 0..23 "
+            "(or 1..24 for hour ending)"
+        )
+    notes.append(f"{path.name}: {date_col!r} and {hour_col!r} carry no timezone: taken as UTC")
+    return day_s + hours.astype(np.int64) * 3600
+
+
+def _value_column(path: Path, header: list[str], basis: Basis) -> tuple[str, Basis | None]:
+    """The intensity column for ``basis`` and the basis the file states for it (None: unsaid).
+
+    Where a file has a direct and a lifecycle column, the one for ``basis`` is taken; where it
+    has only one that says its basis, that one is taken whatever ``basis`` asks.
+    """
+    by_basis: dict[Basis, str] = {}
+    for name in header:
+        stated = _stated_basis(name)
+        if stated is not None and _is_value_column(name):
+            by_basis.setdefault(stated, name)
+    if basis in by_basis:
+        return by_basis[basis], basis
+    found = _find(header, VALUE_COLUMNS)
+    if found is not None:
+        return found, None
+    if by_basis:
+        other, name = next(iter(by_basis.items()))
+        return name, other
+    wanted = "(lca)" if basis is Basis.LIFECYCLE else "(direct)"
+    raise DataError(
+        f"{path}: no intensity column for basis {basis}; expected "
+        f"'Carbon Intensity gCO₂eq/kWh {wanted.upper()}' or 'intensity_g_per_kwh'"
+    )
 
 
 def _parse_times(path: Path, column: str, raw: _Column, where: Where) -> npt.NDArray[np.int64]:
@@ -270,7 +384,9 @@ def _parse_times(path: Path, column: str, raw: _Column, where: Where) -> npt.NDA
     return out
 
 
-def _parse_values(path: Path, column: str, raw: _Column, where: Where) -> npt.NDArray[np.float64]:
+def _parse_values(
+    path: Path, column: str, raw: _Column, where: Where, *, check: bool = True
+) -> npt.NDArray[np.float64]:
     if isinstance(raw, list):
         texts = [text if text else "nan" for text in raw]
         try:
@@ -286,6 +402,8 @@ def _parse_values(path: Path, column: str, raw: _Column, where: Where) -> npt.ND
             raise
     else:
         values = np.asarray(raw, dtype=np.float64)
+    if not check:
+        return values
     bad = np.flatnonzero((values < 0) | (values > MAX_PLAUSIBLE_G_PER_KWH) | np.isinf(values))
     if bad.size:
         i = int(bad[0])
@@ -304,6 +422,8 @@ def _checked(
     estimated: npt.NDArray[np.bool_] | None,
     rows: npt.NDArray[np.intp],
     where: Where,
+    basis: Basis | None = None,
+    notes: list[str] | None = None,
 ) -> RawSeries:
     steps = np.diff(times)
     bad = np.flatnonzero(steps <= 0)
@@ -315,4 +435,5 @@ def _checked(
             f"{path} {where(int(rows[i]))}: {what} time {moment} for zone {zone}; "
             "times must be strictly increasing"
         )
-    return RawSeries(path, zone, times, values, estimated)
+    missing = tuple(where(int(rows[i])) for i in np.flatnonzero(np.isnan(values)))
+    return RawSeries(path, zone, times, values, estimated, basis, missing, tuple(notes or ()))

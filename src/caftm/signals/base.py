@@ -7,11 +7,14 @@ Every source (trace file, embedded profile, live provider, cache, fallback chain
 from __future__ import annotations
 
 import abc
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 from caftm.errors import ConfigError
+
+logger = logging.getLogger(__name__)
 
 #: Above this a reading is considered absurd (the dirtiest grids stay well below ~1,200).
 MAX_PLAUSIBLE_G_PER_KWH = 2500.0
@@ -31,6 +34,7 @@ class Kind(StrEnum):
     ESTIMATED = "estimated"
     FORECAST = "forecast"
     SYNTHETIC = "synthetic"  # generated from the embedded typical-year profiles
+    UNKNOWN = "unknown"  # a provider's reading that does not say whether it was estimated
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +140,19 @@ class IntensitySource(abc.ABC):
         Sources without a native forecast override this using :mod:`caftm.signals.forecast`.
         """
         raise NotImplementedError(f"{self.name} gives no forecast")
+
+    def note(self, message: str) -> None:
+        """Record something a caller should be told about the last answers (a gap left out, a
+        horizon clamped, a fallback taken); it is also logged as a warning."""
+        logger.warning("%s", message)
+        notes: list[str] = self.__dict__.setdefault("_notes", [])
+        if message not in notes:
+            notes.append(message)
+
+    def take_notes(self) -> list[str]:
+        """The notes recorded since the last call, oldest first (and forget them)."""
+        notes: list[str] = self.__dict__.pop("_notes", [])
+        return notes
 
 
 def utcnow() -> datetime:

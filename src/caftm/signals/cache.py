@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 CACHE_FILE = "signals.sqlite"
 #: Readings not in the future: what the cache may answer "intensity" with.
-OBSERVED_KINDS = (Kind.MEASURED, Kind.ESTIMATED)
+OBSERVED_KINDS = (Kind.MEASURED, Kind.ESTIMATED, Kind.UNKNOWN)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS readings (

@@ -4,7 +4,8 @@ The WebAPI is self-hosted in front of a data source (WattTime, Electricity Maps,
 locations are the SDK's location names (by default Azure region names such as ``westeurope``).
 Electricity Maps zone keys are mapped through :data:`ZONE_TO_LOCATION`, or a location name may be
 used directly. Values (``rating``/``value``) are gCO2eq/kWh; the basis depends on the SDK's data
-source and is set at construction.
+source and is set at construction. The SDK does not say whether a value was measured or
+estimated: its readings are kind UNKNOWN.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from caftm.signals.http import (
     parse_utc,
     pick_in_force,
     provider_reading,
+    series_step,
 )
 
 DEFAULT_BASE_URL = "http://localhost:5073"
@@ -116,17 +118,25 @@ class CarbonAwareSource(HttpSource):
             example="location='westeurope'",
         )
 
-    def _zone_of(self, location: str, asked: Mapping[str, str]) -> str:
-        return asked.get(location.lower(), location)
-
-    def _emissions(self, body: Any, asked: Mapping[str, str], kind: Kind) -> list[Reading]:
+    def _emissions(self, body: Any, zone_of: Mapping[str, str], kind: Kind) -> list[Reading]:
+        """Readings from an emissions answer, keyed by the zone asked for: ``zone_of`` maps each
+        location asked (lower case) to its zone, and ``""`` to the zone of any other location
+        (the SDK may answer with its backing provider's own region name)."""
+        if body is None:  # 204 No Content: nothing in the range
+            return []
         if not isinstance(body, list):
             raise ProviderError(f"{self.name} emissions answer is not a list")
         readings = []
         for item in body:
             if not isinstance(item, dict):
                 raise ProviderError(f"{self.name} gave a malformed emissions entry: {item!r}")
-            zone = self._zone_of(str(item.get("location", "")), asked)
+            location = str(item.get("location", ""))
+            zone = zone_of.get(location.lower()) or zone_of.get("")
+            if zone is None:
+                raise ProviderError(
+                    f"{self.name} answered for location {location!r}, which was not asked for "
+                    f"({', '.join(sorted(zone_of))})"
+                )
             readings.append(
                 provider_reading(
                     provider=self.name,
@@ -148,36 +158,48 @@ class CarbonAwareSource(HttpSource):
         return found
 
     def history(self, zone: str, start: datetime, end: datetime) -> list[Reading]:
-        """Emissions points in ``[start, end)`` (``/emissions/bylocation``)."""
+        """Emissions points in ``[start, end)`` (``/emissions/bylocation``), keyed by ``zone``
+        whatever location name the SDK answers with."""
         start, end = history_range(zone, start, end)
         location = self.location_for(zone)
         params = {"location": location, "time": iso_z(start), "toTime": iso_z(end)}
         body = self._http.get_json("/emissions/bylocation", params)
-        readings = self._emissions(body, {location.lower(): zone}, Kind.MEASURED)
+        readings = self._emissions(body, {location.lower(): zone, "": zone}, Kind.UNKNOWN)
         return [r for r in readings if start <= r.time < end]
 
     def history_many(self, zones: list[str], start: datetime, end: datetime) -> list[Reading]:
-        """Emissions points for several zones in one call (``/emissions/bylocations``)."""
+        """Emissions points for several zones (``/emissions/bylocations``), keyed by the zones
+        asked for. When the SDK answers with location names other than those asked (its
+        backing provider's own regions), each zone is asked for on its own instead."""
         start, end = history_range(",".join(zones), start, end)
         asked = {self.location_for(z).lower(): z for z in zones}
         params: list[tuple[str, str]] = [("location", self.location_for(z)) for z in zones]
         params += [("time", iso_z(start)), ("toTime", iso_z(end))]
         body = self._http.get_json("/emissions/bylocations", params)
-        readings = self._emissions(body, asked, Kind.MEASURED)
+        answered = {
+            str(item.get("location", "")).lower()
+            for item in (body if isinstance(body, list) else [])
+            if isinstance(item, dict)
+        }
+        if answered - set(asked):
+            return [r for z in zones for r in self.history(z, start, end)]
+        readings = self._emissions(body, asked, Kind.UNKNOWN)
         return [r for r in readings if start <= r.time < end]
 
     def forecast(
         self, zone: str, start: datetime | None = None, horizon: timedelta = timedelta(hours=24)
     ) -> list[Reading]:
-        """The current forecast (``/emissions/forecasts/current``) within the window."""
+        """The current forecast (``/emissions/forecasts/current``) within the window.
+
+        The whole current forecast is asked for (the SDK refuses a window reaching past the
+        forecast it holds) and cut to the window here; a window reaching past the forecast's
+        end is clamped to it, with a note saying so.
+        """
         begin = forecast_start(start)
         location = self.location_for(zone)
-        params = {
-            "location": location,
-            "dataStartAt": iso_z(begin),
-            "dataEndAt": iso_z(begin + horizon),
-        }
-        body = self._http.get_json("/emissions/forecasts/current", params)
+        body = self._http.get_json("/emissions/forecasts/current", {"location": location})
+        if body is None:
+            raise ProviderError(f"{self.name} has no current forecast for {location} (HTTP 204)")
         if not isinstance(body, list) or not body or not isinstance(body[0], dict):
             raise ProviderError(f"{self.name} forecast for {location} is empty or malformed")
         points = body[0].get("forecastData")
@@ -198,4 +220,13 @@ class CarbonAwareSource(HttpSource):
                 )
             )
         readings.sort(key=lambda r: r.time)
-        return forecast_window(readings, begin, horizon)
+        window = forecast_window(readings, begin, horizon, provider=self.name, zone=zone)
+        if readings:
+            covered = readings[-1].time + series_step(readings)
+            if covered < begin + horizon:
+                hours = max(0.0, (covered - begin).total_seconds() / 3600.0)
+                self.note(
+                    f"{self.name} forecast for zone {zone} reaches only {iso_z(covered)}: "
+                    f"{hours:.1f} h of the {horizon.total_seconds() / 3600:g} h asked for are shown"
+                )
+        return window

@@ -53,6 +53,7 @@ class FallbackChain(IntensitySource):
         max_cache_age_s: Oldest cached observation (relative to the asked time) still used.
         forecast_slot_s: A cached forecast point answers for this long after its time.
         cache_name: Whose cached readings to use when ``live`` is None (e.g. no key).
+        why_no_live: Why ``live`` is None (the missing key's message), said in the notes.
     """
 
     def __init__(
@@ -65,8 +66,10 @@ class FallbackChain(IntensitySource):
         max_cache_age_s: float = 3 * 3600.0,
         forecast_slot_s: float = 3600.0,
         cache_name: str | None = None,
+        why_no_live: str | None = None,
     ) -> None:
         self.live = live
+        self.why_no_live = why_no_live
         self._cache_name = live.name if live is not None else cache_name
         self.cache = cache
         if last_resort is None:
@@ -101,18 +104,29 @@ class FallbackChain(IntensitySource):
         """Run ``call(live)`` under the deadline; None when it failed or ran late."""
         live = self.live
         if live is None:
+            if self.why_no_live:
+                self.note(f"{self.why_no_live}; {what} answered by a fallback stage")
             return None
         future: Future[T] = self._pool.submit(call, live)
         try:
             return future.result(timeout=self.deadline_s)
         except FutureTimeout:
-            logger.warning(
-                "%s: no answer for %s within %.3g s; falling back", live.name, what, self.deadline_s
+            self.note(
+                f"{live.name}: no answer for {what} within {self.deadline_s:.3g} s; "
+                "answered by a fallback stage"
             )
             future.add_done_callback(self._store_late)
         except (ProviderError, ConfigError) as e:
-            logger.warning("%s failed for %s (%s); falling back", live.name, what, e)
+            self.note(f"{live.name} failed for {what} ({e}); answered by a fallback stage")
         return None
+
+    def take_notes(self) -> list[str]:
+        """This chain's notes and those of its live source and last resort, oldest first."""
+        notes = super().take_notes()
+        for stage in (self.live, self.last_resort):
+            if stage is not None:
+                notes += [n for n in stage.take_notes() if n not in notes]
+        return notes
 
     def _store_late(self, future: Future[T]) -> None:
         """Keep a late live answer in the cache for the next caller."""

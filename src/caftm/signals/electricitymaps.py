@@ -29,6 +29,7 @@ from caftm.signals.http import (
     RetryPolicy,
     chunked,
     forecast_window,
+    fresh_in_force,
     iso_z,
     parse_utc,
     pick_in_force,
@@ -96,36 +97,72 @@ class ElectricityMapsSource(HttpSource):
     def _params(self, zone: str, **extra: str) -> dict[str, str]:
         if not zone or not zone.strip():
             raise ConfigError("zone must be a non-empty Electricity Maps zone key such as 'DE'")
-        return {"zone": zone, "emissionFactorType": self.basis.value, **extra}
+        # Without this the API answers for the caller's own location when it does not cover
+        # the zone asked for.
+        return {
+            "zone": zone,
+            "emissionFactorType": self.basis.value,
+            "shouldUseFallbackCallerLookup": "false",
+            **extra,
+        }
+
+    def _check_zone(self, zone: str, body: Any) -> None:
+        answered = body.get("zone") if isinstance(body, dict) else None
+        if answered is not None and str(answered).upper() != zone.upper():
+            raise ProviderError(
+                f"{self.name} answered for zone {answered!r} when asked for zone {zone!r}; "
+                "the zone is probably not covered (or was relabelled): not using that answer"
+            )
 
     def _reading(self, zone: str, item: Any, *, kind: Kind | None = None) -> Reading:
         if not isinstance(item, dict):
             raise ProviderError(f"{self.name} gave a malformed entry for zone {zone}: {item!r}")
+        self._check_zone(zone, item)
         when = parse_utc(item.get("datetime"), provider=self.name)
         if kind is None:
-            kind = Kind.ESTIMATED if item.get("isEstimated") else Kind.MEASURED
+            estimated = item.get("isEstimated")
+            if estimated is None:  # the provider does not say
+                kind = Kind.UNKNOWN
+            else:
+                kind = Kind.ESTIMATED if estimated else Kind.MEASURED
         basis = self.basis
         factor_type = item.get("emissionFactorType")
         if factor_type in (Basis.LIFECYCLE.value, Basis.DIRECT.value):
             basis = Basis(factor_type)
+        value = item.get("carbonIntensity")
+        if value is None:
+            raise ProviderError(
+                f"{self.name} has no value (carbonIntensity null) for zone {zone} at {iso_z(when)}"
+            )
         return provider_reading(
-            provider=self.name,
-            zone=zone,
-            time=when,
-            value=item.get("carbonIntensity"),
-            basis=basis,
-            kind=kind,
+            provider=self.name, zone=zone, time=when, value=value, basis=basis, kind=kind
         )
 
     def _list(self, zone: str, body: Any, *keys: str, kind: Kind | None = None) -> list[Reading]:
         entries = None
         if isinstance(body, dict):
+            self._check_zone(zone, body)
             entries = next((body[k] for k in keys if isinstance(body.get(k), list)), None)
         if entries is None:
             raise ProviderError(
                 f"{self.name} answer for zone {zone} lacks a list under {' or '.join(keys)}"
             )
-        readings = [self._reading(zone, item, kind=kind) for item in entries]
+        readings = []
+        gaps: list[str] = []
+        for item in entries:
+            if (
+                isinstance(item, dict)
+                and "carbonIntensity" in item
+                and (item["carbonIntensity"] is None)
+            ):
+                gaps.append(str(item.get("datetime")))
+                continue
+            readings.append(self._reading(zone, item, kind=kind))
+        if gaps:
+            self.note(
+                f"{self.name} gave no value (null) for zone {zone} at {len(gaps)} time(s) "
+                f"({_span(gaps)}): left out as gaps, not filled"
+            )
         return sorted(readings, key=lambda r: r.time)
 
     def latest(self, zone: str) -> Reading:
@@ -140,7 +177,12 @@ class ElectricityMapsSource(HttpSource):
             return self.latest(zone)
         at = as_utc(time, what=f"time for zone {zone}")
         if at > now + timedelta(minutes=5):
-            found = pick_in_force(self.forecast(zone, now, at - now + timedelta(hours=1)), at)
+            found = fresh_in_force(
+                self.forecast(zone, now, at - now + timedelta(hours=1)),
+                at,
+                provider=self.name,
+                zone=zone,
+            )
         elif at >= now - timedelta(hours=1):
             return self.latest(zone)
         else:
@@ -172,4 +214,9 @@ class ElectricityMapsSource(HttpSource):
         begin = forecast_start(start)
         body = self._http.get_json("/v3/carbon-intensity/forecast", self._params(zone))
         readings = self._list(zone, body, "forecast", kind=Kind.FORECAST)
-        return forecast_window(readings, begin, horizon)
+        return forecast_window(readings, begin, horizon, provider=self.name, zone=zone)
+
+
+def _span(times: list[str]) -> str:
+    """``first`` or ``first … last`` of provider timestamps, for a note."""
+    return times[0] if len(times) == 1 else f"{times[0]} … {times[-1]}"

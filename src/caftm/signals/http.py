@@ -9,6 +9,7 @@ provider and the URL path, never a key: any secret handed to the client is redac
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 import time
@@ -27,6 +28,13 @@ from caftm.signals.base import Basis, IntensitySource, Kind, Reading, as_utc, ch
 logger = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+#: How many of a series' own steps a reading "in force" may be old before it is refused as stale.
+STALE_STEPS = 2
+
+
+class AccessDeniedError(AuthError):
+    """HTTP 403: the provider refuses this request for this key (often: the zone or signal is
+    not in the key's plan). Retrying, or logging in again, cannot help."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,8 +146,12 @@ class JsonClient:
     ) -> Any:
         """GET ``path`` and return its decoded JSON body.
 
+        Returns:
+            The decoded body; None for HTTP 204 No Content (an empty result).
+
         Raises:
-            AuthError: HTTP 401/403.
+            AuthError: HTTP 401 (:class:`AccessDeniedError` for 403, with what the provider
+                said: it is not retried).
             ProviderError: timeout, connection failure after retries, other HTTP error,
                 or a body that is not JSON.
         """
@@ -173,10 +185,18 @@ class JsonClient:
             else:
                 if response.status_code < 400:
                     return self._decode(response, path)
-                if response.status_code in (401, 403):
+                if response.status_code == 401:
                     raise AuthError(
                         f"missing/invalid/expired key for {self.provider} "
-                        f"(HTTP {response.status_code} at {path}): {self.auth_hint}"
+                        f"(HTTP 401 at {path}): {self.auth_hint}; the provider said: "
+                        f"{self._detail(response)}"
+                    )
+                if response.status_code == 403:
+                    raise AccessDeniedError(
+                        f"{self.provider} refused the request (HTTP 403 at {path}): "
+                        f"{self._detail(response)}; "
+                        "this zone or signal may not be in your plan (ask the provider), "
+                        f"or the key is wrong ({self.auth_hint})"
                     )
                 if response.status_code not in RETRY_STATUSES:
                     raise ProviderError(
@@ -214,6 +234,8 @@ class JsonClient:
         return spent_s + wait_s < self.policy.deadline_s
 
     def _decode(self, response: httpx.Response, path: str) -> Any:
+        if response.status_code == 204:
+            return None
         content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
         if "json" not in content_type:
             raise ProviderError(
@@ -229,8 +251,21 @@ class JsonClient:
             ) from e
 
     def _detail(self, response: httpx.Response) -> str:
+        """What the provider said: the message of a JSON error body, else the body's start."""
         text = response.text.strip().replace("\n", " ")
-        return self.redact(text[:200]) or "(empty body)"
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if isinstance(body, dict):
+            said = [
+                str(body[key])
+                for key in ("message", "error", "detail", "title")
+                if isinstance(body.get(key), str) and body[key].strip()
+            ]
+            if said:
+                text = "; ".join(dict.fromkeys(said))
+        return self.redact(text[:300]) or "(empty body)"
 
 
 def iso_z(time: datetime) -> str:
@@ -321,10 +356,49 @@ def pick_in_force(readings: list[Reading], at: datetime) -> Reading | None:
     return chosen
 
 
-def forecast_window(readings: list[Reading], begin: datetime, horizon: timedelta) -> list[Reading]:
+def series_step(readings: list[Reading], default: timedelta = timedelta(hours=1)) -> timedelta:
+    """The usual spacing of ``readings`` (oldest first): the smallest positive gap, else
+    ``default``."""
+    gaps = [b.time - a.time for a, b in itertools.pairwise(readings)]
+    positive = [g for g in gaps if g > timedelta(0)]
+    return min(positive) if positive else default
+
+
+def fresh_in_force(
+    readings: list[Reading], at: datetime, *, provider: str, zone: str, what: str = "forecast"
+) -> Reading | None:
+    """The reading in force at ``at`` (see :func:`pick_in_force`), refused when it is older than
+    :data:`STALE_STEPS` of the series' own step (a provider that stopped updating).
+
+    Raises:
+        ProviderError: the newest reading at or before ``at`` is stale.
+    """
+    found = pick_in_force(readings, at)
+    if found is None:
+        return None
+    step = series_step(readings)
+    if at - found.time > STALE_STEPS * step:
+        hours = (at - found.time).total_seconds() / 3600.0
+        raise ProviderError(
+            f"{provider} {what} for zone {zone} is stale: its newest point at or before "
+            f"{iso_z(at)} is from {iso_z(found.time)}, {hours:.1f} h earlier (more than "
+            f"{STALE_STEPS} of its {step.total_seconds() / 60:g}-minute steps); the provider "
+            "may be in an outage"
+        )
+    return found
+
+
+def forecast_window(
+    readings: list[Reading], begin: datetime, horizon: timedelta, *, provider: str, zone: str
+) -> list[Reading]:
     """Forecast ``readings`` (oldest first) in ``[begin, begin + horizon)``, plus the one in force
-    at ``begin`` (a slot that started before it)."""
-    first = pick_in_force(readings, begin)
+    at ``begin`` (a slot that started before it).
+
+    Raises:
+        ProviderError: the forecast has nothing from ``begin`` on and its last point is stale
+            (older than :data:`STALE_STEPS` steps before ``begin``).
+    """
+    first = fresh_in_force(readings, begin, provider=provider, zone=zone)
     return [r for r in readings if (r.time >= begin or r is first) and r.time < begin + horizon]
 
 
@@ -353,9 +427,11 @@ def mapped_name(
         return mapping[zone]
     if zone and looks_native(zone):
         return zone
+    native = example.partition("=")[2].strip("'\"") or example
     raise ConfigError(
-        f"zone {zone!r} has no {what}; pass {example}-style "
-        f"(--region) or one of the mapped zones: {', '.join(sorted(mapping))}"
+        f"zone {zone!r} has no {what}; give the {what} itself as the zone (e.g. {native}), "
+        f"map it with the source's option ({example}), or use one of the mapped zones: "
+        f"{', '.join(sorted(mapping))}"
     )
 
 

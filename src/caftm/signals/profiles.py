@@ -28,6 +28,7 @@ import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -48,11 +49,16 @@ from caftm.signals.traces import TraceSource
 
 __all__ = [
     "PROFILE_SOURCE_TEXT",
+    "ProfileSet",
     "ProfileSource",
     "ZoneProfile",
     "generate_year",
+    "load_profile_set",
     "load_profiles",
+    "parse_profile_set",
+    "profile_basis",
     "profile_mean",
+    "profile_year",
     "shipped_zones",
 ]
 
@@ -208,23 +214,97 @@ def daily_amplitude(hourly: npt.ArrayLike) -> float:
     return float(np.mean(days.max(axis=1) - days.min(axis=1)))
 
 
+@dataclass(frozen=True)
+class ProfileSet:
+    """A set of zone statistics and where they come from.
+
+    Attributes:
+        profiles: statistics by zone.
+        year: the UTC year of the data they were derived from.
+        basis: lifecycle or direct.
+        attribution: the data's source and licence, as the file states it.
+        path: the file read (None: the embedded set).
+    """
+
+    profiles: dict[str, ZoneProfile]
+    year: int
+    basis: Basis
+    attribution: str
+    path: str | None = None
+
+    @property
+    def source_text(self) -> str:
+        """What each reading's ``source`` says."""
+        if self.path is None:
+            return PROFILE_SOURCE_TEXT
+        return f"typical-year profile (synthetic, {self.year} statistics of {self.path})"
+
+
+def parse_profile_set(raw: Any, *, where: str, path: str | None) -> ProfileSet:
+    """A :class:`ProfileSet` from the JSON document ``raw`` (as ``caftm profiles build``
+    writes it).
+
+    Raises:
+        DataError: not such a document (``where`` names it in the message).
+    """
+    try:
+        zones = raw["zones"]
+        year = int(raw.get("year", 0))
+        basis = Basis(raw.get("basis", Basis.LIFECYCLE.value))
+        attribution = str(raw.get("attribution", ""))
+        if not isinstance(zones, dict) or not zones or not 1 <= year <= 9999:
+            raise ValueError("needs a non-empty 'zones' mapping and a 'year'")
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise DataError(f"{where} is not a profile set ({e})") from e
+    profiles = {zone: ZoneProfile.from_dict(zone, stats) for zone, stats in sorted(zones.items())}
+    return ProfileSet(profiles, year, basis, attribution, path)
+
+
 @functools.cache
+def load_profile_set(path: str | None = None) -> ProfileSet:
+    """The embedded profile set (``path`` None), or one written by ``caftm profiles build``.
+
+    Raises:
+        DataError: the file is missing, unreadable or not a profile set.
+    """
+    if path is None:
+        where = f"embedded profile file caftm/signals/data/{PROFILE_FILE}"
+        try:
+            text = (
+                resources.files("caftm.signals").joinpath("data", PROFILE_FILE).read_text("utf-8")
+            )
+            raw = json.loads(text)
+        except (OSError, ValueError) as e:
+            raise DataError(
+                f"{where} is unreadable ({e}); reinstall caftm or rerun 'caftm profiles build'"
+            ) from e
+        return parse_profile_set(raw, where=where, path=None)
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise DataError(
+            f"cannot read profile set {path}: {e}; write one with 'caftm profiles build'"
+        ) from e
+    return parse_profile_set(raw, where=f"profile set {path}", path=path)
+
+
 def load_profiles() -> dict[str, ZoneProfile]:
     """The shipped statistics, by zone.
 
     Raises:
         DataError: the packaged file is missing or malformed (reinstall caftm).
     """
-    try:
-        text = resources.files("caftm.signals").joinpath("data", PROFILE_FILE).read_text("utf-8")
-        raw = json.loads(text)
-        zones = raw["zones"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise DataError(
-            f"embedded profile file caftm/signals/data/{PROFILE_FILE} is unreadable ({e}); "
-            "reinstall caftm or rerun scripts/build_profiles.py"
-        ) from e
-    return {zone: ZoneProfile.from_dict(zone, stats) for zone, stats in sorted(zones.items())}
+    return load_profile_set().profiles
+
+
+def profile_year() -> int:
+    """The UTC year of the data the embedded profiles were derived from."""
+    return load_profile_set().year
+
+
+def profile_basis() -> str:
+    """The basis (lifecycle or direct) of the embedded profiles."""
+    return load_profile_set().basis.value
 
 
 def shipped_zones() -> list[str]:
@@ -232,18 +312,20 @@ def shipped_zones() -> list[str]:
     return list(load_profiles())
 
 
-def zone_profile(zone: str) -> ZoneProfile:
-    """The embedded statistics of ``zone``.
+def zone_profile(zone: str, profile_set: ProfileSet | None = None) -> ZoneProfile:
+    """The statistics of ``zone`` in ``profile_set`` (default: the embedded set).
 
     Raises:
-        ConfigError: no profile for ``zone`` (the message lists a few shipped zones).
+        ConfigError: no profile for ``zone`` (the message lists a few of the set's zones).
     """
-    profiles = load_profiles()
+    chosen = profile_set or load_profile_set()
+    profiles = chosen.profiles
     if zone not in profiles:
         some = ", ".join(list(profiles)[:10])
+        what = "embedded profile" if chosen.path is None else f"profile in {chosen.path}"
         raise ConfigError(
-            f"no embedded profile for zone {zone!r}; {len(profiles)} shipped, e.g. {some} "
-            "(see caftm.signals.profiles.shipped_zones())"
+            f"no {what} for zone {zone!r}; {len(profiles)} zones there, e.g. {some} "
+            "(see 'caftm zones')"
         )
     return profiles[zone]
 
@@ -270,13 +352,14 @@ class ProfileSource(IntensitySource):
 
     name = "profile"
 
-    def __init__(self, seed: int = 0) -> None:
+    def __init__(self, seed: int = 0, *, path: str | Path | None = None) -> None:
         self.seed = int(seed)
+        self.profile_set = load_profile_set(None if path is None else str(path))
         self._years: dict[tuple[str, int], FloatArray] = {}
 
     def zones(self) -> list[str]:
-        """Zones with an embedded profile."""
-        return shipped_zones()
+        """Zones of the profile set."""
+        return list(self.profile_set.profiles)
 
     def year_values(self, zone: str, year: int) -> FloatArray:
         """The generated hourly values of ``zone`` for the UTC ``year`` (cached)."""
@@ -284,7 +367,7 @@ class ProfileSource(IntensitySource):
         if key not in self._years:
             if len(self._years) > 256:
                 self._years.clear()
-            self._years[key] = generate_year(zone_profile(zone), year, self.seed)
+            self._years[key] = generate_year(zone_profile(zone, self.profile_set), year, self.seed)
         return self._years[key]
 
     def values_at(self, zone: str, times_s: npt.ArrayLike) -> FloatArray:
@@ -324,7 +407,7 @@ class ProfileSource(IntensitySource):
         plus the current deviation from it, fading as the model's deviations do."""
         begin = forecast_start(start)
         hours = _hours(begin, begin + horizon)
-        profile = zone_profile(zone)
+        profile = zone_profile(zone, self.profile_set)
         anchor_s = int(begin.timestamp()) // HOUR_S * HOUR_S  # the hour holding ``begin``
         now_value = float(self.values_at(zone, [anchor_s])[0])
         deviation = now_value - float(profile.expectation([anchor_s])[0])
@@ -339,15 +422,16 @@ class ProfileSource(IntensitySource):
 
     def trace(self, year: int, zones: list[str] | None = None) -> TraceSource:
         """A whole generated UTC ``year`` as a :class:`TraceSource` (kind SYNTHETIC)."""
-        names = shipped_zones() if zones is None else zones
+        names = self.zones() if zones is None else zones
         values = np.vstack([self.year_values(zone, year) for zone in names])
         return TraceSource(
             names,
             datetime(year, 1, 1, tzinfo=UTC),
             HOUR_S,
             values,
+            basis=self.profile_set.basis,
             kind=Kind.SYNTHETIC,
-            label=f"{PROFILE_SOURCE_TEXT}, seed {self.seed}",
+            label=f"{self.profile_set.source_text}, seed {self.seed}",
         )
 
     def _reading(self, zone: str, hour_s: int, value: float, kind: Kind) -> Reading:
@@ -355,9 +439,9 @@ class ProfileSource(IntensitySource):
             zone,
             datetime.fromtimestamp(hour_s, UTC),
             value,
-            Basis.LIFECYCLE,
+            self.profile_set.basis,
             kind,
-            PROFILE_SOURCE_TEXT,
+            self.profile_set.source_text,
         )
 
 

@@ -1,6 +1,7 @@
 """Carbon-intensity sources by name, imported on first use.
 
 get_source("electricitymaps")            # the bare live client (AuthError if no key)
+get_source("profile:my_profiles.json")   # a profile set built by `caftm profiles build`
 fallback_source("electricitymaps")       # live -> cache -> forecast -> embedded profile
 default_source()                         # the embedded typical-year profile: no key, no network
 """
@@ -41,7 +42,8 @@ def source_class(name: str) -> type[IntensitySource]:
     Raises:
         ConfigError: unknown name (the message lists the known ones).
     """
-    target = SOURCES.get(name.strip().lower()) if isinstance(name, str) else None
+    base = _split(name)[0] if isinstance(name, str) else None
+    target = SOURCES.get(base) if base is not None else None
     if target is None:
         raise ConfigError(
             f"unknown carbon-intensity provider {name!r}; known: {', '.join(known_sources())}"
@@ -70,6 +72,9 @@ def get_source(name: str, **options: Any) -> IntensitySource:
         AuthError: a live provider's key is missing.
     """
     cls = source_class(name)
+    path = _split(name)[1]
+    if path is not None:  # profile:PATH
+        options["path"] = path
     if cls.name == "trace" and "path" in options:
         from caftm.signals.traces import load_trace
 
@@ -78,6 +83,17 @@ def get_source(name: str, **options: Any) -> IntensitySource:
         return cls(**options)
     except TypeError as e:
         raise ConfigError(f"bad options for provider {name!r}: {e}") from e
+
+
+def _split(name: str) -> tuple[str, str | None]:
+    """``("profile", "/x.json")`` for ``"profile:/x.json"``; ``(name, None)`` otherwise (the
+    name lower-cased, the path kept as written)."""
+    head, sep, rest = name.strip().partition(":")
+    if sep and head.strip().lower() == "profile":
+        if not rest.strip():
+            raise ConfigError("provider 'profile:' needs a path: profile:PATH/TO/profiles.json")
+        return "profile", rest.strip()
+    return name.strip().lower(), None
 
 
 def default_source() -> IntensitySource:
@@ -105,15 +121,18 @@ def fallback_source(
 
     if source_class(name).name not in LIVE_SOURCES:
         return get_source(name, **options)
+    why_no_live = None
     try:
         live: IntensitySource | None = get_source(name, **options)
     except AuthError as e:
         logger.warning("%s; using the cache and embedded profile instead", e)
         live = None
+        why_no_live = str(e)
     return FallbackChain(
         live,
         cache=ReadingCache(cache_path),
         last_resort=default_source(),
         deadline_s=deadline_s,
         cache_name=source_class(name).name,
+        why_no_live=why_no_live,
     )

@@ -42,6 +42,8 @@ GapPolicy = Literal["raise", "hold"]
 LookupMethod = Literal["hold", "linear"]
 
 FloatArray = npt.NDArray[np.float64]
+#: The project's step: traces finer than this are averaged onto it when loaded.
+STEP_S = 3600
 #: Most values (zones x steps) a loaded trace may hold: 50 M float64 = 400 MB.
 MAX_GRID_CELLS = 50_000_000
 
@@ -341,12 +343,18 @@ def load_trace(
     basis: Basis = Basis.LIFECYCLE,
     zones: Sequence[str] | None = None,
     on_gap: GapPolicy = "raise",
+    step_s: int | None = STEP_S,
 ) -> TraceSource:
     """Load one or more trace files into one :class:`TraceSource`.
 
     Files for the same or different zones are concatenated onto one regular grid; the step is
-    the smallest spacing seen. ``basis`` picks the LCA (default) or direct column of an
-    Electricity Maps export; other formats are taken to be in ``basis``.
+    the smallest spacing seen, after series finer than ``step_s`` (15- or 30-minute data) are
+    averaged onto it: each step's value is the mean of the values in it, and a step missing any
+    of them is a gap (``step_s=None`` keeps the files' own steps). ``basis`` picks the LCA
+    (default) or direct column where a file has both (an Electricity Maps export); a file whose
+    one intensity column states its basis is read as that basis; files stating different bases
+    are refused. What was assumed (basis not stated, times taken as UTC, rows without a value,
+    resampling) is recorded as the source's notes (:meth:`~IntensitySource.take_notes`).
 
     Raises:
         DataError: a file is missing, malformed, has naive non-UTC times, values < 0 or
@@ -356,10 +364,78 @@ def load_trace(
     items = [paths] if isinstance(paths, str | Path) else list(paths)
     if not items:
         raise ConfigError("load_trace needs at least one file")
+    if step_s is not None and step_s <= 0:
+        raise ConfigError(f"trace step must be positive, got {step_s} s")
     series: list[RawSeries] = []
     for item in items:
         series.extend(read_trace_file(Path(item), basis=basis))
-    return _assemble(series, items, basis=basis, zones=zones, on_gap=on_gap)
+    notes = list(dict.fromkeys(n for s in series for n in s.notes))
+    basis = _one_basis(series, basis, notes)
+    notes += [_missing_note(s) for s in series if s.missing]
+    if step_s is not None:
+        series = [_to_step(s, step_s, notes) for s in series]
+    trace = _assemble(series, items, basis=basis, zones=zones, on_gap=on_gap)
+    for note in notes:
+        trace.note(note)
+    return trace
+
+
+def _one_basis(series: list[RawSeries], asked: Basis, notes: list[str]) -> Basis:
+    """The basis of the loaded values: what the files state, else ``asked`` (said in a note).
+
+    Raises:
+        DataError: files state different bases (their numbers differ by about a third).
+    """
+    stated = {s.basis for s in series if s.basis is not None}
+    if len(stated) > 1:
+        by = {b: next(s.path.name for s in series if s.basis is b) for b in stated}
+        raise DataError(
+            f"{by[Basis.DIRECT]} holds direct and {by[Basis.LIFECYCLE]} lifecycle intensities; "
+            "they differ by about a third: load them separately"
+        )
+    if stated:
+        (basis,) = stated
+        if basis is not asked:
+            notes.append(f"the trace states {basis} intensities (not {asked}): read as {basis}")
+        return basis
+    unsaid = sorted({s.path.name for s in series})
+    notes.append(f"{', '.join(unsaid[:3])} do(es) not say direct or lifecycle: taken as {asked}")
+    return asked
+
+
+def _missing_note(s: RawSeries) -> str:
+    places = ", ".join(s.missing[:5]) + (", ..." if len(s.missing) > 5 else "")
+    return (
+        f"{s.path.name}: {len(s.missing)} row(s) of zone {s.zone} have no intensity ({places}): "
+        "kept as gaps, left out of history, never filled"
+    )
+
+
+def _to_step(s: RawSeries, step_s: int, notes: list[str]) -> RawSeries:
+    """``s`` averaged onto ``step_s`` when its own step is finer and divides it.
+
+    Rule: the value of each ``step_s`` bin (aligned on UTC epoch multiples, e.g. whole hours) is
+    the mean of the values in it; a bin missing any value (absent row or empty cell) is a gap.
+    """
+    if s.times_s.size < 2:
+        return s
+    own_s = int(np.diff(s.times_s).min())
+    if own_s >= step_s or step_s % own_s or own_s % 60:  # whole minutes only: 1 s is a typo
+        return s
+    per_bin = step_s // own_s
+    bins = s.times_s - s.times_s % step_s
+    starts, inverse, counts = np.unique(bins, return_inverse=True, return_counts=True)
+    sums = np.bincount(inverse, weights=s.values, minlength=starts.size)
+    values = np.where(counts == per_bin, sums / per_bin, np.nan)  # NaN propagates through sums
+    estimated = None
+    if s.estimated is not None:
+        estimated = np.bincount(inverse, weights=s.estimated.astype(np.float64)) > 0
+    notes.append(
+        f"{s.path.name}: zone {s.zone} has {own_s / 60:g}-minute values, averaged to "
+        f"{step_s / 60:g}-minute steps (mean of the {per_bin} values in each; a step missing "
+        "any of them is a gap)"
+    )
+    return RawSeries(s.path, s.zone, starts.astype(np.int64), values, estimated, s.basis)
 
 
 def _assemble(

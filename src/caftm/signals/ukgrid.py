@@ -142,4 +142,9 @@ class UkGridSource(HttpSource):
         window = "fw24h" if horizon <= timedelta(hours=24) else "fw48h"
         body = self._http.get_json(f"/intensity/{_stamp(begin)}/{window}")
         readings = self._readings(body, now=utcnow(), as_forecast=True)
-        return forecast_window(readings, begin, horizon)
+        if horizon > timedelta(hours=48):
+            self.note(
+                f"{self.name} forecasts at most 48 h: {horizon.total_seconds() / 3600:g} h asked "
+                "for, 48 h shown"
+            )
+        return forecast_window(readings, begin, horizon, provider=self.name, zone=zone)

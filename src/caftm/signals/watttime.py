@@ -30,11 +30,13 @@ from caftm.signals.base import (
 )
 from caftm.signals.credentials import how_to_set, require_secret
 from caftm.signals.http import (
+    AccessDeniedError,
     HttpSource,
     JsonClient,
     RetryPolicy,
     chunked,
     forecast_window,
+    fresh_in_force,
     iso_z,
     mapped_name,
     parse_utc,
@@ -182,6 +184,8 @@ class WattTimeSource(HttpSource):
             headers = {"Authorization": f"Bearer {token.get_secret_value()}"}
             try:
                 return self._http.get_json(path, params, headers=headers)
+            except AccessDeniedError:  # 403: not in the plan; logging in again cannot help
+                raise
             except AuthError:
                 if attempt:
                     raise
@@ -233,7 +237,9 @@ class WattTimeSource(HttpSource):
         at = now if time is None else as_utc(time, what=f"time for zone {zone}")
         if at >= now - timedelta(minutes=10):
             readings = self.forecast(zone, now, at - now + timedelta(minutes=10))
-            found = pick_in_force(readings, at) or (readings[0] if readings else None)
+            found = fresh_in_force(readings, at, provider=self.name, zone=zone) or (
+                readings[0] if readings else None
+            )
             if found is not None and time is None:  # the current value is an estimate
                 found = Reading(
                     zone,
@@ -280,4 +286,4 @@ class WattTimeSource(HttpSource):
             "horizon_hours": str(hours),
         }
         readings = self._readings(zone, self._get("/v3/forecast", params), Kind.FORECAST)
-        return forecast_window(readings, begin, horizon)
+        return forecast_window(readings, begin, horizon, provider=self.name, zone=zone)
