@@ -71,7 +71,7 @@ def test_public_names_are_pinned_and_sorted() -> None:
             value = getattr(package, name)
             if isinstance(value, dict):  # a registry: its entries are the package's own
                 value = next(iter(value.values()))
-            if isinstance(value, type) or callable(value) and hasattr(value, "__code__"):
+            if isinstance(value, type) or (callable(value) and hasattr(value, "__code__")):
                 origin = value.__module__
                 assert origin.startswith(package.__name__ + "."), (name, origin)
 
