@@ -100,6 +100,23 @@ def test_job_files_resolve_paths_next_to_themselves(tmp_path: Path) -> None:
     assert spec.store_url("KR") == str(tmp_path / "kr")
     assert spec.ledger_path == tmp_path / "l.sqlite" and spec.cwd == tmp_path
     assert spec.workdir == tmp_path / ".caftm" / "jobs" / "j"
+    assert spec.argv == (sys.executable, "t.py", "--x", "a b")  # caftm's own Python
+
+
+def test_torchrun_means_caftms_own_torch(tmp_path: Path) -> None:
+    spec = load_job(
+        _job_file(
+            tmp_path, "job: {name: j, command: torchrun --nproc-per-node 2 t.py}\nsites: [KR]\n"
+        )
+    )
+    assert spec.argv == (
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "t.py",
+    )
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ from rich.text import Text
 
 from caftm.cli._common import console
 from caftm.errors import ConfigError
-from caftm.jobs.spec import JobSpec, load_job
+from caftm.jobs.spec import load_job
 from caftm.ledger import JobBook, JobRecord, JobStatus, Ledger, default_ledger_path
 
 DbOption = Annotated[
@@ -204,8 +204,3 @@ def cancel_command(job: Annotated[str, typer.Argument(help="The job's name.")],
 
     with _open(db) as ledger:
         console.print(cancel_job(JobBook(ledger), job), highlight=False)
-
-
-def spec_summary(spec: JobSpec) -> str:
-    """One line naming the job, its executor and command."""
-    return f"job {spec.name} ({spec.job.executor}): {' '.join(spec.job.command)}"

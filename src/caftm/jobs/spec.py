@@ -41,7 +41,9 @@ class JobSection(BaseModel):
 
     Attributes:
         name: the job's name (its key in the ledger; letters, digits, ``-_.``).
-        command: the worker command, a string (split like a shell) or a list.
+        command: the worker command, a string (split like a shell) or a list. ``python`` /
+            ``python3`` mean the Python that runs caftm, ``torchrun`` its
+            ``torch.distributed.run`` (so a job runs in caftm's environment, activated or not).
         executor: ``local`` (subprocesses on this machine).
         workdir: where legs keep their logs and default stores.
         cwd: the worker's working directory (default: the YAML file's folder).
@@ -111,6 +113,18 @@ class JobSpec:
     def name(self) -> str:
         """The job's name."""
         return self.job.name
+
+    @property
+    def argv(self) -> tuple[str, ...]:
+        """The worker command with ``python``/``torchrun`` bound to caftm's own Python."""
+        import sys
+
+        program, *rest = self.job.command
+        if program in ("python", "python3"):
+            return (sys.executable, *rest)
+        if program == "torchrun":
+            return (sys.executable, "-m", "torch.distributed.run", *rest)
+        return self.job.command
 
     @property
     def workdir(self) -> Path:

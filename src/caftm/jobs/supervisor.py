@@ -289,7 +289,7 @@ class Supervisor:
             job.name,
             leg,
             site,
-            spec.job.command,
+            spec.argv,
             self._worker_env(leg, site, store_url, files),
             spec.cwd,
             files / "worker.log",

@@ -40,7 +40,7 @@ def check_job(spec: JobSpec) -> None:
             f"job {spec.name}: unknown executor {spec.job.executor!r}; "
             f"known: {', '.join(sorted(EXECUTORS))}"
         )
-    program = spec.job.command[0]
+    program = spec.argv[0]
     where = spec.cwd / program if os.sep in program else None
     if where is not None and not where.exists():
         raise ConfigError(f"job {spec.name}: command {program!r} not found (from {spec.cwd})")
@@ -108,7 +108,7 @@ def describe_job(spec: JobSpec) -> JobDescription:
     start = config.start_site
     theta = config.threshold
     description.notes += [
-        f"command: {' '.join(spec.job.command)} (in {spec.cwd}, executor {spec.job.executor})",
+        f"command: {' '.join(spec.argv)} (in {spec.cwd}, executor {spec.job.executor})",
         f"starts at {start}; policy {config.policy.name}; θ {theta.mode.value} "
         f"{theta.value_g_per_kwh:.0f} g/kWh; GPU control {config.gpu.control} "
         f"({config.gpu.knob.value})",
