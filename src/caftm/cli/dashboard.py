@@ -62,8 +62,13 @@ def dashboard_command(
     server = DashboardServer(
         ServeOptions(db=path, host=host, port=port, token=token, poll_ms=poll_ms)
     )
-    console.print(f"caftm dashboard of {path} on [bold]{server.url}[/] "
-                  f"(metrics: {server.url}metrics); Ctrl-C stops it", highlight=False)  # fmt: skip
+    console.print(
+        f"caftm dashboard on {server.url} (metrics: {server.url}metrics) of {path}; "
+        "Ctrl-C stops it",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
     server.serve()
 
 
