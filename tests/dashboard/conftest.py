@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from tests.dashboard.known import Known, build_known
 
 CHROMIUM = os.environ.get("CAFTM_CHROMIUM", "/usr/bin/chromium")
@@ -37,8 +36,12 @@ def chromium() -> Iterator[Any]:
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(
             executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-background-networking",
-                  "--disable-component-update", "--no-first-run"],
+            args=[
+                "--no-sandbox",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--no-first-run",
+            ],
         )
         try:
             yield browser

@@ -26,8 +26,10 @@ ENERGY_J = 180_000.0  # 300 W over 600 s
 SPEC = {
     "job": {"name": "known", "command": ["python", "-c", "pass"], "executor": "local"},
     "controller": {
-        "sites": [{"name": "KR", "zone": "KR", "region": ""},
-                  {"name": "FR", "zone": "FR", "region": ""}],  # fmt: skip
+        "sites": [
+            {"name": "KR", "zone": "KR", "region": ""},
+            {"name": "FR", "zone": "FR", "region": ""},
+        ],
         "site": None,
         "threshold": {"mode": "absolute", "value_g_per_kwh": 400.0},
         "signals": {"source": "profile", "trace_path": None},
@@ -46,8 +48,17 @@ class Known:
     next_time: datetime
 
 
-def _event(book: Ledger, run: str, t: datetime, a: State, b: State, reason: str, ci: float,
-           site: str, setting: float | None) -> None:  # fmt: skip
+def _event(
+    book: Ledger,
+    run: str,
+    t: datetime,
+    a: State,
+    b: State,
+    reason: str,
+    ci: float,
+    site: str,
+    setting: float | None,
+) -> None:
     book.record_event(run, Event(t, a, b, reason, ci, site, setting))
 
 
@@ -56,40 +67,108 @@ def build_known(path: Path) -> Known:
     t = START
     with Ledger(path) as ledger:
         book = JobBook(ledger)
-        book.create("known", site="KR", store_url=str(path.parent / "store"), executor="local",
-                    spec=SPEC)  # fmt: skip
+        book.create(
+            "known", site="KR", store_url=str(path.parent / "store"), executor="local", spec=SPEC
+        )
         runs = []
-        plan = [("KR", 1755.0, 500.0, 6, "moved"), ("FR", 1800.0, 60.0, 4, "paused: cleaner later"),
-                ("FR", 1800.0, 40.0, 3, None)]  # fmt: skip
+        plan = [
+            ("KR", 1755.0, 500.0, 6, "moved"),
+            ("FR", 1800.0, 60.0, 4, "paused: cleaner later"),
+            ("FR", 1800.0, 40.0, 3, None),
+        ]
         for leg, (site, setting, ci, n, ending) in enumerate(plan, 1):
             book.start_leg("known", leg, site=site, executor="local", start_step=0)
-            run = ledger.start_run(name="known", policy="caftm", site=site, started_at=t,
-                                   simulated=True, job="known", leg=leg)  # fmt: skip
+            run = ledger.start_run(
+                name="known",
+                policy="caftm",
+                site=site,
+                started_at=t,
+                simulated=True,
+                job="known",
+                leg=leg,
+            )
             runs.append(run)
             _event(ledger, run, t, State.SCALING, State.SCALING, "run started", ci, site, None)
             for i in range(n):
                 t += timedelta(seconds=WINDOW_S)
-                ledger.record_window(run, time=t, duration_s=WINDOW_S, steps=50, setting=setting,
-                                     knob="clock", energy_j=ENERGY_J, intensity_g_per_kwh=ci,
-                                     site=site, phase="train")  # fmt: skip
+                ledger.record_window(
+                    run,
+                    time=t,
+                    duration_s=WINDOW_S,
+                    steps=50,
+                    setting=setting,
+                    knob="clock",
+                    energy_j=ENERGY_J,
+                    intensity_g_per_kwh=ci,
+                    site=site,
+                    phase="train",
+                )
                 if i == 0:
-                    _event(ledger, run, t, State.SCALING, State.TOLERANCE,
-                           f"optimiser settled at {setting}", ci, site, setting)  # fmt: skip
+                    _event(
+                        ledger,
+                        run,
+                        t,
+                        State.SCALING,
+                        State.TOLERANCE,
+                        f"optimiser settled at {setting}",
+                        ci,
+                        site,
+                        setting,
+                    )
             if ending == "moved":
-                _event(ledger, run, t, State.TOLERANCE, State.SUSPEND, "intensity 500 ≥ θ 400",
-                       ci, site, setting)  # fmt: skip
-                _event(ledger, run, t, State.SUSPEND, State.MIGRATION, "checkpoint complete",
-                       ci, site, setting)  # fmt: skip
-                _event(ledger, run, t, State.MIGRATION, State.DONE, "run ended: moved", ci, site,
-                       setting)  # fmt: skip
+                _event(
+                    ledger,
+                    run,
+                    t,
+                    State.TOLERANCE,
+                    State.SUSPEND,
+                    "intensity 500 ≥ θ 400",
+                    ci,
+                    site,
+                    setting,
+                )
+                _event(
+                    ledger,
+                    run,
+                    t,
+                    State.SUSPEND,
+                    State.MIGRATION,
+                    "checkpoint complete",
+                    ci,
+                    site,
+                    setting,
+                )
+                _event(
+                    ledger,
+                    run,
+                    t,
+                    State.MIGRATION,
+                    State.DONE,
+                    "run ended: moved",
+                    ci,
+                    site,
+                    setting,
+                )
                 book.end_leg("known", leg, LegStatus.MOVED, end_step=300)
-                book.record_transfer(TransferRecord("known", leg, t, "KR", "FR", "a", "b", 300,
-                                                    1000, 0.5, "done", ""))  # fmt: skip
+                book.record_transfer(
+                    TransferRecord(
+                        "known", leg, t, "KR", "FR", "a", "b", 300, 1000, 0.5, "done", ""
+                    )
+                )
                 book.count("known", "moves")
                 t += timedelta(hours=1)
             elif ending is not None:
-                _event(ledger, run, t, State.MIGRATION, State.DONE, f"run ended: {ending}", ci,
-                       site, setting)  # fmt: skip
+                _event(
+                    ledger,
+                    run,
+                    t,
+                    State.MIGRATION,
+                    State.DONE,
+                    f"run ended: {ending}",
+                    ci,
+                    site,
+                    setting,
+                )
                 book.end_leg("known", leg, LegStatus.PAUSED, end_step=500)
                 book.count("known", "pauses")
                 t += timedelta(hours=3)
@@ -100,11 +179,30 @@ def build_known(path: Path) -> Known:
 def append_window(path: Path, run_id: str, time: datetime, *, ci: float = 35.0) -> None:
     """Add one window and one event to the running leg, as its worker would."""
     with Ledger(path) as ledger:
-        ledger.record_window(run_id, time=time, duration_s=WINDOW_S, steps=50, setting=1815.0,
-                             knob="clock", energy_j=ENERGY_J, intensity_g_per_kwh=ci, site="FR",
-                             phase="train")  # fmt: skip
-        ledger.record_event(run_id, Event(time, State.TOLERANCE, State.SCALING,
-                                          "intensity moved: re-optimise", ci, "FR", 1815.0))  # fmt: skip
+        ledger.record_window(
+            run_id,
+            time=time,
+            duration_s=WINDOW_S,
+            steps=50,
+            setting=1815.0,
+            knob="clock",
+            energy_j=ENERGY_J,
+            intensity_g_per_kwh=ci,
+            site="FR",
+            phase="train",
+        )
+        ledger.record_event(
+            run_id,
+            Event(
+                time,
+                State.TOLERANCE,
+                State.SCALING,
+                "intensity moved: re-optimise",
+                ci,
+                "FR",
+                1815.0,
+            ),
+        )
 
 
 def ledger_totals(path: Path) -> tuple[float, float, int, str, str, int, int]:
@@ -112,10 +210,17 @@ def ledger_totals(path: Path) -> tuple[float, float, int, str, str, int, int]:
     with Ledger(path, read_only=True) as ledger:
         book = JobBook(ledger)
         job = book.get("known")
-        steps, energy, carbon = book.totals("known")
+        _, energy, carbon = book.totals("known")
         (n,) = ledger._read(
             "SELECT COUNT(*) FROM windows WHERE run_id IN (SELECT run_id FROM runs WHERE job = ?)",
             ("known",),
         )[0]
-        return carbon or 0.0, energy or 0.0, int(n), job.site, job.status.value, job.moves, \
-            job.pauses  # fmt: skip
+        return (
+            carbon or 0.0,
+            energy or 0.0,
+            int(n),
+            job.site,
+            job.status.value,
+            job.moves,
+            job.pauses,
+        )

@@ -5,15 +5,15 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from tests.dashboard.known import ENERGY_J, Known, append_window, ledger_totals
 
 from caftm.errors import ConfigError
 from caftm.ledger.feed import Scope
 from caftm.signals.profiles import ProfileSource
-from tests.dashboard.known import ENERGY_J, Known, append_window, ledger_totals
 
 pytest.importorskip("starlette", reason="the dashboard extra is not installed")
 
-from caftm.dashboard.model import Board, thin  # noqa: E402
+from caftm.dashboard.model import Board, thin
 
 
 def test_view_of_the_known_job(known: Known) -> None:
@@ -22,14 +22,21 @@ def test_view_of_the_known_job(known: Known) -> None:
     board = Board(known.path)
     try:
         mark, view = board.view(Scope.of_job("known"))
-        assert (view["site"], view["status"], view["moves"], view["pauses"]) == (
-            site, status, moves, pauses) == ("FR", "running", 1, 1)  # fmt: skip
+        assert (
+            (view["site"], view["status"], view["moves"], view["pauses"])
+            == (site, status, moves, pauses)
+            == ("FR", "running", 1, 1)
+        )
         assert view["state"] == "tolerance"
         assert view["totals"]["carbon_g"] == pytest.approx(carbon)
         assert view["totals"]["energy_j"] == pytest.approx(energy) == 13 * ENERGY_J
         assert view["totals"]["windows"] == n == 13
-        assert view["gpu"] == {"setting": 1800.0, "unit": "MHz", "knob": "clock",
-                               "power_w": pytest.approx(300.0)}  # fmt: skip
+        assert view["gpu"] == {
+            "setting": 1800.0,
+            "unit": "MHz",
+            "knob": "clock",
+            "power_w": pytest.approx(300.0),
+        }
         assert view["simulated"] and view["synthetic"]
         assert view["threshold_g_per_kwh"] == 400.0
         assert view["sites"] == ["KR", "FR"] and view["start_site"] == "KR"

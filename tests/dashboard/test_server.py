@@ -14,7 +14,6 @@ from typing import Any
 
 import httpx
 import pytest
-
 from tests.cli.signals_support import Result, cli, isolated_env
 from tests.dashboard.known import Known, ledger_totals
 
@@ -60,8 +59,9 @@ def test_the_page_and_its_files_are_served_locally(server: Any) -> None:
     for source in sources:
         assert httpx.get(server.url + source, timeout=30).status_code == 200, source
     view = httpx.get(server.url + "api/view", params={"job": "known"}, timeout=30).json()
-    again = httpx.get(server.url + "api/view", params={"job": "known", "mark": view["mark"]},
-                      timeout=30).json()  # fmt: skip
+    again = httpx.get(
+        server.url + "api/view", params={"job": "known", "mark": view["mark"]}, timeout=30
+    ).json()
     assert view["view"]["site"] == "FR" and again == {"unchanged": True, "mark": view["mark"]}
     missing = httpx.get(server.url + "api/view", params={"job": "nope"}, timeout=30)
     assert missing.status_code == 404 and "no job 'nope'" in missing.json()["error"]
@@ -86,7 +86,8 @@ def test_addresses_and_tokens() -> None:
     assert not is_loopback("0.0.0.0") and not is_loopback("10.1.2.3")
     assert resolve_token("127.0.0.1", None, env={}) is None
     assert resolve_token("0.0.0.0", None, env={"CAFTM_DASHBOARD_TOKEN": "from-env-123"}) == (
-        "from-env-123")  # fmt: skip
+        "from-env-123"
+    )
     with pytest.raises(ConfigError, match="needs a token"):
         resolve_token("0.0.0.0", None, env={})
     with pytest.raises(ConfigError, match="at least 8"):
@@ -116,18 +117,23 @@ def test_bad_input_is_one_line_and_exit_2(
         taken.listen(1)
         port = str(taken.getsockname()[1])
         _one_error(cli("dashboard", "--db", db, "--port", port), "cannot listen on", port)
-    _one_error(cli("report", "nope", "--db", db, "--out", str(tmp_path / "r.html")),
-               "no job or run 'nope'")  # fmt: skip
+    _one_error(
+        cli("report", "nope", "--db", db, "--out", str(tmp_path / "r.html")), "no job or run 'nope'"
+    )
     _one_error(cli("report", "known", "--db", str(tmp_path / "absent.sqlite")), "no ledger at")
-    _one_error(cli("report", "known", "--db", db, "--out", str(tmp_path / "no" / "r.html")),
-               "cannot write the report")  # fmt: skip
+    _one_error(
+        cli("report", "known", "--db", db, "--out", str(tmp_path / "no" / "r.html")),
+        "cannot write the report",
+    )
 
 
 def test_the_command_serves_until_interrupted(known: Known) -> None:
     process = subprocess.Popen(
         [sys.executable, "-m", "caftm.cli", "dashboard", "--db", str(known.path), "--port", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert process.stdout is not None
         line = process.stdout.readline()

@@ -7,11 +7,11 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from tests.dashboard.known import append_window, build_known
 
 from caftm.errors import ConfigError, LedgerError
 from caftm.ledger import Ledger
 from caftm.ledger.feed import Feed, Scope
-from tests.dashboard.known import append_window, build_known
 
 
 def _digest(path: Path) -> str:

@@ -124,7 +124,8 @@ def render_html(report: ReportInput, *, generated_at: datetime | None = None) ->
         parts.append(_table(table.header, table.rows))
     if report.configuration:
         text = json.dumps(report.configuration, indent=2, sort_keys=True, default=str)
-        parts.append(f"<h2>Configuration</h2><pre id='configuration'>{_e(text)}</pre>")
+        shown = html.escape(text, quote=False)
+        parts.append(f"<h2>Configuration</h2><pre id='configuration'>{shown}</pre>")
     parts.append("</body></html>\n")
     return "\n".join(parts)
 
