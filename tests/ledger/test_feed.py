@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import sqlite3
+import subprocess
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -76,3 +79,21 @@ def test_a_scope_names_one_thing_and_a_missing_ledger_is_refused(tmp_path: Path)
     with pytest.raises(ConfigError, match="no ledger"):
         Ledger(tmp_path / "absent.sqlite", read_only=True)
     assert not (tmp_path / "absent.sqlite").exists()
+    foreign = tmp_path / "app.sqlite"
+    db = sqlite3.connect(foreign)
+    db.execute("CREATE TABLE things (x INTEGER)")
+    db.commit()
+    db.close()
+    with pytest.raises(ConfigError, match="not a caftm ledger"):
+        Ledger(foreign, read_only=True)
+
+
+def test_the_viewers_never_import_rich_or_typer() -> None:
+    code = (
+        "import sys, caftm.ledger.feed, caftm.report.build, caftm.report.html; "
+        "import importlib.util as u; "
+        "u.find_spec('starlette') and __import__('caftm.dashboard.app'); "
+        "print(','.join(m for m in ('rich', 'typer') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
