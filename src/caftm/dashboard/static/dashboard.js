@@ -152,7 +152,7 @@ function carbonChart(v) {
   const s = v.series;
   chart("carbon", {
     series: [{}, { label: "this job, gCO2eq", stroke: "#2ca02c", width: 2 },
-      { label: "carbon-agnostic estimate, gCO2eq", stroke: "#d62728", width: 1.5,
+      { label: "carbon-agnostic, estimated per window, gCO2eq", stroke: "#d62728", width: 1.5,
         dash: [6, 4] }],
     axes: [{}, { label: "gCO2eq" }],
   }, [s.t, s.carbon_cum, s.agnostic_cum]);
@@ -199,7 +199,9 @@ function render(v) {
   setValue("windows", v.totals.windows, String(v.totals.windows));
   setValue("steps", v.totals.steps, String(v.totals.steps));
   $("message").textContent = v.message + (v.pause_until ? " (paused until " + v.pause_until + ")" : "");
-  $("method").textContent = "Carbon-agnostic run: " + v.totals.agnostic_method + ".";
+  $("method").textContent = "Carbon-agnostic run (the card): " + v.totals.agnostic_method +
+    ". The dashed line: each window's measured energy at the start site " + v.start_site +
+    "'s intensity at the same time.";
   outlookChart(v); pathChart(v); gpuChart(v); carbonChart(v);
   renderEvents(v);
 }
