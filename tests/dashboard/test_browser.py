@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.dashboard.known import ENERGY_J, Known, append_window, ledger_totals
+from tests.dashboard.known import ENERGY_J, SPEC, Known, append_window, ledger_totals
+
+from caftm.ledger import JobBook, Ledger
 
 pytestmark = [pytest.mark.browser, pytest.mark.network]
 
@@ -26,6 +28,8 @@ def test_the_dashboard_shows_the_ledger_and_follows_it(
         ),
     )
     page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
     try:
         page.goto(server.url + "#job=known")
         page.wait_for_selector("body[data-mark]", timeout=30_000)
@@ -62,7 +66,19 @@ def test_the_dashboard_shows_the_ledger_and_follows_it(
         first = page.locator("#events tbody tr").first.inner_text()
         assert "intensity moved: re-optimise" in first
         page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
+
+        # a job with nothing measured yet shows too, and the page keeps updating
+        with Ledger(known.path) as ledger:
+            JobBook(ledger).create("fresh", site="KR", store_url="x", executor="local", spec=SPEC)
+        page.wait_for_selector("#jobs tr[data-name='fresh']", timeout=10_000)
+        page.click("#jobs tr[data-name='fresh']")
+        page.wait_for_function("document.getElementById('name').textContent === 'job fresh'")
+        assert page.inner_text("#status") == "pending"
+        assert page.inner_text("#windows") == "0"
+        page.wait_for_timeout(700)
+        assert "failed" not in page.inner_text("#updated")
     finally:
         context.close()
     assert (tmp_path / "dashboard.png").stat().st_size > 20_000
     assert requests and all(u.startswith(server.url) for u in requests), requests
+    assert errors == []

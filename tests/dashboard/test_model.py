@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import sqlite3
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
-from tests.dashboard.known import ENERGY_J, Known, append_window, ledger_totals
+from tests.dashboard.known import ENERGY_J, SPEC, Known, append_window, ledger_totals
 
 from caftm.errors import ConfigError
+from caftm.ledger import JobBook, Ledger
 from caftm.ledger.feed import Scope
+from caftm.ledger.schema import _V1
 from caftm.signals.profiles import ProfileSource
 
 pytest.importorskip("starlette", reason="the dashboard extra is not installed")
@@ -88,3 +93,27 @@ def test_series_are_thinned_but_keep_both_ends() -> None:
     index = thin(100_000, 2000)
     assert len(index) <= 2000 and index[0] == 0 and index[-1] == 99_999
     assert list(thin(5, 2000)) == [0, 1, 2, 3, 4]
+
+
+def test_a_job_with_no_window_yet_and_an_old_ledger(known: Known, tmp_path: Path) -> None:
+    with Ledger(known.path) as ledger:
+        JobBook(ledger).create("fresh", site="FR", store_url="x", executor="local", spec=SPEC)
+    board = Board(known.path)
+    try:
+        _, view = board.view(Scope.of_job("fresh"))
+        assert (view["status"], view["site"], view["state"]) == ("pending", "FR", None)
+        assert view["totals"]["windows"] == 0 and view["totals"]["agnostic_g"] is None
+        assert view["series"]["t"] == [] and view["outlook"] == []
+        json.dumps(view, allow_nan=False)  # what the page receives: strict JSON
+        assert [j["name"] for j in board.jobs()] == ["fresh", "known"]
+    finally:
+        board.close()
+    old = tmp_path / "old.sqlite"
+    db = sqlite3.connect(old)
+    for statement in _V1.split(";"):
+        db.execute(statement)
+    db.execute("PRAGMA user_version = 1")
+    db.commit()
+    db.close()
+    with pytest.raises(ConfigError, match="schema 1, older"):
+        Board(old)

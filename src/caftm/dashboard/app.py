@@ -76,9 +76,12 @@ def build_app(board: Board, *, token: str | None = None, poll_ms: int = 1000) ->
         return FileResponse(f"{static_dir()}/index.html", media_type="text/html")
 
     def jobs(request: Request) -> Response:
-        return JSONResponse(
-            {"jobs": board.jobs(), "ledger": str(board.ledger.path), "poll_ms": poll_ms}
-        )
+        try:
+            listed = board.jobs()
+        except CaftmError as e:
+            logger.warning("jobs list failed: %s", e)
+            return JSONResponse({"error": str(e)}, 503)
+        return JSONResponse({"jobs": listed, "ledger": str(board.ledger.path), "poll_ms": poll_ms})
 
     def view(request: Request) -> Response:
         job, run = request.query_params.get("job"), request.query_params.get("run")

@@ -239,7 +239,11 @@ class Board:
 
     def __init__(self, path: str | Path, *, max_points: int = 2000) -> None:
         self.ledger = Ledger(path, read_only=True)
-        self.feed = Feed(self.ledger)
+        try:
+            self.feed = Feed(self.ledger)
+        except ConfigError:
+            self.ledger.close()
+            raise
         self.book = JobBook(self.ledger)
         self.max_points = max_points
         self._lock = threading.Lock()

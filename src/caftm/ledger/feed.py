@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from caftm.errors import ConfigError
+from caftm.ledger.schema import SCHEMA_VERSION
 from caftm.ledger.store import Ledger
 
 __all__ = ["EventRow", "Feed", "Scope", "WindowRow"]
@@ -82,10 +84,22 @@ class EventRow:
 
 
 class Feed:
-    """Read-only incremental queries on a :class:`Ledger` (open it with ``read_only=True``)."""
+    """Read-only incremental queries on a :class:`Ledger` (open it with ``read_only=True``).
+
+    Raises:
+        ConfigError: the ledger predates jobs (schema < 2): any write command of caftm
+            migrates it, a viewer never does.
+    """
 
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
+        (found,) = ledger._read("PRAGMA user_version")[0]
+        if int(found) < SCHEMA_VERSION:
+            raise ConfigError(
+                f"ledger {ledger.path} has schema {found}, older than this caftm's "
+                f"{SCHEMA_VERSION}; a viewer never migrates it: run any caftm job or "
+                "`caftm runs --db` on it once"
+            )
 
     def windows(
         self, scope: Scope, *, after_id: int = 0, limit: int | None = None
