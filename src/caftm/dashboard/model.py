@@ -69,6 +69,7 @@ class Watch:
         self.steps = 0
         self.events: list[EventRow] = []
         self._outlook: tuple[int, list[dict[str, Any]]] | None = None
+        threading.Thread(target=self.prepare, daemon=True, name="caftm-prepare").start()
 
     def refresh(self) -> bool:
         """Read what was added since the last call; True when anything was."""
@@ -105,6 +106,21 @@ class Watch:
             self.events.extend(events)
             self._event_id = events[-1].id
         return bool(rows or events)
+
+    def prepare(self) -> None:
+        """Load the intensity source for the job's sites and year (the embedded profiles take
+        seconds to import and generate the first time): a job's first windows then show at once.
+        """
+        job = self.spec.get("job") or {}
+        anchor = job.get("clock_start")
+        when = datetime.fromisoformat(anchor) if anchor else datetime.now(UTC)
+        if self.t:
+            when = datetime.fromtimestamp(self.t[-1], UTC)
+        try:
+            self.outlook(when)  # history and forecast of every site: what a first view needs
+            agnostic_window_carbon_g(self.setup, [when], [0.0], [(self.setup.start_site, None)])
+        except CaftmError as e:
+            logger.warning("cannot prepare the intensities of %s: %s", self.scope, e)
 
     def baseline(self) -> tuple[float | None, str]:
         """What a carbon-agnostic run would have emitted (g) and how that was found."""

@@ -24,9 +24,21 @@ function setValue(id, value, text) {
 }
 
 async function getJSON(url) {
-  const response = await fetch(url, { cache: "no-store", credentials: "same-origin" });
-  if (!response.ok) throw new Error(url + ": " + response.status);
-  return response.json();
+  // a request that hangs must not stop the polling: give up after 15 s and try again
+  const abort = new AbortController();
+  const timer = setTimeout(() => abort.abort(), 15000);
+  try {
+    const response = await fetch(url, { cache: "no-store", credentials: "same-origin",
+      signal: abort.signal });
+    if (!response.ok) {
+      let detail = String(response.status);
+      try { detail = (await response.json()).error || detail; } catch (e) { /* not JSON */ }
+      throw new Error(detail);
+    }
+    return await response.json();
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 function renderJobs(data) {
