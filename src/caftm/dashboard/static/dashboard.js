@@ -78,7 +78,7 @@ function bands(getBands) {
   return { hooks: { drawClear: [u => {
     const ctx = u.ctx;
     ctx.save();
-    for (const b of getBands()) {
+    for (const b of getBands(u)) {
       const x0 = u.valToPos(b.a, "x", true), x1 = u.valToPos(b.b, "x", true);
       ctx.fillStyle = b.color;
       ctx.fillRect(x0, u.bbox.top, Math.max(x1 - x0, 2), u.bbox.height);
@@ -123,16 +123,19 @@ function outlookChart(v) {
     series.push({ label: "θ " + fmt(v.threshold_g_per_kwh, 0), stroke: "#d62728",
       dash: [6, 4], width: 1.5 });
   }
-  const now = Date.parse(v.now) / 1e3;
+  // read at each draw: the chart outlives this view (later views only replace its data)
+  const forecast = u => {
+    const now = Date.parse(state.view.now) / 1e3, x = u.data[0];
+    return x.length ? [{ a: now, b: x[x.length - 1], color: "rgba(0,0,0,0.05)", line: "#333" }]
+      : [];
+  };
   chart("outlook", {
-    series, axes: [{}, { label: "gCO2eq/kWh" }],
-    plugins: [bands(() => [{ a: now, b: xs[xs.length - 1], color: "rgba(0,0,0,0.05)",
-      line: "#333" }])],
+    series, axes: [{}, { label: "gCO2eq/kWh" }], plugins: [bands(forecast)],
   }, data);
 }
 
 function pathChart(v) {
-  const s = v.series, sites = v.sites;
+  const s = v.series, sites = () => state.view.sites;
   const shaded = () => {
     const cur = state.view;
     return cur.move_marks.map(m => ({ a: m.left, b: m.arrived, color: "rgba(31,119,180,0.25)",
@@ -141,11 +144,11 @@ function pathChart(v) {
   };
   chart("path", {
     series: [{}, { label: "site", stroke: "#1f3b2d", width: 2, scale: "site",
-      paths: uPlot.paths.stepped({ align: 1 }), value: (u, x) => x === null ? "—" : sites[x] },
+      paths: uPlot.paths.stepped({ align: 1 }), value: (u, x) => x === null ? "—" : sites()[x] },
     { label: "gCO2eq/kWh where it ran", stroke: "#ff7f0e", scale: "ci", width: 1 }],
-    scales: { site: { range: [-0.5, Math.max(sites.length - 0.5, 0.5)] } },
+    scales: { site: { range: () => [-0.5, Math.max(sites().length - 0.5, 0.5)] } },
     axes: [{}, { scale: "site", values: (u, vals) => vals.map(x => Number.isInteger(x) ?
-      (sites[x] || "") : ""), size: 70 }, { scale: "ci", side: 1, label: "gCO2eq/kWh" }],
+      (sites()[x] || "") : ""), size: 70 }, { scale: "ci", side: 1, label: "gCO2eq/kWh" }],
     plugins: [bands(shaded)],
   }, [s.t, s.site, s.intensity]);
 }
@@ -242,7 +245,15 @@ async function tick() {
   }
 }
 
+function resize() {
+  for (const key of Object.keys(state.charts)) {
+    const el = $("chart-" + key);
+    state.charts[key].setSize({ width: Math.max(el.clientWidth - 2, 300), height: 220 });
+  }
+}
+
 function start() {
+  window.addEventListener("resize", resize);
   const m = location.hash.match(/^#(job|run)=(.+)$/);
   if (m) state.selected = { kind: m[1], name: decodeURIComponent(m[2]) };
   tick().then(() => {
