@@ -27,7 +27,7 @@ def _register() -> None:
 
     signals.register(app)
     demo.register(app)
-    for name in ("gpu", "runs", "profiles", "jobs", "sim"):
+    for name in ("gpu", "runs", "profiles", "jobs", "sim", "dashboard"):
         try:
             module = __import__(f"caftm.cli.{name}", fromlist=["register"])
         except ModuleNotFoundError as e:

@@ -146,6 +146,7 @@ class Ledger:
             )
             self._db.execute("PRAGMA busy_timeout=10000")
             found = version(self._db)
+            self._check_foreign()
         except sqlite3.Error as e:
             raise ConfigError(f"cannot open ledger {self.path}: {e}") from e
         if found > SCHEMA_VERSION:

@@ -11,11 +11,15 @@ import itertools
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from caftm.errors import ConfigError
 from caftm.ledger.jobs import JobBook
 
-__all__ = ["JobTimeline", "job_timeline", "plot_timeline"]
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = ["JobTimeline", "job_path", "job_timeline", "plot_timeline", "timeline_figure"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,17 @@ def job_timeline(book: JobBook, name: str) -> JobTimeline:
             (name,),
         )
     ]
+    simulated = any(bool(s) for (s,) in read("SELECT simulated FROM runs WHERE job = ?", (name,)))
+    moves, pauses = job_path(book, name)
+    return JobTimeline(name, points, moves, pauses, simulated, theta)
+
+
+def job_path(
+    book: JobBook, name: str
+) -> tuple[list[tuple[datetime, datetime, str, str]], list[tuple[datetime, datetime]]]:
+    """A job's moves ``(left, arrived, from, to)`` and pauses ``(start, end)``, from its
+    runs' events alone (cheap: a few rows per leg, however many windows the job has)."""
+    read = book.ledger._read
     # each run is one leg: its first and last events bound it; between two legs the job moved
     # (the sites differ) or paused (the earlier one ended so)
     legs = read(
@@ -58,9 +73,6 @@ def job_timeline(book: JobBook, name: str) -> JobTimeline:
             (name,),
         )
     )
-    simulated = any(
-        bool(s) for (s,) in read("SELECT simulated FROM runs WHERE job = ?", (name,))
-    )
     pauses: list[tuple[datetime, datetime]] = []
     moves: list[tuple[datetime, datetime, str, str]] = []
     for (run_id, site, _, ended), (_, next_site, started, _) in itertools.pairwise(legs):
@@ -69,7 +81,7 @@ def job_timeline(book: JobBook, name: str) -> JobTimeline:
             moves.append((end, start, site, next_site))
         elif "paused" in endings.get(run_id, ""):
             pauses.append((end, start))
-    return JobTimeline(name, points, moves, pauses, simulated, theta)
+    return moves, pauses
 
 
 def plot_timeline(book: JobBook, names: list[str], path: Path) -> Path:
@@ -77,6 +89,24 @@ def plot_timeline(book: JobBook, names: list[str], path: Path) -> Path:
 
     Raises:
         ConfigError: an unknown job, or the PNG cannot be written there.
+    """
+    import matplotlib.pyplot as plt
+
+    fig = timeline_figure(book, names)
+    try:
+        fig.savefig(path, dpi=110)
+    except OSError as e:
+        raise ConfigError(f"cannot write the timeline {path}: {e.strerror or e}") from e
+    finally:
+        plt.close(fig)
+    return path
+
+
+def timeline_figure(book: JobBook, names: list[str]) -> Figure:
+    """One panel per job (a matplotlib figure on the Agg backend; the caller closes it).
+
+    Raises:
+        ConfigError: an unknown job.
     """
     import matplotlib
 
@@ -116,10 +146,4 @@ def plot_timeline(book: JobBook, names: list[str], path: Path) -> Path:
     axes[-1, 0].set_xlabel("time (UTC, the job's clock)")
     fig.autofmt_xdate()
     fig.tight_layout()
-    try:
-        fig.savefig(path, dpi=110)
-    except OSError as e:
-        raise ConfigError(f"cannot write the timeline {path}: {e.strerror or e}") from e
-    finally:
-        plt.close(fig)
-    return path
+    return fig

@@ -1,0 +1,164 @@
+"""Incremental, read-only views of a ledger for viewers beside a running job (dashboard, report).
+
+A viewer keeps the highest row id it has seen and asks only for what came after it::
+
+    feed = Feed(Ledger(path, read_only=True))
+    rows = feed.windows(Scope.of_job("move"))            # everything so far
+    more = feed.windows(Scope.of_job("move"), after_id=rows[-1].id)
+
+Windows and events carry their row id (``id``, increasing in insertion order) and their run;
+a :class:`Scope` selects a job's runs (every leg) or one bare run. Nothing here writes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from caftm.errors import ConfigError
+from caftm.ledger.schema import SCHEMA_VERSION
+from caftm.ledger.store import Ledger
+
+__all__ = ["EventRow", "Feed", "Scope", "WindowRow"]
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """The runs a view covers: every run of ``job``, or the one run ``run_id``."""
+
+    job: str | None = None
+    run_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.job is None) == (self.run_id is None):
+            raise ValueError("a scope names exactly one of job and run_id")
+
+    @classmethod
+    def of_job(cls, name: str) -> Scope:
+        """Every run (leg) of the job ``name``."""
+        return cls(job=name)
+
+    @classmethod
+    def of_run(cls, run_id: str) -> Scope:
+        """The one run ``run_id``."""
+        return cls(run_id=run_id)
+
+    def where(self, alias: str) -> tuple[str, str]:
+        """An SQL condition on the table ``alias`` (with ``run_id``) and its parameter."""
+        if self.job is not None:
+            return f"{alias}.run_id IN (SELECT run_id FROM runs WHERE job = ?)", self.job
+        return f"{alias}.run_id = ?", str(self.run_id)
+
+
+@dataclass(frozen=True, slots=True)
+class WindowRow:
+    """A measured window with its row id and run (energy J, intensity gCO2eq/kWh, carbon g)."""
+
+    id: int
+    run_id: str
+    time: datetime
+    duration_s: float
+    steps: int
+    setting: float | None
+    knob: str | None
+    energy_j: float | None
+    intensity_g_per_kwh: float | None
+    carbon_g: float | None
+    site: str
+    phase: str
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    """A controller transition with its row id and run (states as stored, e.g. ``tolerance``)."""
+
+    id: int
+    run_id: str
+    time: datetime
+    from_state: str
+    to_state: str
+    reason: str
+    intensity_g_per_kwh: float | None
+    site: str
+    gpu_setting: float | None
+
+
+class Feed:
+    """Read-only incremental queries on a :class:`Ledger` (open it with ``read_only=True``).
+
+    Raises:
+        ConfigError: the ledger predates jobs (schema < 2): any write command of caftm
+            migrates it, a viewer never does.
+    """
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        (found,) = ledger._read("PRAGMA user_version")[0]
+        if int(found) < SCHEMA_VERSION:
+            raise ConfigError(
+                f"ledger {ledger.path} has schema {found}, older than this caftm's "
+                f"{SCHEMA_VERSION}; a viewer never migrates it: run any caftm job or "
+                "`caftm runs --db` on it once"
+            )
+
+    def windows(
+        self, scope: Scope, *, after_id: int = 0, limit: int | None = None
+    ) -> list[WindowRow]:
+        """The scope's windows with ``id > after_id``, in id order (at most ``limit``).
+
+        Raises:
+            LedgerError: sqlite failed.
+        """
+        cond, param = scope.where("w")
+        rows = self.ledger._read(
+            "SELECT w.id, w.run_id, w.time, w.duration_s, w.steps, w.setting, w.knob,"
+            " w.energy_j, w.intensity_g_per_kwh, w.carbon_g, w.site, w.phase FROM windows w"
+            f" WHERE {cond} AND w.id > ? ORDER BY w.id LIMIT ?",
+            (param, after_id, -1 if limit is None else limit),
+        )
+        return [WindowRow(r[0], r[1], datetime.fromisoformat(r[2]), *r[3:]) for r in rows]
+
+    def events(
+        self, scope: Scope, *, after_id: int = 0, limit: int | None = None
+    ) -> list[EventRow]:
+        """The scope's events with ``id > after_id``, in id order (at most ``limit``).
+
+        Raises:
+            LedgerError: sqlite failed.
+        """
+        cond, param = scope.where("e")
+        rows = self.ledger._read(
+            "SELECT e.id, e.run_id, e.time, e.from_state, e.to_state, e.reason,"
+            " e.intensity_g_per_kwh, e.site, e.gpu_setting FROM events e"
+            f" WHERE {cond} AND e.id > ? ORDER BY e.id LIMIT ?",
+            (param, after_id, -1 if limit is None else limit),
+        )
+        return [EventRow(r[0], r[1], datetime.fromisoformat(r[2]), *r[3:]) for r in rows]
+
+    def high_water(self) -> tuple[int, int, str]:
+        """(highest window id, highest event id, latest job or run change): what a viewer
+        compares to know whether anything at all changed since it last looked."""
+        rows = self.ledger._read(
+            "SELECT (SELECT COALESCE(MAX(id), 0) FROM windows),"
+            " (SELECT COALESCE(MAX(id), 0) FROM events),"
+            " (SELECT COALESCE(MAX(updated_at), '') FROM jobs)"
+            " || '|' || (SELECT COUNT(*) FROM runs WHERE ended_at IS NOT NULL)"
+            " || '|' || (SELECT COUNT(*) FROM legs WHERE ended_at IS NOT NULL)"
+        )
+        windows, events, changed = rows[0]
+        return int(windows), int(events), str(changed)
+
+    def run_ids(self, scope: Scope) -> list[str]:
+        """The scope's runs, oldest first."""
+        if scope.run_id is not None:
+            return [scope.run_id]
+        rows = self.ledger._read(
+            "SELECT run_id FROM runs WHERE job = ? ORDER BY started_at, rowid", (scope.job,)
+        )
+        return [str(r[0]) for r in rows]
+
+    def simulated(self, scope: Scope) -> bool:
+        """Whether any of the scope's runs used a simulated GPU."""
+        cond, param = scope.where("r")
+        rows = self.ledger._read(f"SELECT MAX(r.simulated) FROM runs r WHERE {cond}", (param,))
+        return bool(rows[0][0])

@@ -1,0 +1,147 @@
+"""The served dashboard: /metrics in the Prometheus format, the token gate, the page's files,
+and bad input at the command line (one error line, exit code 2)."""
+
+from __future__ import annotations
+
+import re
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from tests.cli.signals_support import Result, cli, isolated_env
+from tests.dashboard.known import Known, ledger_totals
+
+__all__ = ["cli", "isolated_env"]  # fixtures used here
+
+pytest.importorskip("starlette", reason="the dashboard extra is not installed")
+pytestmark = pytest.mark.network
+
+from caftm.dashboard import DashboardServer, ServeOptions, is_loopback, resolve_token  # noqa: E402
+from caftm.errors import ConfigError  # noqa: E402
+
+
+def test_metrics_parse_with_prometheus_clients_own_parser(server: Any, known: Known) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    response = httpx.get(server.url + "metrics", timeout=30)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain; version=")
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(response.text)
+        for s in family.samples
+    }
+    carbon, energy, _, site, status, moves, pauses = ledger_totals(known.path)
+    job = (("job_name", "known"),)
+    info = (("job_name", "known"), ("site", site), ("state", "tolerance"), ("status", status))
+    assert samples[("caftm_job_info", info)] == 1.0
+    assert samples[("caftm_job_carbon_grams_total", job)] == pytest.approx(carbon)
+    assert samples[("caftm_job_energy_joules_total", job)] == pytest.approx(energy)
+    assert samples[("caftm_job_moves_total", job)] == moves == 1
+    assert samples[("caftm_job_pauses_total", job)] == pauses == 1
+    at_site = (("job_name", "known"), ("site", "FR"))
+    assert samples[("caftm_job_power_watts", at_site)] == pytest.approx(300.0)
+    assert samples[("caftm_job_intensity_g_per_kwh", at_site)] == 40.0
+    assert samples[("caftm_job_agnostic_carbon_grams", job)] > carbon
+
+
+def test_the_page_and_its_files_are_served_locally(server: Any) -> None:
+    page = httpx.get(server.url, timeout=30)
+    assert page.status_code == 200 and "<title>caftm dashboard</title>" in page.text
+    sources = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert sources and all(not s.startswith(("http:", "https:", "//")) for s in sources)
+    for source in sources:
+        assert httpx.get(server.url + source, timeout=30).status_code == 200, source
+    view = httpx.get(server.url + "api/view", params={"job": "known"}, timeout=30).json()
+    again = httpx.get(
+        server.url + "api/view", params={"job": "known", "mark": view["mark"]}, timeout=30
+    ).json()
+    assert view["view"]["site"] == "FR" and again == {"unchanged": True, "mark": view["mark"]}
+    missing = httpx.get(server.url + "api/view", params={"job": "nope"}, timeout=30)
+    assert missing.status_code == 404 and "no job 'nope'" in missing.json()["error"]
+
+
+def test_a_token_guards_every_route(known: Known) -> None:
+    token = "s3cret-token-123"
+    with DashboardServer(ServeOptions(db=known.path, port=0, token=token)) as running:
+        for path in ("", "metrics", "api/jobs", "static/dashboard.js"):
+            assert httpx.get(running.url + path, timeout=30).status_code == 401, path
+        bearer = {"Authorization": f"Bearer {token}"}
+        assert httpx.get(running.url + "metrics", headers=bearer, timeout=30).status_code == 200
+        wrong = {"Authorization": "Bearer s3cret-token-124"}
+        assert httpx.get(running.url + "metrics", headers=wrong, timeout=30).status_code == 401
+        with httpx.Client(timeout=30) as client:  # ?token= once, then the cookie carries it
+            assert client.get(running.url, params={"token": token}).status_code == 200
+            assert client.get(running.url + "api/jobs").status_code == 200
+
+
+def test_addresses_and_tokens() -> None:
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("10.1.2.3")
+    assert resolve_token("127.0.0.1", None, env={}) is None
+    assert resolve_token("0.0.0.0", None, env={"CAFTM_DASHBOARD_TOKEN": "from-env-123"}) == (
+        "from-env-123"
+    )
+    with pytest.raises(ConfigError, match="needs a token"):
+        resolve_token("0.0.0.0", None, env={})
+    with pytest.raises(ConfigError, match="at least 8"):
+        resolve_token("127.0.0.1", "short", env={})
+
+
+def _one_error(result: Result, *fragments: str) -> None:
+    assert result.code == 2, (result.code, result.text)
+    lines = [ln for ln in result.err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.err
+    assert "Traceback" not in result.text
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+
+
+def test_bad_input_is_one_line_and_exit_2(
+    cli: Callable[..., Result], known: Known, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CAFTM_DASHBOARD_TOKEN", raising=False)
+    db = str(known.path)
+    _one_error(cli("dashboard", "--db", str(tmp_path / "absent.sqlite")), "no ledger at")
+    _one_error(cli("dashboard", "--db", db, "--port", "70000"), "--port", "65535")
+    _one_error(cli("dashboard", "--db", db, "--host", "0.0.0.0", "--port", "0"), "needs a token")
+    _one_error(cli("dashboard", "--db", db, "--token", "short", "--port", "0"), "at least 8")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = str(taken.getsockname()[1])
+        _one_error(cli("dashboard", "--db", db, "--port", port), "cannot listen on", port)
+    _one_error(
+        cli("report", "nope", "--db", db, "--out", str(tmp_path / "r.html")), "no job or run 'nope'"
+    )
+    _one_error(cli("report", "known", "--db", str(tmp_path / "absent.sqlite")), "no ledger at")
+    _one_error(
+        cli("report", "known", "--db", db, "--out", str(tmp_path / "no" / "r.html")),
+        "cannot write the report",
+    )
+
+
+def test_the_command_serves_until_interrupted(known: Known) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "caftm.cli", "dashboard", "--db", str(known.path), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        url = re.search(r"http://127\.0\.0\.1:\d+/", line)
+        assert url, line
+        response = httpx.get(url.group(0) + "api/jobs", timeout=60)
+        assert [j["name"] for j in response.json()["jobs"]] == ["known"]
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=30)
+    assert process.returncode in (0, 130), process.stderr.read() if process.stderr else ""
