@@ -201,7 +201,7 @@ def test_real_trace_file_through_the_installed_script() -> None:
 
 
 def test_demo_through_the_installed_script() -> None:
-    result = run_script("demo")
+    result = run_script("demo", "--no-train")  # the intensities (the jobs: tests/jobs/test_demo)
     assert result.code == 0, result.err
     assert "Traceback" not in result.text
     assert "SYNTHETIC" in result.out and "Electricity Maps" in result.out

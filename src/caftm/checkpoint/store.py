@@ -414,7 +414,7 @@ class CheckpointStore:
             try:
                 return self.verify(step)
             except CheckpointError as e:
-                notice("skipping a damaged checkpoint: %s", e, warning=True)
+                notice("skipping checkpoint: %s", e, warning=True)
         return None
 
     # ----------------------------------------------------------------- loading
@@ -476,7 +476,7 @@ class CheckpointStore:
             try:
                 tree, manifest = self._load(step)
             except CheckpointError as e:
-                notice("skipping a damaged checkpoint: %s", e, warning=True)
+                notice("skipping checkpoint: %s", e, warning=True)
                 continue
             where = self._backend.url(self._step_dir(step))
             return CheckpointInfo(step=step, path=where, manifest=manifest), tree

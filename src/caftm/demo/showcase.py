@@ -112,6 +112,7 @@ def _job_dict(name: str, sites: list[str], policy: str, *, deadline: datetime | 
 
 def write_jobs(workdir: Path, *, speed: float = 3600.0) -> dict[str, Path]:
     """Write the four job files into ``workdir``; returns name → path."""
+    workdir = workdir.resolve()  # the workers run in the job files' folder
     workdir.mkdir(parents=True, exist_ok=True)
     deadline = DEMO_START + timedelta(hours=40)
     plans = {
