@@ -14,20 +14,12 @@ pytestmark = pytest.mark.slow
 
 def test_demo_moves_pauses_tunes_and_saves_carbon(tmp_path: Path) -> None:
     out = tmp_path / "demo.json"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "caftm.cli",
-            "demo",
-            "--workdir",
-            str(tmp_path / "demo"),
-            "--json",
-            str(out),
-        ],
+    done = subprocess.run(  # a relative --workdir, as `make demo` gives it
+        [sys.executable, "-m", "caftm.cli", "demo", "--workdir", "demo", "--json", str(out)],
         capture_output=True,
         text=True,
         timeout=600,
+        cwd=tmp_path,
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     result = json.loads(out.read_text())
