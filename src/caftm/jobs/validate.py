@@ -15,7 +15,7 @@ from pathlib import Path
 
 from caftm.clock import AcceleratedClock
 from caftm.errors import CaftmError, ConfigError
-from caftm.jobs.executors import EXECUTORS
+from caftm.jobs.executors import EXECUTORS, get_executor
 from caftm.jobs.spec import JobSpec
 
 __all__ = ["JobDescription", "check_job", "describe_job"]
@@ -50,6 +50,12 @@ def check_job(spec: JobSpec) -> None:
         raise ConfigError(f"job {spec.name}: working directory {spec.cwd} does not exist")
     for site in spec.controller.site_zones():
         _check_store(spec, site, spec.store_url(site))
+    if spec.job.executor != "local":  # the engine's own checks (regions, accelerators)
+        executor = get_executor(spec.job.executor, spec.job)
+        try:
+            executor.check_config(list(spec.controller.site_zones()))
+        finally:
+            executor.close()
 
 
 def _check_store(spec: JobSpec, site: str, url: str) -> None:

@@ -80,6 +80,10 @@ class Executor(ABC):
         """An executor set up from a job's ``job:`` section (its engine's own subsection)."""
         return cls()
 
+    def check_config(self, sites: list[str]) -> None:  # noqa: B027 - most accept any site
+        """Raise :class:`~caftm.errors.ConfigError` where the job's sites can never be served
+        as configured (checked before anything is launched)."""
+
     def check_site(self, site: str) -> None:  # noqa: B027 - most engines accept any site
         """Raise :class:`~caftm.errors.ExecutorError` when ``site`` cannot run a worker now."""
 
