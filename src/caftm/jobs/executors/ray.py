@@ -66,6 +66,8 @@ _ALWAYS = frozenset(
 )  # fmt: skip
 #: how often a pending leg re-checks that its site still has a live node (s)
 _RECHECK_S = 2.0
+#: the least time between two questions to the cluster about one leg (s)
+_POLL_EVERY_S = 0.25
 #: how long the cluster may stay unreachable while a leg runs before the leg is given up (s)
 _UNREACHABLE_S = 120.0
 
@@ -204,6 +206,10 @@ class RayExecutor(Executor):
     def poll(self, handle: WorkerHandle) -> int | None:
         if handle.exit_code is not None:
             return handle.exit_code
+        now = time.monotonic()
+        if now - float(handle.extra.get("polled", 0.0)) < _POLL_EVERY_S:  # type: ignore[arg-type]
+            return None  # the supervisor polls often; the dashboard is asked at most this often
+        handle.extra["polled"] = now
         try:
             info = self.client.get_job_info(handle.external_id)
         except Exception as e:
