@@ -503,6 +503,13 @@ class Supervisor:
         config = self.spec.controller
         if config.threshold.mode.value != "absolute":
             return False
+        intensity = self._intensity_now(site, doing="re-check %s during a pause")
+        resume_below = config.threshold.value_g_per_kwh * (1 - config.threshold.hysteresis_fraction)
+        return bool(intensity <= resume_below)
+
+    def _intensity_now(self, site: str, *, doing: str = "read the intensity of %s") -> float:
+        """``site``'s intensity now (g/kWh); +inf where it cannot be read (logged)."""
+        config = self.spec.controller
         try:
             if self._source is None:
                 from caftm.signals.registry import fallback_source, get_source
@@ -516,10 +523,9 @@ class Supervisor:
             zone = config.site_zones()[site]
             reading = self._source.intensity(zone, utc_from_s(self._clock()))
         except CaftmError as e:
-            log.warning("cannot re-check %s during a pause: %s", site, e)
-            return False
-        resume_below = config.threshold.value_g_per_kwh * (1 - config.threshold.hysteresis_fraction)
-        return bool(reading.intensity_g_per_kwh <= resume_below)
+            log.warning("cannot " + doing + ": %s", site, e)
+            return math.inf
+        return float(reading.intensity_g_per_kwh)
 
     # -- a site that cannot run a worker now (e.g. no live Ray node) ------------------------------
     def _fail_over(self, job: JobRecord, site: str, error: ExecutorError) -> JobRecord:
@@ -545,26 +551,6 @@ class Supervisor:
                 continue
             return site
         return None
-
-    def _intensity_now(self, site: str) -> float:
-        """``site``'s intensity now (g/kWh); +inf where it cannot be read."""
-        config = self.spec.controller
-        try:
-            if self._source is None:
-                from caftm.signals.registry import fallback_source, get_source
-
-                signals = config.signals
-                self._source = (
-                    get_source("trace", path=signals.trace_path)
-                    if signals.source == "trace"
-                    else fallback_source(signals.source)
-                )
-            zone = config.site_zones()[site]
-            value = self._source.intensity(zone, utc_from_s(self._clock())).intensity_g_per_kwh
-        except CaftmError as e:
-            log.warning("cannot read the intensity of %s: %s", site, e)
-            return math.inf
-        return float(value)
 
     # -- endings -----------------------------------------------------------------------------------
     def _fail(self, job: JobRecord, message: str) -> JobRecord:

@@ -250,9 +250,7 @@ class RayExecutor(Executor):
             return None
         try:
             info = self.client.get_job_info(leg.external_id)
-        except ExecutorError:
-            return None
-        except Exception:
+        except Exception:  # the cluster or the job is gone: the leg counts as interrupted
             return None
         handle = WorkerHandle(self.name, leg.external_id, node=info.driver_node_id or leg.node)
         if info.status.is_terminal():
