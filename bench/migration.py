@@ -207,8 +207,8 @@ def run() -> Result:
     # CAFTM_BENCH_ONLY_RAY=1: measure the Ray figures only, keeping the local ones on file
     only_ray = os.environ.get("CAFTM_BENCH_ONLY_RAY") == "1"
     on_file = HERE / "results" / "migration.json"
-    if only_ray and on_file.exists():
-        kept = json.loads(on_file.read_text())
+    if only_ray:
+        kept = json.loads(on_file.read_text()) if on_file.exists() else {}
         result.update({k: v for k, v in kept.items() if not k.startswith("ray_")})
     else:
         for label, mb in SIZES_MB.items():
