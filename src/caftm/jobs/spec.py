@@ -65,7 +65,7 @@ class RaySection(BaseModel):
     @field_validator("address")
     @classmethod
     def _address(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://", "ray://")):
+        if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError(f"{value!r}: give the dashboard's URL, e.g. http://head:8265")
         return value
 
