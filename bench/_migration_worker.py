@@ -2,7 +2,8 @@
 CarbonAwareTraining; it writes wall-clock marks the benchmark reads:
 
 * ``save-<step>``: when a checkpoint of that step starts being written (the source's suspend);
-* ``first-step``: when the first step after a restore ends (the destination's first step).
+* ``first-step``: when the first step after a restore ends (the destination's first step);
+* ``leg-first-step-<start step>``: when a leg's first step ends (restored or not).
 
     python _migration_worker.py --config JOB.yaml --mb 1024 --marks DIR
 """
@@ -53,9 +54,13 @@ def main() -> int:
 
         caftm.save = marked_save  # type: ignore[method-assign]
         resumed = caftm.start_step > 0
+        first = True
         while caftm.running:
             model.chunks[0].data[0] += 1.0  # a "training step": the state changes
             caftm.step()
+            if first:
+                (args.marks / f"leg-first-step-{caftm.start_step}").write_text(repr(time.time()))
+                first = False
             if resumed:
                 (args.marks / "first-step").write_text(repr(time.time()))
                 resumed = False

@@ -13,6 +13,7 @@ import pytest
 from caftm.clock import AcceleratedClock, job_clock
 from caftm.control import ControllerConfig
 from caftm.errors import ConfigError, ExecutorError
+from caftm.jobs.executors.local import local_argv
 from caftm.jobs.protocol import Outcome, StopRequest, read_outcome, worker_leg, write_outcome
 from caftm.jobs.spec import load_job
 from caftm.jobs.validate import check_job
@@ -100,7 +101,7 @@ def test_job_files_resolve_paths_next_to_themselves(tmp_path: Path) -> None:
     assert spec.store_url("KR") == str(tmp_path / "kr")
     assert spec.ledger_path == tmp_path / "l.sqlite" and spec.cwd == tmp_path
     assert spec.workdir == tmp_path / ".caftm" / "jobs" / "j"
-    assert spec.argv == (sys.executable, "t.py", "--x", "a b")  # caftm's own Python
+    assert local_argv(spec.job.command) == (sys.executable, "t.py", "--x", "a b")  # caftm's Python
 
 
 def test_torchrun_means_caftms_own_torch(tmp_path: Path) -> None:

@@ -103,13 +103,13 @@ def progress_line(view: Any) -> Text:
 def summary_table(book: JobBook, job: JobRecord) -> Table:
     """The job's legs: site, how each ended, steps, and the job's totals."""
     table = Table(title=f"job {job.name}: {job.status.value} — {job.message}", title_justify="left")
-    for column in ("leg", "site", "status", "steps", "started", "ended", "node"):
-        table.add_column(column)
+    for column in ("leg", "site", "status", "steps", "started", "ended", "node", "id"):
+        table.add_column(column, overflow="fold")
     for leg in book.legs(job.name):
         span = f"{leg.start_step or 0}→{leg.end_step}" if leg.end_step is not None else "—"
         table.add_row(
             str(leg.leg), leg.site, leg.status.value, span, _time(leg.started_at),
-            _time(leg.ended_at), leg.node or leg.host or "—",
+            _time(leg.ended_at), leg.node or leg.host or "—", leg.external_id or "—",
         )  # fmt: skip
     _, energy_j, carbon_g = book.totals(job.name)
     moved = sum(1 for t in book.transfers(job.name) if t.status == "done")

@@ -31,9 +31,96 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 from caftm.control.config import JOB_SECTION, ControllerConfig
 from caftm.errors import ConfigError
 
-__all__ = ["JobSection", "JobSpec", "load_job"]
+__all__ = ["JobSection", "JobSpec", "RaySection", "SkyPilotSection", "load_job"]
 
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+
+
+class RaySection(BaseModel):
+    """The ``ray`` executor's part of ``job:`` (``job.ray``).
+
+    Attributes:
+        address: the Ray dashboard's address (Jobs API), e.g. ``http://head:8265``
+            (default: ``$RAY_ADDRESS``, else ``http://127.0.0.1:8265``).
+        site_resource_prefix: a site's nodes carry the custom resource ``<prefix><site>``.
+        site_label: when set, pin legs by the node label ``<site_label>=<site>`` instead
+            (``ray start --labels site=FR``).
+        resource_per_leg: how much of the site resource one leg takes.
+        num_cpus, num_gpus: what the worker's entrypoint reserves on its node.
+        start_timeout_s: a leg not running by then fails (Ray would keep it pending).
+        request_timeout_s: timeout of each call to the cluster.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    address: str | None = None
+    site_resource_prefix: str = Field(default="site-", min_length=1)
+    site_label: str | None = Field(default=None, min_length=1)
+    resource_per_leg: float = Field(default=0.01, gt=0.0)
+    num_cpus: float = Field(default=0.0, ge=0.0)
+    num_gpus: float = Field(default=0.0, ge=0.0)
+    start_timeout_s: float = Field(default=120.0, gt=0.0)
+    request_timeout_s: float = Field(default=10.0, gt=0.0)
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"{value!r}: give the dashboard's URL, e.g. http://head:8265")
+        return value
+
+
+class SkyPilotSection(BaseModel):
+    """The ``skypilot`` executor's part of ``job:`` (``job.skypilot``).
+
+    Attributes:
+        accelerators: e.g. ``H100:1`` (checked against the region's offer before launch).
+        cpus, memory: SkyPilot's resource strings (e.g. ``4+``, ``16+``), optional.
+        use_spot: run on spot instances (a preemption is a SIGTERM the worker checkpoints on).
+        bucket: the checkpoint bucket mounted on every leg's VM (e.g. ``s3://my-ckpts``).
+        mount_path: where the bucket is mounted on the VM.
+        setup: a setup script run once on each new VM.
+        workdir: a local folder synced to the VM.
+        max_restarts_on_errors: SkyPilot's job recovery within the region.
+        name_prefix: managed jobs are named ``<prefix><job>-leg<N>``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    accelerators: str | None = Field(default=None, min_length=1)
+    cpus: str | None = None
+    memory: str | None = None
+    use_spot: bool = False
+    bucket: str | None = None
+    mount_path: str = "/caftm"
+    setup: str | None = None
+    workdir: str | None = None
+    max_restarts_on_errors: int = Field(default=3, ge=0, le=100)
+    name_prefix: str = "caftm-"
+
+    @field_validator("accelerators")
+    @classmethod
+    def _accelerators(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        name, _, count = value.partition(":")
+        if not name or (count and not _positive_number(count)):
+            raise ValueError(f"{value!r}: write NAME or NAME:COUNT, e.g. H100:1")
+        return value
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket(cls, value: str | None) -> str | None:
+        if value is not None and "://" not in value:
+            raise ValueError(f"{value!r}: give a bucket URL, e.g. s3://my-checkpoints")
+        return value
+
+
+def _positive_number(text: str) -> bool:
+    try:
+        return float(text) > 0
+    except ValueError:
+        return False
 
 
 class JobSection(BaseModel):
@@ -41,10 +128,10 @@ class JobSection(BaseModel):
 
     Attributes:
         name: the job's name (its key in the ledger; letters, digits, ``-_.``).
-        command: the worker command, a string (split like a shell) or a list. ``python`` /
-            ``python3`` mean the Python that runs caftm, ``torchrun`` its
-            ``torch.distributed.run`` (so a job runs in caftm's environment, activated or not).
-        executor: ``local`` (subprocesses on this machine).
+        command: the worker command, a string (split like a shell) or a list. With the
+            ``local`` executor, ``python``/``python3`` mean the Python that runs caftm and
+            ``torchrun`` its ``torch.distributed.run`` (caftm's environment, activated or not).
+        executor: ``local`` (subprocesses on this machine), ``ray`` or ``skypilot``.
         workdir: where legs keep their logs and default stores.
         cwd: the worker's working directory (default: the YAML file's folder).
         stores: site → checkpoint store URL (local path or fsspec URL, e.g. ``s3://b/p``).
@@ -56,6 +143,8 @@ class JobSection(BaseModel):
         prune_after_move: delete the source's copy once the destination verified it.
         clock_speed: run on an accelerated clock (virtual seconds per wall second).
         clock_start: the accelerated clock's start (default: now).
+        ray: the ``ray`` executor's settings (:class:`RaySection`).
+        skypilot: the ``skypilot`` executor's settings (:class:`SkyPilotSection`).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -74,6 +163,8 @@ class JobSection(BaseModel):
     prune_after_move: bool = False
     clock_speed: float | None = Field(default=None, gt=0.0, le=1e7)
     clock_start: AwareDatetime | None = None
+    ray: RaySection = Field(default_factory=RaySection)
+    skypilot: SkyPilotSection = Field(default_factory=SkyPilotSection)
 
     @field_validator("name")
     @classmethod
@@ -113,18 +204,6 @@ class JobSpec:
     def name(self) -> str:
         """The job's name."""
         return self.job.name
-
-    @property
-    def argv(self) -> tuple[str, ...]:
-        """The worker command with ``python``/``torchrun`` bound to caftm's own Python."""
-        import sys
-
-        program, *rest = self.job.command
-        if program in ("python", "python3"):
-            return (sys.executable, *rest)
-        if program == "torchrun":
-            return (sys.executable, "-m", "torch.distributed.run", *rest)
-        return self.job.command
 
     @property
     def workdir(self) -> Path:

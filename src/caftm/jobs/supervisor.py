@@ -96,7 +96,7 @@ class Supervisor:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.spec = spec
-        self.executor = executor or get_executor(spec.job.executor)
+        self.executor = executor or get_executor(spec.job.executor, spec.job)
         self._own_ledger = ledger is None
         self.ledger = ledger or Ledger(spec.ledger_path)
         self.book = JobBook(self.ledger)
@@ -279,7 +279,7 @@ class Supervisor:
         try:
             self.executor.check_site(site)
         except ExecutorError as e:
-            return self._fail(job, f"cannot start at {site}: {e}")
+            return self._fail_over(job, site, e)
         files = self._leg_dir(leg)
         files.mkdir(parents=True, exist_ok=True)
         for name in ("outcome.json", "status.json"):
@@ -289,7 +289,7 @@ class Supervisor:
             job.name,
             leg,
             site,
-            spec.argv,
+            spec.job.command,
             self._worker_env(leg, site, store_url, files),
             spec.cwd,
             files / "worker.log",
@@ -506,6 +506,13 @@ class Supervisor:
         config = self.spec.controller
         if config.threshold.mode.value != "absolute":
             return False
+        intensity = self._intensity_now(site, doing="re-check %s during a pause")
+        resume_below = config.threshold.value_g_per_kwh * (1 - config.threshold.hysteresis_fraction)
+        return bool(intensity <= resume_below)
+
+    def _intensity_now(self, site: str, *, doing: str = "read the intensity of %s") -> float:
+        """``site``'s intensity now (g/kWh); +inf where it cannot be read (logged)."""
+        config = self.spec.controller
         try:
             if self._source is None:
                 from caftm.signals.registry import fallback_source, get_source
@@ -519,10 +526,34 @@ class Supervisor:
             zone = config.site_zones()[site]
             reading = self._source.intensity(zone, utc_from_s(self._clock()))
         except CaftmError as e:
-            log.warning("cannot re-check %s during a pause: %s", site, e)
-            return False
-        resume_below = config.threshold.value_g_per_kwh * (1 - config.threshold.hysteresis_fraction)
-        return bool(reading.intensity_g_per_kwh <= resume_below)
+            log.warning("cannot " + doing + ": %s", site, e)
+            return math.inf
+        return float(reading.intensity_g_per_kwh)
+
+    # -- a site that cannot run a worker now (e.g. no live Ray node) ------------------------------
+    def _fail_over(self, job: JobRecord, site: str, error: ExecutorError) -> JobRecord:
+        """The job's site cannot run a worker: exclude it and move to the next-best site."""
+        self._excluded.add(site)
+        dest = self._next_best_site()
+        if dest is None:
+            return self._fail(job, f"cannot start at {site}: {error}; no other site can run it")
+        notice("job %s: skipping %s (%s); moving to %s, the next-best site", job.name, site,
+               error, dest, warning=True)  # fmt: skip
+        return self._move(job, job.leg, site, dest)
+
+    def _next_best_site(self) -> str | None:
+        """The cleanest site now (in the config's order on ties or without readings) that is
+        not excluded and can run a worker; sites that cannot are excluded on the way."""
+        sites = [s for s in self.spec.controller.site_zones() if s not in self._excluded]
+        for site in sorted(sites, key=lambda s: (self._intensity_now(s), sites.index(s))):
+            try:
+                self.executor.check_site(site)
+            except ExecutorError as e:
+                self._excluded.add(site)
+                notice("job %s: skipping %s too (%s)", self.spec.name, site, e, warning=True)
+                continue
+            return site
+        return None
 
     # -- endings -----------------------------------------------------------------------------------
     def _fail(self, job: JobRecord, message: str) -> JobRecord:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from caftm.clock import AcceleratedClock
 from caftm.errors import CaftmError, ConfigError
-from caftm.jobs.executors import EXECUTORS
+from caftm.jobs.executors import EXECUTORS, get_executor
 from caftm.jobs.spec import JobSpec
 
 __all__ = ["JobDescription", "check_job", "describe_job"]
@@ -40,16 +40,25 @@ def check_job(spec: JobSpec) -> None:
             f"job {spec.name}: unknown executor {spec.job.executor!r}; "
             f"known: {', '.join(sorted(EXECUTORS))}"
         )
-    program = spec.argv[0]
-    where = spec.cwd / program if os.sep in program else None
-    if where is not None and not where.exists():
-        raise ConfigError(f"job {spec.name}: command {program!r} not found (from {spec.cwd})")
-    if where is None and shutil.which(program) is None:
-        raise ConfigError(f"job {spec.name}: command {program!r} is not on PATH")
+    from caftm.jobs.executors.local import local_argv
+
+    if spec.job.executor == "local":  # elsewhere the program lives on the engine's machines
+        program = local_argv(spec.job.command)[0]
+        where = spec.cwd / program if os.sep in program else None
+        if where is not None and not where.exists():
+            raise ConfigError(f"job {spec.name}: command {program!r} not found (from {spec.cwd})")
+        if where is None and shutil.which(program) is None:
+            raise ConfigError(f"job {spec.name}: command {program!r} is not on PATH")
     if not spec.cwd.is_dir():
         raise ConfigError(f"job {spec.name}: working directory {spec.cwd} does not exist")
     for site in spec.controller.site_zones():
         _check_store(spec, site, spec.store_url(site))
+    if spec.job.executor != "local":  # the engine's own checks (regions, accelerators)
+        executor = get_executor(spec.job.executor, spec.job)
+        try:
+            executor.check_config(list(spec.controller.site_zones()))
+        finally:
+            executor.close()
 
 
 def _check_store(spec: JobSpec, site: str, url: str) -> None:
@@ -108,7 +117,7 @@ def describe_job(spec: JobSpec) -> JobDescription:
     start = config.start_site
     theta = config.threshold
     description.notes += [
-        f"command: {' '.join(spec.argv)} (in {spec.cwd}, executor {spec.job.executor})",
+        f"command: {' '.join(spec.job.command)} (in {spec.cwd}, executor {spec.job.executor})",
         f"starts at {start}; policy {config.policy.name}; θ {theta.mode.value} "
         f"{theta.value_g_per_kwh:.0f} g/kWh; GPU control {config.gpu.control} "
         f"({config.gpu.knob.value})",

@@ -4,28 +4,34 @@
 name       what
 =========  ==========================================================================
 local      subprocesses on this machine (the default; no extra needed)
+ray        each leg a Ray job (Jobs API) pinned to the site's nodes (``caftm[ray]``)
+skypilot   each leg a SkyPilot managed job in the site's cloud region (``caftm[skypilot]``)
 =========  ==========================================================================
-
-Engines that run legs on other machines (Ray, SkyPilot) register here with an install hint.
 """
 
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
 from caftm.errors import ConfigError
 from caftm.jobs.executors.base import EXIT_UNKNOWN, Executor, LegLaunch, WorkerHandle
+
+if TYPE_CHECKING:
+    from caftm.jobs.spec import JobSection
 
 __all__ = ["EXECUTORS", "EXIT_UNKNOWN", "Executor", "LegLaunch", "WorkerHandle", "get_executor"]
 
 #: name → ("module:Class", install hint)
 EXECUTORS: dict[str, tuple[str, str]] = {
     "local": ("caftm.jobs.executors.local:LocalExecutor", ""),
+    "ray": ("caftm.jobs.executors.ray:RayExecutor", "pip install 'caftm[ray]'"),
+    "skypilot": ("caftm.jobs.executors.skypilot:SkyPilotExecutor", "pip install 'caftm[skypilot]'"),
 }
 
 
-def get_executor(name: str) -> Executor:
-    """A new executor of this name.
+def get_executor(name: str, job: JobSection | None = None) -> Executor:
+    """A new executor of this name, set up from ``job`` (a job's ``job:`` section) if given.
 
     Raises:
         ConfigError: unknown name, or its engine is not installed (with the install hint).
@@ -41,5 +47,5 @@ def get_executor(name: str) -> Executor:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as e:
         raise ConfigError(f"executor {name!r} needs {e.name}: {hint}") from e
-    executor: Executor = getattr(module, class_name)()
-    return executor
+    cls: type[Executor] = getattr(module, class_name)
+    return cls() if job is None else cls.from_job(job)

@@ -14,6 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
+    from typing import Self
+
+    from caftm.jobs.spec import JobSection
     from caftm.ledger.jobs import LegRecord
 
 __all__ = ["EXIT_UNKNOWN", "Executor", "LegLaunch", "WorkerHandle"]
@@ -71,6 +74,15 @@ class Executor(ABC):
     """Starts and watches workers; see the module docstring."""
 
     name: ClassVar[str]
+
+    @classmethod
+    def from_job(cls, job: JobSection) -> Self:
+        """An executor set up from a job's ``job:`` section (its engine's own subsection)."""
+        return cls()
+
+    def check_config(self, sites: list[str]) -> None:  # noqa: B027 - most accept any site
+        """Raise :class:`~caftm.errors.ConfigError` where the job's sites can never be served
+        as configured (checked before anything is launched)."""
 
     def check_site(self, site: str) -> None:  # noqa: B027 - most engines accept any site
         """Raise :class:`~caftm.errors.ExecutorError` when ``site`` cannot run a worker now."""

@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 from typing import ClassVar
 
 from caftm.errors import ExecutorError
@@ -19,7 +20,18 @@ from caftm.jobs.executors.base import EXIT_UNKNOWN, Executor, LegLaunch, WorkerH
 from caftm.ledger.jobs import LegRecord
 from caftm.ledger.store import pid_alive
 
-__all__ = ["LocalExecutor"]
+__all__ = ["LocalExecutor", "local_argv"]
+
+
+def local_argv(command: tuple[str, ...]) -> tuple[str, ...]:
+    """``command`` with ``python``/``python3`` bound to the Python running caftm and
+    ``torchrun`` to its ``torch.distributed.run``: a job runs in caftm's own environment."""
+    program, *rest = command
+    if program in ("python", "python3"):
+        return (sys.executable, *rest)
+    if program == "torchrun":
+        return (sys.executable, "-m", "torch.distributed.run", *rest)
+    return command
 
 
 def _start_ticks(pid: int) -> str | None:
@@ -44,7 +56,7 @@ class LocalExecutor(Executor):
         try:
             with open(launch.log_path, "ab") as log:
                 child = subprocess.Popen(
-                    list(launch.argv),
+                    list(local_argv(launch.argv)),
                     cwd=launch.cwd,
                     env=launch.env,
                     stdin=subprocess.DEVNULL,

@@ -1,0 +1,164 @@
+"""A real local multi-node Ray cluster for the tests: a head and worker nodes, one site each.
+
+Every node is bound to 127.0.0.1 (run the tests in a network namespace with only ``lo``:
+``.ci/isolated``); each node carries the custom resource ``site-<SITE>`` and the label
+``site=<SITE>``. The cluster's processes are found by its own temp folder (and their
+descendants), so stopping it, or killing one node, never touches another Ray on this machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+RAY = str(Path(sys.executable).with_name("ray"))
+#: a dead node is noticed within a few seconds (Ray's default is about 30 s)
+_HEALTH = {
+    "health_check_initial_delay_ms": 1000,
+    "health_check_period_ms": 1000,
+    "health_check_timeout_ms": 2000,
+    "health_check_failure_threshold": 4,
+}
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read().replace(b"\0", b" ").decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def _children() -> dict[int, list[int]]:
+    tree: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as fh:
+                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        tree.setdefault(ppid, []).append(int(entry))
+    return tree
+
+
+def _with_descendants(roots: set[int]) -> set[int]:
+    tree, found, todo = _children(), set(), list(roots)
+    while todo:
+        pid = todo.pop()
+        if pid in found:
+            continue
+        found.add(pid)
+        todo.extend(tree.get(pid, []))
+    return found
+
+
+def _kill(pids: set[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+
+
+class RayCluster:
+    """A head (the first site) and one worker node per further site.
+
+    Args:
+        sites: one site per node, the head's first.
+    """
+
+    def __init__(self, sites: tuple[str, ...]) -> None:
+        self.sites = sites
+        # short: Ray's socket paths under it must stay within the 107-byte limit
+        self.temp_dir = Path(f"/tmp/caftm-ray-{uuid.uuid4().hex[:8]}")
+        self.gcs_port = free_port()
+        self.dashboard_port = free_port()
+        self.address = f"http://127.0.0.1:{self.dashboard_port}"
+        self.env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+
+    def start(self) -> RayCluster:
+        """Start every node; returns once all are up."""
+        head, *workers = self.sites
+        self._ray_start(
+            head,
+            "--head",
+            f"--port={self.gcs_port}",
+            "--include-dashboard=true",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={self.dashboard_port}",
+            f"--temp-dir={self.temp_dir}",
+            f"--system-config={json.dumps(_HEALTH)}",
+        )
+        for site in workers:
+            self._ray_start(
+                site,
+                f"--address=127.0.0.1:{self.gcs_port}",
+                f"--dashboard-agent-listen-port={free_port()}",
+            )
+        return self
+
+    def _ray_start(self, site: str, *args: str) -> None:
+        command = [
+            RAY, "start", *args, "--node-ip-address=127.0.0.1", "--num-cpus=1",
+            "--object-store-memory=80000000", "--disable-usage-stats",
+            f"--resources={json.dumps({f'site-{site}': 1})}", f"--labels=site={site}",
+        ]  # fmt: skip
+        done = subprocess.run(command, env=self.env, capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            self.stop()
+            tail = (done.stdout + done.stderr).strip().splitlines()[-5:]
+            raise RuntimeError(f"ray start for {site} failed: {' | '.join(tail)}")
+
+    def processes(self) -> set[int]:
+        """Every process of this cluster (those naming its temp folder, and their descendants)."""
+        marker = str(self.temp_dir)
+        roots = {int(e) for e in os.listdir("/proc") if e.isdigit() and marker in _cmdline(int(e))}
+        return _with_descendants(roots - {os.getpid()})
+
+    def node_id(self, site: str) -> str:
+        """The id of ``site``'s node."""
+        from ray.util.state import list_nodes
+
+        for node in list_nodes(address=self.address, detail=True, limit=1000):
+            if node.state == "ALIVE" and (node.labels or {}).get("site") == site:
+                return str(node.node_id)
+        raise LookupError(f"no live node for site {site}")
+
+    def kill_node(self, site: str) -> set[int]:
+        """SIGKILL a node's Ray processes and everything they started (its workers too)."""
+        node = self.node_id(site)
+        roots = {
+            int(e)
+            for e in os.listdir("/proc")
+            if e.isdigit() and node in _cmdline(int(e)) and str(self.temp_dir) in _cmdline(int(e))
+        }
+        assert roots, f"no process of node {node} ({site})"
+        pids = _with_descendants(roots)
+        _kill(pids)
+        return pids
+
+    def stop(self) -> None:
+        """Kill this cluster's processes (only them) and remove its temp folder."""
+        for _ in range(3):
+            pids = self.processes()
+            if not pids:
+                break
+            _kill(pids)
+            time.sleep(0.5)
+        shutil.rmtree(self.temp_dir, ignore_errors=True)

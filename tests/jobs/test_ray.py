@@ -1,0 +1,241 @@
+"""The ``ray`` executor on a real local multi-node Ray cluster (head + 2 worker nodes, one site
+each, on 127.0.0.1: run under ``.ci/isolated``, a network namespace with only ``lo``).
+
+Jobs train the demo CNN on the SYNTHETIC rotating trace of :mod:`tests.jobs.jobs_support`; their
+final parameters are compared bit for bit with the same job run unmigrated on the local executor.
+The node-kill test runs last: it leaves the FR node dead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from tests.jobs.jobs_support import (
+    PACE_S,
+    assert_identical,
+    final_model,
+    kill_group,
+    supervise_cli,
+    wait_for,
+    write_job,
+    write_trace,
+)
+
+from caftm.jobs.spec import load_job
+from caftm.jobs.supervisor import Supervisor
+from caftm.ledger import JobBook, JobStatus, Ledger, LegStatus
+
+pytest.importorskip("ray", reason="Ray is not installed (pip install 'caftm[ray]')")
+
+from tests.jobs.ray_cluster import RayCluster
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.network]
+
+#: head, then two worker nodes
+NODES = ("KR", "FR", "DE")
+STEPS = 900
+#: the rotating trace's clean site changes every 3 h = 72 s wall at this speed: longer than a
+#: Ray leg takes to start on a loaded 2-core machine (up to ~30 s: Python, torch, profiling)
+SLOW_SPEED = 150.0
+#: 900 steps take at least 180 s: more than three clean spells' worth of training however long
+#: legs take to start
+SLOW_PACE_S = 0.2
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[RayCluster]:
+    """The cluster, started once for the module and stopped (its processes only) after."""
+    ray_cluster = RayCluster(NODES)
+    try:
+        ray_cluster.start()
+    except (RuntimeError, subprocess.TimeoutExpired) as e:
+        pytest.fail(f"cannot start a local Ray cluster: {e}")
+    try:
+        yield ray_cluster
+    finally:
+        ray_cluster.stop()
+    assert not ray_cluster.processes(), "processes of the test cluster outlived it"
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, torch.Tensor]:
+    """Final parameters of the job run unmigrated (carbon-agnostic, one leg, local executor)."""
+    tmp = tmp_path_factory.mktemp("reference")
+    config = write_job(
+        tmp, "reference", policy="carbon-agnostic", steps=STEPS, job={"env": {"PACE_S": "0"}}
+    )
+    supervisor = Supervisor(load_job(config))
+    try:
+        job = supervisor.run()
+    finally:
+        supervisor.close()
+    assert job.status is JobStatus.SUCCEEDED, job.message
+    return final_model(load_job(config), job.site, step=STEPS)
+
+
+def _ray_job(
+    tmp: Path, name: str, cluster: RayCluster, *, pace_s: float = PACE_S, **kwargs: Any
+) -> Path:
+    env = {"OMP_NUM_THREADS": "1", "PACE_S": str(pace_s)}
+    job = {"executor": "ray", "ray": {"address": cluster.address}, "env": env}
+    return write_job(tmp, name, steps=STEPS, job=job, **kwargs)
+
+
+def _supervise(config: Path, timeout_s: float = 900) -> str:
+    """``caftm run`` to its end; returns its output."""
+    process = supervise_cli(config)
+    try:
+        out, _ = process.communicate(timeout=timeout_s)
+    finally:
+        kill_group(process)
+    assert process.returncode == 0, out
+    return out
+
+
+def _book(config: Path) -> JobBook:
+    return JobBook(Ledger(load_job(config).ledger_path))
+
+
+def _leg_step(config: Path, leg: int) -> int:
+    status = load_job(config).workdir / f"leg-{leg:04d}" / "status.json"
+    try:
+        return int(json.loads(status.read_text())["step"])
+    except (OSError, ValueError, KeyError):
+        return -1
+
+
+def _running_at_step(book: JobBook, config: Path, name: str, step: int) -> int:
+    """Wait until a leg of ``name`` runs past ``step``; returns the leg's number."""
+    found: list[int] = []
+
+    def ready() -> bool:
+        if book.find(name) is None:
+            return False
+        running = [leg.leg for leg in book.legs(name) if leg.status is LegStatus.RUNNING]
+        if running and _leg_step(config, running[-1]) >= step:
+            found.append(running[-1])
+            return True
+        return False
+
+    wait_for(ready, timeout_s=240, what=f"a leg of {name} past step {step}")
+    return found[-1]
+
+
+@pytest.mark.timeout(1500)
+def test_migrates_three_times_across_three_ray_sites_bit_identical(
+    tmp_path: Path, cluster: RayCluster, reference: dict[str, torch.Tensor]
+) -> None:
+    # a slower rotation than the local tests' (a Ray leg takes longer to start): each clean
+    # spell outlasts a leg's start, so every move lands on a site that is still clean
+    config = _ray_job(tmp_path, "rayjob", cluster, speed=SLOW_SPEED, pace_s=SLOW_PACE_S)
+    out = _supervise(config)
+    book = _book(config)
+    job = book.get("rayjob")
+    assert job.status is JobStatus.SUCCEEDED, job.message
+    legs = book.legs("rayjob")
+    assert job.moves >= 3, [(leg.site, leg.status) for leg in legs]
+    assert {leg.site for leg in legs} == {"KR", "FR", "DE"}
+    # each leg a Ray job, run on its site's node
+    nodes = {site: cluster.node_id(site) for site in NODES}
+    for leg in legs:
+        assert leg.executor == "ray" and leg.external_id and leg.external_id.startswith("caftm-")
+        assert leg.node == nodes[leg.site], (leg.leg, leg.site)
+    assert all(leg.status is not LegStatus.RUNNING for leg in legs)
+    assert "Traceback" not in out
+    assert_identical(final_model(load_job(config), job.site, step=STEPS), reference)
+    # `caftm status` shows each leg's Ray job id and node
+    status = subprocess.run(
+        [sys.executable, "-m", "caftm.cli", "status", "rayjob", "--db",
+         str(load_job(config).ledger_path)],
+        capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "400"},
+    )  # fmt: skip
+    assert status.returncode == 0, status.stderr
+    for leg in legs:
+        assert leg.external_id in status.stdout and str(leg.node) in status.stdout
+
+
+def test_a_site_without_a_live_node_is_skipped_with_one_line(
+    tmp_path: Path, cluster: RayCluster, reference: dict[str, torch.Tensor]
+) -> None:
+    # GB is always clean, KR never: the job wants GB at once, but no node carries GB (Ray
+    # would leave the leg PENDING for 15 minutes); it is refused at once and the job stays
+    write_trace(tmp_path / "trace.csv", sites=("KR", "GB"), period_h=10_000)
+    config = _ray_job(tmp_path, "rayskip", cluster, sites=("KR", "GB"))
+    out = _supervise(config)
+    skipped = [line for line in out.splitlines() if "no live Ray node" in line]
+    assert len(skipped) == 1, out
+    assert "GB" in skipped[0] and "site-GB" in skipped[0] and "staying at KR" in skipped[0]
+    assert "Traceback" not in out
+    book = _book(config)
+    job = book.get("rayskip")
+    assert job.status is JobStatus.SUCCEEDED, job.message
+    assert {leg.site for leg in book.legs("rayskip")} == {"KR"}
+    failed = [t for t in book.transfers("rayskip") if t.status == "failed"]
+    assert [t.dst_site for t in failed] == ["GB"]
+    assert_identical(final_model(load_job(config), "KR", step=STEPS), reference)
+
+
+def test_cancel_stops_a_running_ray_leg_after_its_checkpoint(
+    tmp_path: Path, cluster: RayCluster
+) -> None:
+    config = _ray_job(tmp_path, "raycx", cluster, policy="carbon-agnostic", every=10_000)
+    process = supervise_cli(config)
+    book = _book(config)
+    try:
+        _running_at_step(book, config, "raycx", 60)
+        db = str(load_job(config).ledger_path)
+        cancel = subprocess.run(
+            [sys.executable, "-m", "caftm.cli", "cancel", "raycx", "--db", db],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert cancel.returncode == 0, cancel.stderr
+        out, _ = process.communicate(timeout=120)
+    finally:
+        kill_group(process)
+    job = book.get("raycx")
+    assert job.status is JobStatus.CANCELLED, out
+    (leg,) = book.legs("raycx")
+    assert leg.status is LegStatus.CANCELLED and leg.end_step is not None and leg.end_step >= 60
+    # no periodic checkpoint before step 10000: this one was written on the stop
+    store = Path(load_job(config).store_url("KR"))
+    assert (store / f"step-{leg.end_step:09d}" / "MANIFEST.json").exists()
+    log = (load_job(config).workdir / "leg-0001" / "worker.log").read_text()
+    assert "SIGTERM received: checkpointing" in log and "Traceback" not in log
+
+
+def test_a_worker_node_killed_during_a_leg(
+    tmp_path: Path, cluster: RayCluster, reference: dict[str, torch.Tensor]
+) -> None:
+    # carbon-agnostic: it stays where it starts (FR, a worker node) until that node dies
+    config = _ray_job(tmp_path, "raykill", cluster, policy="carbon-agnostic",
+                      sites=("FR", "DE", "KR"))  # fmt: skip
+    process = supervise_cli(config)
+    book = _book(config)
+    try:
+        leg = _running_at_step(book, config, "raykill", 120)
+        assert book.get_leg("raykill", leg).site == "FR"
+        killed = cluster.kill_node("FR")
+        assert len(killed) >= 4  # raylet, agents, the job's supervisor actor, the worker
+        out, _ = process.communicate(timeout=400)
+    finally:
+        kill_group(process)
+    assert process.returncode == 0, out
+    job = book.get("raykill")
+    assert job.status is JobStatus.SUCCEEDED, job.message
+    legs = book.legs("raykill")
+    assert legs[0].site == "FR" and legs[0].status is LegStatus.CRASHED, legs[0]
+    assert all(leg.site != "FR" for leg in legs[1:])
+    assert legs[-1].start_step is not None and legs[-1].start_step >= 100  # from its checkpoint
+    skipped = [line for line in out.splitlines() if "skipping FR" in line]
+    assert len(skipped) == 1 and "no live Ray node" in skipped[0], out
+    assert "Traceback" not in out
+    assert all(leg.status is not LegStatus.RUNNING for leg in legs)
+    assert_identical(final_model(load_job(config), job.site, step=STEPS), reference)
