@@ -116,3 +116,21 @@ def test_a_missing_trace_file_or_zone_is_one_error_line(cli: Cli, traces: list[P
     assert_one_error_line(missing, "/nonexistent/trace.csv", "does not exist")
     unknown = cli("simulate", "--sites", "A,XX", "--trace", str(traces[0]))
     assert_one_error_line(unknown, "XX")
+
+
+def test_simulate_writes_a_self_contained_labelled_report(
+    cli: Cli, traces: list[Path], tmp_path: Path
+) -> None:
+    report = tmp_path / "sim.html"
+    args = ["simulate", "--sites", "A,B,C", "--job", "12", "--every-h", "48"]
+    for path in traces:
+        args += ["--trace", str(path)]
+    result = cli(*args, "--report", str(report))
+    assert result.code == 0, result.text
+    html = report.read_text()
+    assert "SIMULATED" in html and "SIMULATED GPU" in html
+    assert html.count("data:image/png;base64,") == 3  # the three figures, inline
+    assert "http://" not in html and "https://" not in html and "<script" not in html
+    assert "forecast-caftm" in html and "optimum*" in html
+    bad = cli(*args, "--report", str(tmp_path / "missing" / "r.html"))
+    assert bad.code == 2 and "--report" in bad.err

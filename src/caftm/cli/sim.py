@@ -116,6 +116,10 @@ def simulate(
     processes: Annotated[
         int, typer.Option("--processes", help="Worker processes (0: automatic).")
     ] = 0,
+    report_path: Annotated[
+        Path | None,
+        typer.Option("--report", help="Also write one self-contained HTML report here."),
+    ] = None,
 ) -> None:
     """Compare carbon-aware policies and the offline optimum on intensity traces (SIMULATED)."""
     from caftm.signals.traces import load_trace
@@ -148,6 +152,12 @@ def simulate(
         raise ConfigError(f"--plot {plot_dir}: folder does not exist; create it first")
     if not trace:
         raise ConfigError("--trace: give at least one trace file")
+    if report_path is not None:
+        from caftm.cli._render import probe_writable
+
+        if not report_path.parent.is_dir():
+            raise ConfigError(f"--report {report_path}: folder {report_path.parent} does not exist")
+        probe_writable(report_path, option="--report")
     loaded = load_trace(trace, zones=list(dict.fromkeys(site_zones.values())))
     traces = SiteTraces(loaded, site_zones)
     scenario = Scenario("sites", traces, start)
@@ -171,6 +181,78 @@ def simulate(
     if plot_dir is not None:
         for path in _plots(plot_dir, evaluation, specs, traces, gpu, move, with_optimum):
             console.print(f"plot written to {path}")
+    if report_path is not None:
+        import tempfile
+
+        from caftm.report.html import ReportFigure, ReportInput, ReportTable, write_report
+
+        with tempfile.TemporaryDirectory(prefix="caftm-simulate-") as folder:
+            pngs = _plots(Path(folder), evaluation, specs, traces, gpu, move, with_optimum)
+            figures = [ReportFigure(p.stem.replace("_", " "), p.read_bytes()) for p in pngs]
+        kind = "SYNTHETIC (generated)" if traces.synthetic else "measured"
+        header, rows = _rows(evaluation, specs, with_optimum)
+        write_report(
+            ReportInput(
+                title=f"simulation: {', '.join(site_zones)} (start {start})",
+                source=f"caftm simulate of {', '.join(str(t) for t in trace)}",
+                labels=["SIMULATED", "SIMULATED GPU"]
+                + (["SYNTHETIC intensities"] if traces.synthetic else []),
+                summary=[
+                    (
+                        "jobs (start × length)",
+                        str(sum(len(v) for v in evaluation.starts_s.values())),
+                    ),
+                    ("evaluation time", f"{evaluation.seconds:.1f} s"),
+                ],
+                figures=figures,
+                tables=[ReportTable("policies (medians over jobs; * ORACLE)", header, rows)],
+                inputs=[
+                    (f"intensity trace {traces.trace.label}", kind, traces.synthetic),
+                    (f"GPU: {workload}", "simulated model", True),
+                ],
+                configuration={
+                    "sites": site_zones,
+                    "start_site": start,
+                    "jobs_gpu_h": _hours(job),
+                    "gpus": gpus,
+                    "checkpoint_gb": checkpoint_gb,
+                    "deadline_factor": deadline_factor,
+                    "policies": [s.name for s in specs],
+                    "every_h": every_h,
+                    "starts": _split(starts),
+                },
+            ),
+            report_path,
+        )
+        console.print(f"report (SIMULATED) written to {report_path}")
+
+
+def _rows(
+    evaluation: Evaluation, specs: list[PolicySpec], optimum: bool
+) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
+    """The comparison table's header and rows (the terminal table and the report share them)."""
+    header: tuple[str, ...] = (
+        "policy", "kgCO2", "MWh", "save%", "capt%", "JCT h", "JCT+%", "mv/d", "pz/d",
+    )  # fmt: skip
+    rows: list[tuple[str, ...]] = []
+    for spec in specs:
+        s = evaluation.summary(spec.name)
+        rows.append((
+            f"{spec.name}*" if spec.oracle else spec.name,
+            f"{s['carbon_kg']:.1f}",
+            f"{s['energy_mwh']:.2f}",
+            f"{s['saving_pct']:.1f}",
+            f"{s['captured_pct']:.1f}" if optimum else "—",
+            f"{s['jct_median_h']:.1f}",
+            f"{s['jct_increase_pct']:.1f}",
+            f"{s['migrations_per_day']:.2f}",
+            f"{s['pauses_per_day']:.2f}",
+        ))  # fmt: skip
+    if optimum:
+        o = evaluation.optimum_summary()
+        rows.append(("optimum*", f"{o['carbon_kg']:.1f}", "—", f"{o['saving_pct']:.1f}", "100",
+                     "—", "—", "—", "—"))  # fmt: skip
+    return header, rows
 
 
 def _print_table(
@@ -185,37 +267,12 @@ def _print_table(
         soft_wrap=True,
     )
     table = Table(title="caftm simulate (SIMULATED)", box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0))
-    table.add_column("policy", no_wrap=True)
-    for column in ("kgCO2", "MWh", "save%", "capt%", "JCT h", "JCT+%", "mv/d", "pz/d"):
+    header, rows = _rows(evaluation, specs, optimum)
+    table.add_column(header[0], no_wrap=True)
+    for column in header[1:]:
         table.add_column(column, justify="right", no_wrap=True, min_width=len(column))
-    for spec in specs:
-        s = evaluation.summary(spec.name)
-        label = f"{spec.name}*" if spec.oracle else spec.name
-        captured = f"{s['captured_pct']:.1f}" if optimum else "—"
-        table.add_row(
-            label,
-            f"{s['carbon_kg']:.1f}",
-            f"{s['energy_mwh']:.2f}",
-            f"{s['saving_pct']:.1f}",
-            captured,
-            f"{s['jct_median_h']:.1f}",
-            f"{s['jct_increase_pct']:.1f}",
-            f"{s['migrations_per_day']:.2f}",
-            f"{s['pauses_per_day']:.2f}",
-        )
-    if optimum:
-        o = evaluation.optimum_summary()
-        table.add_row(
-            "optimum*",
-            f"{o['carbon_kg']:.1f}",
-            "—",
-            f"{o['saving_pct']:.1f}",
-            "100",
-            "—",
-            "—",
-            "—",
-            "—",
-        )
+    for row in rows:
+        table.add_row(*row)
     console.print(table)
     console.print(
         "kgCO2, MWh: all jobs; save% and capt% (share of the optimum's saving): medians over jobs "
