@@ -204,6 +204,7 @@ def _ray(result: Result) -> None:
 
 def run() -> Result:
     result: Result = {"simulated_gpu": True, "rounds": ROUNDS}
+    result["load_average_at_start"] = round(os.getloadavg()[0], 2)  # these figures are wall time
     # CAFTM_BENCH_ONLY_RAY=1: measure the Ray figures only, keeping the local ones on file
     only_ray = os.environ.get("CAFTM_BENCH_ONLY_RAY") == "1"
     on_file = HERE / "results" / "migration.json"

@@ -139,6 +139,7 @@ def run_showcase(
     Raises:
         ExecutorError: a job failed (its message names why).
     """
+    workdir = workdir.resolve()
     paths = write_jobs(workdir, speed=speed)
     specs = {name: load_job(path) for name, path in paths.items()}
     started = time.perf_counter()
