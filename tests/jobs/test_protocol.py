@@ -110,7 +110,7 @@ def test_torchrun_means_caftms_own_torch(tmp_path: Path) -> None:
             tmp_path, "job: {name: j, command: torchrun --nproc-per-node 2 t.py}\nsites: [KR]\n"
         )
     )
-    assert spec.argv == (
+    assert local_argv(spec.job.command) == (
         sys.executable,
         "-m",
         "torch.distributed.run",
