@@ -95,7 +95,9 @@ class DashboardServer:
             raise
         self.port = int(self._socket.getsockname()[1])
         app = build_app(self.board, token=token, poll_ms=options.poll_ms)
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+        config = uvicorn.Config(  # no websockets: the page polls (and websockets.legacy warns)
+            app, log_level="warning", access_log=False, lifespan="off", ws="none"
+        )
         self._server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None
         self._warm = threading.Thread(target=self.board.warm, daemon=True, name="caftm-warm")
