@@ -264,7 +264,7 @@ class Supervisor:
 
     # -- one step of the job's life ----------------------------------------------------------------
     def _next(self, job: JobRecord) -> JobRecord:
-        if self._cancel_requested(job):
+        if job.cancel_requested:
             return self._cancel(job, None)
         if job.status is JobStatus.PAUSED:
             job = self._wait_pause(job)
@@ -343,9 +343,13 @@ class Supervisor:
                        self.stopped_by)  # fmt: skip
                 self.executor.signal(handle, signal.SIGTERM)
                 stop_sent_at = now
-            if now >= next_cancel_check:
+            if now >= next_cancel_check:  # one ledger read serves the cancel check and the view
                 next_cancel_check = now + _CANCEL_POLL_S
-                if not self._cancelled and self._cancel_requested(self.book.get(job.name)):
+                stored = self.book.get(job.name)
+                if self.on_update is not None:
+                    status = protocol.read_status(status_path) or {}
+                    self.on_update(JobView(stored, status, self._clock()))
+                if not self._cancelled and stored.cancel_requested:
                     self._cancelled = True
                     notice("job %s: cancelling; the worker checkpoints first", job.name)
                     self.executor.signal(handle, signal.SIGTERM)
@@ -353,9 +357,6 @@ class Supervisor:
             if stop_sent_at is not None and now - stop_sent_at > self.spec.job.grace_s:
                 self.executor.signal(handle, signal.SIGKILL)
                 stop_sent_at = math.inf
-            if self.on_update is not None:
-                status = protocol.read_status(status_path) or {}
-                self.on_update(JobView(self.book.get(job.name), status, self._clock()))
             self._sleep(_POLL_S)
 
     def _leg_end(self, leg: int, exit_code: int) -> _LegEnd:
@@ -486,7 +487,7 @@ class Supervisor:
         while self._clock() < until:
             if self.stopped_by is not None:
                 return job
-            if self._cancel_requested(self.book.get(job.name)):
+            if self.book.get(job.name).cancel_requested:
                 return self._cancel(job, None)
             if self._clock() >= next_check:
                 next_check = self._clock() + recheck_s
@@ -570,9 +571,6 @@ class Supervisor:
         notice("job %s cancelled", job.name)
         return self.book.update(job.name, status=JobStatus.CANCELLED, message="cancelled",
                                 ended_at=datetime.now(UTC), cancel_requested=False)  # fmt: skip
-
-    def _cancel_requested(self, job: JobRecord) -> bool:
-        return job.cancel_requested
 
     # -- helpers -----------------------------------------------------------------------------------
     def _leg_dir(self, leg: int) -> Path:
