@@ -10,6 +10,7 @@ import os
 import sys
 import time
 
+import step_clock
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
@@ -22,6 +23,7 @@ from caftm.integrations.torch import CarbonAwareTraining
 
 
 def main() -> int:
+    step_clock.install()
     parser = argparse.ArgumentParser()
     parser.add_argument("--config", required=True)
     args = parser.parse_args()

@@ -1,7 +1,9 @@
 """Shared pieces of the supervisor tests: job files on a synthetic rotating trace, final params.
 
 The trace (SYNTHETIC, written by the test) makes one site clean at a time, rotating every
-``period_h`` hours, so a carbon-aware job under an accelerated clock keeps moving.
+``period_h`` hours. The test workers' job clock follows their steps (``STEP_CLOCK_S`` grid
+seconds a step, see ``step_clock.py``): the clean site changes every ``STEPS_PER_ROTATION``
+steps however long legs take to start, so the number of moves does not depend on the machine.
 """
 
 from __future__ import annotations
@@ -26,13 +28,17 @@ from caftm.ledger import JobBook, Ledger
 
 START = datetime(2026, 3, 1, tzinfo=UTC)
 SITES = ("KR", "FR", "DE")
-STEPS = 600
-#: the clean site rotates every PERIOD_H grid hours = PERIOD_H * 3600 / SPEED wall seconds (8 s):
-#: longer than a worker takes to start, so a move lands on a site that is still clean
+STEPS = 400
+#: the clean site rotates every PERIOD_H grid hours, i.e. every STEPS_PER_ROTATION steps: a
+#: carbon-aware job of STEPS steps moves about STEPS / STEPS_PER_ROTATION times
 PERIOD_H = 4
+STEPS_PER_ROTATION = 100
+STEP_CLOCK_S = PERIOD_H * 3600 / STEPS_PER_ROTATION
+#: the supervisor's accelerated clock (grid seconds per wall second): pauses wait on it
 SPEED = 1800.0
-#: each step takes at least this long (s): 600 steps (18 s) and the legs' starts span 3 rotations
-PACE_S = 0.03
+#: each step takes at least this long (s); 0: as fast as the CPU goes (gates, not pacing,
+#: open the windows the fault tests act in)
+PACE_S = 0.0
 HERE = Path(__file__).parent
 
 
@@ -61,8 +67,10 @@ def write_job(
     command: list[str] | None = None,
     job: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
+    step_clock: bool = True,
 ) -> Path:
-    """A job file in ``tmp`` training the demo CNN on the rotating trace."""
+    """A job file in ``tmp`` training the demo CNN on the rotating trace (the workers' clock
+    follows their steps unless ``step_clock`` is False: then the supervisor's accelerated one)."""
     trace = tmp / "trace.csv"
     if not trace.exists():
         write_trace(trace)
@@ -85,7 +93,11 @@ def write_job(
             "backoff_s": 0.1,
             "grace_s": 30,
             **(job or {}),
-            "env": {"PACE_S": str(PACE_S), **(job or {}).get("env", {})},
+            "env": {
+                "PACE_S": str(PACE_S),
+                "STEP_CLOCK_S": str(STEP_CLOCK_S) if step_clock else "0",
+                **(job or {}).get("env", {}),
+            },
         },
         "sites": list(sites),
         "total_steps": steps,
@@ -162,6 +174,50 @@ def book_of(config: Path) -> JobBook:
     """A JobBook on the job's ledger (read-write; close its ledger when done)."""
     spec = load_job(config)
     return JobBook(Ledger(spec.ledger_path))
+
+
+class Gate:
+    """The handshake of ``paced_worker.py``: the worker stops before completing ``step`` until
+    the test opens the gate (``env`` goes into the job's ``env``)."""
+
+    def __init__(self, tmp: Path, step: int) -> None:
+        self.path = tmp / f"gate-{step}"
+        self.step = step
+        self.env = {"GATE_STEP": str(step), "GATE_FILE": str(self.path)}
+
+    def wait_reached(self, timeout_s: float = 180.0) -> int:
+        """Wait until a worker stands at the gate; returns its pid."""
+        wait_for(lambda: self.path.exists() and self.path.read_text().strip() != "",
+                 timeout_s, what=f"a worker at step {self.step}")  # fmt: skip
+        return int(self.path.read_text().strip())
+
+    def open(self) -> None:
+        self.path.with_name(self.path.name + ".open").write_text("open", encoding="utf-8")
+
+
+class LineReader:
+    """Lines of a process's output, read on a thread, so a test can wait for one."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        import threading
+
+        self.lines: list[str] = []
+        assert process.stdout is not None
+        self._stream = process.stdout
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        for line in self._stream:
+            self.lines.append(line)
+
+    def wait_for_line(self, text: str, timeout_s: float = 180.0) -> None:
+        wait_for(lambda: any(text in line for line in self.lines), timeout_s, what=repr(text))
+
+    def text(self, timeout_s: float = 300.0) -> str:
+        """All output, once the stream has ended."""
+        self._thread.join(timeout_s)
+        return "".join(self.lines)
 
 
 def kill_group(process: subprocess.Popen[str]) -> None:

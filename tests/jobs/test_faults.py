@@ -32,16 +32,6 @@ pytestmark = pytest.mark.slow
 HERE = Path(__file__).parent
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, torch.Tensor]:
-    """Final parameters of the uninterrupted job (carbon-agnostic, one leg)."""
-    tmp = tmp_path_factory.mktemp("reference")
-    config = write_job(tmp, "reference", policy="carbon-agnostic")
-    job = _supervise(config)
-    assert job.status is JobStatus.SUCCEEDED, job.message
-    return final_model(load_job(config), job.site)
-
-
 def _supervise(config: Path) -> JobRecord:
     supervisor = Supervisor(load_job(config))
     try:

@@ -38,17 +38,6 @@ def run_job(config: Path) -> tuple[Any, JobBook]:
     return job, JobBook(Ledger(spec.ledger_path))
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, torch.Tensor]:
-    """The final parameters of the job run unmigrated (carbon-agnostic, one leg)."""
-    tmp = tmp_path_factory.mktemp("reference")
-    config = write_job(tmp, "reference", policy="carbon-agnostic")
-    job, book = run_job(config)
-    assert job.status is JobStatus.SUCCEEDED, job.message
-    assert [leg.status for leg in book.legs("reference")] == [LegStatus.COMPLETED]
-    return final_model(load_job(config), job.site)
-
-
 def test_migrates_three_times_across_three_sites_bit_identical(
     tmp_path: Path, reference: dict[str, torch.Tensor]
 ) -> None:
@@ -98,7 +87,10 @@ def test_stores_on_s3(
     assert_identical(final_model(load_job(config), job.site), reference)
 
 
-@pytest.mark.timeout(1500)  # two jobs of three processes per leg; slow on a busy machine
+#: the torchrun job: three rotations of the step clock, so three moves (each leg three processes)
+DDP_STEPS = 250
+
+
 def test_torchrun_two_process_worker(tmp_path: Path) -> None:
     pytest.importorskip("torch.distributed.run")
     worker = str(Path(__file__).with_name("ddp_worker.py"))
@@ -114,7 +106,7 @@ def test_torchrun_two_process_worker(tmp_path: Path) -> None:
         "--config",
         str(config),
     ]
-    write_job(tmp_path, "ddp", command=command, steps=600)
+    write_job(tmp_path, "ddp", command=command, steps=DDP_STEPS)
     job, book = run_job(config)
     assert job.status is JobStatus.SUCCEEDED, job.message
     assert job.moves >= 3, [(leg.site, leg.status) for leg in book.legs(job.name)]
@@ -122,13 +114,13 @@ def test_torchrun_two_process_worker(tmp_path: Path) -> None:
         tmp_path,
         "ddpref",
         policy="carbon-agnostic",
-        steps=600,
+        steps=DDP_STEPS,
         command=[*command[:-1], str(tmp_path / "ddpref.yaml")],
     )
     ref, _ = run_job(reference_config)
     assert ref.status is JobStatus.SUCCEEDED, ref.message
-    moved = final_model(load_job(config), job.site, step=600, rank=0)
-    still = final_model(load_job(reference_config), ref.site, step=600, rank=0)
+    moved = final_model(load_job(config), job.site, step=DDP_STEPS, rank=0)
+    still = final_model(load_job(reference_config), ref.site, step=DDP_STEPS, rank=0)
     assert_identical(moved, still)
 
 
