@@ -6,7 +6,7 @@ DE, CA-ON) and a harder set without a near-zero site (KR, JP-TK, DE, GB, US-CAL-
 US-MIDA-PJM); 24 h and 72 h jobs (1 GPU, full-clock hours; simulated H100 running the ``gpt``
 workload; 2 GB checkpoints) started every 6 hours through the year, deadline 1.5× their length.
 Every policy runs at the shipped defaults (absolute θ 400 g/kWh, 10 % hysteresis, 30 min dwell,
-η 0.5, 5 g + 5 % move margin), except for what its name says (see ``caftm.sim.policies``).
+η 0.5, 5 g + 5 % move margin), except for what its name says (see ``caftm.sim.policy_specs``).
 
 Headline keys describe ``forecast-caftm`` with our forecast (the project's forecaster on the
 trace's past only):

@@ -23,6 +23,7 @@ pytest.importorskip("starlette", reason="the dashboard extra is not installed")
 pytestmark = pytest.mark.network
 
 from caftm.dashboard import DashboardServer, ServeOptions, is_loopback, resolve_token  # noqa: E402
+from caftm.dashboard.app import TOKEN_COOKIE  # noqa: E402
 from caftm.errors import ConfigError  # noqa: E402
 
 
@@ -76,9 +77,16 @@ def test_a_token_guards_every_route(known: Known) -> None:
         assert httpx.get(running.url + "metrics", headers=bearer, timeout=30).status_code == 200
         wrong = {"Authorization": "Bearer s3cret-token-124"}
         assert httpx.get(running.url + "metrics", headers=wrong, timeout=30).status_code == 401
+        with httpx.Client(timeout=30) as client:  # a wrong ?token= sets no cookie
+            assert client.get(running.url, params={"token": token + "x"}).status_code == 401
+            assert not client.cookies and client.get(running.url + "api/jobs").status_code == 401
         with httpx.Client(timeout=30) as client:  # ?token= once, then the cookie carries it
             assert client.get(running.url, params={"token": token}).status_code == 200
+            assert client.cookies.get(TOKEN_COOKIE) == token
             assert client.get(running.url + "api/jobs").status_code == 200
+        for cookie, status in ((token[:-1] + "4", 401), ("", 401), (token, 200)):
+            with httpx.Client(timeout=30, cookies={TOKEN_COOKIE: cookie}) as client:
+                assert client.get(running.url + "api/jobs").status_code == status, cookie
 
 
 def test_addresses_and_tokens() -> None:

@@ -24,11 +24,13 @@ from urllib.parse import parse_qs, urlsplit
 LBS_PER_G_PER_KWH = 1 / 0.453592
 
 
-def true_intensity(key: str, time: datetime) -> float:
-    """The fake grid's intensity (gCO2/kWh) for ``key`` (zone/region/location) at ``time``."""
+def true_intensity(key: str, time: datetime, basis: str = "lifecycle") -> float:
+    """The fake grid's intensity (gCO2/kWh) for ``key`` (zone/region/location) at ``time``;
+    ``direct`` (combustion only) is 80 % of ``lifecycle``."""
     base = 80 + zlib.crc32(key.encode()) % 400
     hour = time.timestamp() / 3600.0
-    return round(base + 0.25 * base * math.sin(2 * math.pi * hour / 24.0), 3)
+    value = base + 0.25 * base * math.sin(2 * math.pi * hour / 24.0)
+    return round(value * (0.8 if basis == "direct" else 1.0), 3)
 
 
 def floor_to(time: datetime, step: timedelta) -> datetime:
@@ -171,7 +173,8 @@ def _one(seen: Seen, name: str) -> str | None:
 
 
 class ElectricityMapsServer(FakeProvider):
-    """Electricity Maps v3: latest, history (24 h), past-range (max 10 days), forecast."""
+    """Electricity Maps v3: latest, history (24 h), past-range (max 10 days), forecast; each in
+    the basis that ``emissionFactorType`` asks for (lifecycle when absent, as the API does)."""
 
     MAX_RANGE = timedelta(days=10)
 
@@ -183,14 +186,14 @@ class ElectricityMapsServer(FakeProvider):
         self.uncovered: set[str] = set()
         self.caller_zone = "NL"
 
-    def _entry(self, zone: str, t: datetime, *, estimated: bool) -> dict[str, Any]:
+    def _entry(self, zone: str, t: datetime, basis: str, *, estimated: bool) -> dict[str, Any]:
         return {
             "zone": zone,
-            "carbonIntensity": true_intensity(zone, t),
+            "carbonIntensity": true_intensity(zone, t, basis),
             "datetime": iso_z(t),
             "updatedAt": iso_z(datetime.now(UTC)),
             "createdAt": iso_z(t),
-            "emissionFactorType": "lifecycle",
+            "emissionFactorType": basis,
             "isEstimated": estimated,
             "estimationMethod": "TIME_SLICER_AVERAGE" if estimated else None,
         }
@@ -205,15 +208,18 @@ class ElectricityMapsServer(FakeProvider):
             if _one(seen, "shouldUseFallbackCallerLookup") == "false":
                 return 404, {"status": "error", "message": f"Zone '{zone}' does not exist."}
             zone = self.caller_zone
+        basis = _one(seen, "emissionFactorType") or "lifecycle"  # the API's default: lifecycle
+        if basis not in ("lifecycle", "direct"):
+            return 400, {"status": "error", "message": f"unknown emissionFactorType {basis!r}"}
         now_hour = floor_to(datetime.now(UTC), timedelta(hours=1))
         hour = timedelta(hours=1)
         if seen.path == "/v3/carbon-intensity/latest":
-            return 200, self._entry(zone, now_hour, estimated=True)
+            return 200, self._entry(zone, now_hour, basis, estimated=True)
         if seen.path == "/v3/carbon-intensity/history":
             times = [now_hour - hour * k for k in range(24, -1, -1)]
             return 200, {
                 "zone": zone,
-                "history": [self._entry(zone, t, estimated=False) for t in times],
+                "history": [self._entry(zone, t, basis, estimated=False) for t in times],
             }
         if seen.path == "/v3/carbon-intensity/past-range":
             start = parse_iso(_one(seen, "start") or "")
@@ -224,13 +230,13 @@ class ElectricityMapsServer(FakeProvider):
             t = t if t >= start else t + hour
             data = []
             while t < end:
-                data.append(self._entry(zone, t, estimated=False))
+                data.append(self._entry(zone, t, basis, estimated=False))
                 t += hour
             return 200, {"zone": zone, "data": data}
         if seen.path == "/v3/carbon-intensity/forecast":
             points = [
                 {
-                    "carbonIntensity": true_intensity(zone, now_hour + hour * k),
+                    "carbonIntensity": true_intensity(zone, now_hour + hour * k, basis),
                     "datetime": iso_z(now_hour + hour * k),
                 }
                 for k in range(25)

@@ -58,6 +58,31 @@ def test_latest_matches_the_provider_and_sends_the_token(
     assert server.seen[-1].query["zone"] == ["JP-TK"]
 
 
+@pytest.mark.parametrize("basis", [Basis.LIFECYCLE, Basis.DIRECT])
+def test_the_configured_basis_is_asked_for_and_labelled(
+    server: ElectricityMapsServer, basis: Basis
+) -> None:
+    source = ElectricityMapsSource(token=TOKEN, base_url=server.url, basis=basis, policy=FAST)
+    now = datetime.now(UTC)
+    readings = [
+        source.latest("DE"),
+        *source.history("DE", now - timedelta(hours=3), now),
+        *source.history("DE", now - timedelta(days=5), now - timedelta(days=4, hours=21)),
+        *source.forecast("DE", now, timedelta(hours=3)),
+    ]
+    assert len(readings) >= 10 and {r.basis for r in readings} == {basis}
+    for r in readings:  # the fake's direct values are 80 % of its lifecycle ones
+        assert r.intensity_g_per_kwh == pytest.approx(true_intensity("DE", r.time, basis.value))
+    assert {s.path.rsplit("/", 1)[1] for s in server.seen} == {
+        "latest", "history", "past-range", "forecast"
+    }  # fmt: skip
+    assert all(s.query["emissionFactorType"] == [basis.value] for s in server.seen)
+    other = Basis.DIRECT if basis is Basis.LIFECYCLE else Basis.LIFECYCLE
+    stated = {"zone": "DE", "carbonIntensity": 100, "datetime": "2024-01-01T00:00:00.000Z"}
+    server.fail(Fault(200, {**stated, "emissionFactorType": other.value}))
+    assert source.latest("DE").basis is other  # an answer that states its basis is taken at it
+
+
 def test_long_past_range_is_split_into_ten_day_chunks(
     server: ElectricityMapsServer, source: ElectricityMapsSource
 ) -> None:

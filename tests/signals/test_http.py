@@ -24,6 +24,7 @@ from caftm.signals.http import (
     retry_after_s,
 )
 
+from .conformance import VirtualTime
 from .servers import FakeProvider, Fault, Seen
 
 SECRET = "sk-live-3c0ffee"
@@ -72,28 +73,29 @@ def test_gives_up_after_max_retries(server: EchoServer) -> None:
 
 
 def test_backoff_grows_exponentially(server: EchoServer) -> None:
-    policy = RetryPolicy(timeout_s=2.0, max_retries=3, backoff_base_s=0.05, backoff_max_s=1.0)
-    server.fail(Fault(500), Fault(500), Fault(500))
+    virtual = VirtualTime()
+    policy = virtual.policy(timeout_s=2.0, max_retries=4, backoff_base_s=0.5, backoff_max_s=3.0)
+    server.fail(*[Fault(500) for _ in range(4)])
     client(server, policy).get_json("/x")
-    gaps = [b.at_s - a.at_s for a, b in zip(server.seen, server.seen[1:], strict=False)]
-    # base 0.05 s doubling, jitter up to +50%: 0.05-0.075, 0.1-0.15, 0.2-0.3 (+ request time)
-    assert 0.05 <= gaps[0] < 0.2 and gaps[1] >= 0.1 and 0.2 <= gaps[2] < 1.0
+    # base 0.5 s doubling, capped at 3 s, then up to +50% jitter: 0.5-0.75, 1-1.5, 2-3, 3-4.5
+    low = [0.5, 1.0, 2.0, 3.0]
+    assert len(virtual.waits) == 4 and len(server.seen) == 5
+    assert all(b <= w <= 1.5 * b for w, b in zip(virtual.waits, low, strict=True)), virtual.waits
 
 
 def test_retry_after_seconds_is_honoured(server: EchoServer) -> None:
-    server.fail(Fault(429, headers={"Retry-After": "1"}))
-    began = time.monotonic()
-    client(server).get_json("/x")
-    assert 0.95 <= time.monotonic() - began < 2.0
+    virtual = VirtualTime()
+    server.fail(Fault(429, headers={"Retry-After": "7"}))
+    client(server, virtual.policy(retry_after_cap_s=30.0)).get_json("/x")
+    assert virtual.waits == [7.0] and len(server.seen) == 2
 
 
 def test_retry_after_http_date_is_honoured_and_capped(server: EchoServer) -> None:
     later = format_datetime(datetime.now(UTC) + timedelta(hours=1), usegmt=True)
     server.fail(Fault(503, headers={"Retry-After": later}))
-    policy = RetryPolicy(timeout_s=2.0, max_retries=1, retry_after_cap_s=0.3)
-    began = time.monotonic()
-    client(server, policy).get_json("/x")
-    assert 0.28 <= time.monotonic() - began < 1.0
+    virtual = VirtualTime()
+    client(server, virtual.policy(max_retries=1, retry_after_cap_s=30.0)).get_json("/x")
+    assert virtual.waits == [30.0]  # an hour asked for, the cap honoured
 
 
 def test_retry_after_parsing() -> None:
@@ -105,12 +107,13 @@ def test_retry_after_parsing() -> None:
 
 
 def test_deadline_stops_retrying(server: EchoServer) -> None:
-    server.fail(*[Fault(429, headers={"Retry-After": "5"}) for _ in range(3)])
-    policy = RetryPolicy(timeout_s=1.0, max_retries=3, retry_after_cap_s=10.0, deadline_s=2.0)
-    began = time.monotonic()
-    with pytest.raises(ProviderError, match="HTTP 429"):
+    server.fail(*[Fault(429, headers={"Retry-After": "25"}) for _ in range(4)])
+    virtual = VirtualTime()
+    policy = virtual.policy(max_retries=3, retry_after_cap_s=30.0, deadline_s=60.0)
+    with pytest.raises(ProviderError, match="HTTP 429 at /x after 3 attempt"):
         client(server, policy).get_json("/x")
-    assert time.monotonic() - began < 1.0
+    assert virtual.waits == [25.0, 25.0]  # a third wait would end past the 60 s deadline
+    assert len(server.seen) == 3
 
 
 def test_401_and_403_are_auth_errors_with_hint_and_no_key(

@@ -13,7 +13,7 @@ from caftm.signals.http import RetryPolicy
 from caftm.signals.ukgrid import UkGridSource
 
 from .conformance import FAST, LiveProviderConformance
-from .servers import FakeProvider, Fault, UkGridServer, true_intensity
+from .servers import FakeProvider, Fault, UkGridServer, floor_to, true_intensity
 
 
 class TestUkGridConformance(LiveProviderConformance):
@@ -58,6 +58,31 @@ def test_history_prefers_actual_and_falls_back_to_forecast(
         else:
             assert r.kind is Kind.MEASURED
             assert r.intensity_g_per_kwh == pytest.approx(truth)
+
+
+def test_a_period_without_actual_is_estimated_when_past_and_forecast_when_future(
+    server: UkGridServer, source: UkGridSource
+) -> None:
+    now = datetime.now(UTC)
+    half_hour = timedelta(minutes=30)
+    current = floor_to(now, half_hour)
+    server.missing_actual.add(current - 2 * half_hour)  # past, but its actual is withheld
+    readings = source.history("GB", current - 3 * half_hour, current + 4 * half_hour)
+    kinds = {r.time: r.kind for r in readings}
+    assert kinds == {
+        current - 3 * half_hour: Kind.MEASURED,
+        current - 2 * half_hour: Kind.ESTIMATED,
+        current - half_hour: Kind.MEASURED,
+        current: Kind.ESTIMATED,  # in force now: no actual yet
+        **{current + k * half_hour: Kind.FORECAST for k in (1, 2, 3)},
+    }
+    for r in readings:
+        factor = 1.0 if r.kind is Kind.MEASURED else 1.05  # the fake forecasts 5 % high
+        assert r.intensity_g_per_kwh == pytest.approx(
+            true_intensity("GB", r.time) * factor, abs=1e-3
+        )
+    ahead = source.intensity("GB", now + timedelta(hours=3))
+    assert ahead.kind is Kind.FORECAST and ahead.time > now
 
 
 def test_ranges_longer_than_14_days_are_split(server: UkGridServer, source: UkGridSource) -> None:

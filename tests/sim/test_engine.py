@@ -10,7 +10,15 @@ from tests.sim.sim_support import wavy_sites
 from caftm._units import carbon_g
 from caftm.control import CAFTM, CarbonAgnostic, Rules, State, ThresholdSpec
 from caftm.errors import ConfigError
-from caftm.sim import GpuProfile, LazyForecast, MoveModel, SimJob, SiteTraces, simulate_job
+from caftm.sim import (
+    SPECS,
+    GpuProfile,
+    LazyForecast,
+    MoveModel,
+    SimJob,
+    SiteTraces,
+    simulate_job,
+)
 
 GPU = GpuProfile.simulated("gpt")
 
@@ -48,6 +56,27 @@ def test_a_dirty_start_moves_to_the_clean_site_and_the_segments_add_up() -> None
     assert result.jct_s == pytest.approx(12 * 3600.0 + move.downtime_s, rel=0.01)
     stay = simulate_job(CarbonAgnostic(), job, traces, GPU, threshold=ThresholdSpec())
     assert result.carbon_g < 0.15 * stay.carbon_g
+
+
+def test_suspend_resume_pauses_through_a_dirty_spell_golden_carbon_and_jct() -> None:
+    # SYNTHETIC: 2 h at 100, 3 h at 600 (≥ θ 400), then 100 g/kWh; 4 GPU-h, deadline 8 h.
+    # Golden figures, obtained once from this engine and checked by hand: train 0-2 h, pause
+    # 2-5 h (re-checked every 15 min: each re-check is a Pause action with the state kept, after
+    # which the engine must decide again, not train), clean again at 5 h, train 5-7 h.
+    # Carbon = 644 W x 4 h x 100 g/kWh + 100 W (idle) x 3 h x 600 g/kWh = 257.6 + 180 = 437.6 g;
+    # JCT = 7 h. (Training through the re-checks instead gave 961.6 g and 5 h.)
+    assert GPU.power_at(None) == 644.0 and GPU.idle_power_w == 100.0
+    traces = SiteTraces(
+        synthetic_source({"X": [100.0] * 2 + [600.0] * 3 + [100.0] * 11}), {"X": "X"}
+    )
+    job = SimJob(4.0, "X", T0_S, deadline_factor=2.0)
+    spec = SPECS["suspend-resume"]
+    rules = Rules(deadline_s=job.deadline_s, move_cost=MoveModel().cost(job.checkpoint_gb))
+    result = simulate_job(spec.build(rules), job, traces, GPU, threshold=spec.threshold)
+    assert result.finished and result.pauses == 1 and result.moves == 0
+    assert result.carbon_g == pytest.approx(437.6)
+    assert result.jct_s == pytest.approx(7 * 3600.0)
+    assert result.energy_j == pytest.approx(644.0 * 4 * 3600 + 100.0 * 3 * 3600)
 
 
 def test_a_job_longer_than_the_trace_is_reported_unfinished() -> None:

@@ -14,7 +14,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -48,6 +48,8 @@ class RetryPolicy:
         backoff_max_s: Ceiling of one computed backoff.
         retry_after_cap_s: Ceiling of a server's ``Retry-After`` we are willing to honour.
         deadline_s: Ceiling of the whole call, retries and waits included.
+        clock: Monotonic seconds that the deadline is measured on.
+        sleep: Waits out a backoff (tests pass a virtual clock's, so retries take no time).
     """
 
     timeout_s: float = 10.0
@@ -56,6 +58,8 @@ class RetryPolicy:
     backoff_max_s: float = 8.0
     retry_after_cap_s: float = 30.0
     deadline_s: float = 60.0
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False, compare=False)
+    sleep: Callable[[float], None] = field(default=time.sleep, repr=False, compare=False)
 
 
 def retry_after_s(value: str | None, *, now: datetime | None = None) -> float | None:
@@ -156,7 +160,7 @@ class JsonClient:
                 or a body that is not JSON.
         """
         policy = self.policy
-        started = time.monotonic()
+        started = policy.clock()
         attempt = 0
         while True:
             try:
@@ -217,7 +221,7 @@ class JsonClient:
                     attempt + 1,
                     wait_s,
                 )
-            time.sleep(wait_s)
+            policy.sleep(wait_s)
             attempt += 1
 
     def _backoff_s(self, attempt: int, retry_after: str | None) -> float:
@@ -230,7 +234,7 @@ class JsonClient:
     def _may_retry(self, attempt: int, started: float, wait_s: float) -> bool:
         if attempt >= self.policy.max_retries:
             return False
-        spent_s = time.monotonic() - started
+        spent_s = self.policy.clock() - started
         return spent_s + wait_s < self.policy.deadline_s
 
     def _decode(self, response: httpx.Response, path: str) -> Any:

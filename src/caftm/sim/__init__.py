@@ -19,11 +19,11 @@ from caftm.sim.evaluate import (
     optimum_carbon,
     start_times,
 )
-from caftm.sim.gpu import GpuProfile
+from caftm.sim.gpu_profile import GpuProfile
 from caftm.sim.job import MoveModel, SimJob
 from caftm.sim.optimum import OptimumResult, brute_force, slot_energy_j, solve
-from caftm.sim.policies import OPTIMUM, SPECS, GpuOnly, PolicySpec, get_specs
-from caftm.sim.signals import ForecastMode, LazyForecast, SiteTraces, TraceView
+from caftm.sim.policy_specs import OPTIMUM, SPECS, GpuOnly, PolicySpec, get_specs
+from caftm.sim.site_traces import ForecastMode, LazyForecast, SiteTraces, TraceView
 
 __all__ = [
     "OPTIMUM",

@@ -1,7 +1,7 @@
 """Replay one job through a policy: the same decision path as a live run, in virtual time.
 
 The loop mirrors :meth:`caftm.control.controller.Controller._loop`: build the observation with
-:func:`caftm.control.observe.observe` over a :class:`~caftm.sim.signals.TraceView`, ask
+:func:`caftm.control.observe.observe` over a :class:`~caftm.sim.site_traces.TraceView`, ask
 ``policy.decide`` (the pure transition), run the returned actions with
 :func:`caftm.control.dispatch.dispatch` on :class:`SimRun` (the simulator's action handler), and
 decide again until the state settles; then train (or wait) to the next decision time — the next
@@ -32,9 +32,9 @@ from caftm.control.policies import Policy
 from caftm.control.states import ControlState, State, utc_from_s
 from caftm.control.threshold import ThresholdMode, ThresholdSpec
 from caftm.errors import ConfigError
-from caftm.sim.gpu import GpuProfile
+from caftm.sim.gpu_profile import GpuProfile
 from caftm.sim.job import SimJob
-from caftm.sim.signals import ForecastMode, SiteTraces, TraceView
+from caftm.sim.site_traces import ForecastMode, SiteTraces, TraceView
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +223,7 @@ def simulate_job(
 
     Args:
         threshold: how θ is computed (as the live controller's ``threshold``).
-        forecast: what the policy knows of the future (see :mod:`caftm.sim.signals`).
+        forecast: what the policy knows of the future (see :mod:`caftm.sim.site_traces`).
         tune_gpu: Scaling picks the cheapest setting (False: the device default, as a controller
             without an optimiser).
         record: keep the segments (for plots); events are always kept.

@@ -33,11 +33,11 @@ from caftm.control.migration import HOUR_S
 from caftm.control.policies import Rules
 from caftm.errors import ConfigError
 from caftm.sim.engine import JobResult, simulate_job
-from caftm.sim.gpu import GpuProfile
+from caftm.sim.gpu_profile import GpuProfile
 from caftm.sim.job import MoveModel, SimJob
 from caftm.sim.optimum import solve
-from caftm.sim.policies import PolicySpec
-from caftm.sim.signals import SiteTraces
+from caftm.sim.policy_specs import PolicySpec
+from caftm.sim.site_traces import SiteTraces
 
 log = logging.getLogger(__name__)
 

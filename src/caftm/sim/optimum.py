@@ -34,7 +34,7 @@ import numpy.typing as npt
 
 from caftm._units import J_PER_KWH
 from caftm.errors import ConfigError
-from caftm.sim.gpu import GpuProfile
+from caftm.sim.gpu_profile import GpuProfile
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from caftm.errors import ConfigError
 from caftm.sim.engine import JobResult
-from caftm.sim.signals import SiteTraces
+from caftm.sim.site_traces import SiteTraces
 
 log = logging.getLogger(__name__)
 

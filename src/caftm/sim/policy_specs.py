@@ -39,7 +39,7 @@ from caftm.control.policies import (
 from caftm.control.states import ControlState, Observation
 from caftm.control.threshold import ThresholdMode, ThresholdSpec
 from caftm.errors import ConfigError
-from caftm.sim.signals import ForecastMode
+from caftm.sim.site_traces import ForecastMode
 
 
 class GpuOnly(Policy):
