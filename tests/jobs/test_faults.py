@@ -9,11 +9,13 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
 from tests.jobs.jobs_support import (
+    STEPS,
+    Gate,
+    LineReader,
     assert_identical,
     final_model,
     kill_group,
@@ -69,16 +71,6 @@ def _book(config: Path) -> JobBook:
     return JobBook(Ledger(load_job(config).ledger_path))
 
 
-def _step_of_leg(config: Path, leg: int) -> int:
-    status = load_job(config).workdir / f"leg-{leg:04d}" / "status.json"
-    try:
-        import json
-
-        return int(json.loads(status.read_text())["step"])
-    except (OSError, ValueError, KeyError):
-        return -1
-
-
 def _running_leg_pid(book: JobBook, name: str) -> tuple[int, int] | None:
     job = book.find(name)
     if job is None:
@@ -94,33 +86,19 @@ def _finished_cleanly(book: JobBook, name: str) -> None:
     assert all(r.status != "running" for r in book.ledger.runs())
 
 
-def _wait_running_at_step(book: JobBook, config: Path, name: str, step: int, leg: int = 1) -> int:
-    found: dict[str, Any] = {}
-
-    def ready() -> bool:
-        running = _running_leg_pid(book, name)
-        if running is None or running[0] != leg:
-            return False
-        found["pid"] = running[1]
-        return _step_of_leg(config, leg) >= step
-
-    wait_for(ready, what=f"leg {leg} of {name} at step {step}")
-    return int(found["pid"])
-
-
 def test_worker_kill9_mid_step(tmp_path: Path, reference: dict[str, torch.Tensor]) -> None:
-    config = write_job(tmp_path, "k9", policy="carbon-agnostic")
+    gate = Gate(tmp_path, 120)
+    config = write_job(tmp_path, "k9", policy="carbon-agnostic", job={"env": gate.env})
     book = _book(config)
     background = _Background(config)
-    wait_for(lambda: book.find("k9") is not None, what="the job")
-    pid = _wait_running_at_step(book, config, "k9", 120)
-    os.killpg(pid, signal.SIGKILL)
+    pid = gate.wait_reached()
+    os.killpg(pid, signal.SIGKILL)  # in the middle of step 120
     job = background.join()
     assert job.status is JobStatus.SUCCEEDED, job.message
     legs = book.legs("k9")
     assert legs[0].status is LegStatus.CRASHED and "SIGKILL" in legs[0].message
     assert job.crashes == 1 and len(legs) == 2
-    assert legs[1].start_step is not None and legs[1].start_step >= 100  # from its checkpoint
+    assert legs[1].start_step == 100  # from its last checkpoint
     _finished_cleanly(book, "k9")
     assert_identical(final_model(load_job(config), job.site), reference)
 
@@ -144,15 +122,13 @@ def test_worker_kill9_mid_checkpoint(tmp_path: Path, reference: dict[str, torch.
     )
     book = _book(config)
     background = _Background(config)
-    wait_for(marker.exists, what="a checkpoint being written")
+    wait_for(lambda: marker.exists() and marker.read_text() != "", what="a checkpoint held open")
     running = _running_leg_pid(book, "kc")
     assert running is not None
     step_dir = Path(load_job(config).store_url("KR")) / f"step-{int(marker.read_text()):09d}"
     assert step_dir.is_dir() and not (step_dir / "MANIFEST.json").exists()  # half written
     os.killpg(running[1], signal.SIGKILL)
-    marker.unlink()
     # the restart skips the half-written step and resumes from the one before
-    book.update("kc", message="")
     job = background.join()
     assert job.status is JobStatus.SUCCEEDED, job.message
     legs = book.legs("kc")
@@ -163,19 +139,21 @@ def test_worker_kill9_mid_checkpoint(tmp_path: Path, reference: dict[str, torch.
 
 
 def test_worker_sigterm_is_a_preemption(tmp_path: Path, reference: dict[str, torch.Tensor]) -> None:
-    config = write_job(tmp_path, "pre", policy="carbon-agnostic", every=1000)
+    gate = Gate(tmp_path, 137)
+    config = write_job(tmp_path, "pre", policy="carbon-agnostic", every=1000,
+                       job={"env": gate.env})  # fmt: skip
     book = _book(config)
     background = _Background(config)
-    wait_for(lambda: book.find("pre") is not None, what="the job")
-    pid = _wait_running_at_step(book, config, "pre", 137)
+    pid = gate.wait_reached()
     os.killpg(pid, signal.SIGTERM)
+    gate.open()
     job = background.join()
     assert job.status is JobStatus.SUCCEEDED, job.message
     legs = book.legs("pre")
     assert legs[0].status is LegStatus.PREEMPTED and job.preemptions == 1
     # no periodic checkpoint before step 1000: the preemption's own checkpoint carried the work
-    assert legs[0].end_step is not None and legs[0].end_step >= 137
-    assert legs[1].start_step == legs[0].end_step
+    assert legs[0].end_step == 137
+    assert legs[1].start_step == 137
     log = (load_job(config).workdir / "leg-0001" / "worker.log").read_text()
     assert "SIGTERM received: checkpointing" in log and "Traceback" not in log
     _finished_cleanly(book, "pre")
@@ -249,22 +227,25 @@ def test_destination_store_unwritable_or_full(
 
 
 def test_supervisor_kill9_during_a_leg(tmp_path: Path, reference: dict[str, torch.Tensor]) -> None:
-    config = write_job(tmp_path, "sk", policy="carbon-agnostic")
+    gate = Gate(tmp_path, 80)
+    config = write_job(tmp_path, "sk", policy="carbon-agnostic", job={"env": gate.env})
     first = supervise_cli(config)
     book = _book(config)
-    wait_for(lambda: book.find("sk") is not None, what="the job")
-    worker = _wait_running_at_step(book, config, "sk", 80)
+    worker = gate.wait_reached()  # the worker waits at step 80 while its supervisor dies
     os.kill(first.pid, signal.SIGKILL)  # the supervisor only; its worker lives on
     first.wait()
     assert book.get("sk").status is JobStatus.RUNNING
     second = supervise_cli(config)
-    out, _ = second.communicate(timeout=300)
+    output = LineReader(second)
+    output.wait_for_line("still runs; watching it")  # adopted, not started again
+    gate.open()
+    second.wait(timeout=300)
+    out = output.text()
     assert second.returncode == 0, out
     job = book.get("sk")
     assert job.status is JobStatus.SUCCEEDED, job.message
-    legs = book.legs("sk")
-    assert legs[0].pid == worker
-    assert "still runs; watching it" in out or legs[0].status is LegStatus.INTERRUPTED
+    (leg,) = book.legs("sk")  # one leg: the adopted worker finished the job
+    assert leg.pid == worker and leg.status is LegStatus.COMPLETED and leg.end_step == STEPS
     _finished_cleanly(book, "sk")
     assert_identical(final_model(load_job(config), job.site), reference)
 
@@ -286,6 +267,7 @@ def test_supervisor_kill9_during_a_pause(
         sites=("KR",),
         speed=1800,
         extra={"policy": {"deadline": "2026-03-03T00:00:00Z"}},
+        step_clock=False,  # the supervisor waits the pause out on the job's accelerated clock
     )
     first = supervise_cli(config)
     book = _book(config)
@@ -325,11 +307,12 @@ def test_a_worker_that_keeps_crashing_fails_the_job_with_one_line(tmp_path: Path
 
 
 def test_cancel_stops_a_running_leg_after_its_checkpoint(tmp_path: Path) -> None:
-    config = write_job(tmp_path, "cx", policy="carbon-agnostic", every=1000)
+    gate = Gate(tmp_path, 60)
+    config = write_job(tmp_path, "cx", policy="carbon-agnostic", every=1000,
+                       job={"env": gate.env})  # fmt: skip
     first = supervise_cli(config)
     book = _book(config)
-    wait_for(lambda: book.find("cx") is not None, what="the job")
-    _wait_running_at_step(book, config, "cx", 60)
+    gate.wait_reached()
     db = str(load_job(config).ledger_path)
     cancel = subprocess.run(
         [sys.executable, "-m", "caftm.cli", "cancel", "cx", "--db", db],
@@ -338,11 +321,18 @@ def test_cancel_stops_a_running_leg_after_its_checkpoint(tmp_path: Path) -> None
         timeout=60,
     )
     assert cancel.returncode == 0, cancel.stderr
+    wait_for(lambda: _sigterm_seen(config), what="the supervisor forwarding the cancel")
+    gate.open()
     out, _ = first.communicate(timeout=120)
     job = book.get("cx")
     assert job.status is JobStatus.CANCELLED, out
     leg = book.legs("cx")[0]
-    assert leg.status is LegStatus.CANCELLED and leg.end_step is not None and leg.end_step >= 60
+    assert leg.status is LegStatus.CANCELLED and leg.end_step == 60
     store = Path(load_job(config).store_url("KR"))
     assert (store / f"step-{leg.end_step:09d}" / "MANIFEST.json").exists()
     _finished_cleanly(book, "cx")
+
+
+def _sigterm_seen(config: Path) -> bool:
+    log = load_job(config).workdir / "leg-0001" / "worker.log"
+    return log.exists() and "SIGTERM received" in log.read_text()
