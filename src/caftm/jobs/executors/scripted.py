@@ -59,6 +59,8 @@ class LegScript:
         kills_supervisor: its first poll raises :class:`SupervisorKilled`.
         outlives_supervisor: with ``kills_supervisor``, it goes on running (a later supervisor
             adopts it); otherwise it ends at once, as scripted, while no one watches.
+        stops_on_sigterm: SIGTERM/SIGINT make it checkpoint and end preempted (else it runs on
+            until SIGKILL or its end).
     """
 
     outcome: Outcome | None
@@ -70,6 +72,7 @@ class LegScript:
     checkpoint: bool = True
     kills_supervisor: bool = False
     outlives_supervisor: bool = False
+    stops_on_sigterm: bool = True
 
     @classmethod
     def completed(cls, step: int, *, polls: int = 0) -> LegScript:
@@ -177,11 +180,11 @@ class ScriptedExecutor(Executor):
             if not script.outlives_supervisor:
                 self._end(leg)
             raise SupervisorKilled(f"the supervisor of leg {leg.launch.leg} was killed")
-        if leg.signals:
-            if leg.signals[-1] == signal.SIGKILL:
-                leg.exit_code = -signal.SIGKILL
-            else:  # SIGTERM/SIGINT: it checkpoints and stops
-                self._end(leg, dataclasses.replace(script, outcome=Outcome.PREEMPTED))
+        if signal.SIGKILL in leg.signals:
+            leg.exit_code = -signal.SIGKILL
+            return leg.exit_code
+        if leg.signals and script.stops_on_sigterm:  # SIGTERM/SIGINT: it checkpoints and stops
+            self._end(leg, dataclasses.replace(script, outcome=Outcome.PREEMPTED))
             return leg.exit_code
         if leg.polls < script.polls + script.kills_supervisor:
             leg.polls += 1
