@@ -41,3 +41,11 @@ def test_library_never_imports_rich_or_torch_at_import() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_test_doubles_are_public() -> None:
+    import caftm.clock
+    import caftm.jobs.executors.scripted as scripted
+
+    assert "FakeClock" in caftm.clock.__all__
+    assert scripted.__all__ == ["LegScript", "ScriptedExecutor", "ScriptedLeg", "SupervisorKilled"]

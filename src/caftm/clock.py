@@ -4,6 +4,9 @@ A demo or a test may run a day of grid time in a minute: :class:`AcceleratedCloc
 to virtual POSIX time (``virtual = origin_s + (wall - wall_origin_s) * speed``). The supervisor
 puts it in its workers' environment as ``CAFTM_CLOCK`` so that every process of one job reads the
 same virtual time; :func:`job_clock` returns it where set, else ``time.time``.
+
+:class:`FakeClock` is virtual time for tests: nothing waits, and a sleep advances it at once
+(give it to :class:`~caftm.jobs.supervisor.Supervisor` as ``clock=``).
 """
 
 from __future__ import annotations
@@ -16,7 +19,14 @@ from dataclasses import dataclass
 
 from caftm.errors import ConfigError
 
-__all__ = ["CLOCK_ENV", "AcceleratedClock", "clock_speed", "job_clock", "sleep_virtual"]
+__all__ = [
+    "CLOCK_ENV",
+    "AcceleratedClock",
+    "FakeClock",
+    "clock_speed",
+    "job_clock",
+    "sleep_virtual",
+]
 
 #: Environment variable carrying an accelerated clock: ``origin_s@wall_origin_s*speed``.
 CLOCK_ENV = "CAFTM_CLOCK"
@@ -70,6 +80,47 @@ class AcceleratedClock:
             raise ConfigError(f"{CLOCK_ENV}={text!r} is not 'origin_s@wall_origin_s*speed'") from e
 
 
+class FakeClock:
+    """Virtual time for tests: reading it costs nothing and sleeping it waits for nothing.
+
+    It keeps two times: wall seconds slept (:meth:`monotonic`) and virtual POSIX seconds
+    (calling the clock), which run ``speed`` times faster, as an :class:`AcceleratedClock`'s do.
+    :meth:`sleep` advances both at once and records the wait in :attr:`slept_s`.
+
+    Args:
+        start_s: the virtual POSIX time (s) it reads first.
+        speed: virtual seconds per slept second.
+
+    Raises:
+        ConfigError: ``speed`` is not a positive finite number.
+    """
+
+    def __init__(self, start_s: float = 0.0, *, speed: float = 1.0) -> None:
+        if not (math.isfinite(speed) and speed > 0):
+            raise ConfigError(f"fake clock: speed must be > 0, got {speed}")
+        self.start_s = start_s
+        self.speed = speed
+        self.wall_s = 0.0
+        #: every wait asked of :meth:`sleep` (wall seconds), in order
+        self.slept_s: list[float] = []
+
+    def __call__(self) -> float:
+        return self.start_s + self.wall_s * self.speed
+
+    def monotonic(self) -> float:
+        """Wall seconds slept so far (the fake ``time.monotonic``)."""
+        return self.wall_s
+
+    def sleep(self, seconds: float) -> None:
+        """Advance by ``seconds`` of wall time (``seconds * speed`` of virtual time), at once."""
+        self.slept_s.append(seconds)
+        self.wall_s += max(0.0, seconds)
+
+    def advance(self, virtual_s: float) -> None:
+        """Move virtual time on by ``virtual_s`` seconds without recording a sleep."""
+        self.wall_s += max(0.0, virtual_s) / self.speed
+
+
 def job_clock(env: Mapping[str, str] | None = None) -> Callable[[], float]:
     """The job's clock: the accelerated one in ``CAFTM_CLOCK`` where set, else ``time.time``.
 
@@ -82,10 +133,11 @@ def job_clock(env: Mapping[str, str] | None = None) -> Callable[[], float]:
 
 def clock_speed(clock: Callable[[], float]) -> float:
     """Virtual seconds per wall second of ``clock`` (1 for any clock that is not accelerated)."""
-    return clock.speed if isinstance(clock, AcceleratedClock) else 1.0
+    return clock.speed if isinstance(clock, AcceleratedClock | FakeClock) else 1.0
 
 
 def sleep_virtual(clock: Callable[[], float], seconds: float) -> None:
     """Sleep ``seconds`` of ``clock``'s time (wall time divided by its speed)."""
     if seconds > 0:
-        time.sleep(seconds / clock_speed(clock))
+        wait = clock.sleep if isinstance(clock, FakeClock) else time.sleep
+        wait(seconds / clock_speed(clock))

@@ -29,7 +29,7 @@ from caftm.regions import Catalog
 
 if TYPE_CHECKING:
     from caftm.demo.showcase import DemoResult
-    from caftm.jobs.supervisor import JobView
+    from caftm.jobs.view import JobView
 
 #: Zones the demo shows, from coal-heavy to hydro/nuclear-heavy grids.
 DEMO_ZONES = ("KR", "JP-TK", "DE", "FR", "CA-ON")

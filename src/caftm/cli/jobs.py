@@ -71,7 +71,7 @@ def _supervise(supervisor: Any) -> JobRecord:
 
 def progress_line(view: Any) -> Text:
     """One line: job, site, state, step/total, GPU setting with unit, CI, carbon so far."""
-    from caftm.jobs.supervisor import format_time
+    from caftm.jobs.view import format_time
 
     job, status = view.job, view.status
     step = status.get("step", job.step)
@@ -200,7 +200,7 @@ def status_command(job: Annotated[str, typer.Argument(help="The job's name.")],
 def cancel_command(job: Annotated[str, typer.Argument(help="The job's name.")],
                    db: DbOption = None) -> None:  # fmt: skip
     """Stop a job: its worker checkpoints first, then the job is marked cancelled."""
-    from caftm.jobs.supervisor import cancel_job
+    from caftm.jobs.cancel import cancel_job
 
     with _open(db) as ledger:
         console.print(cancel_job(JobBook(ledger), job), highlight=False)

@@ -29,7 +29,8 @@ import yaml
 
 from caftm.errors import CaftmError, ExecutorError
 from caftm.jobs.spec import JobSpec, load_job
-from caftm.jobs.supervisor import JobView, Supervisor
+from caftm.jobs.supervisor import Supervisor
+from caftm.jobs.view import JobView
 from caftm.ledger import JobBook, JobRecord, JobStatus, Ledger
 
 __all__ = ["DEMO_SITES", "DemoResult", "run_showcase"]

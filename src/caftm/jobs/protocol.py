@@ -20,16 +20,8 @@ variable                meaning
 
 How a leg ended is read from the outcome file first (rank 0 writes it, so launchers such as
 ``torchrun`` that fold exit codes do not matter); without one, exit code 0 means completed and
-anything else a crash. Outcomes:
-
-=============  =============================================================================
-outcome        the supervisor
-=============  =============================================================================
-completed      records the job done; a rerun trains nothing
-moved          transfers the newest complete checkpoint to ``dest``'s store, starts there
-paused         waits (re-checking intensity) until ``until_s`` or the deadline, starts here
-preempted      (SIGTERM/SIGINT; a checkpoint was written) restarts here or at a better site
-=============  =============================================================================
+anything else a crash. The outcomes are :class:`Outcome`'s; what the supervisor does with each
+is the table in :mod:`caftm.jobs.outcomes`.
 """
 
 from __future__ import annotations

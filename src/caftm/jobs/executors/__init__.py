@@ -7,6 +7,9 @@ local      subprocesses on this machine (the default; no extra needed)
 ray        each leg a Ray job (Jobs API) pinned to the site's nodes (``caftm[ray]``)
 skypilot   each leg a SkyPilot managed job in the site's cloud region (``caftm[skypilot]``)
 =========  ==========================================================================
+
+For tests, :class:`~caftm.jobs.executors.scripted.ScriptedExecutor` runs no worker: each leg ends
+as its script says (it has no name here: a job file cannot carry a script).
 """
 
 from __future__ import annotations
@@ -15,12 +18,28 @@ import importlib
 from typing import TYPE_CHECKING
 
 from caftm.errors import ConfigError
-from caftm.jobs.executors.base import EXIT_UNKNOWN, Executor, LegLaunch, WorkerHandle
+from caftm.jobs.executors.base import (
+    EXIT_UNKNOWN,
+    Executor,
+    LegFolderExecutor,
+    LegLaunch,
+    LegRef,
+    WorkerHandle,
+)
 
 if TYPE_CHECKING:
     from caftm.jobs.spec import JobSection
 
-__all__ = ["EXECUTORS", "EXIT_UNKNOWN", "Executor", "LegLaunch", "WorkerHandle", "get_executor"]
+__all__ = [
+    "EXECUTORS",
+    "EXIT_UNKNOWN",
+    "Executor",
+    "LegFolderExecutor",
+    "LegLaunch",
+    "LegRef",
+    "WorkerHandle",
+    "get_executor",
+]
 
 #: name → ("module:Class", install hint)
 EXECUTORS: dict[str, tuple[str, str]] = {

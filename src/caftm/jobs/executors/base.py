@@ -1,8 +1,12 @@
-"""The executor contract: start a worker at a site, watch it, signal it, collect its exit.
+"""The executor contract: start a worker at a site, watch it, signal it, collect its exit,
+and say how its leg ended (the worker's :class:`~caftm.jobs.protocol.StopRequest`) and how it
+is doing (its live status).
 
 One small interface for every engine: ``local`` (subprocesses), and engines that run each leg
 elsewhere (a Ray job pinned to a site's nodes, a SkyPilot managed job in a cloud region). The
 supervisor owns the policy (what to start where, when to give up); an executor only does I/O.
+Engines whose workers write their outcome and status files into the leg's folder (a shared
+filesystem, or copies fetched back) read them through :class:`LegFolderExecutor`.
 """
 
 from __future__ import annotations
@@ -11,18 +15,50 @@ import signal
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from caftm.jobs import protocol
 
 if TYPE_CHECKING:
     from typing import Self
 
+    from caftm.jobs.protocol import StopRequest
     from caftm.jobs.spec import JobSection
     from caftm.ledger.jobs import LegRecord
 
-__all__ = ["EXIT_UNKNOWN", "Executor", "LegLaunch", "WorkerHandle"]
+__all__ = [
+    "EXIT_UNKNOWN",
+    "LOG_FILE",
+    "OUTCOME_FILE",
+    "STATUS_FILE",
+    "Executor",
+    "LegFolderExecutor",
+    "LegLaunch",
+    "LegRef",
+    "WorkerHandle",
+]
 
 #: The exit code reported for a worker this process did not start and cannot read the exit of.
 EXIT_UNKNOWN = -1000
+#: Names of a leg's files in its folder: the worker's outcome, its live status, its output.
+OUTCOME_FILE = "outcome.json"
+STATUS_FILE = "status.json"
+LOG_FILE = "worker.log"
+
+
+@dataclass(frozen=True)
+class LegRef:
+    """One leg of a job, whether or not its worker still runs.
+
+    Attributes:
+        job, leg, site: which leg of which job, and where it ran.
+        folder: the leg's folder as the supervisor sees it (its log, outcome and status files).
+    """
+
+    job: str
+    leg: int
+    site: str
+    folder: Path
 
 
 @dataclass(frozen=True)
@@ -108,6 +144,18 @@ class Executor(ABC):
     def adopt(self, leg: LegRecord) -> WorkerHandle | None:
         """The worker of a leg started by an earlier supervisor, if it still runs."""
 
+    @abstractmethod
+    def outcome(self, leg: LegRef) -> StopRequest | None:
+        """How the leg's worker said it ended; None when it said nothing (yet).
+
+        Raises:
+            ExecutorError: what it said cannot be read (the leg counts as crashed).
+        """
+
+    @abstractmethod
+    def status(self, leg: LegRef) -> dict[str, Any]:
+        """The worker's live status (step, state, carbon so far); empty when there is none."""
+
     def stop(self, handle: WorkerHandle, grace_s: float, *, poll_s: float = 0.05) -> int:
         """SIGTERM, then SIGKILL after ``grace_s``; returns the exit code."""
         import time
@@ -129,3 +177,15 @@ class Executor(ABC):
 
     def close(self) -> None:  # noqa: B027 - engines with a client close it here
         """Release the executor's resources."""
+
+
+class LegFolderExecutor(Executor):
+    """An executor whose workers write their outcome and status into the leg's folder
+    (:data:`OUTCOME_FILE`, :data:`STATUS_FILE`), on a filesystem the supervisor reads or in
+    copies the engine fetched there."""
+
+    def outcome(self, leg: LegRef) -> StopRequest | None:
+        return protocol.read_outcome(leg.folder / OUTCOME_FILE)
+
+    def status(self, leg: LegRef) -> dict[str, Any]:
+        return protocol.read_status(leg.folder / STATUS_FILE) or {}

@@ -16,7 +16,7 @@ import sys
 from typing import ClassVar
 
 from caftm.errors import ExecutorError
-from caftm.jobs.executors.base import EXIT_UNKNOWN, Executor, LegLaunch, WorkerHandle
+from caftm.jobs.executors.base import EXIT_UNKNOWN, LegFolderExecutor, LegLaunch, WorkerHandle
 from caftm.ledger.jobs import LegRecord
 from caftm.ledger.store import pid_alive
 
@@ -43,7 +43,7 @@ def _start_ticks(pid: int) -> str | None:
         return None
 
 
-class LocalExecutor(Executor):
+class LocalExecutor(LegFolderExecutor):
     """Workers as subprocesses of this process (see the module docstring)."""
 
     name: ClassVar[str] = "local"

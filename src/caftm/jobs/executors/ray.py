@@ -42,7 +42,7 @@ from ray.job_submission import JobStatus, JobSubmissionClient
 from caftm.clock import CLOCK_ENV
 from caftm.errors import ExecutorError
 from caftm.jobs import protocol
-from caftm.jobs.executors.base import Executor, LegLaunch, WorkerHandle
+from caftm.jobs.executors.base import LegFolderExecutor, LegLaunch, WorkerHandle
 from caftm.jobs.spec import RaySection
 
 if TYPE_CHECKING:
@@ -72,7 +72,7 @@ _POLL_EVERY_S = 0.25
 _UNREACHABLE_S = 120.0
 
 
-class RayExecutor(Executor):
+class RayExecutor(LegFolderExecutor):
     """Legs as Ray jobs (see the module docstring).
 
     Args:

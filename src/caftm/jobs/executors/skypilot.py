@@ -31,7 +31,13 @@ import sky
 from caftm.clock import CLOCK_ENV
 from caftm.errors import CaftmError, ConfigError, ExecutorError
 from caftm.jobs import protocol
-from caftm.jobs.executors.base import Executor, LegLaunch, WorkerHandle
+from caftm.jobs.executors.base import (
+    OUTCOME_FILE,
+    STATUS_FILE,
+    LegFolderExecutor,
+    LegLaunch,
+    WorkerHandle,
+)
 from caftm.jobs.spec import SkyPilotSection
 
 if TYPE_CHECKING:
@@ -57,7 +63,7 @@ _REMOTE_LEDGER = "caftm-ledger.sqlite"
 _STATUS_EVERY_S = 5.0
 
 
-class SkyPilotExecutor(Executor):
+class SkyPilotExecutor(LegFolderExecutor):
     """Legs as SkyPilot managed jobs (see the module docstring).
 
     Args:
@@ -198,8 +204,8 @@ class SkyPilotExecutor(Executor):
         envs.update(self.job_env)
         envs.update(
             {
-                protocol.ENV_OUTCOME_FILE: f"{remote_dir}/outcome.json",
-                protocol.ENV_STATUS_FILE: f"{remote_dir}/status.json",
+                protocol.ENV_OUTCOME_FILE: f"{remote_dir}/{OUTCOME_FILE}",
+                protocol.ENV_STATUS_FILE: f"{remote_dir}/{STATUS_FILE}",
                 protocol.ENV_LEDGER: _REMOTE_LEDGER,
                 protocol.ENV_GRACE_S: repr(launch.grace_s),
                 "PYTHONUNBUFFERED": "1",
@@ -283,7 +289,7 @@ class SkyPilotExecutor(Executor):
         now = time.monotonic()
         if terminal or now - float(handle.extra.get("fetched", 0.0)) > _STATUS_EVERY_S:  # type: ignore[arg-type]
             handle.extra["fetched"] = now
-            self._fetch(handle, ("status.json", "outcome.json") if terminal else ("status.json",))
+            self._fetch(handle, (STATUS_FILE, OUTCOME_FILE) if terminal else (STATUS_FILE,))
         if not terminal:
             return None
         name = getattr(status, "name", "")

@@ -1,0 +1,181 @@
+"""A leg's life under the supervisor: start its worker at the job's site, watch it to its end
+(forwarding a stop or a cancel, showing progress), and ask the executor how it ended."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import signal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from caftm._notice import notice
+from caftm.clock import CLOCK_ENV, AcceleratedClock
+from caftm.errors import ExecutorError
+from caftm.jobs import protocol
+from caftm.jobs.cancel import close_cancelled
+from caftm.jobs.executors import LegLaunch, WorkerHandle
+from caftm.jobs.executors.base import LOG_FILE, OUTCOME_FILE, STATUS_FILE
+from caftm.jobs.protocol import Outcome, StopRequest
+from caftm.jobs.view import JobView
+from caftm.ledger.jobs import JobRecord, JobStatus, LegStatus
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from caftm.jobs.supervisor import Supervisor
+
+__all__ = ["LegEnd", "LegRunner"]
+
+log = logging.getLogger(__name__)
+
+#: seconds between two polls of a running worker
+POLL_S = 0.05
+#: seconds between two reads of the ledger (cancel requested?) while a worker runs or a job waits
+CANCEL_POLL_S = 0.25
+
+
+@dataclass
+class LegEnd:
+    """How a leg ended: what its worker said (None: nothing) and its exit code."""
+
+    request: StopRequest | None
+    exit_code: int
+
+
+class LegRunner:
+    """Starts and watches the legs of one supervisor's job."""
+
+    def __init__(self, supervisor: Supervisor) -> None:
+        self.sup = supervisor
+
+    def start(self, job: JobRecord) -> JobRecord:
+        """Start the next leg at the job's site and follow it to its end (see the outcomes)."""
+        sup = self.sup
+        spec = sup.spec
+        leg = job.leg + 1
+        site = job.site
+        try:
+            sup.executor.check_site(site)
+        except ExecutorError as e:
+            return sup.outcomes.fail_over(job, site, e)
+        files = sup.leg_dir(leg)
+        files.mkdir(parents=True, exist_ok=True)
+        for name in (OUTCOME_FILE, STATUS_FILE):
+            (files / name).unlink(missing_ok=True)
+        store_url = spec.store_url(site)
+        launch = LegLaunch(
+            job.name,
+            leg,
+            site,
+            spec.job.command,
+            self.worker_env(leg, site, store_url, files),
+            spec.cwd,
+            files / LOG_FILE,
+            spec.job.grace_s,
+        )
+        start_step = sup._latest_step(store_url)
+        sup.book.start_leg(job.name, leg, site=site, executor=sup.executor.name,
+                           start_step=start_step)  # fmt: skip
+        job = sup.book.update(
+            job.name, leg=leg, status=JobStatus.RUNNING, store_url=store_url, pause_until=None
+        )
+        try:
+            handle = sup.executor.start(launch)
+        except ExecutorError as e:
+            sup.book.end_leg(job.name, leg, LegStatus.CRASHED, message=str(e))
+            return sup.outcomes.fail(job, str(e))
+        sup.book.update_leg(
+            job.name, leg, pid=handle.pid, host=handle.host, external_id=handle.external_id,
+            node=handle.node,
+        )  # fmt: skip
+        log.info("job %s: leg %d started at %s (%s)", job.name, leg, site, handle.external_id)
+        return self.finish(job, leg, site, handle)
+
+    def finish(self, job: JobRecord, leg: int, site: str, handle: WorkerHandle) -> JobRecord:
+        """Watch a started (or adopted) leg to its end and act on how it ended."""
+        sup = self.sup
+        code = self.watch(job, leg, site, handle)
+        end = self.end(leg, site, code)
+        if sup.cancelled:
+            return close_cancelled(sup.book, job, (leg, end))
+        request = end.request
+        if (
+            sup.stopped_by is not None
+            and request is not None
+            and (request.outcome is Outcome.PREEMPTED)
+        ):
+            why = f"stopped with the supervisor ({sup.stopped_by})"
+            sup.book.end_leg(job.name, leg, LegStatus.PREEMPTED, exit_code=end.exit_code,
+                             end_step=request.step, message=why)  # fmt: skip
+            return sup.book.update(job.name, status=JobStatus.RESTARTING, step=request.step)
+        return sup.outcomes.act(sup.book.get(job.name), leg, site, end)
+
+    def watch(self, job: JobRecord, leg: int, site: str, handle: WorkerHandle) -> int:
+        """Wait for the worker to end; forward a stop or a cancel; report progress."""
+        sup = self.sup
+        ref = sup.leg_ref(leg, site)
+        next_cancel_check = 0.0
+        stop_sent_at: float | None = None
+        while True:
+            code = sup.executor.poll(handle)
+            if code is not None:
+                return code
+            now = sup.monotonic()
+            if sup.stopped_by is not None and stop_sent_at is None:
+                notice("job %s: %s received; the worker checkpoints and stops", job.name,
+                       sup.stopped_by)  # fmt: skip
+                sup.executor.signal(handle, signal.SIGTERM)
+                stop_sent_at = now
+            if now >= next_cancel_check:  # one ledger read serves the cancel check and the view
+                next_cancel_check = now + CANCEL_POLL_S
+                stored = sup.book.get(job.name)
+                if sup.on_update is not None:
+                    sup.on_update(JobView(stored, sup.executor.status(ref), sup.clock()))
+                if not sup.cancelled and stored.cancel_requested:
+                    sup.cancelled = True
+                    notice("job %s: cancelling; the worker checkpoints first", job.name)
+                    sup.executor.signal(handle, signal.SIGTERM)
+                    stop_sent_at = now
+            if stop_sent_at is not None and now - stop_sent_at > sup.spec.job.grace_s:
+                sup.executor.signal(handle, signal.SIGKILL)
+                stop_sent_at = math.inf
+            sup.sleep(POLL_S)
+
+    def end(self, leg: int, site: str, exit_code: int) -> LegEnd:
+        """How the leg ended, as its executor tells (an unreadable outcome counts as none)."""
+        try:
+            request = self.sup.executor.outcome(self.sup.leg_ref(leg, site))
+        except ExecutorError as e:
+            notice("%s; counting the leg as crashed", e, warning=True)
+            request = None
+        return LegEnd(request, exit_code)
+
+    def worker_env(self, leg: int, site: str, store_url: str, files: Path) -> dict[str, str]:
+        """The worker's whole environment (the worker protocol's variables set)."""
+        sup = self.sup
+        env = dict(os.environ)
+        env.update(sup.spec.job.env)
+        env.update(
+            {
+                protocol.ENV_JOB: sup.spec.name,
+                protocol.ENV_LEG: str(leg),
+                protocol.ENV_SITE: site,
+                protocol.ENV_CHECKPOINT_URL: store_url,
+                protocol.ENV_LEDGER: str(sup.spec.ledger_path),
+                protocol.ENV_OUTCOME_FILE: str(files / OUTCOME_FILE),
+                protocol.ENV_STATUS_FILE: str(files / STATUS_FILE),
+                protocol.ENV_GRACE_S: repr(sup.spec.job.grace_s),
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        env.pop(protocol.ENV_EXCLUDE_SITES, None)
+        excluded = sorted(sup.excluded - {site})
+        if excluded:
+            env[protocol.ENV_EXCLUDE_SITES] = ",".join(excluded)
+        if isinstance(sup.clock, AcceleratedClock):
+            env[CLOCK_ENV] = sup.clock.to_env()
+        else:
+            env.pop(CLOCK_ENV, None)
+        return env
