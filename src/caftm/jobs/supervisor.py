@@ -110,7 +110,7 @@ class Supervisor:
         self.stopped_by: str | None = None
         self._source: Any = None
         # imported now (it imports torch, seconds): a move should not wait for it
-        import caftm.jobs.transfer  # noqa: F401
+        import caftm.checkpoint.transfer  # noqa: F401
 
     # -- the whole job -----------------------------------------------------------------------------
     def run(self) -> JobRecord:
@@ -442,7 +442,7 @@ class Supervisor:
         return max(streak, 1)
 
     def _move(self, job: JobRecord, leg: int, src: str, dest: str) -> JobRecord:
-        from caftm.jobs.transfer import transfer_latest
+        from caftm.checkpoint import transfer_latest
 
         spec = self.spec
         src_url, dst_url = spec.store_url(src), spec.store_url(dest)
@@ -608,22 +608,11 @@ class Supervisor:
 
         A cheap progress marker (no checksums are read): workers verify before they restore.
         """
-        import fsspec
+        from caftm.checkpoint import latest_complete_step
 
-        try:
-            fs, root = fsspec.core.url_to_fs(store_url)
-            if fs.exists(f"{root.rstrip('/')}/rank-00000"):
-                root = f"{root.rstrip('/')}/rank-00000"
-            steps = [
-                int(name.rsplit("-", 1)[1])
-                for name in (p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(root, detail=False))
-                if name.startswith("step-")
-                and name[5:].isdigit()
-                and fs.exists(f"{root.rstrip('/')}/{name}/MANIFEST.json")
-            ]
-        except (OSError, ValueError, ImportError):
-            return None
-        return max(steps, default=None)
+        with contextlib.suppress(CaftmError):
+            return latest_complete_step(store_url)
+        return None
 
 
 def _describe_exit(code: int) -> str:
