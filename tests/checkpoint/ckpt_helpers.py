@@ -1,15 +1,20 @@
-"""Helpers shared by the checkpoint tests: an independent manifest check, tensor comparison."""
+"""Helpers shared by the checkpoint tests: an independent manifest check, tensor comparison,
+and an in-memory store that fills up, stalls or damages what it stores."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import random
 import sys
+import threading
 from pathlib import Path
+from typing import Any
 
 import torch
+from fsspec.implementations.memory import MemoryFileSystem
 from safetensors.torch import load_file
 
 HERE = Path(__file__).resolve().parent
@@ -64,3 +69,52 @@ def assert_bit_identical(path_a: Path, path_b: Path) -> None:
     assert sorted(a) == sorted(b)
     different = [k for k in a if a[k].dtype != b[k].dtype or not torch.equal(a[k], b[k])]
     assert not different, f"tensors differ: {different}"
+
+
+class _EdgeWriter:
+    """A file being written to :class:`EdgeMemoryFS`: may block, run out of space, or be damaged."""
+
+    def __init__(self, inner: Any, fs: EdgeMemoryFS, path: str) -> None:
+        self.inner, self.fs, self.path = inner, fs, path
+
+    def write(self, data: bytes | memoryview) -> int:
+        if self.fs.gate is not None:
+            self.fs.writes_blocked.set()
+            assert self.fs.gate.wait(30), "test never opened the gate"
+        if self.fs.free_bytes is not None:
+            self.fs.free_bytes -= len(data)
+            if self.fs.free_bytes < 0:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), self.path)
+        if self.path.rsplit("/", 1)[-1] in self.fs.damaged_names and len(data):
+            data = bytes([data[0] ^ 0xFF]) + bytes(data[1:])
+        return int(self.inner.write(data))
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def __enter__(self) -> _EdgeWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class EdgeMemoryFS(MemoryFileSystem):
+    """In-memory fsspec filesystem standing in for a disk that fills up, stalls or damages data.
+
+    ``free_bytes``: bytes that may still be written before writes fail with ENOSPC.
+    ``gate``: when set to an Event, every write waits for it (``writes_blocked`` is set first).
+    ``damaged_names``: files with these base names are stored with the first byte of every
+    written piece flipped (sizes unchanged); other files, manifests say, are stored intact.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.free_bytes: int | None = None
+        self.gate: threading.Event | None = None
+        self.writes_blocked = threading.Event()
+        self.damaged_names: frozenset[str] = frozenset()
+
+    def _open(self, path: str, mode: str = "rb", **kwargs: Any) -> Any:
+        inner = super()._open(path, mode, **kwargs)
+        return _EdgeWriter(inner, self, path) if "w" in mode else inner

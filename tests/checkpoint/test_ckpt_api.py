@@ -17,10 +17,14 @@ def test_public_names_are_pinned_and_sorted() -> None:
         "SaveHandle",
         "Stateful",
         "TrainingState",
+        "TransferError",
+        "TransferResult",
         "capture_rng_state",
         "decode_tree",
         "encode_tree",
+        "latest_complete_step",
         "restore_rng_state",
+        "transfer_latest",
     ]
     assert checkpoint.__all__ == sorted(checkpoint.__all__, key=lambda n: (not n.isupper(), n))
     # each public name is the package's own object, from the module that defines it
@@ -33,4 +37,6 @@ def test_public_names_are_pinned_and_sorted() -> None:
         set()
     )
     assert homes["CheckpointStore"] == "caftm.checkpoint.store"
+    assert homes["transfer_latest"] == "caftm.checkpoint.transfer"
+    assert homes["latest_complete_step"] == "caftm.checkpoint.layout"
     assert isinstance(checkpoint.FORMAT_VERSION, int) and checkpoint.FORMAT_VERSION >= 1

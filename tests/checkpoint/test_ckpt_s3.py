@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,19 +15,6 @@ from caftm.errors import CheckpointError
 
 pytestmark = pytest.mark.network
 s3fs = pytest.importorskip("s3fs")
-
-
-@pytest.fixture
-def s3(s3_endpoint: str) -> Iterator[tuple[Any, dict[str, Any], str]]:
-    options = {
-        "key": "testing",
-        "secret": "testing",
-        "client_kwargs": {"endpoint_url": s3_endpoint},
-    }
-    fs = s3fs.S3FileSystem(skip_instance_cache=True, **options)
-    bucket = f"ckpt-{uuid.uuid4().hex[:12]}"
-    fs.mkdir(bucket)
-    yield fs, options, f"s3://{bucket}/runs/job-1"
 
 
 def state_with(value: float) -> TrainingState:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from tests.jobs.jobs_support import START, write_job
 
-from caftm.checkpoint import CheckpointStore, TrainingState
+from caftm.checkpoint import CheckpointStore, TrainingState, transfer_latest
 from caftm.clock import FakeClock
 from caftm.jobs import protocol
 from caftm.jobs.cancel import cancel_job
@@ -23,7 +23,6 @@ from caftm.jobs.executors.local import LocalExecutor
 from caftm.jobs.executors.scripted import LegScript, ScriptedExecutor, SupervisorKilled
 from caftm.jobs.spec import JobSpec, load_job
 from caftm.jobs.supervisor import Supervisor
-from caftm.jobs.transfer import transfer_latest
 from caftm.jobs.view import JobView
 from caftm.ledger import JobBook, JobRecord, JobStatus, Ledger, LegStatus
 from caftm.ledger.jobs import TransferRecord

@@ -21,16 +21,21 @@ sizes and sha256 is written last; nothing is ever unpickled, and checksums are v
 anything is parsed. Global RNGs, optimiser, scheduler, GradScaler and sampler position are all
 captured, so a resumed run continues bit-identically (use ``torch.use_deterministic_algorithms``
 and give the DataLoader its own ``generator=``).
+
+Between stores, :func:`transfer_latest` moves the newest complete step (verified, resumable),
+and :func:`latest_complete_step` names it without reading any checksum.
 """
 
 from __future__ import annotations
 
+from caftm.checkpoint.layout import latest_complete_step
 from caftm.checkpoint.manifest import FORMAT_VERSION, FileEntry, Manifest
 from caftm.checkpoint.rng import capture_rng_state, restore_rng_state
 from caftm.checkpoint.sampler import ResumableSampler
 from caftm.checkpoint.serialize import EncodedTree, decode_tree, encode_tree
 from caftm.checkpoint.state import Stateful, TrainingState
 from caftm.checkpoint.store import CheckpointInfo, CheckpointStore, SaveHandle
+from caftm.checkpoint.transfer import TransferError, TransferResult, transfer_latest
 
 __all__ = [
     "FORMAT_VERSION",
@@ -43,8 +48,12 @@ __all__ = [
     "SaveHandle",
     "Stateful",
     "TrainingState",
+    "TransferError",
+    "TransferResult",
     "capture_rng_state",
     "decode_tree",
     "encode_tree",
+    "latest_complete_step",
     "restore_rng_state",
+    "transfer_latest",
 ]

@@ -57,6 +57,10 @@ class Backend:
     def join(self, *parts: str) -> str:
         return "/".join([self.root.rstrip("/"), *parts])
 
+    def subdir(self, name: str) -> Backend:
+        """The same storage, rooted at the folder ``name`` under this root."""
+        raise NotImplementedError
+
     def url(self, path: str) -> str:
         """Path as the user would write it (with protocol for remote stores)."""
         return path
@@ -106,6 +110,9 @@ class LocalBackend(Backend):
 
     def join(self, *parts: str) -> str:
         return os.path.join(self.root, *parts)
+
+    def subdir(self, name: str) -> Backend:
+        return LocalBackend(self.join(name))
 
     def list_names(self, path: str) -> list[str]:
         try:
@@ -200,6 +207,9 @@ class FsspecBackend(Backend):
 
     def url(self, path: str) -> str:
         return str(self.fs.unstrip_protocol(path))
+
+    def subdir(self, name: str) -> Backend:
+        return FsspecBackend(self.fs, self.join(name))
 
     def list_names(self, path: str) -> list[str]:
         self.fs.invalidate_cache(path)

@@ -31,7 +31,6 @@ import concurrent.futures
 import json
 import logging
 import os
-import re
 import threading
 import time
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from typing import Any
 from caftm._notice import notice
 from caftm.checkpoint._backend import Backend, open_backend
 from caftm.checkpoint._ints import as_int
+from caftm.checkpoint.layout import read_manifest, step_dir_name, step_numbers
 from caftm.checkpoint.manifest import (
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -64,8 +64,6 @@ from caftm.errors import CheckpointError, ConfigError
 __all__ = ["CheckpointInfo", "CheckpointStore", "SaveHandle"]
 
 logger = logging.getLogger(__name__)
-
-_STEP_DIR = re.compile(r"^step-(\d{9,})$")
 
 
 @dataclass(frozen=True)
@@ -317,44 +315,23 @@ class CheckpointStore:
         return info
 
     # ----------------------------------------------------------------- listing
-    def _dir_name(self, step: int) -> str:
-        return f"step-{step:09d}"
-
     def _step_dir(self, step: int) -> str:
-        return self._backend.join(self._dir_name(step))
+        return self._backend.join(step_dir_name(step))
 
     def _step_file(self, step: int, name: str) -> str:
-        return self._backend.join(self._dir_name(step), name)
+        return self._backend.join(step_dir_name(step), name)
 
     def _step_numbers(self) -> list[int]:
-        steps = []
-        for name in self._backend.list_names(self._backend.root):
-            match = _STEP_DIR.match(name)
-            if match:
-                steps.append(int(match.group(1)))
-        return sorted(steps)
+        return step_numbers(self._backend)
 
     def _read_manifest(self, step: int) -> Manifest:
         """Read and parse the manifest of ``step`` from storage; remembers the result."""
         try:
-            manifest = self._parse_manifest(step)
+            manifest, _ = read_manifest(self._backend, step)
         except CheckpointError:
             self._forget(step)
             raise
         self._remember(step, manifest)
-        return manifest
-
-    def _parse_manifest(self, step: int) -> Manifest:
-        where = self._backend.url(self._step_dir(step))
-        try:
-            data = self._backend.read_bytes(self._step_file(step, MANIFEST_NAME))
-        except FileNotFoundError as e:
-            raise CheckpointError(f"{where} has no {MANIFEST_NAME} (incomplete checkpoint)") from e
-        except OSError as e:
-            raise CheckpointError(f"cannot read {where}/{MANIFEST_NAME}: {e}") from e
-        manifest = Manifest.from_json(data, where=where)
-        if manifest.step != step:
-            raise CheckpointError(f"{where}/{MANIFEST_NAME} says step {manifest.step}")
         return manifest
 
     def _remember(self, step: int, manifest: Manifest) -> None:

@@ -39,6 +39,7 @@ import torch
 
 from caftm._notice import notice
 from caftm.checkpoint import CheckpointStore, TrainingState
+from caftm.checkpoint.layout import rank_dir_name
 from caftm.checkpoint.state import Stateful
 from caftm.control.config import ControllerConfig
 from caftm.control.controller import Controller
@@ -380,4 +381,4 @@ def _check_arguments(every: Any, stateful: Any, store: Any, gpu: Any) -> None:
 
 
 def _rank_url(url: str, rank: int, world_size: int) -> str:
-    return url if world_size == 1 else f"{url.rstrip('/')}/rank-{rank:05d}"
+    return url if world_size == 1 else f"{url.rstrip('/')}/{rank_dir_name(rank)}"

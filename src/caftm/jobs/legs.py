@@ -75,7 +75,7 @@ class LegRunner:
             files / LOG_FILE,
             spec.job.grace_s,
         )
-        start_step = sup._latest_step(store_url)
+        start_step = sup.latest_step(store_url)
         sup.book.start_leg(job.name, leg, site=site, executor=sup.executor.name,
                            start_step=start_step)  # fmt: skip
         job = sup.book.update(

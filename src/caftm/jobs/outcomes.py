@@ -62,7 +62,7 @@ class OutcomeTable:
         sup = self.sup
         request = end.request
         if request is None and end.exit_code == 0:  # a script that does not speak the protocol
-            request = StopRequest(Outcome.COMPLETED, sup._latest_step(job.store_url) or 0)
+            request = StopRequest(Outcome.COMPLETED, sup.latest_step(job.store_url) or 0)
         if request is None:
             return self.crashed(job, leg, site, end.exit_code)
         fields: dict[str, object] = {"exit_code": end.exit_code, "end_step": request.step}
@@ -101,7 +101,7 @@ class OutcomeTable:
         """Restart after a backoff, or fail after too many crashes without progress."""
         sup = self.sup
         record = sup.book.get_leg(job.name, leg)
-        end_step = sup._latest_step(sup.spec.store_url(site))
+        end_step = sup.latest_step(sup.spec.store_url(site))
         progressed = end_step is not None and end_step > (record.start_step or 0)
         cause = _describe_exit(exit_code)
         log_path = sup.leg_dir(leg) / LOG_FILE
@@ -140,7 +140,7 @@ class OutcomeTable:
     def move(self, job: JobRecord, leg: int, src: str, dest: str) -> JobRecord:
         """Transfer the newest checkpoint from ``src`` to ``dest`` and set the job there; when
         ``dest`` cannot take it, stay at ``src`` with ``dest`` excluded."""
-        from caftm.jobs.transfer import transfer_latest
+        from caftm.checkpoint import transfer_latest
 
         sup = self.sup
         spec = sup.spec

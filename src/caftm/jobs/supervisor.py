@@ -17,6 +17,7 @@ supervisor killed with ``kill -9`` and started again picks the job up where it w
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -98,7 +99,7 @@ class Supervisor:
         self.stopped_by: str | None = None
         self._source: Any = None
         # imported now (it imports torch, seconds): a move should not wait for it
-        import caftm.jobs.transfer  # noqa: F401
+        import caftm.checkpoint.transfer  # noqa: F401
 
     @property
     def clock(self) -> Callable[[], float]:
@@ -261,24 +262,13 @@ class Supervisor:
         return float(reading.intensity_g_per_kwh)
 
     @staticmethod
-    def _latest_step(store_url: str) -> int | None:
-        """The newest step with a manifest in a store (rank 0's under DDP); None: none.
+    def latest_step(store_url: str) -> int | None:
+        """The newest step complete in a store (on every rank under DDP); None: none.
 
         A cheap progress marker (no checksums are read): workers verify before they restore.
         """
-        import fsspec
+        from caftm.checkpoint import latest_complete_step
 
-        try:
-            fs, root = fsspec.core.url_to_fs(store_url)
-            if fs.exists(f"{root.rstrip('/')}/rank-00000"):
-                root = f"{root.rstrip('/')}/rank-00000"
-            steps = [
-                int(name.rsplit("-", 1)[1])
-                for name in (p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(root, detail=False))
-                if name.startswith("step-")
-                and name[5:].isdigit()
-                and fs.exists(f"{root.rstrip('/')}/{name}/MANIFEST.json")
-            ]
-        except (OSError, ValueError, ImportError):
-            return None
-        return max(steps, default=None)
+        with contextlib.suppress(CaftmError):
+            return latest_complete_step(store_url)
+        return None

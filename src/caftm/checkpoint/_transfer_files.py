@@ -20,7 +20,7 @@ from typing import BinaryIO
 
 from caftm.checkpoint._backend import Backend, FsspecBackend, LocalBackend
 from caftm.checkpoint.checksum import TreeHasher
-from caftm.errors import CheckpointError
+from caftm.errors import CheckpointError, ExecutorError
 
 __all__ = [
     "FdReader",
@@ -28,6 +28,7 @@ __all__ = [
     "LocalSink",
     "Sink",
     "SourceDamaged",
+    "TransferError",
     "cause",
     "open_sink",
     "open_source",
@@ -38,6 +39,13 @@ logger = logging.getLogger(__name__)
 
 _TEMP_FILE = re.compile(r"\.tmp-(\d+)-[0-9a-f]{8}$")
 _FLUSH_EVERY_BYTES = 128 * 2**20  # start the disk writeback of a local file this often
+
+
+class TransferError(ExecutorError):
+    """The destination store could not take the checkpoint (full, unwritable, access denied).
+
+    The message names the destination URL and the cause. Nothing at the source was changed.
+    """
 
 
 class SourceDamaged(Exception):

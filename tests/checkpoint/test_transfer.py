@@ -14,12 +14,16 @@ from typing import Any
 
 import pytest
 import torch
+from ckpt_helpers import EdgeMemoryFS
 
-from caftm.checkpoint import CheckpointStore, TrainingState
+from caftm.checkpoint import (
+    CheckpointStore,
+    TrainingState,
+    TransferError,
+    TransferResult,
+    transfer_latest,
+)
 from caftm.errors import CheckpointError, ConfigError, ExecutorError
-from caftm.jobs.transfer import TransferError, TransferResult, transfer_latest
-
-from .conftest import FaultyMemoryFS
 
 HERE = Path(__file__).resolve().parent
 WIDTH = 1024  # floats per row: a row is 4 KiB
@@ -219,9 +223,9 @@ def test_killed_halfway_then_resumed(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("prune_source", [False, True])
 def test_full_destination_is_a_transfer_error_and_source_untouched(
-    tmp_path: Path, faulty_fs: tuple[FaultyMemoryFS, str], prune_source: bool
+    tmp_path: Path, edge_fs: tuple[EdgeMemoryFS, str], prune_source: bool
 ) -> None:
-    fs, root = faulty_fs
+    fs, root = edge_fs
     src = tmp_path / "KR"
     save(str(src), 3, seed=3, rows=256)
     before = files_under(src)
@@ -243,14 +247,18 @@ def test_full_destination_is_a_transfer_error_and_source_untouched(
     assert CheckpointStore(root, filesystem=fs).verify(3).step == 3
 
 
+@pytest.mark.parametrize(
+    "damaged",
+    [("tensors.safetensors",), ("state.json",), ("tensors.safetensors", "MANIFEST.json")],
+)
 def test_destination_that_damages_data_is_caught_on_read_back(
-    tmp_path: Path, faulty_fs: tuple[FaultyMemoryFS, str]
+    tmp_path: Path, edge_fs: tuple[EdgeMemoryFS, str], damaged: tuple[str, ...]
 ) -> None:
-    fs, root = faulty_fs
+    fs, root = edge_fs
     src = tmp_path / "KR"
     save(str(src), 6, seed=6)
     before = files_under(src)
-    fs.flip_bytes = True
+    fs.damaged_names = frozenset(damaged)  # sizes kept: only the sha256 read-back can tell
     with pytest.raises(CheckpointError, match=f"does not match its manifest after copying.*{root}"):
         transfer_latest(str(src), root, dst_filesystem=fs, prune_source=True)
     assert not fs.exists(f"{root}/step-000000006/MANIFEST.json")

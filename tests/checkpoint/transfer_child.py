@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from caftm.jobs.transfer import transfer_latest
+from caftm.checkpoint import transfer_latest
 
 if __name__ == "__main__":
     src, dst, bandwidth, chunk = sys.argv[1:5]
