@@ -210,7 +210,8 @@ def ledger_totals(path: Path) -> tuple[float, float, int, str, str, int, int]:
     with Ledger(path, read_only=True) as ledger:
         book = JobBook(ledger)
         job = book.get("known")
-        _, energy, carbon = book.totals("known")
+        totals = book.totals("known")
+        energy, carbon = totals.energy_j, totals.carbon_g
         (n,) = ledger._read(
             "SELECT COUNT(*) FROM windows WHERE run_id IN (SELECT run_id FROM runs WHERE job = ?)",
             ("known",),

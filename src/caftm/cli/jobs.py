@@ -111,7 +111,8 @@ def summary_table(book: JobBook, job: JobRecord) -> Table:
             str(leg.leg), leg.site, leg.status.value, span, _time(leg.started_at),
             _time(leg.ended_at), leg.node or leg.host or "—", leg.external_id or "—",
         )  # fmt: skip
-    _, energy_j, carbon_g = book.totals(job.name)
+    totals = book.totals(job.name)
+    energy_j, carbon_g = totals.energy_j, totals.carbon_g
     moved = sum(1 for t in book.transfers(job.name) if t.status == "done")
     table.caption = (
         f"{job.moves} moves ({moved} transfers), {job.pauses} pauses, {job.preemptions} "

@@ -43,7 +43,14 @@ from caftm.jobs import protocol
 from caftm.jobs.executors import EXIT_UNKNOWN, Executor, LegLaunch, WorkerHandle, get_executor
 from caftm.jobs.protocol import Outcome, StopRequest
 from caftm.jobs.spec import JobSpec
-from caftm.ledger.jobs import JobBook, JobRecord, JobStatus, LegStatus, TransferRecord
+from caftm.ledger.jobs import (
+    JobBook,
+    JobRecord,
+    JobStatus,
+    LegStatus,
+    TransferRecord,
+    TransferStatus,
+)
 from caftm.ledger.store import Ledger, pid_alive
 
 __all__ = ["JobView", "Supervisor", "cancel_job", "format_time"]
@@ -448,7 +455,7 @@ class Supervisor:
         src_url, dst_url = spec.store_url(src), spec.store_url(dest)
         started = time.perf_counter()
         record = TransferRecord(job.name, leg, datetime.now(UTC), src, dest, src_url, dst_url,
-                                job.step, None, None, "started", "")  # fmt: skip
+                                job.step, None, None, TransferStatus.STARTED, "")  # fmt: skip
         transfer_id = self.book.record_transfer(record)
         bandwidth = spec.job.bandwidth_mb_per_s
         try:
@@ -461,7 +468,7 @@ class Supervisor:
             )
         except CaftmError as e:
             seconds = time.perf_counter() - started
-            self.book.finish_transfer(transfer_id, status="failed", message=str(e),
+            self.book.finish_transfer(transfer_id, status=TransferStatus.FAILED, message=str(e),
                                       seconds=seconds)  # fmt: skip
             self._excluded.add(dest)
             notice("job %s cannot move to %s (%s); staying at %s, %s excluded", job.name, dest,
@@ -471,8 +478,8 @@ class Supervisor:
         seconds = time.perf_counter() - started
         size = 0 if result is None else result.bytes
         step = None if result is None else result.step
-        self.book.finish_transfer(transfer_id, status="done", size_bytes=size, seconds=seconds,
-                                  step=step)  # fmt: skip
+        self.book.finish_transfer(transfer_id, status=TransferStatus.DONE, size_bytes=size,
+                                  seconds=seconds, step=step)  # fmt: skip
         self.book.count(job.name, "moves")
         notice("job %s moved %s → %s at step %s (%.1f MB in %.1f s)", job.name, src, dest,
                job.step, size / 1e6, seconds)  # fmt: skip
