@@ -107,8 +107,18 @@ def test_jobs_legs_and_transfers(tmp_path: Path) -> None:
         assert book.count("j", "crashes").crashes == 1
         transfer = book.record_transfer(
             TransferRecord(
-                "j", 1, datetime.now(UTC), "KR", "FR", "/kr", "/fr", 10, None, None,
-                TransferStatus.STARTED, "",
+                "j",
+                1,
+                datetime.now(UTC),
+                "KR",
+                "FR",
+                "/kr",
+                "/fr",
+                10,
+                None,
+                None,
+                TransferStatus.STARTED,
+                "",
             )
         )
         book.finish_transfer(transfer, status=TransferStatus.DONE, size_bytes=123, seconds=0.5)

@@ -105,8 +105,7 @@ class Feed:
         """
         cond, param = scope.where("e")
         rows = self.ledger._read(
-            f"SELECT {EVENT_COLUMNS} FROM events e"
-            f" WHERE {cond} AND e.id > ? ORDER BY e.id LIMIT ?",
+            f"SELECT {EVENT_COLUMNS} FROM events e WHERE {cond} AND e.id > ? ORDER BY e.id LIMIT ?",
             (param, after_id, -1 if limit is None else limit),
         )
         return [event_record(r) for r in rows]
