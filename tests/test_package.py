@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import caftm
 
@@ -49,3 +51,25 @@ def test_test_doubles_are_public() -> None:
 
     assert "FakeClock" in caftm.clock.__all__
     assert scripted.__all__ == ["LegScript", "ScriptedExecutor", "ScriptedLeg", "SupervisorKilled"]
+
+
+# sqlite files caftm keeps besides the ledger: they own their tables and their SQL
+_OWN_DATABASES = {"signals/cache.py"}  # the intensity cache
+_SQL = re.compile(
+    r"\bSELECT\b.+\bFROM\b|\bINSERT\s+INTO\b|\bUPDATE\s+\w+\s+SET\b|\bDELETE\s+FROM\b|\bJOIN\b"
+    r"|\bPRAGMA\b"
+)
+
+
+def test_only_the_ledger_queries_the_ledger() -> None:
+    """Readers use the ledger's typed queries (Ledger, Feed, JobBook), never its SQL."""
+    root = Path(caftm.__file__).parent
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        name = path.relative_to(root).as_posix()
+        if name.startswith("ledger/") or name in _OWN_DATABASES:
+            continue
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if "._read(" in line or "._db." in line or _SQL.search(line):
+                found.append(f"{name}:{number}: {line.strip()}")
+    assert found == []

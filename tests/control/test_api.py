@@ -39,6 +39,7 @@ def test_public_names_are_pinned_and_sorted() -> None:
         "Policy",
         "Resume",
         "Rules",
+        "RunStatus",
         "SiteOutlook",
         "StartProfiling",
         "State",
@@ -55,14 +56,18 @@ def test_public_names_are_pinned_and_sorted() -> None:
         "transition",
     }
     assert caftm.ledger.__all__ == [
+        "EventRecord",
         "JobBook",
         "JobRecord",
         "JobStatus",
+        "JobTotals",
         "Ledger",
         "LegRecord",
         "LegStatus",
+        "RunSpan",
         "RunSummary",
         "TransferRecord",
+        "TransferStatus",
         "WindowRecord",
         "default_ledger_path",
     ]

@@ -21,6 +21,7 @@ from caftm.control import (
     GreedyCleanest,
     Hooks,
     Rules,
+    RunStatus,
     State,
     SuspendResume,
     ThresholdMode,
@@ -405,7 +406,7 @@ def test_a_moved_run_ends_without_claiming_training_finished(
     run.drive(8 * 18_000)
     c = run.controller
     assert run.moves == ["FR"]
-    c.close(status="moved")
+    c.close(status=RunStatus.MOVED)
     last = c.events[-1]
     assert last.to_state is State.DONE and last.reason == "run ended: moved"
     assert run.gpu.applied[-1] is None  # the GPU is restored whatever the ending

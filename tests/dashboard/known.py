@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from caftm.control.states import Event, State
-from caftm.ledger import JobBook, JobStatus, Ledger, LegStatus, TransferRecord
+from caftm.ledger import JobBook, JobStatus, Ledger, LegStatus, TransferRecord, TransferStatus
 
 START = datetime(2026, 6, 15, 12, tzinfo=UTC)
 WINDOW_S = 600.0
@@ -152,7 +152,18 @@ def build_known(path: Path) -> Known:
                 book.end_leg("known", leg, LegStatus.MOVED, end_step=300)
                 book.record_transfer(
                     TransferRecord(
-                        "known", leg, t, "KR", "FR", "a", "b", 300, 1000, 0.5, "done", ""
+                        "known",
+                        leg,
+                        t,
+                        "KR",
+                        "FR",
+                        "a",
+                        "b",
+                        300,
+                        1000,
+                        0.5,
+                        TransferStatus.DONE,
+                        "",
                     )
                 )
                 book.count("known", "moves")
@@ -210,7 +221,8 @@ def ledger_totals(path: Path) -> tuple[float, float, int, str, str, int, int]:
     with Ledger(path, read_only=True) as ledger:
         book = JobBook(ledger)
         job = book.get("known")
-        _, energy, carbon = book.totals("known")
+        totals = book.totals("known")
+        energy, carbon = totals.energy_j, totals.carbon_g
         (n,) = ledger._read(
             "SELECT COUNT(*) FROM windows WHERE run_id IN (SELECT run_id FROM runs WHERE job = ?)",
             ("known",),

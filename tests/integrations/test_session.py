@@ -14,7 +14,7 @@ import integ_scenario as sc
 import pytest
 from torch import nn
 
-from caftm.control import Controller, State, make_policy
+from caftm.control import Controller, RunStatus, State, make_policy
 from caftm.errors import LedgerError
 from caftm.gpu.knob import GpuKnob
 from caftm.gpu.simulated import SimulatedBackend
@@ -75,7 +75,7 @@ def test_pause_elsewhere_stops_with_the_time_to_restart(tmp_path: Path) -> None:
     assert stop.until_s is not None and stop.until_s > clock()
     assert saved == [3] and sleeps == []
     assert stop.to_dict()["outcome"] == "paused"
-    session.close(status="paused")
+    session.close(status=RunStatus.PAUSED)
 
 
 def test_failed_checkpoint_keeps_training_here(tmp_path: Path) -> None:
@@ -207,7 +207,7 @@ def test_failed_start_leaves_no_refresher_thread(tmp_path: Path, how: str) -> No
         session.start()
     assert _caftm_threads() == before
     assert not any(t.name == "caftm-intensity" for t in threading.enumerate())
-    session.close(status="failed")  # still safe to call
+    session.close(status=RunStatus.FAILED)  # still safe to call
 
 
 def test_failed_start_of_the_torch_integration_stops_its_threads(tmp_path: Path) -> None:

@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 from tests.dashboard.known import append_window, build_known
 
+from caftm.control import RunStatus, State
 from caftm.errors import ConfigError, LedgerError
-from caftm.ledger import Ledger
+from caftm.ledger import JobBook, Ledger, TransferStatus
 from caftm.ledger.feed import Feed, Scope
+from caftm.report.timeline import job_path
 
 
 def _digest(path: Path) -> str:
@@ -50,6 +52,50 @@ def test_windows_and_events_after_an_id(tmp_path: Path) -> None:
         assert feed.windows(Scope.of_job("nobody")) == []
 
 
+def test_the_public_queries_of_a_job_and_its_runs(tmp_path: Path) -> None:
+    known = build_known(tmp_path / "l.sqlite")
+    with Ledger(known.path) as ledger:
+        bare = ledger.start_run(
+            name="bare", policy="caftm", site="DE", started_at=known.next_time, config={"a": 1}
+        )
+    with Ledger(known.path, read_only=True) as ledger:
+        feed, book = Feed(ledger), JobBook(ledger)
+        first, second, third = known.run_ids
+        spans = feed.run_spans(Scope.of_job("known"))
+        assert [(s.run_id, s.site, s.leg, s.end_reason) for s in spans] == [
+            (first, "KR", 1, "run ended: moved"),
+            (second, "FR", 2, "run ended: paused: cleaner later"),
+            (third, "FR", 3, None),
+        ]
+        events = feed.events(Scope.of_job("known"))
+        assert spans[1].first_event == min(e.time for e in events if e.run_id == second)
+        assert spans[1].last_event == max(e.time for e in events if e.run_id == second)
+        assert events[-1].to_state is State.TOLERANCE  # states come back typed
+        assert feed.run_spans(Scope.of_run(bare)) == []  # no events yet
+        moves, pauses = job_path(book, "known")
+        assert [(m[2], m[3]) for m in moves] == [("KR", "FR")] and len(pauses) == 1
+        assert moves[0][:2] == (spans[0].last_event, spans[1].first_event)
+
+        run = ledger.run(first)
+        assert run is not None and (run.job, run.leg, run.status) == ("known", 1, "moved")
+        assert run.status is RunStatus.MOVED and run.windows == 6 and run.simulated
+        alone = ledger.run(bare)
+        assert alone is not None and alone.job is None and alone.config == {"a": 1}
+        assert alone.status is RunStatus.RUNNING and alone.energy_j is None
+        assert ledger.run("nope") is None
+        assert [r.run_id for r in ledger.runs(outside_jobs=True)] == [bare]
+        assert {r.run_id for r in ledger.runs()} == {bare, *known.run_ids}
+
+        windows = feed.windows(Scope.of_job("known"))
+        totals = book.totals("known")
+        assert totals.steps == sum(w.steps for w in windows) == 650
+        assert totals.energy_j == pytest.approx(sum(w.energy_j or 0.0 for w in windows))
+        assert totals.carbon_g == pytest.approx(sum(w.carbon_g or 0.0 for w in windows))
+        assert book.totals("nobody").energy_j is None and book.totals("nobody").steps == 0
+        (transfer,) = book.transfers("known")
+        assert transfer.status is TransferStatus.DONE and transfer.status == "done"
+
+
 def test_the_feed_never_writes_and_never_blocks_a_writer(tmp_path: Path) -> None:
     known = build_known(tmp_path / "l.sqlite")
     before = _digest(known.path)
@@ -58,7 +104,10 @@ def test_the_feed_never_writes_and_never_blocks_a_writer(tmp_path: Path) -> None
         feed.windows(Scope.of_job("known"))
         feed.events(Scope.of_job("known"))
         feed.high_water()
+        feed.run_spans(Scope.of_job("known"))
         ledger.runs()
+        ledger.run(known.run_ids[0])
+        JobBook(ledger).totals("known")
     assert _digest(known.path) == before
     with Ledger(known.path, read_only=True) as ledger:
         feed = Feed(ledger)

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from caftm.errors import ConfigError, LedgerError
-from caftm.ledger import JobBook, JobStatus, Ledger, LegStatus, TransferRecord
+from caftm.ledger import JobBook, JobStatus, Ledger, LegStatus, TransferRecord, TransferStatus
+from caftm.ledger.feed import Feed, Scope
 from caftm.ledger.schema import SCHEMA_VERSION
 
 # the schema as caftm 0.1 (before versioning) wrote it
@@ -54,7 +55,7 @@ def test_a_ledger_from_before_versioning_is_migrated(tmp_path: Path) -> None:
         assert new in {r.run_id for r in ledger.runs()}
         book = JobBook(ledger)
         book.create("j", site="FR", store_url="/s", executor="local", spec={})
-        assert book.run_ids("j") == [new]
+        assert Feed(ledger).run_ids(Scope.of_job("j")) == [new]
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         columns = {r[1] for r in db.execute("PRAGMA table_info(runs)")}
@@ -106,10 +107,21 @@ def test_jobs_legs_and_transfers(tmp_path: Path) -> None:
         assert book.count("j", "crashes").crashes == 1
         transfer = book.record_transfer(
             TransferRecord(
-                "j", 1, datetime.now(UTC), "KR", "FR", "/kr", "/fr", 10, None, None, "started", ""
+                "j",
+                1,
+                datetime.now(UTC),
+                "KR",
+                "FR",
+                "/kr",
+                "/fr",
+                10,
+                None,
+                None,
+                TransferStatus.STARTED,
+                "",
             )
         )
-        book.finish_transfer(transfer, status="done", size_bytes=123, seconds=0.5)
+        book.finish_transfer(transfer, status=TransferStatus.DONE, size_bytes=123, seconds=0.5)
         (record,) = book.transfers("j")
         assert (record.status, record.bytes, record.seconds) == ("done", 123, 0.5)
         with pytest.raises(ConfigError, match="no job 'x'"):

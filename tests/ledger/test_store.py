@@ -69,8 +69,15 @@ def test_records_and_reads_back_a_run(tmp_path: Path) -> None:
         assert run.carbon_g == pytest.approx(36_000.0 / 3.6e6 * 500.0)  # 5 g
         events = ledger.events(run_id)
         assert [e.to_state for e in events] == [State.SUSPEND, State.MIGRATION]
-        assert events[0] == _event(1, State.SUSPEND, "intensity 512 ≥ θ 400 g/kWh")
+        stored, recorded = events[0], _event(1, State.SUSPEND, "intensity 512 ≥ θ 400 g/kWh")
+        assert (stored.run_id, stored.time, stored.from_state, stored.to_state, stored.reason,
+                stored.intensity_g_per_kwh, stored.site, stored.gpu_setting) == (
+            run_id, recorded.time, recorded.from_state, recorded.to_state, recorded.reason,
+            recorded.intensity_g_per_kwh, recorded.site, recorded.gpu_setting,
+        )  # fmt: skip
+        assert events[0].id < events[1].id
         windows = ledger.windows(run_id)
+        assert [w.run_id for w in windows] == [run_id] * 2 and windows[0].id < windows[1].id
         assert windows[0].carbon_g == pytest.approx(5.0)
         assert windows[1].energy_j is None and windows[1].carbon_g is None
         assert windows[1].intensity_g_per_kwh is None  # NaN is stored as unknown

@@ -19,7 +19,14 @@ from rich.text import Text
 from caftm.cli._common import console
 from caftm.errors import ConfigError
 from caftm.jobs.spec import load_job
-from caftm.ledger import JobBook, JobRecord, JobStatus, Ledger, default_ledger_path
+from caftm.ledger import (
+    JobBook,
+    JobRecord,
+    JobStatus,
+    Ledger,
+    TransferStatus,
+    default_ledger_path,
+)
 
 DbOption = Annotated[
     Path | None,
@@ -111,8 +118,9 @@ def summary_table(book: JobBook, job: JobRecord) -> Table:
             str(leg.leg), leg.site, leg.status.value, span, _time(leg.started_at),
             _time(leg.ended_at), leg.node or leg.host or "—", leg.external_id or "—",
         )  # fmt: skip
-    _, energy_j, carbon_g = book.totals(job.name)
-    moved = sum(1 for t in book.transfers(job.name) if t.status == "done")
+    totals = book.totals(job.name)
+    energy_j, carbon_g = totals.energy_j, totals.carbon_g
+    moved = sum(1 for t in book.transfers(job.name) if t.status is TransferStatus.DONE)
     table.caption = (
         f"{job.moves} moves ({moved} transfers), {job.pauses} pauses, {job.preemptions} "
         f"preemptions, {job.crashes} crashes; energy "

@@ -31,6 +31,7 @@ from caftm.control.states import (
     ControlState,
     Event,
     Observation,
+    RunStatus,
     SiteOutlook,
     StartProfiling,
     State,
@@ -301,7 +302,7 @@ class Controller:
         self._arm()
         return self
 
-    def close(self, *, status: str = "finished") -> None:
+    def close(self, *, status: RunStatus = RunStatus.FINISHED) -> None:
         """End the run: restore GPU defaults, flush windows, close the ledger run (idempotent)."""
         if not self._started or self._ctx.state is State.DONE:
             return
@@ -330,7 +331,7 @@ class Controller:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.close(status="finished" if exc_type is None else "failed")
+        self.close(status=RunStatus.FINISHED if exc_type is None else RunStatus.FAILED)
 
     # -- the step path ---------------------------------------------------------------------------
     def step(self) -> State:

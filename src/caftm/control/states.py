@@ -24,6 +24,22 @@ class State(StrEnum):
     DONE = "done"  # training finished
 
 
+class RunStatus(StrEnum):
+    """How a controller's run is doing or ended, as the ledger stores it (a job's leg closes
+    its runs with the leg's status)."""
+
+    RUNNING = "running"
+    FINISHED = "finished"  # the training loop ended (a bare run)
+    COMPLETED = "completed"  # training reached its end (a job's worker)
+    MOVED = "moved"
+    PAUSED = "paused"
+    PREEMPTED = "preempted"
+    SUSPENDED = "suspended"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"  # its process died without closing it
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
     """One recorded transition."""
@@ -82,7 +98,7 @@ class Observation:
         remaining_work_s: estimated training time left at the current speed (None: unknown).
         power_w: average training power (W), idle_power_w: power while moving/paused.
         finished: the run is ending (training finished, or the process moves, pauses, fails).
-        end_status: why it ends: ``finished``/``completed``, ``moved``, ``paused``, ``failed``.
+        end_status: why it ends (``finished``/``completed``, ``moved``, ``paused``, ``failed``...).
     """
 
     now_s: float
@@ -97,7 +113,7 @@ class Observation:
     power_w: float = 300.0
     idle_power_w: float = 100.0
     finished: bool = False
-    end_status: str = "finished"
+    end_status: RunStatus = RunStatus.FINISHED
 
     def outlook(self, site: str) -> SiteOutlook | None:
         """The outlook of ``site``, or None."""

@@ -59,6 +59,7 @@ from caftm.control.states import (
     Observation,
     Pause,
     Resume,
+    RunStatus,
     StartProfiling,
     State,
     Step,
@@ -73,7 +74,7 @@ def transition(ctx: ControlState, obs: Observation, policy: Policy) -> Step:
     if ctx.state is State.DONE:
         return Step(ctx)
     if obs.finished:
-        done = obs.end_status in ("finished", "completed")
+        done = obs.end_status in (RunStatus.FINISHED, RunStatus.COMPLETED)
         reason = "training finished" if done else f"run ended: {obs.end_status}"
         return _to(ctx, obs, State.DONE, reason, Finish(), ApplySetting(None))
     handler = _HANDLERS[ctx.state]

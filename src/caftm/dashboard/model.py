@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from caftm.errors import CaftmError, ConfigError
-from caftm.ledger import JobBook, Ledger
-from caftm.ledger.feed import EventRow, Feed, Scope
+from caftm.ledger import EventRecord, JobBook, Ledger
+from caftm.ledger.feed import Feed, Scope
 from caftm.report.carbon import (
     BASELINE_ESTIMATE_TEXT,
     BASELINE_TWIN_TEXT,
@@ -67,7 +67,7 @@ class Watch:
         self.knob: str | None = None
         self.energy_j = self.carbon_g = self.agnostic_g = 0.0
         self.steps = 0
-        self.events: list[EventRow] = []
+        self.events: list[EventRecord] = []
         self._outlook: tuple[int, list[dict[str, Any]]] | None = None
         threading.Thread(target=self.prepare, daemon=True, name="caftm-prepare").start()
 
@@ -127,7 +127,7 @@ class Watch:
         if self.scope.job is not None:
             twin = self.board.book.find(f"{self.scope.job}-agnostic")
             if twin is not None:
-                _, _, carbon = self.board.book.totals(twin.name)
+                carbon = self.board.book.totals(twin.name).carbon_g
                 return carbon, BASELINE_TWIN_TEXT.format(twin=twin.name)
         if not self.t:
             return None, "no windows measured yet"
@@ -230,10 +230,8 @@ class Watch:
         }
 
     def _run_status(self) -> str:
-        rows = self.board.ledger._read(
-            "SELECT status FROM runs WHERE run_id = ?", (self.scope.run_id,)
-        )
-        return str(rows[0][0]) if rows else "unknown"
+        run = self.board.ledger.run(str(self.scope.run_id))
+        return run.status.value if run is not None else "unknown"
 
 
 def _finite(value: float) -> float | None:
@@ -279,18 +277,16 @@ class Board:
                 return self._jobs[1]
             out: list[dict[str, Any]] = []
             for job in self.book.jobs():
-                steps, energy, carbon = self.book.totals(job.name)
+                totals = self.book.totals(job.name)
                 out.append({"name": job.name, "kind": "job", "status": job.status.value,
                             "site": job.site, "moves": job.moves, "pauses": job.pauses,
-                            "steps": steps, "energy_j": energy, "carbon_g": carbon})  # fmt: skip
-            loose = self.ledger._read("SELECT run_id FROM runs WHERE job IS NULL")
-            wanted = {r[0] for r in loose}
-            for run in self.ledger.runs() if wanted else []:
-                if run.run_id in wanted:
-                    out.append({"name": run.run_id, "kind": "run", "status": run.status,
-                                "site": run.site, "moves": None, "pauses": None,
-                                "steps": run.steps, "energy_j": run.energy_j,
-                                "carbon_g": run.carbon_g})  # fmt: skip
+                            "steps": totals.steps, "energy_j": totals.energy_j,
+                            "carbon_g": totals.carbon_g})  # fmt: skip
+            for run in self.ledger.runs(outside_jobs=True):
+                out.append({"name": run.run_id, "kind": "run", "status": run.status.value,
+                            "site": run.site, "moves": None, "pauses": None,
+                            "steps": run.steps, "energy_j": run.energy_j,
+                            "carbon_g": run.carbon_g})  # fmt: skip
             self._jobs = (mark, out)
             return out
 
@@ -317,9 +313,7 @@ class Board:
                 return cached
             watch = self._watches.get(scope)
             if watch is None:
-                if scope.run_id is not None and not self.ledger._read(
-                    "SELECT 1 FROM runs WHERE run_id = ?", (scope.run_id,)
-                ):
+                if scope.run_id is not None and self.ledger.run(scope.run_id) is None:
                     raise ConfigError(f"no run {scope.run_id!r} in ledger {self.ledger.path}")
                 watch = self._watches[scope] = Watch(self, scope, max_points=self.max_points)
             watch.refresh()

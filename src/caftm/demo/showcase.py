@@ -32,6 +32,7 @@ from caftm.jobs.spec import JobSpec, load_job
 from caftm.jobs.supervisor import Supervisor
 from caftm.jobs.view import JobView
 from caftm.ledger import JobBook, JobRecord, JobStatus, Ledger
+from caftm.ledger.feed import Feed, Scope
 
 __all__ = ["DEMO_SITES", "DemoResult", "run_showcase"]
 
@@ -215,35 +216,27 @@ def _run_all(specs: dict[str, JobSpec], on_update: UpdateFn | None) -> dict[str,
 def _job_summary(book: JobBook, spec: JobSpec) -> dict[str, Any]:
     """Carbon, energy, moves, pauses, clock changes and completion time of one job."""
     job = book.get(spec.name)
-    steps, energy_j, carbon_g = book.totals(job.name)
-    windows = _windows(book, job.name)
-    times = [w[0] for w in windows]
+    totals = book.totals(job.name)
+    windows = sorted(Feed(book.ledger).windows(Scope.of_job(job.name)),
+                     key=lambda w: (w.time, w.id))  # fmt: skip
+    times = [w.time for w in windows]
     jct_h = (max(times) - DEMO_START).total_seconds() / 3600 if times else 0.0
     changes, last = 0, None
-    for _, setting, _site in windows:
-        if setting is not None and setting != last:
+    for window in windows:
+        if window.setting is not None and window.setting != last:
             changes += 1
-        last = setting
+        last = window.setting
     return {
-        "carbon_g": carbon_g or 0.0,
-        "energy_j": energy_j or 0.0,
+        "carbon_g": totals.carbon_g or 0.0,
+        "energy_j": totals.energy_j or 0.0,
         "moves": job.moves,
         "pauses": job.pauses,
         "clock_changes": changes,
-        "steps": steps,
+        "steps": totals.steps,
         "jct_h": round(jct_h, 2),
         "sites": [leg.site for leg in book.legs(job.name)],
         "legs": job.leg,
     }
-
-
-def _windows(book: JobBook, job: str) -> list[tuple[datetime, float | None, str]]:
-    rows = book.ledger._read(
-        "SELECT w.time, w.setting, w.site FROM windows w JOIN runs r ON r.run_id = w.run_id"
-        " WHERE r.job = ? ORDER BY w.time, w.id",
-        (job,),
-    )
-    return [(datetime.fromisoformat(t), s, site) for t, s, site in rows]
 
 
 def _final_params_equal(a: JobSpec, b: JobSpec, job_a: JobRecord, job_b: JobRecord) -> bool:

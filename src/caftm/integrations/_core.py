@@ -28,7 +28,7 @@ from collections.abc import Callable
 from caftm._notice import notice
 from caftm.control.controller import Controller
 from caftm.control.hooks import Hooks
-from caftm.control.states import utc_from_s
+from caftm.control.states import RunStatus, utc_from_s
 from caftm.errors import CaftmError
 from caftm.gpu.knob import GpuKnob
 from caftm.jobs.protocol import Outcome, StopRequest
@@ -126,14 +126,14 @@ class ControllerSession:
 
     def _undo_start(self) -> None:
         try:
-            self.controller.close(status="failed")
+            self.controller.close(status=RunStatus.FAILED)
         except Exception:
             log.exception("closing the controller after its failed start failed too")
         finally:
             if self.knob is not None:
                 self.knob.close()
 
-    def close(self, *, status: str = "finished") -> None:
+    def close(self, *, status: RunStatus = RunStatus.FINISHED) -> None:
         """Close the controller's run and restore the GPU defaults (idempotent)."""
         try:
             self.controller.close(status=status)

@@ -35,6 +35,7 @@ from safetensors.torch import save_file
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from caftm.checkpoint import CheckpointStore, TrainingState
+from caftm.control.states import RunStatus
 from caftm.errors import CheckpointError, ConfigError
 from caftm.integrations._core import ControllerSession, StopRequest
 from caftm.integrations._state import TreeHolder
@@ -130,7 +131,10 @@ class CarbonAwareTrainerCallback(TrainerCallback):
     def on_train_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
-        status = "finished" if self.stop_request is None else self.stop_request.outcome.value
+        status = (
+            RunStatus.FINISHED if self.stop_request is None
+            else RunStatus(self.stop_request.outcome.value)
+        )  # fmt: skip
         self.session.close(status=status)
         self._started = False
 

@@ -39,6 +39,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from caftm.checkpoint import CheckpointInfo, CheckpointStore, ResumableSampler, TrainingState
 from caftm.checkpoint.rng import capture_rng_state, restore_rng_state
+from caftm.control.states import RunStatus
 from caftm.errors import CheckpointError, ConfigError
 from caftm.integrations._core import ControllerSession, StopRequest
 from caftm.integrations._state import TreeHolder
@@ -279,12 +280,14 @@ class CarbonAwareCallback(pl.Callback):
             trainer.should_stop = True
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.session.close(status="finished" if self.stop_request is None else "suspended")
+        self.session.close(
+            status=RunStatus.FINISHED if self.stop_request is None else RunStatus.SUSPENDED
+        )
 
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:
-        self.session.close(status="failed")
+        self.session.close(status=RunStatus.FAILED)
 
 
 def _train_loaders(trainer: pl.Trainer) -> list[ResumableDataLoader]:

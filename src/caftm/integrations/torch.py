@@ -43,6 +43,7 @@ from caftm.checkpoint.layout import rank_dir_name
 from caftm.checkpoint.state import Stateful
 from caftm.control.config import ControllerConfig
 from caftm.control.controller import Controller
+from caftm.control.states import RunStatus
 from caftm.errors import ConfigError
 from caftm.gpu import GpuBackend
 from caftm.integrations._core import ControllerSession, Outcome, StopRequest
@@ -224,7 +225,11 @@ class CarbonAwareTraining:
         interrupted = exc_type is not None and issubclass(exc_type, KeyboardInterrupt)
         if exc_type is None and self.outcome is Outcome.COMPLETED:
             self.save()  # the end is a checkpoint too: running the script again trains nothing
-        status = "interrupted" if interrupted else "failed" if exc_type else self.outcome.value
+        status = (
+            RunStatus.INTERRUPTED if interrupted
+            else RunStatus.FAILED if exc_type
+            else RunStatus(self.outcome.value)
+        )  # fmt: skip
         try:
             if self.session is not None:
                 self.session.close(status=status)

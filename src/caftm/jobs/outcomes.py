@@ -40,7 +40,7 @@ from caftm.jobs.executors.base import LOG_FILE
 from caftm.jobs.legs import CANCEL_POLL_S, POLL_S, LegEnd
 from caftm.jobs.protocol import Outcome, StopRequest
 from caftm.jobs.view import JobView, format_time
-from caftm.ledger.jobs import JobRecord, JobStatus, LegStatus, TransferRecord
+from caftm.ledger.jobs import JobRecord, JobStatus, LegStatus, TransferRecord, TransferStatus
 
 if TYPE_CHECKING:
     from caftm.jobs.supervisor import Supervisor
@@ -147,7 +147,7 @@ class OutcomeTable:
         src_url, dst_url = spec.store_url(src), spec.store_url(dest)
         started = time.perf_counter()
         record = TransferRecord(job.name, leg, datetime.now(UTC), src, dest, src_url, dst_url,
-                                job.step, None, None, "started", "")  # fmt: skip
+                                job.step, None, None, TransferStatus.STARTED, "")  # fmt: skip
         transfer_id = sup.book.record_transfer(record)
         bandwidth = spec.job.bandwidth_mb_per_s
         try:
@@ -160,7 +160,7 @@ class OutcomeTable:
             )
         except CaftmError as e:
             seconds = time.perf_counter() - started
-            sup.book.finish_transfer(transfer_id, status="failed", message=str(e),
+            sup.book.finish_transfer(transfer_id, status=TransferStatus.FAILED, message=str(e),
                                      seconds=seconds)  # fmt: skip
             sup.excluded.add(dest)
             notice("job %s cannot move to %s (%s); staying at %s, %s excluded", job.name, dest,
@@ -170,8 +170,8 @@ class OutcomeTable:
         seconds = time.perf_counter() - started
         size = 0 if result is None else result.bytes
         step = None if result is None else result.step
-        sup.book.finish_transfer(transfer_id, status="done", size_bytes=size, seconds=seconds,
-                                 step=step)  # fmt: skip
+        sup.book.finish_transfer(transfer_id, status=TransferStatus.DONE, size_bytes=size,
+                                 seconds=seconds, step=step)  # fmt: skip
         sup.book.count(job.name, "moves")
         notice("job %s moved %s → %s at step %s (%.1f MB in %.1f s)", job.name, src, dest,
                job.step, size / 1e6, seconds)  # fmt: skip

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from caftm._notice import notice
 from caftm.jobs.executors import EXIT_UNKNOWN
-from caftm.ledger.jobs import JobRecord, JobStatus, LegRecord, LegStatus
+from caftm.ledger.jobs import JobRecord, JobStatus, LegRecord, LegStatus, TransferStatus
 
 if TYPE_CHECKING:
     from caftm.jobs.supervisor import Supervisor
@@ -75,10 +75,10 @@ class Recovery:
         """Finish a move the earlier supervisor left (by its last transfer's record)."""
         transfers = sup.book.transfers(job.name)
         last = transfers[-1] if transfers else None
-        if last is not None and last.status == "done" and last.dst_site != job.site:
+        if last is not None and last.status is TransferStatus.DONE and last.dst_site != job.site:
             return sup.book.update(job.name, status=JobStatus.RESTARTING, site=last.dst_site,
                                    store_url=last.dst_url)  # fmt: skip
-        if last is not None and last.status == "started":
+        if last is not None and last.status is TransferStatus.STARTED:
             notice("job %s: resuming the interrupted move %s → %s", job.name, last.src_site,
                    last.dst_site)  # fmt: skip
             return sup.outcomes.move(job, last.leg, last.src_site, last.dst_site)

@@ -12,21 +12,34 @@ from caftm.ledger.jobs import (
     JobBook,
     JobRecord,
     JobStatus,
+    JobTotals,
     LegRecord,
     LegStatus,
     TransferRecord,
+    TransferStatus,
 )
-from caftm.ledger.store import Ledger, RunSummary, WindowRecord, default_ledger_path
+from caftm.ledger.store import (
+    EventRecord,
+    Ledger,
+    RunSpan,
+    RunSummary,
+    WindowRecord,
+    default_ledger_path,
+)
 
 __all__ = [
+    "EventRecord",
     "JobBook",
     "JobRecord",
     "JobStatus",
+    "JobTotals",
     "Ledger",
     "LegRecord",
     "LegStatus",
+    "RunSpan",
     "RunSummary",
     "TransferRecord",
+    "TransferStatus",
     "WindowRecord",
     "default_ledger_path",
 ]

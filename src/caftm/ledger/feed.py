@@ -6,8 +6,9 @@ A viewer keeps the highest row id it has seen and asks only for what came after 
     rows = feed.windows(Scope.of_job("move"))            # everything so far
     more = feed.windows(Scope.of_job("move"), after_id=rows[-1].id)
 
-Windows and events carry their row id (``id``, increasing in insertion order) and their run;
-a :class:`Scope` selects a job's runs (every leg) or one bare run. Nothing here writes.
+Windows and events are the ledger's own records (:class:`~caftm.ledger.store.WindowRecord`,
+:class:`~caftm.ledger.store.EventRecord`), which carry their row id and run; a :class:`Scope`
+selects a job's runs (every leg) or one bare run. Nothing here writes.
 """
 
 from __future__ import annotations
@@ -15,11 +16,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from caftm.control.states import State
 from caftm.errors import ConfigError
 from caftm.ledger.schema import SCHEMA_VERSION
-from caftm.ledger.store import Ledger
+from caftm.ledger.store import (
+    EVENT_COLUMNS,
+    WINDOW_COLUMNS,
+    EventRecord,
+    Ledger,
+    RunSpan,
+    WindowRecord,
+    event_record,
+    window_record,
+)
 
-__all__ = ["EventRow", "Feed", "Scope", "WindowRow"]
+__all__ = ["Feed", "Scope"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,39 +61,6 @@ class Scope:
         return f"{alias}.run_id = ?", str(self.run_id)
 
 
-@dataclass(frozen=True, slots=True)
-class WindowRow:
-    """A measured window with its row id and run (energy J, intensity gCO2eq/kWh, carbon g)."""
-
-    id: int
-    run_id: str
-    time: datetime
-    duration_s: float
-    steps: int
-    setting: float | None
-    knob: str | None
-    energy_j: float | None
-    intensity_g_per_kwh: float | None
-    carbon_g: float | None
-    site: str
-    phase: str
-
-
-@dataclass(frozen=True, slots=True)
-class EventRow:
-    """A controller transition with its row id and run (states as stored, e.g. ``tolerance``)."""
-
-    id: int
-    run_id: str
-    time: datetime
-    from_state: str
-    to_state: str
-    reason: str
-    intensity_g_per_kwh: float | None
-    site: str
-    gpu_setting: float | None
-
-
 class Feed:
     """Read-only incremental queries on a :class:`Ledger` (open it with ``read_only=True``).
 
@@ -103,7 +81,7 @@ class Feed:
 
     def windows(
         self, scope: Scope, *, after_id: int = 0, limit: int | None = None
-    ) -> list[WindowRow]:
+    ) -> list[WindowRecord]:
         """The scope's windows with ``id > after_id``, in id order (at most ``limit``).
 
         Raises:
@@ -111,16 +89,15 @@ class Feed:
         """
         cond, param = scope.where("w")
         rows = self.ledger._read(
-            "SELECT w.id, w.run_id, w.time, w.duration_s, w.steps, w.setting, w.knob,"
-            " w.energy_j, w.intensity_g_per_kwh, w.carbon_g, w.site, w.phase FROM windows w"
+            f"SELECT {WINDOW_COLUMNS} FROM windows w"
             f" WHERE {cond} AND w.id > ? ORDER BY w.id LIMIT ?",
             (param, after_id, -1 if limit is None else limit),
         )
-        return [WindowRow(r[0], r[1], datetime.fromisoformat(r[2]), *r[3:]) for r in rows]
+        return [window_record(r) for r in rows]
 
     def events(
         self, scope: Scope, *, after_id: int = 0, limit: int | None = None
-    ) -> list[EventRow]:
+    ) -> list[EventRecord]:
         """The scope's events with ``id > after_id``, in id order (at most ``limit``).
 
         Raises:
@@ -128,12 +105,10 @@ class Feed:
         """
         cond, param = scope.where("e")
         rows = self.ledger._read(
-            "SELECT e.id, e.run_id, e.time, e.from_state, e.to_state, e.reason,"
-            " e.intensity_g_per_kwh, e.site, e.gpu_setting FROM events e"
-            f" WHERE {cond} AND e.id > ? ORDER BY e.id LIMIT ?",
+            f"SELECT {EVENT_COLUMNS} FROM events e WHERE {cond} AND e.id > ? ORDER BY e.id LIMIT ?",
             (param, after_id, -1 if limit is None else limit),
         )
-        return [EventRow(r[0], r[1], datetime.fromisoformat(r[2]), *r[3:]) for r in rows]
+        return [event_record(r) for r in rows]
 
     def high_water(self) -> tuple[int, int, str]:
         """(highest window id, highest event id, latest job or run change): what a viewer
@@ -162,3 +137,25 @@ class Feed:
         cond, param = scope.where("r")
         rows = self.ledger._read(f"SELECT MAX(r.simulated) FROM runs r WHERE {cond}", (param,))
         return bool(rows[0][0])
+
+    def run_spans(self, scope: Scope) -> list[RunSpan]:
+        """What each of the scope's runs with events covers, by leg then first event (cheap: a
+        few rows per run, however many windows it has).
+
+        Raises:
+            LedgerError: sqlite failed.
+        """
+        cond, param = scope.where("r")
+        rows = self.ledger._read(
+            "SELECT r.run_id, r.site, r.leg, MIN(e.time), MAX(e.time),"
+            " (SELECT d.reason FROM events d WHERE d.run_id = r.run_id AND d.to_state = ?"
+            " ORDER BY d.id DESC LIMIT 1)"
+            f" FROM runs r JOIN events e ON e.run_id = r.run_id WHERE {cond}"
+            " GROUP BY r.run_id ORDER BY r.leg, MIN(e.time)",
+            (State.DONE.value, param),
+        )
+        return [
+            RunSpan(r[0], r[1], r[2], datetime.fromisoformat(r[3]), datetime.fromisoformat(r[4]),
+                    r[5])
+            for r in rows
+        ]  # fmt: skip

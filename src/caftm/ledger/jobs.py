@@ -8,14 +8,15 @@ Job statuses and their transitions::
 
     PENDING ──► RUNNING ──► SUCCEEDED
                  │  ▲  ╲──► FAILED (crashes past the limit, a worker that cannot start)
-                 │  │   ╲─► CANCELLED
-                 ▼  │
+                 │  │   ╲─► CANCELLED ──► RESTARTING (a rerun resumes a failed or
+                 ▼  │                                  cancelled job)
      MOVING / PAUSED / RESTARTING   (between legs: transferring, waiting, backing off)
 
-Leg statuses: ``running`` while its worker lives, then how it ended: ``completed``, ``moved``,
-``paused``, ``preempted``, ``crashed``, ``cancelled``, or ``interrupted`` (its process died
-with no outcome while no supervisor watched it). A leg is never left ``running`` once its
-process is gone.
+Every status change goes through :meth:`JobBook.update`, which refuses those
+:data:`JOB_TRANSITIONS` does not list. Leg statuses: ``running`` while its worker lives, then
+how it ended: ``completed``, ``moved``, ``paused``, ``preempted``, ``crashed``, ``cancelled``,
+or ``interrupted`` (its process died with no outcome while no supervisor watched it). A leg
+is never left ``running`` once its process is gone, and ends once (:meth:`JobBook.end_leg`).
 """
 
 from __future__ import annotations
@@ -26,10 +27,21 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from caftm.errors import ConfigError
+from caftm.control.states import RunStatus
+from caftm.errors import ConfigError, LedgerError
 from caftm.ledger.store import Ledger
 
-__all__ = ["JobBook", "JobRecord", "JobStatus", "LegRecord", "LegStatus", "TransferRecord"]
+__all__ = [
+    "JOB_TRANSITIONS",
+    "JobBook",
+    "JobRecord",
+    "JobStatus",
+    "JobTotals",
+    "LegRecord",
+    "LegStatus",
+    "TransferRecord",
+    "TransferStatus",
+]
 
 
 class JobStatus(StrEnum):
@@ -61,6 +73,25 @@ class LegStatus(StrEnum):
     CRASHED = "crashed"
     CANCELLED = "cancelled"
     INTERRUPTED = "interrupted"
+
+
+_LIVE = frozenset(s for s in JobStatus if not s.finished)
+JOB_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
+    **{live: frozenset(JobStatus) - {JobStatus.PENDING} for live in _LIVE},
+    JobStatus.PENDING: frozenset(JobStatus),
+    JobStatus.SUCCEEDED: frozenset(),
+    JobStatus.FAILED: frozenset({JobStatus.RESTARTING}),
+    JobStatus.CANCELLED: frozenset({JobStatus.RESTARTING}),
+}
+"""The statuses a job may change to, by its status now (see :meth:`JobBook.update`)."""
+
+
+class TransferStatus(StrEnum):
+    """How a checkpoint transfer is doing or ended."""
+
+    STARTED = "started"
+    DONE = "done"
+    FAILED = "failed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,8 +155,18 @@ class TransferRecord:
     step: int | None
     bytes: int | None
     seconds: float | None
-    status: str
+    status: TransferStatus
     message: str
+
+
+@dataclass(frozen=True, slots=True)
+class JobTotals:
+    """Sums over every measured window of a job's runs (energy J, carbon g; None when nothing
+    was metered)."""
+
+    steps: int
+    energy_j: float | None
+    carbon_g: float | None
 
 
 _JOB_COLUMNS = (
@@ -141,8 +182,7 @@ _UPDATABLE = {
     "status", "site", "leg", "step", "store_url", "ended_at", "moves", "pauses", "preemptions",
     "crashes", "pause_until", "supervisor_pid", "supervisor_host", "cancel_requested", "message",
 }  # fmt: skip
-_LEG_UPDATABLE = {"status", "ended_at", "external_id", "node", "pid", "host", "exit_code",
-                  "end_step", "message"}  # fmt: skip
+_LEG_UPDATABLE = {"external_id", "node", "pid", "host", "exit_code", "end_step", "message"}
 
 
 def _iso(time: datetime | None) -> str | None:
@@ -219,19 +259,45 @@ class JobBook:
     def update(self, name: str, **fields: object) -> JobRecord:
         """Change some of a job's fields (and its ``updated_at``); returns the job as stored.
 
+        The one gate of a job's status: a change ``status=`` must be listed in
+        :data:`JOB_TRANSITIONS` (checked and written in one statement, so two writers cannot
+        both pass it)::
+
+            from                          to
+            PENDING                       any status
+            RUNNING, MOVING, PAUSED,      any status but PENDING
+            RESTARTING
+            SUCCEEDED                     nothing (a finished job is not trained again)
+            FAILED, CANCELLED             RESTARTING (a rerun resumes it, Supervisor._claim)
+
         Raises:
-            ConfigError: an unknown field.
+            ConfigError: an unknown field or status, or no such job.
+            LedgerError: the status change is refused (or sqlite failed).
         """
         unknown = set(fields) - _UPDATABLE
         if unknown:
             raise ConfigError(f"cannot update job fields {sorted(unknown)}")
+        target = None if "status" not in fields else _job_status(fields["status"])
         fields["updated_at"] = _now()
         names = ", ".join(f"{k} = ?" for k in fields)
-        self.ledger._write(
-            f"UPDATE jobs SET {names} WHERE name = ?",
-            (*(_stored(v) for v in fields.values()), name),
+        values = tuple(_stored(v) for v in fields.values())
+        if target is None:
+            self.ledger._write(f"UPDATE jobs SET {names} WHERE name = ?", (*values, name))
+            return self.get(name)
+        sources = [s.value for s in JobStatus if target in JOB_TRANSITIONS[s]]
+        marks = ", ".join("?" * len(sources))
+        changed = self.ledger._write(
+            f"UPDATE jobs SET {names} WHERE name = ? AND status IN ({marks})",
+            (*values, name, *sources),
         )
-        return self.get(name)
+        job = self.get(name)
+        if not changed:
+            allowed = ", ".join(s.value for s in JobStatus if s in JOB_TRANSITIONS[job.status])
+            raise LedgerError(
+                f"job {name} is {job.status.value}: it cannot become {target.value} "
+                f"(from {job.status.value} only to: {allowed or 'nothing'})"
+            )
+        return job
 
     def count(self, name: str, field: str) -> JobRecord:
         """Add one to a job's ``moves``, ``pauses``, ``preemptions`` or ``crashes``."""
@@ -253,7 +319,11 @@ class JobBook:
         return self.get_leg(job, leg)
 
     def update_leg(self, job: str, leg: int, **fields: object) -> LegRecord:
-        """Change some of a leg's fields; returns the leg as stored."""
+        """Change some of a leg's fields (not its status: :meth:`end_leg`); returns the leg.
+
+        Raises:
+            ConfigError: an unknown field.
+        """
         unknown = set(fields) - _LEG_UPDATABLE
         if unknown:
             raise ConfigError(f"cannot update leg fields {sorted(unknown)}")
@@ -265,19 +335,49 @@ class JobBook:
         return self.get_leg(job, leg)
 
     def end_leg(self, job: str, leg: int, status: LegStatus, **fields: object) -> LegRecord:
-        """Close a leg with ``status`` and close its runs still marked running."""
-        record = self.update_leg(job, leg, status=status, ended_at=_now(), **fields)
+        """Close a running leg with ``status`` and close its runs still marked running.
+
+        Raises:
+            ConfigError: an unknown field, or no such leg.
+            LedgerError: the leg ended already, or ``status`` is RUNNING.
+        """
+        record = self._close_leg(job, leg, status, fields)
+        if record is None:
+            ended = self.get_leg(job, leg)
+            raise LedgerError(
+                f"leg {leg} of job {job} ended already ({ended.status.value}); "
+                f"it cannot end again as {status.value}"
+            )
+        return record
+
+    def _close_leg(
+        self, job: str, leg: int, status: LegStatus, fields: dict[str, object]
+    ) -> LegRecord | None:
+        """:meth:`end_leg`, or None when the leg is not running (someone else ended it)."""
+        if status is LegStatus.RUNNING:
+            raise LedgerError(f"leg {leg} of job {job} cannot end as running")
+        unknown = set(fields) - _LEG_UPDATABLE
+        if unknown:
+            raise ConfigError(f"cannot update leg fields {sorted(unknown)}")
+        fields = {"status": status, "ended_at": _now(), **fields}
+        names = ", ".join(f"{k} = ?" for k in fields)
+        changed = self.ledger._write(
+            f"UPDATE legs SET {names} WHERE job = ? AND leg = ? AND status = ?",
+            (*(_stored(v) for v in fields.values()), job, leg, LegStatus.RUNNING.value),
+        )
+        if not changed:
+            self.get_leg(job, leg)  # ConfigError when there is no such leg
+            return None
         run_status = (
-            "interrupted"
+            RunStatus.INTERRUPTED
             if status in (LegStatus.CRASHED, LegStatus.INTERRUPTED)
-            else (status.value)
+            else RunStatus(status.value)
         )
         self.ledger._write(
-            "UPDATE runs SET status = ?, ended_at = ? WHERE job = ? AND leg = ? "
-            "AND status = 'running'",
-            (run_status, _iso(_now()), job, leg),
+            "UPDATE runs SET status = ?, ended_at = ? WHERE job = ? AND leg = ? AND status = ?",
+            (run_status.value, _iso(_now()), job, leg, RunStatus.RUNNING.value),
         )
-        return record
+        return self.get_leg(job, leg)
 
     def reap_dead_legs(self) -> int:
         """Mark ``interrupted`` the running legs on this host whose worker and supervisor are
@@ -301,9 +401,9 @@ class JobBook:
                     and not supervised
                     and (leg.pid is None or not pid_alive(leg.pid))
                 ):
-                    self.end_leg(job.name, leg.leg, LegStatus.INTERRUPTED,
-                                 message="its process died unwatched")  # fmt: skip
-                    reaped += 1
+                    closed = self._close_leg(job.name, leg.leg, LegStatus.INTERRUPTED,
+                                             {"message": "its process died unwatched"})  # fmt: skip
+                    reaped += closed is not None
         return reaped
 
     def get_leg(self, job: str, leg: int) -> LegRecord:
@@ -322,28 +422,15 @@ class JobBook:
         )
         return [_leg(r) for r in rows]
 
-    def run_ids(self, job: str, leg: int | None = None) -> list[str]:
-        """The ledger runs a job's workers opened (of one leg, or all), oldest first."""
-        if leg is None:
-            rows = self.ledger._read(
-                "SELECT run_id FROM runs WHERE job = ? ORDER BY started_at, rowid", (job,)
-            )
-        else:
-            rows = self.ledger._read(
-                "SELECT run_id FROM runs WHERE job = ? AND leg = ? ORDER BY started_at, rowid",
-                (job, leg),
-            )
-        return [str(r[0]) for r in rows]
-
-    def totals(self, job: str) -> tuple[int, float | None, float | None]:
-        """(steps, energy J, carbon g) over every window of the job's runs."""
+    def totals(self, job: str) -> JobTotals:
+        """Steps, energy and carbon over every window of the job's runs."""
         rows = self.ledger._read(
             "SELECT COALESCE(SUM(w.steps), 0), SUM(w.energy_j), SUM(w.carbon_g) FROM windows w"
             " JOIN runs r ON r.run_id = w.run_id WHERE r.job = ?",
             (job,),
         )
         steps, energy, carbon = rows[0]
-        return int(steps), energy, carbon
+        return JobTotals(int(steps), energy, carbon)
 
     # -- transfers -----------------------------------------------------------------------------
     def record_transfer(self, record: TransferRecord) -> int:
@@ -353,20 +440,20 @@ class JobBook:
             " bytes, seconds, status, message) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             (record.job, record.leg, _iso(record.time), record.src_site, record.dst_site,
              record.src_url, record.dst_url, record.step, record.bytes, record.seconds,
-             record.status, record.message),
+             TransferStatus(record.status).value, record.message),
         )  # fmt: skip
         rows = self.ledger._read("SELECT MAX(id) FROM transfers WHERE job = ?", (record.job,))
         return int(rows[0][0])
 
     def finish_transfer(
-        self, transfer_id: int, *, status: str, step: int | None = None,
+        self, transfer_id: int, *, status: TransferStatus, step: int | None = None,
         size_bytes: int | None = None, seconds: float | None = None, message: str = "",
     ) -> None:  # fmt: skip
         """Record how a started transfer ended."""
         self.ledger._write(
             "UPDATE transfers SET status = ?, step = COALESCE(?, step), bytes = ?, seconds = ?,"
             " message = ? WHERE id = ?",
-            (status, step, size_bytes, seconds, message, transfer_id),
+            (TransferStatus(status).value, step, size_bytes, seconds, message, transfer_id),
         )
 
     def transfers(self, job: str) -> list[TransferRecord]:
@@ -376,7 +463,11 @@ class JobBook:
             " status, message FROM transfers WHERE job = ? ORDER BY id",
             (job,),
         )
-        return [TransferRecord(r[0], r[1], datetime.fromisoformat(r[2]), *r[3:]) for r in rows]
+        return [
+            TransferRecord(r[0], r[1], datetime.fromisoformat(r[2]), r[3], r[4], r[5], r[6],
+                           r[7], r[8], r[9], TransferStatus(r[10]), r[11])
+            for r in rows
+        ]  # fmt: skip
 
 
 def _job(row: Any) -> JobRecord:
@@ -393,3 +484,11 @@ def _leg(row: Any) -> LegRecord:
         row[0], row[1], row[2], LegStatus(row[3]), datetime.fromisoformat(row[4]),
         _when(row[5]), *row[6:],
     )  # fmt: skip
+
+
+def _job_status(value: object) -> JobStatus:
+    """``value`` as a :class:`JobStatus` (ConfigError when it is none)."""
+    try:
+        return JobStatus(str(value))
+    except ValueError:
+        raise ConfigError(f"unknown job status {value!r}") from None

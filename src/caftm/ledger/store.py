@@ -31,7 +31,7 @@ from types import TracebackType
 from typing import Any
 
 from caftm._units import carbon_g
-from caftm.control.states import Event, State
+from caftm.control.states import Event, RunStatus, State
 from caftm.errors import ConfigError, LedgerError
 from caftm.ledger.schema import SCHEMA_VERSION, migrate, version
 
@@ -47,7 +47,8 @@ def default_ledger_path() -> Path:
 
 @dataclass(frozen=True, slots=True)
 class RunSummary:
-    """One run with its totals (energy J, carbon g; None when nothing was metered)."""
+    """One run with its totals (energy J, carbon g; None when nothing was metered); ``job`` and
+    ``leg`` are set for a job's worker."""
 
     run_id: str
     name: str
@@ -55,19 +56,25 @@ class RunSummary:
     site: str
     started_at: datetime
     ended_at: datetime | None
-    status: str
+    status: RunStatus
     simulated: bool
     windows: int
     events: int
     steps: int
     energy_j: float | None
     carbon_g: float | None
+    job: str | None
+    leg: int | None
+    config: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
 class WindowRecord:
-    """One measured window as stored."""
+    """One measured window as stored, with its row id (increasing in insertion order) and run
+    (energy J, intensity gCO2eq/kWh, carbon g)."""
 
+    id: int
+    run_id: str
     time: datetime
     duration_s: float
     steps: int
@@ -78,6 +85,73 @@ class WindowRecord:
     carbon_g: float | None
     site: str
     phase: str
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """One controller transition as stored, with its row id and run."""
+
+    id: int
+    run_id: str
+    time: datetime
+    from_state: State
+    to_state: State
+    reason: str
+    intensity_g_per_kwh: float | None
+    site: str
+    gpu_setting: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class RunSpan:
+    """What a run's events cover: its first and last event, and why it ended (the reason of
+    its move to ``done``; None while it runs)."""
+
+    run_id: str
+    site: str
+    leg: int | None
+    first_event: datetime
+    last_event: datetime
+    end_reason: str | None
+
+
+WINDOW_COLUMNS = (
+    "w.id, w.run_id, w.time, w.duration_s, w.steps, w.setting, w.knob, w.energy_j,"
+    " w.intensity_g_per_kwh, w.carbon_g, w.site, w.phase"
+)
+EVENT_COLUMNS = (
+    "e.id, e.run_id, e.time, e.from_state, e.to_state, e.reason, e.intensity_g_per_kwh, e.site,"
+    " e.gpu_setting"
+)
+_RUN_COLUMNS = (
+    "r.run_id, r.name, r.policy, r.site, r.started_at, r.ended_at, r.status, r.simulated,"
+    " (SELECT COUNT(*) FROM windows w WHERE w.run_id = r.run_id),"
+    " (SELECT COUNT(*) FROM events e WHERE e.run_id = r.run_id),"
+    " (SELECT COALESCE(SUM(steps), 0) FROM windows w WHERE w.run_id = r.run_id),"
+    " (SELECT SUM(energy_j) FROM windows w WHERE w.run_id = r.run_id),"
+    " (SELECT SUM(carbon_g) FROM windows w WHERE w.run_id = r.run_id),"
+    " r.job, r.leg, r.config_json"
+)
+
+
+def window_record(row: Any) -> WindowRecord:
+    """A :class:`WindowRecord` from a row of :data:`WINDOW_COLUMNS`."""
+    return WindowRecord(row[0], row[1], datetime.fromisoformat(row[2]), *row[3:])
+
+
+def event_record(row: Any) -> EventRecord:
+    """An :class:`EventRecord` from a row of :data:`EVENT_COLUMNS`."""
+    return EventRecord(
+        row[0], row[1], datetime.fromisoformat(row[2]), State(row[3]), State(row[4]), *row[5:]
+    )
+
+
+def _run_summary(row: Any) -> RunSummary:
+    return RunSummary(
+        row[0], row[1], row[2], row[3], datetime.fromisoformat(row[4]), _when(row[5]),
+        RunStatus(row[6]), bool(row[7]), row[8], row[9], row[10], row[11], row[12], row[13],
+        row[14], json.loads(row[15] or "{}"),
+    )  # fmt: skip
 
 
 def _iso(time: datetime) -> str:
@@ -189,8 +263,8 @@ class Ledger:
     ) -> None:
         self.close()
 
-    def _write(self, sql: str, params: tuple[object, ...]) -> None:
-        """Run one statement under the connection's lock.
+    def _write(self, sql: str, params: tuple[object, ...]) -> int:
+        """Run one statement under the connection's lock; returns how many rows it changed.
 
         Raises:
             LedgerError: sqlite failed (disk full, database locked or damaged).
@@ -199,7 +273,7 @@ class Ledger:
             raise LedgerError(f"ledger {self.path} was opened read-only")
         with self._lock:
             try:
-                self._db.execute(sql, params)
+                return self._db.execute(sql, params).rowcount
             except sqlite3.Error as e:
                 raise LedgerError(f"cannot write ledger {self.path}: {e}") from e
 
@@ -234,13 +308,14 @@ class Ledger:
         self._write(
             "INSERT INTO runs (run_id, name, policy, site, started_at, ended_at, status,"
             " simulated, config_json, job, leg, pid, host)"
-            " VALUES (?, ?, ?, ?, ?, NULL, 'running', ?, ?, ?, ?, ?, ?)",
+            " VALUES (?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, ?, ?, ?)",
             (
                 run_id,
                 name,
                 policy,
                 site,
                 _iso(started_at),
+                RunStatus.RUNNING.value,
                 int(simulated),
                 json.dumps(config or {}, default=str),
                 job,
@@ -258,25 +333,35 @@ class Ledger:
         the ledger from showing it running forever.
         """
         rows = self._read(
-            "SELECT run_id, pid FROM runs"
-            " WHERE status = 'running' AND host = ? AND pid IS NOT NULL",
-            (socket.gethostname(),),
+            "SELECT run_id, pid FROM runs WHERE status = ? AND host = ? AND pid IS NOT NULL",
+            (RunStatus.RUNNING.value, socket.gethostname()),
         )
         dead = [run_id for run_id, pid in rows if not pid_alive(int(pid))]
         when = _iso(ended_at or datetime.now(UTC))
         for run_id in dead:
             self._write(
-                "UPDATE runs SET status = 'interrupted', ended_at = ? "
-                "WHERE run_id = ? AND status = 'running'",
-                (when, run_id),
+                "UPDATE runs SET status = ?, ended_at = ? WHERE run_id = ? AND status = ?",
+                (RunStatus.INTERRUPTED.value, when, run_id, RunStatus.RUNNING.value),
             )
         return len(dead)
 
-    def end_run(self, run_id: str, *, ended_at: datetime, status: str = "finished") -> None:
-        """Mark a run ended (``finished``, ``failed``, ``moved``...)."""
+    def end_run(
+        self, run_id: str, *, ended_at: datetime, status: RunStatus = RunStatus.FINISHED
+    ) -> None:
+        """Mark a run ended (``finished``, ``failed``, ``moved``...).
+
+        Raises:
+            ConfigError: ``status`` is no :class:`RunStatus`.
+        """
+        try:
+            status = RunStatus(status)
+        except ValueError:
+            raise ConfigError(
+                f"unknown run status {status!r}; one of {', '.join(RunStatus)}"
+            ) from None
         self._write(
             "UPDATE runs SET ended_at = ?, status = ? WHERE run_id = ?",
-            (_iso(ended_at), status, run_id),
+            (_iso(ended_at), status.value, run_id),
         )
 
     def record_event(self, run_id: str, event: Event) -> None:
@@ -320,36 +405,18 @@ class Ledger:
         )
 
     # -- reading ------------------------------------------------------------------------------
-    def runs(self) -> list[RunSummary]:
-        """All runs with their totals, newest first."""
+    def runs(self, *, outside_jobs: bool = False) -> list[RunSummary]:
+        """All runs with their totals, newest first (only those of no job: ``outside_jobs``)."""
+        where = " WHERE r.job IS NULL" if outside_jobs else ""
         rows = self._read(
-            "SELECT r.run_id, r.name, r.policy, r.site, r.started_at, r.ended_at, r.status,"
-            " r.simulated,"
-            " (SELECT COUNT(*) FROM windows w WHERE w.run_id = r.run_id),"
-            " (SELECT COUNT(*) FROM events e WHERE e.run_id = r.run_id),"
-            " (SELECT COALESCE(SUM(steps), 0) FROM windows w WHERE w.run_id = r.run_id),"
-            " (SELECT SUM(energy_j) FROM windows w WHERE w.run_id = r.run_id),"
-            " (SELECT SUM(carbon_g) FROM windows w WHERE w.run_id = r.run_id)"
-            " FROM runs r ORDER BY r.started_at DESC, r.rowid DESC"
+            f"SELECT {_RUN_COLUMNS} FROM runs r{where} ORDER BY r.started_at DESC, r.rowid DESC"
         )
-        return [
-            RunSummary(
-                row[0],
-                row[1],
-                row[2],
-                row[3],
-                datetime.fromisoformat(row[4]),
-                _when(row[5]),
-                row[6],
-                bool(row[7]),
-                row[8],
-                row[9],
-                row[10],
-                row[11],
-                row[12],
-            )
-            for row in rows
-        ]
+        return [_run_summary(row) for row in rows]
+
+    def run(self, run_id: str) -> RunSummary | None:
+        """The run ``run_id`` (its full id) with its totals, or None."""
+        rows = self._read(f"SELECT {_RUN_COLUMNS} FROM runs r WHERE r.run_id = ?", (run_id,))
+        return _run_summary(rows[0]) if rows else None
 
     def resolve_run(self, run: str) -> str:
         """The full id of the run whose id starts with ``run``.
@@ -369,34 +436,21 @@ class Ledger:
             raise ConfigError(f"no run {run!r} in ledger {self.path}; see `caftm runs`")
         raise ConfigError(f"run id {run!r} is ambiguous in {self.path}: {', '.join(ids[:5])}")
 
-    def events(self, run_id: str) -> list[Event]:
+    def events(self, run_id: str) -> list[EventRecord]:
         """The run's events, oldest first."""
         rows = self._read(
-            "SELECT time, from_state, to_state, reason, intensity_g_per_kwh, site, gpu_setting"
-            " FROM events WHERE run_id = ? ORDER BY time, id",
+            f"SELECT {EVENT_COLUMNS} FROM events e WHERE e.run_id = ? ORDER BY e.time, e.id",
             (run_id,),
         )
-        return [
-            Event(
-                datetime.fromisoformat(r[0]),
-                State(r[1]),
-                State(r[2]),
-                r[3],
-                math.nan if r[4] is None else r[4],
-                r[5],
-                r[6],
-            )
-            for r in rows
-        ]
+        return [event_record(r) for r in rows]
 
     def windows(self, run_id: str) -> list[WindowRecord]:
         """The run's measured windows, oldest first."""
         rows = self._read(
-            "SELECT time, duration_s, steps, setting, knob, energy_j, intensity_g_per_kwh,"
-            " carbon_g, site, phase FROM windows WHERE run_id = ? ORDER BY time, id",
+            f"SELECT {WINDOW_COLUMNS} FROM windows w WHERE w.run_id = ? ORDER BY w.time, w.id",
             (run_id,),
         )
-        return [WindowRecord(datetime.fromisoformat(r[0]), *r[1:]) for r in rows]
+        return [window_record(r) for r in rows]
 
 
 def pid_alive(pid: int) -> bool:

@@ -14,8 +14,8 @@ from itertools import accumulate
 
 from caftm._units import J_PER_KWH
 from caftm.errors import ConfigError
-from caftm.ledger import JobBook, Ledger
-from caftm.ledger.feed import Feed, Scope, WindowRow
+from caftm.ledger import JobBook, Ledger, RunSummary, WindowRecord
+from caftm.ledger.feed import Feed, Scope
 from caftm.report.carbon import (
     BASELINE_ESTIMATE_TEXT,
     BASELINE_TWIN_TEXT,
@@ -116,7 +116,7 @@ def ledger_report(ledger: Ledger, target: str) -> ReportInput:
     saving = f"{100 * (1 - carbon_g / baseline_total):.1f} %" if baseline_total else "—"
     summary = [
         ("kind", "job" if job else "run"),
-        ("status", job.status.value if job else _run_status(ledger, scope)),
+        ("status", job.status.value if job else _run(ledger, scope).status.value),
         ("sites", ", ".join(setup.sites) or "—"),
         ("start site", setup.start_site),
         ("final site", job.site if job else windows[-1].site),
@@ -152,17 +152,17 @@ def ledger_report(ledger: Ledger, target: str) -> ReportInput:
         figures=figures,
         tables=_tables(ledger, book, feed, scope),
         inputs=inputs,
-        configuration=job.spec if job else _run_config(ledger, scope),
+        configuration=job.spec if job else _run_config(_run(ledger, scope)),
     )
 
 
 def _baseline(
-    book: JobBook, scope: Scope, setup: SignalSetup, windows: list[WindowRow]
+    book: JobBook, scope: Scope, setup: SignalSetup, windows: list[WindowRecord]
 ) -> tuple[float | None, str, tuple[list[datetime], list[float]]]:
     """(total g, method text, (times, cumulative g)) of the carbon-agnostic run."""
     twin = book.find(f"{scope.job}-agnostic") if scope.job is not None else None
     if twin is not None:
-        _, _, total = book.totals(twin.name)
+        total = book.totals(twin.name).carbon_g
         twin_windows = Feed(book.ledger).windows(Scope.of_job(twin.name))
         cumulative = list(accumulate(w.carbon_g or 0.0 for w in twin_windows))
         curve = ([w.time for w in twin_windows], cumulative)
@@ -207,18 +207,14 @@ def _tables(ledger: Ledger, book: JobBook, feed: Feed, scope: Scope) -> list[Rep
     return tables
 
 
-def _run_status(ledger: Ledger, scope: Scope) -> str:
-    rows = ledger._read("SELECT status FROM runs WHERE run_id = ?", (scope.run_id,))
-    return str(rows[0][0]) if rows else "unknown"
+def _run(ledger: Ledger, scope: Scope) -> RunSummary:
+    """The scope's run (ConfigError when it is gone)."""
+    run = ledger.run(str(scope.run_id))
+    if run is None:
+        raise ConfigError(f"no run {scope.run_id!r} in ledger {ledger.path}")
+    return run
 
 
-def _run_config(ledger: Ledger, scope: Scope) -> dict[str, object]:
-    import json
-
-    rows = ledger._read(
-        "SELECT name, policy, site, started_at, config_json FROM runs WHERE run_id = ?",
-        (scope.run_id,),
-    )
-    name, policy, site, started, config = rows[0]
-    return {"run": scope.run_id, "name": name, "policy": policy, "site": site,
-            "started_at": started, "config": json.loads(config or "{}")}  # fmt: skip
+def _run_config(run: RunSummary) -> dict[str, object]:
+    return {"run": run.run_id, "name": run.name, "policy": run.policy, "site": run.site,
+            "started_at": run.started_at.isoformat(), "config": run.config}  # fmt: skip

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from caftm.errors import ConfigError
+from caftm.ledger.feed import Feed, Scope
 from caftm.ledger.jobs import JobBook
 
 if TYPE_CHECKING:
@@ -38,17 +39,14 @@ def job_timeline(book: JobBook, name: str) -> JobTimeline:
     """Collect a job's windows, moves and pauses from the ledger."""
     threshold = book.get(name).spec.get("controller", {}).get("threshold", {})  # ConfigError
     theta = threshold.get("value_g_per_kwh") if threshold.get("mode") == "absolute" else None
-    read = book.ledger._read
+    feed, scope = Feed(book.ledger), Scope.of_job(name)
+    windows = sorted(feed.windows(scope), key=lambda w: (w.time, w.id))
     points = [
-        (datetime.fromisoformat(t), site, ci)
-        for t, site, ci in read(
-            "SELECT w.time, w.site, w.intensity_g_per_kwh FROM windows w JOIN runs r"
-            " ON r.run_id = w.run_id WHERE r.job = ? AND w.intensity_g_per_kwh IS NOT NULL"
-            " ORDER BY w.time, w.id",
-            (name,),
-        )
+        (w.time, w.site, w.intensity_g_per_kwh)
+        for w in windows
+        if w.intensity_g_per_kwh is not None
     ]
-    simulated = any(bool(s) for (s,) in read("SELECT simulated FROM runs WHERE job = ?", (name,)))
+    simulated = feed.simulated(scope)
     moves, pauses = job_path(book, name)
     return JobTimeline(name, points, moves, pauses, simulated, theta)
 
@@ -58,28 +56,16 @@ def job_path(
 ) -> tuple[list[tuple[datetime, datetime, str, str]], list[tuple[datetime, datetime]]]:
     """A job's moves ``(left, arrived, from, to)`` and pauses ``(start, end)``, from its
     runs' events alone (cheap: a few rows per leg, however many windows the job has)."""
-    read = book.ledger._read
     # each run is one leg: its first and last events bound it; between two legs the job moved
     # (the sites differ) or paused (the earlier one ended so)
-    legs = read(
-        "SELECT r.run_id, r.site, MIN(e.time), MAX(e.time) FROM runs r JOIN events e"
-        " ON e.run_id = r.run_id WHERE r.job = ? GROUP BY r.run_id ORDER BY r.leg, MIN(e.time)",
-        (name,),
-    )
-    endings = dict(
-        read(
-            "SELECT e.run_id, e.reason FROM events e JOIN runs r ON r.run_id = e.run_id"
-            " WHERE r.job = ? AND e.to_state = 'done'",
-            (name,),
-        )
-    )
+    spans = Feed(book.ledger).run_spans(Scope.of_job(name))
     pauses: list[tuple[datetime, datetime]] = []
     moves: list[tuple[datetime, datetime, str, str]] = []
-    for (run_id, site, _, ended), (_, next_site, started, _) in itertools.pairwise(legs):
-        end, start = datetime.fromisoformat(ended), datetime.fromisoformat(started)
-        if next_site != site:
-            moves.append((end, start, site, next_site))
-        elif "paused" in endings.get(run_id, ""):
+    for run, following in itertools.pairwise(spans):
+        end, start = run.last_event, following.first_event
+        if following.site != run.site:
+            moves.append((end, start, run.site, following.site))
+        elif "paused" in (run.end_reason or ""):
             pauses.append((end, start))
     return moves, pauses
 
