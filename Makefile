@@ -9,7 +9,12 @@ DEMO_EXTRAS := torch
 EXTRAS := torch,lightning,huggingface,s3,dashboard,ray,skypilot,dev
 B ?=
 
-.PHONY: demo test lint bench venv clean
+# Tests run on parallel workers (pytest-xdist): most of the suite waits on processes, not CPU.
+# Tests sharing one Ray cluster or one browser are grouped onto one worker (xdist_group).
+PYTEST_WORKERS ?= 3
+PYTEST := bash .ci/isolated $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup
+
+.PHONY: demo test check lint bench venv clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -39,8 +44,13 @@ lint: venv
 	$(BIN)/mypy
 
 # Tests run in a network namespace with only loopback where the machine allows it.
+# Every test; the twenty slowest are listed at the end.
 test: venv lint
-	bash .ci/isolated $(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(PYTEST) --durations=20 $(PYTEST_ARGS)
+
+# The inner loop: ruff, mypy and every test not marked slow (under two minutes).
+check: venv lint
+	$(PYTEST) -q -m "not slow" $(PYTEST_ARGS)
 
 # Benchmarks run in a loopback-only network namespace too (the Ray figures start a cluster).
 bench: venv

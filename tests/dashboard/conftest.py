@@ -27,9 +27,10 @@ def server(known: Known) -> Iterator[Any]:
         yield running
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def chromium() -> Iterator[Any]:
-    """One headless Chromium (Debian's, driven by Playwright; no browser download)."""
+    """One headless Chromium for the session (Debian's, driven by Playwright; no browser
+    download); its tests share an xdist group, so one worker starts it."""
     if not Path(CHROMIUM).exists():
         pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install chromium (or set CAFTM_CHROMIUM)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")

@@ -12,7 +12,7 @@ from tests.dashboard.known import ENERGY_J, SPEC, Known, append_window, ledger_t
 
 from caftm.ledger import JobBook, Ledger
 
-pytestmark = [pytest.mark.browser, pytest.mark.network]
+pytestmark = [pytest.mark.browser, pytest.mark.network, pytest.mark.xdist_group("browser")]
 
 
 def test_the_dashboard_shows_the_ledger_and_follows_it(

@@ -111,6 +111,7 @@ def test_any_source_can_fill_a_report(tmp_path: Path) -> None:
 
 
 @pytest.mark.browser
+@pytest.mark.xdist_group("browser")
 def test_the_report_opens_offline_in_chromium_with_its_figures(
     known: Known, tmp_path: Path, cli: Callable[..., Result], chromium: Any
 ) -> None:

@@ -141,10 +141,9 @@ def test_permission_refusal_message(state_dir: Path) -> None:
     ):
         pass
     assert str(caught.value) == f"GPU 0: {PERMISSION_MESSAGE}"
-    assert (
-        "changing GPU clocks/power limits needs root or CAP_SYS_ADMIN" in str(caught.value)
-        and "set `gpu.control: off`" in str(caught.value)
-    )
+    assert "changing GPU clocks/power limits needs root or CAP_SYS_ADMIN" in str(
+        caught.value
+    ) and "set `gpu.control: off`" in str(caught.value)
     assert backend.writes == []
 
 

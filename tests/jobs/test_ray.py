@@ -8,7 +8,6 @@ The node-kill test runs last: it leaves the FR node dead.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -19,7 +18,8 @@ from typing import Any
 import pytest
 import torch
 from tests.jobs.jobs_support import (
-    PACE_S,
+    STEPS,
+    Gate,
     assert_identical,
     final_model,
     kill_group,
@@ -30,24 +30,21 @@ from tests.jobs.jobs_support import (
 )
 
 from caftm.jobs.spec import load_job
-from caftm.jobs.supervisor import Supervisor
 from caftm.ledger import JobBook, JobStatus, Ledger, LegStatus
 
 pytest.importorskip("ray", reason="Ray is not installed (pip install 'caftm[ray]')")
 
 from tests.jobs.ray_cluster import RayCluster
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.network]
+pytestmark = [
+    pytest.mark.ray,
+    pytest.mark.slow,
+    pytest.mark.network,
+    pytest.mark.xdist_group("ray"),  # one cluster for the session
+]
 
 #: head, then two worker nodes
 NODES = ("KR", "FR", "DE")
-STEPS = 900
-#: the rotating trace's clean site changes every 3 h = 72 s wall at this speed: longer than a
-#: Ray leg takes to start on a loaded 2-core machine (up to ~30 s: Python, torch, profiling)
-SLOW_SPEED = 150.0
-#: 900 steps take at least 180 s: more than three clean spells' worth of training however long
-#: legs take to start
-SLOW_PACE_S = 0.2
 
 
 @pytest.fixture(scope="module")
@@ -65,26 +62,10 @@ def cluster() -> Iterator[RayCluster]:
     assert not ray_cluster.processes(), "processes of the test cluster outlived it"
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, torch.Tensor]:
-    """Final parameters of the job run unmigrated (carbon-agnostic, one leg, local executor)."""
-    tmp = tmp_path_factory.mktemp("reference")
-    config = write_job(
-        tmp, "reference", policy="carbon-agnostic", steps=STEPS, job={"env": {"PACE_S": "0"}}
-    )
-    supervisor = Supervisor(load_job(config))
-    try:
-        job = supervisor.run()
-    finally:
-        supervisor.close()
-    assert job.status is JobStatus.SUCCEEDED, job.message
-    return final_model(load_job(config), job.site, step=STEPS)
-
-
 def _ray_job(
-    tmp: Path, name: str, cluster: RayCluster, *, pace_s: float = PACE_S, **kwargs: Any
+    tmp: Path, name: str, cluster: RayCluster, *, env: dict[str, str] | None = None, **kwargs: Any
 ) -> Path:
-    env = {"OMP_NUM_THREADS": "1", "PACE_S": str(pace_s)}
+    env = {"OMP_NUM_THREADS": "1", **(env or {})}
     job = {"executor": "ray", "ray": {"address": cluster.address}, "env": env}
     return write_job(tmp, name, steps=STEPS, job=job, **kwargs)
 
@@ -104,38 +85,11 @@ def _book(config: Path) -> JobBook:
     return JobBook(Ledger(load_job(config).ledger_path))
 
 
-def _leg_step(config: Path, leg: int) -> int:
-    status = load_job(config).workdir / f"leg-{leg:04d}" / "status.json"
-    try:
-        return int(json.loads(status.read_text())["step"])
-    except (OSError, ValueError, KeyError):
-        return -1
-
-
-def _running_at_step(book: JobBook, config: Path, name: str, step: int) -> int:
-    """Wait until a leg of ``name`` runs past ``step``; returns the leg's number."""
-    found: list[int] = []
-
-    def ready() -> bool:
-        if book.find(name) is None:
-            return False
-        running = [leg.leg for leg in book.legs(name) if leg.status is LegStatus.RUNNING]
-        if running and _leg_step(config, running[-1]) >= step:
-            found.append(running[-1])
-            return True
-        return False
-
-    wait_for(ready, timeout_s=240, what=f"a leg of {name} past step {step}")
-    return found[-1]
-
-
-@pytest.mark.timeout(1500)
 def test_migrates_three_times_across_three_ray_sites_bit_identical(
     tmp_path: Path, cluster: RayCluster, reference: dict[str, torch.Tensor]
 ) -> None:
-    # a slower rotation than the local tests' (a Ray leg takes longer to start): each clean
-    # spell outlasts a leg's start, so every move lands on a site that is still clean
-    config = _ray_job(tmp_path, "rayjob", cluster, speed=SLOW_SPEED, pace_s=SLOW_PACE_S)
+    # the workers' clock follows their steps: a move every 100 steps however slowly Ray starts
+    config = _ray_job(tmp_path, "rayjob", cluster)
     out = _supervise(config)
     book = _book(config)
     job = book.get("rayjob")
@@ -186,24 +140,30 @@ def test_a_site_without_a_live_node_is_skipped_with_one_line(
 def test_cancel_stops_a_running_ray_leg_after_its_checkpoint(
     tmp_path: Path, cluster: RayCluster
 ) -> None:
-    config = _ray_job(tmp_path, "raycx", cluster, policy="carbon-agnostic", every=10_000)
+    gate = Gate(tmp_path, 60)
+    config = _ray_job(tmp_path, "raycx", cluster, policy="carbon-agnostic", every=10_000,
+                      env=gate.env)  # fmt: skip
     process = supervise_cli(config)
     book = _book(config)
     try:
-        _running_at_step(book, config, "raycx", 60)
+        gate.wait_reached(timeout_s=240)
         db = str(load_job(config).ledger_path)
         cancel = subprocess.run(
             [sys.executable, "-m", "caftm.cli", "cancel", "raycx", "--db", db],
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         assert cancel.returncode == 0, cancel.stderr
+        log = load_job(config).workdir / "leg-0001" / "worker.log"
+        wait_for(lambda: log.exists() and "SIGTERM received" in log.read_text(),
+                 what="the cancel forwarded to the Ray leg")  # fmt: skip
+        gate.open()
         out, _ = process.communicate(timeout=120)
     finally:
         kill_group(process)
     job = book.get("raycx")
     assert job.status is JobStatus.CANCELLED, out
     (leg,) = book.legs("raycx")
-    assert leg.status is LegStatus.CANCELLED and leg.end_step is not None and leg.end_step >= 60
+    assert leg.status is LegStatus.CANCELLED and leg.end_step == 60
     # no periodic checkpoint before step 10000: this one was written on the stop
     store = Path(load_job(config).store_url("KR"))
     assert (store / f"step-{leg.end_step:09d}" / "MANIFEST.json").exists()
@@ -215,13 +175,14 @@ def test_a_worker_node_killed_during_a_leg(
     tmp_path: Path, cluster: RayCluster, reference: dict[str, torch.Tensor]
 ) -> None:
     # carbon-agnostic: it stays where it starts (FR, a worker node) until that node dies
+    gate = Gate(tmp_path, 120)
     config = _ray_job(tmp_path, "raykill", cluster, policy="carbon-agnostic",
-                      sites=("FR", "DE", "KR"))  # fmt: skip
+                      sites=("FR", "DE", "KR"), env=gate.env)  # fmt: skip
     process = supervise_cli(config)
     book = _book(config)
     try:
-        leg = _running_at_step(book, config, "raykill", 120)
-        assert book.get_leg("raykill", leg).site == "FR"
+        gate.wait_reached(timeout_s=240)  # the FR leg waits in step 120 while its node dies
+        assert [leg.site for leg in book.legs("raykill")] == ["FR"]
         killed = cluster.kill_node("FR")
         assert len(killed) >= 4  # raylet, agents, the job's supervisor actor, the worker
         out, _ = process.communicate(timeout=400)
@@ -233,7 +194,7 @@ def test_a_worker_node_killed_during_a_leg(
     legs = book.legs("raykill")
     assert legs[0].site == "FR" and legs[0].status is LegStatus.CRASHED, legs[0]
     assert all(leg.site != "FR" for leg in legs[1:])
-    assert legs[-1].start_step is not None and legs[-1].start_step >= 100  # from its checkpoint
+    assert legs[-1].start_step == 100  # from its checkpoint
     skipped = [line for line in out.splitlines() if "skipping FR" in line]
     assert len(skipped) == 1 and "no live Ray node" in skipped[0], out
     assert "Traceback" not in out
