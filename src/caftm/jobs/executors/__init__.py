@@ -11,10 +11,9 @@ skypilot   each leg a SkyPilot managed job in the site's cloud region (``caftm[s
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
 
-from caftm.errors import ConfigError
+from caftm._registry import LazyRegistry
 from caftm.jobs.executors.base import EXIT_UNKNOWN, Executor, LegLaunch, WorkerHandle
 
 if TYPE_CHECKING:
@@ -23,11 +22,18 @@ if TYPE_CHECKING:
 __all__ = ["EXECUTORS", "EXIT_UNKNOWN", "Executor", "LegLaunch", "WorkerHandle", "get_executor"]
 
 #: name → ("module:Class", install hint)
-EXECUTORS: dict[str, tuple[str, str]] = {
-    "local": ("caftm.jobs.executors.local:LocalExecutor", ""),
-    "ray": ("caftm.jobs.executors.ray:RayExecutor", "pip install 'caftm[ray]'"),
-    "skypilot": ("caftm.jobs.executors.skypilot:SkyPilotExecutor", "pip install 'caftm[skypilot]'"),
-}
+EXECUTORS: LazyRegistry[Executor] = LazyRegistry(
+    "executor",
+    Executor,
+    {
+        "local": ("caftm.jobs.executors.local:LocalExecutor", ""),
+        "ray": ("caftm.jobs.executors.ray:RayExecutor", "pip install 'caftm[ray]'"),
+        "skypilot": (
+            "caftm.jobs.executors.skypilot:SkyPilotExecutor",
+            "pip install 'caftm[skypilot]'",
+        ),
+    },
+)
 
 
 def get_executor(name: str, job: JobSection | None = None) -> Executor:
@@ -36,16 +42,5 @@ def get_executor(name: str, job: JobSection | None = None) -> Executor:
     Raises:
         ConfigError: unknown name, or its engine is not installed (with the install hint).
     """
-    try:
-        target, hint = EXECUTORS[name]
-    except KeyError:
-        raise ConfigError(
-            f"unknown executor {name!r}; known: {', '.join(sorted(EXECUTORS))}"
-        ) from None
-    module_name, _, class_name = target.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as e:
-        raise ConfigError(f"executor {name!r} needs {e.name}: {hint}") from e
-    cls: type[Executor] = getattr(module, class_name)
+    cls = EXECUTORS.load(name)
     return cls() if job is None else cls.from_job(job)
