@@ -30,7 +30,6 @@ from caftm.control.states import (
     Band,
     Checkpoint,
     ControlState,
-    Event,
     Finish,
     Migrate,
     Observation,
@@ -38,11 +37,11 @@ from caftm.control.states import (
     Resume,
     SiteOutlook,
     StartProfiling,
-    State,
     Step,
 )
 from caftm.control.threshold import ThresholdMode, ThresholdSpec, compute_band
 from caftm.control.transition import transition
+from caftm.records import Event, State
 
 __all__ = [
     "CAFTM",

@@ -6,7 +6,7 @@ precomputed off the step path, and a step counter — no lock, no call, no conta
 else (a probe window ending, a reading leaving the band, a periodic re-check, a new poll) takes the
 slow path, which builds an :class:`~caftm.control.states.Observation`, asks the policy (the pure
 transition) and runs the returned actions through injected :class:`Hooks`. Every transition is
-recorded as an :class:`~caftm.control.states.Event`, in memory and in the ledger.
+recorded as an :class:`~caftm.records.Event`, in memory and in the ledger.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from dataclasses import replace
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from caftm._protocol_env import worker_leg
 from caftm.control.config import ControllerConfig
 from caftm.control.dispatch import dispatch
 from caftm.control.hooks import GpuOptimizer, Hooks, WindowMeter
@@ -29,11 +30,9 @@ from caftm.control.profiling import Profiler
 from caftm.control.states import (
     Band,
     ControlState,
-    Event,
     Observation,
     SiteOutlook,
     StartProfiling,
-    State,
     Step,
     utc_from_s,
 )
@@ -42,6 +41,7 @@ from caftm.control.windows import ClosedWindow, WindowLog
 from caftm.errors import ConfigError
 from caftm.gpu.base import KnobKind, Measurement
 from caftm.gpu.cost import MAX_INTENSITY_G_PER_KWH, CostWeights
+from caftm.records import Event, State
 from caftm.signals.base import IntensitySource
 from caftm.signals.refresher import IntensityRefresher
 
@@ -280,8 +280,6 @@ class Controller:
             self._refresher.refresh_once()
         now = self._clock()
         if self.ledger is not None:
-            from caftm.jobs.protocol import worker_leg
-
             job, leg = worker_leg()
             self.run_id = self._windows.run_id = self.ledger.start_run(
                 name=self.run_name,

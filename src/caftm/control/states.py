@@ -1,8 +1,9 @@
-"""Value types of the controller: states, what it observes, what it asks for, what it records.
+"""Value types of the controller: what it observes, what it asks for, its decision state.
 
 Everything here is immutable plain data, so the pure transition function, the live controller and
 the trace-driven simulator share it. Times are POSIX seconds (UTC) unless a name says otherwise;
-intensities are gCO2eq/kWh; power is W; energy is J; carbon is g.
+intensities are gCO2eq/kWh; power is W; energy is J; carbon is g. The states themselves and the
+recorded transitions are in :mod:`caftm.records` (shared with the ledger).
 """
 
 from __future__ import annotations
@@ -10,31 +11,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from enum import StrEnum
 
-
-class State(StrEnum):
-    """The CAFTM states (IEEE CLOUD 2024) plus the pause of temporal shifting and the end."""
-
-    SCALING = "scaling"  # find and apply the cheapest GPU setting
-    TOLERANCE = "tolerance"  # train; constant-time check of the latest intensity per step
-    SUSPEND = "suspend"  # take a complete checkpoint
-    MIGRATION = "migration"  # choose: move, pause in place, or carry on here
-    PAUSED = "paused"  # waiting in place for a cleaner grid (never past the deadline)
-    DONE = "done"  # training finished
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One recorded transition."""
-
-    time: datetime  # UTC
-    from_state: State
-    to_state: State
-    reason: str
-    intensity_g_per_kwh: float
-    site: str
-    gpu_setting: float | None  # MHz or W; None: device default
+from caftm.records import State
 
 
 def utc_from_s(time_s: float) -> datetime:

@@ -60,9 +60,9 @@ from caftm.control.states import (
     Pause,
     Resume,
     StartProfiling,
-    State,
     Step,
 )
+from caftm.records import State
 
 if TYPE_CHECKING:
     from caftm.control.policies import Policy

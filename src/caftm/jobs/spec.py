@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from caftm._protocol_env import ENV_CHECKPOINT_URL, ENV_EXCLUDE_SITES, ENV_SITE
 from caftm.control.config import JOB_SECTION, ControllerConfig
 from caftm.errors import ConfigError
 
@@ -285,7 +286,7 @@ def job_from_dict(
     controller_env = {
         k: v
         for k, v in (env if env is not None else _environ()).items()
-        if k not in ("CAFTM_SITE", "CAFTM_CHECKPOINT_URL", "CAFTM_EXCLUDE_SITES")
+        if k not in (ENV_SITE, ENV_CHECKPOINT_URL, ENV_EXCLUDE_SITES)
     }
     controller = ControllerConfig.from_dict(data, env=controller_env, where=where)
     names = {s.name for s in controller.sites}

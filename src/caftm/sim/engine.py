@@ -29,9 +29,10 @@ from caftm._units import J_PER_KWH
 from caftm.control.dispatch import dispatch
 from caftm.control.observe import observe
 from caftm.control.policies import Policy
-from caftm.control.states import ControlState, State, utc_from_s
+from caftm.control.states import ControlState, utc_from_s
 from caftm.control.threshold import ThresholdMode, ThresholdSpec
 from caftm.errors import ConfigError
+from caftm.records import State
 from caftm.sim.gpu import GpuProfile
 from caftm.sim.job import SimJob
 from caftm.sim.signals import ForecastMode, SiteTraces, TraceView
