@@ -38,7 +38,6 @@ from caftm.control.states import (
 )
 from caftm.control.threshold import ThresholdMode, ThresholdSpec
 from caftm.control.windows import ClosedWindow, WindowLog
-from caftm.errors import ConfigError
 from caftm.gpu.base import KnobKind, Measurement
 from caftm.gpu.cost import MAX_INTENSITY_G_PER_KWH, CostWeights
 from caftm.records import Event, State
@@ -175,15 +174,9 @@ class Controller:
 
             clock = job_clock()
         if source is None:
-            from caftm.signals.registry import fallback_source, get_source
+            from caftm.signals.registry import configured_source
 
-            signals = config.signals
-            if signals.source == "trace":
-                if signals.trace_path is None:
-                    raise ConfigError("signals.trace_path is needed with signals.source: trace")
-                source = get_source("trace", path=signals.trace_path)
-            else:
-                source = fallback_source(signals.source)
+            source = configured_source(config.signals.source, config.signals.trace_path)
         wants_forecast = policy.uses_forecast or config.threshold.mode is ThresholdMode.RELATIVE
         refresher = IntensityRefresher(
             source,

@@ -3,6 +3,7 @@
 get_source("electricitymaps")            # the bare live client (AuthError if no key)
 get_source("profile:my_profiles.json")   # a profile set built by `caftm profiles build`
 fallback_source("electricitymaps")       # live -> cache -> forecast -> embedded profile
+configured_source(name, trace_path)      # what a config's signals: section names
 default_source()                         # the embedded typical-year profile: no key, no network
 """
 
@@ -126,3 +127,24 @@ def fallback_source(
         cache_name=source_class(name).name,
         why_no_live=why_no_live,
     )
+
+
+def configured_source(
+    name: str, trace_path: str | None = None, *, deadline_s: float = 15.0
+) -> IntensitySource:
+    """The source a controller config's ``signals:`` section names (the one place that choice
+    is made, for the controller, the supervisor, ``caftm jobs check`` and the report).
+
+    ``trace`` reads ``trace_path`` (required: never a made-up trace in its place); any other
+    name is :func:`fallback_source`'s: a live provider behind the cache and the embedded
+    profile (whose readings say synthetic), ``profile`` the embedded profiles themselves.
+
+    Raises:
+        ConfigError: ``trace`` without ``trace_path``, an unknown name or bad options.
+        DataError: the trace file is missing or malformed.
+    """
+    if source_class(name).name == "trace":
+        if not trace_path:
+            raise ConfigError("signals.trace_path is needed with signals.source: trace")
+        return get_source("trace", path=trace_path)
+    return fallback_source(name, deadline_s=deadline_s)
