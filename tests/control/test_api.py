@@ -37,6 +37,7 @@ def test_public_names_are_pinned_and_sorted() -> None:
         "Plan",
         "PlanKind",
         "Policy",
+        "Preempt",
         "Resume",
         "Rules",
         "SiteOutlook",

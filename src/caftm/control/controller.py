@@ -334,6 +334,17 @@ class Controller:
                 return self._state
         return self._slow_step()
 
+    def preempt(self) -> None:
+        """The process was told to stop (SIGTERM/SIGINT): take a complete checkpoint now (the
+        transition table's preemption row; the state is kept and no event is recorded).
+
+        Raises:
+            Exception: whatever the checkpoint hook raised (nothing is absorbed here).
+        """
+        now = self._clock()
+        obs = replace(self._observe(now), preempted=True)
+        self._apply(self.policy.decide(self._ctx, obs), obs)
+
     def _on_refresh(self, _refresher: IntensityRefresher) -> None:
         self._check_at_step = 0  # new readings: re-check on the next step
 
@@ -600,6 +611,11 @@ class _ControllerActions:
 
     def checkpoint(self) -> None:
         self._c._checkpoint_ok = self._c._take_checkpoint()
+
+    def preempt(self) -> None:
+        checkpoint = self._c.hooks.checkpoint
+        if checkpoint is not None:
+            checkpoint()  # no try: a stop without its checkpoint must not pass for a clean one
 
     def migrate(self, dest: str) -> None:
         self._c._migrate(dest)

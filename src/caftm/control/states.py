@@ -61,6 +61,7 @@ class Observation:
         power_w: average training power (W), idle_power_w: power while moving/paused.
         finished: the run is ending (training finished, or the process moves, pauses, fails).
         end_status: why it ends: ``finished``/``completed``, ``moved``, ``paused``, ``failed``.
+        preempted: the process was told to stop (SIGTERM/SIGINT): checkpoint before it does.
     """
 
     now_s: float
@@ -76,6 +77,7 @@ class Observation:
     idle_power_w: float = 100.0
     finished: bool = False
     end_status: str = "finished"
+    preempted: bool = False
 
     def outlook(self, site: str) -> SiteOutlook | None:
         """The outlook of ``site``, or None."""
@@ -171,6 +173,12 @@ class Checkpoint:
 
 
 @dataclass(frozen=True, slots=True)
+class Preempt:
+    """Take a complete checkpoint because the process must stop (SIGTERM/SIGINT). Unlike
+    :class:`Checkpoint`, a failure is not absorbed: it propagates, so no stop goes unsaved."""
+
+
+@dataclass(frozen=True, slots=True)
 class Migrate:
     """Move training to ``dest`` (restore the checkpoint there)."""
 
@@ -195,7 +203,7 @@ class Finish:
     """Training ended: restore the GPU defaults and close the run."""
 
 
-Action = ApplySetting | StartProfiling | Checkpoint | Migrate | Pause | Resume | Finish
+Action = ApplySetting | StartProfiling | Checkpoint | Preempt | Migrate | Pause | Resume | Finish
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ still allows a move's downtime plus the remaining work.
 =========  ============================================  =========  ===========================
 from       condition (checked top to bottom)             to         actions
 =========  ============================================  =========  ===========================
+any        ``obs.preempted`` (SIGTERM/SIGINT; no event)  unchanged  Preempt
 not DONE   ``obs.finished``                              DONE       Finish, ApplySetting(None)
 SCALING    optimiser settled, or policy leaves the GPU   TOLERANCE  ApplySetting(best or None)
 SCALING    otherwise (keep profiling)                    SCALING    —
@@ -58,6 +59,7 @@ from caftm.control.states import (
     Migrate,
     Observation,
     Pause,
+    Preempt,
     Resume,
     StartProfiling,
     Step,
@@ -70,6 +72,8 @@ if TYPE_CHECKING:
 
 def transition(ctx: ControlState, obs: Observation, policy: Policy) -> Step:
     """Apply the table above once. Pure: same inputs, same output."""
+    if obs.preempted:
+        return Step(ctx, (Preempt(),))
     if ctx.state is State.DONE:
         return Step(ctx)
     if obs.finished:

@@ -156,9 +156,7 @@ class ControllerSession:
         try:
             self.controller.step()
             if self.preempt_requested:  # SIGTERM/SIGINT: a complete checkpoint, then stop
-                checkpoint = self.controller.hooks.checkpoint
-                if checkpoint is not None:
-                    checkpoint()
+                self.controller.preempt()
                 return StopRequest(Outcome.PREEMPTED, step)
         except _SegmentEnd as end:
             return end.request

@@ -193,6 +193,9 @@ class SimRun:
     def checkpoint(self) -> None:
         self.checkpoint_ok = True
 
+    def preempt(self) -> None:
+        """Nothing to do: a simulated job is never told to stop (no observation says so)."""
+
     def migrate(self, dest: str) -> None:
         self._spend(self.now_s + self.downtime_s, self.idle_power_w, "move")
         self.view.site = dest
