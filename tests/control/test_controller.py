@@ -21,13 +21,13 @@ from caftm.control import (
     GreedyCleanest,
     Hooks,
     Rules,
-    State,
     SuspendResume,
     ThresholdMode,
     ThresholdSpec,
 )
 from caftm.errors import ConfigError, ProviderError
 from caftm.ledger import Ledger
+from caftm.records import State
 from caftm.signals.base import IntensitySource, Reading
 from caftm.signals.refresher import IntensityRefresher
 from caftm.signals.traces import TraceSource

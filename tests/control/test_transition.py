@@ -25,10 +25,10 @@ from caftm.control import (
     Rules,
     SiteOutlook,
     StartProfiling,
-    State,
     SuspendResume,
     transition,
 )
+from caftm.records import State
 
 transition_module = importlib.import_module("caftm.control.transition")
 NOW = 100_000.0

@@ -14,12 +14,13 @@ import integ_scenario as sc
 import pytest
 from torch import nn
 
-from caftm.control import Controller, Preempt, State, make_policy
+from caftm.control import Controller, Preempt, make_policy
 from caftm.errors import LedgerError
 from caftm.gpu.knob import GpuKnob
 from caftm.gpu.simulated import SimulatedBackend
 from caftm.integrations import ControllerSession, Outcome
 from caftm.ledger import Ledger
+from caftm.records import State
 from caftm.signals.refresher import IntensityRefresher
 
 REPO = Path(__file__).resolve().parents[2]

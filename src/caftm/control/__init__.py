@@ -1,7 +1,10 @@
-"""caftm.control: the CAFTM states, one Policy interface, and the live controller.
+"""caftm.control: the CAFTM state machine, one Policy interface, and the live controller.
 
->>> from caftm.control import CAFTM, ControlState, State, transition
+>>> from caftm.control import CAFTM, ControlState, transition
 >>> policy = CAFTM()
+
+The states themselves (:class:`~caftm.records.State`) and the recorded transitions
+(:class:`~caftm.records.Event`) are in :mod:`caftm.records`, shared with the ledger.
 
 The pure :func:`transition` (its table is in its module docstring) is shared by the live
 :class:`Controller` and the trace-driven simulator.
@@ -42,7 +45,6 @@ from caftm.control.states import (
 )
 from caftm.control.threshold import ThresholdMode, ThresholdSpec, compute_band
 from caftm.control.transition import transition
-from caftm.records import Event, State
 
 __all__ = [
     "CAFTM",
@@ -55,7 +57,6 @@ __all__ = [
     "ControlState",
     "Controller",
     "ControllerConfig",
-    "Event",
     "Finish",
     "ForecastAwareCAFTM",
     "GpuOptimizer",
@@ -73,7 +74,6 @@ __all__ = [
     "Rules",
     "SiteOutlook",
     "StartProfiling",
-    "State",
     "Step",
     "SuspendResume",
     "ThresholdMode",

@@ -18,6 +18,8 @@ variable                meaning
 ``CAFTM_GRACE_S``       seconds the worker has to checkpoint after SIGTERM/SIGINT
 ======================  ==========================================================================
 
+(The names are defined once in :mod:`caftm._protocol_env`, which the controller's config reads too.)
+
 How a leg ended is read from the outcome file first (rank 0 writes it, so launchers such as
 ``torchrun`` that fold exit codes do not matter); without one, exit code 0 means completed and
 anything else a crash. Outcomes:
