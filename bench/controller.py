@@ -19,7 +19,8 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from caftm.control import CAFTM, Controller, State
+from caftm.control import CAFTM, Controller
+from caftm.records import State
 from caftm.signals.base import Kind
 from caftm.signals.refresher import IntensityRefresher
 from caftm.signals.traces import TraceSource

@@ -15,8 +15,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from caftm.control.states import Event, State
 from caftm.ledger import JobBook, JobStatus, Ledger, LegStatus
+from caftm.records import Event, State
 
 WINDOWS = 100_000
 LEGS = (("KR", 500.0), ("FR", 60.0), ("FR", 45.0))

@@ -11,8 +11,8 @@ import typer
 
 from caftm.cli import runs
 from caftm.cli._common import console, run_app
-from caftm.control import Event, State
 from caftm.ledger import Ledger
+from caftm.records import Event, State
 
 T0 = datetime(2026, 11, 26, 12, tzinfo=UTC)
 

@@ -9,11 +9,12 @@ from dataclasses import dataclass, field
 
 from tests.control.conftest import FakeClock, FakeGpu, FakeMeter
 
-from caftm.control import Controller, Hooks, Policy, State, ThresholdMode, ThresholdSpec
+from caftm.control import Controller, Hooks, Policy, ThresholdMode, ThresholdSpec
 from caftm.gpu.base import KnobKind
 from caftm.gpu.cost import CostWeights
 from caftm.gpu.optimizer import OnlineOptimizer
 from caftm.ledger import Ledger
+from caftm.records import State
 from caftm.signals.base import IntensitySource
 from caftm.signals.refresher import IntensityRefresher
 

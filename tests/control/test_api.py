@@ -7,7 +7,8 @@ from tests.control.conftest import synthetic_source
 
 import caftm.control
 import caftm.ledger
-from caftm.control import CAFTM, Controller, State
+from caftm.control import CAFTM, Controller
+from caftm.records import State
 from caftm.signals.refresher import IntensityRefresher
 
 
@@ -24,7 +25,6 @@ def test_public_names_are_pinned_and_sorted() -> None:
         "ControlState",
         "Controller",
         "ControllerConfig",
-        "Event",
         "Finish",
         "ForecastAwareCAFTM",
         "GpuOptimizer",
@@ -37,12 +37,11 @@ def test_public_names_are_pinned_and_sorted() -> None:
         "Plan",
         "PlanKind",
         "Policy",
+        "Preempt",
         "Resume",
         "Rules",
-        "RunStatus",
         "SiteOutlook",
         "StartProfiling",
-        "State",
         "Step",
         "SuspendResume",
         "ThresholdMode",

@@ -21,14 +21,13 @@ from caftm.control import (
     GreedyCleanest,
     Hooks,
     Rules,
-    RunStatus,
-    State,
     SuspendResume,
     ThresholdMode,
     ThresholdSpec,
 )
 from caftm.errors import ConfigError, ProviderError
 from caftm.ledger import Ledger
+from caftm.records import RunStatus, State
 from caftm.signals.base import IntensitySource, Reading
 from caftm.signals.refresher import IntensityRefresher
 from caftm.signals.traces import TraceSource

@@ -17,12 +17,12 @@ from caftm.control import (
     PlanKind,
     Rules,
     SiteOutlook,
-    State,
     score_moves,
     score_wait,
 )
 from caftm.control.migration import latest_pause_end_s, mean_intensity, move_cost_g
 from caftm.control.threshold import band_around
+from caftm.records import State
 from caftm.signals.traces import TraceSource
 
 HOUR_S = 3600.0

@@ -23,13 +23,13 @@ from caftm.control import (
     Policy,
     Rules,
     SiteOutlook,
-    State,
     SuspendResume,
     ThresholdSpec,
     make_policy,
 )
 from caftm.errors import ConfigError
 from caftm.ledger import Ledger
+from caftm.records import State
 from caftm.signals.traces import TraceSource
 
 HOUR_S = 3600.0

@@ -20,14 +20,15 @@ from caftm.control import (
     MoveCost,
     Observation,
     Pause,
+    Preempt,
     Resume,
     Rules,
     SiteOutlook,
     StartProfiling,
-    State,
     SuspendResume,
     transition,
 )
+from caftm.records import State
 
 transition_module = importlib.import_module("caftm.control.transition")
 NOW = 100_000.0
@@ -69,6 +70,17 @@ def test_finished_goes_to_done_and_restores_the_gpu(state: State) -> None:
     step = transition(ctx(state), obs(finished=True), CAFTM(RULES))
     assert step.state.state is State.DONE
     assert step.actions == (Finish(), ApplySetting(None))
+
+
+@pytest.mark.parametrize("state", list(State))
+def test_a_preemption_checkpoints_and_keeps_the_state(state: State) -> None:
+    step = transition(ctx(state), obs(900.0, preempted=True, finished=True), CAFTM(RULES))
+    assert step.state == ctx(state) and step.actions == (Preempt(),) and not step.changed
+
+
+def test_the_table_lists_the_preemption_action() -> None:
+    rows = [line for line in (transition_module.__doc__ or "").splitlines() if "Preempt" in line]
+    assert rows and "obs.preempted" in rows[0]
 
 
 def test_done_is_absorbing() -> None:

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from caftm.control.states import Event, State
 from caftm.ledger import JobBook, JobStatus, Ledger, LegStatus, TransferRecord, TransferStatus
+from caftm.records import Event, State
 
 START = datetime(2026, 6, 15, 12, tzinfo=UTC)
 WINDOW_S = 600.0

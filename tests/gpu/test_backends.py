@@ -88,7 +88,7 @@ def test_auto_skips_an_nvml_that_sees_no_gpu(
             NoGpus.closed = True
 
     monkeypatch.setattr(
-        backends, "_load", lambda name: NoGpus if name == "nvml" else SimulatedBackend
+        backends._REGISTRY, "load", lambda name: NoGpus if name == "nvml" else SimulatedBackend
     )
     caplog.set_level(logging.WARNING, logger="caftm.gpu.backends")
     backend = get_backend("auto")

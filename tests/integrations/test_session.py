@@ -14,12 +14,13 @@ import integ_scenario as sc
 import pytest
 from torch import nn
 
-from caftm.control import Controller, RunStatus, State, make_policy
+from caftm.control import Controller, Preempt, make_policy
 from caftm.errors import LedgerError
 from caftm.gpu.knob import GpuKnob
 from caftm.gpu.simulated import SimulatedBackend
 from caftm.integrations import ControllerSession, Outcome
 from caftm.ledger import Ledger
+from caftm.records import RunStatus, State
 from caftm.signals.refresher import IntensityRefresher
 
 REPO = Path(__file__).resolve().parents[2]
@@ -94,6 +95,51 @@ def test_failed_checkpoint_keeps_training_here(tmp_path: Path) -> None:
     assert session.checkpoints_taken == 0
     assert controller.site == "site-a"
     session.close()
+
+
+def test_a_preemption_checkpoints_through_the_controller_then_stops(tmp_path: Path) -> None:
+    config = sc.make_config(tmp_path)
+    clock = sc.VirtualClock()
+    controller, refresher = sc.make_controller(config, sc.make_trace((20, 21, 30)), clock)
+    dispatched: list[object] = []
+    dispatch = controller._run_actions
+
+    def run_actions(actions: tuple[object, ...], now: float) -> None:
+        dispatched.extend(actions)
+        dispatch(actions, now)
+
+    controller._run_actions = run_actions  # type: ignore[method-assign]
+    session = ControllerSession(controller, refresher_thread=False)
+    session.start()
+    saved: list[int] = []
+    clock.at_step(1)
+    refresher.refresh_once()
+    assert session.after_step(1, lambda: saved.append(1)) is None
+    state, events = controller.state, len(controller.events)
+    session.preempt_requested = True
+    clock.at_step(2)
+    stop = session.after_step(2, lambda: saved.append(2))
+    assert stop is not None and (stop.outcome, stop.step) == (Outcome.PREEMPTED, 2)
+    assert saved == [2] and session.checkpoints_taken == 1
+    assert Preempt() in dispatched  # an action of the table, run by the dispatcher
+    assert controller.state is state and len(controller.events) == events  # no transition
+    session.close(status="preempted")
+
+
+def test_a_preemption_whose_checkpoint_fails_raises(tmp_path: Path) -> None:
+    config = sc.make_config(tmp_path)
+    controller, _ = sc.make_controller(config, sc.make_trace((20, 21, 30)), sc.VirtualClock())
+    session = ControllerSession(controller, refresher_thread=False)
+    session.start()
+    session.preempt_requested = True
+
+    def broken_save() -> None:
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):  # never a PREEMPTED stop without its save
+        session.after_step(1, broken_save)
+    assert session.checkpoints_taken == 0
+    session.close(status="failed")
 
 
 @pytest.mark.slow

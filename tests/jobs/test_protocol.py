@@ -104,6 +104,46 @@ def test_job_files_resolve_paths_next_to_themselves(tmp_path: Path) -> None:
     assert local_argv(spec.job.command) == (sys.executable, "t.py", "--x", "a b")  # caftm's Python
 
 
+def test_every_path_of_a_job_is_absolute_once_loaded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "jobs"
+    folder.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # relative paths are the file's, never the process's
+    spec = load_job(
+        _job_file(
+            folder,
+            "job: {name: j, command: x, workdir: w, cwd: run, stores: {KR: ../kr, FR: s3://b}}\n"
+            "sites: [KR, FR]\nledger: {path: l.sqlite}\n"
+            "signals: {source: trace, trace_path: traces/t.csv}\n",
+        )
+    )
+    assert spec.job.workdir == str(folder / "w") and spec.workdir == folder / "w" / "j"
+    assert spec.job.cwd == str(folder / "run") and spec.cwd == folder / "run"
+    assert spec.job.stores == {"KR": str(tmp_path / "kr"), "FR": "s3://b"}
+    assert spec.controller.ledger.path == str(folder / "l.sqlite")
+    assert spec.controller.signals.trace_path == str(folder / "traces" / "t.csv")
+    recorded = spec.to_dict()  # what the ledger keeps (the report reads the trace from it)
+    assert recorded["controller"]["signals"]["trace_path"] == str(folder / "traces" / "t.csv")
+
+
+def test_the_demos_job_files_in_a_relative_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from caftm.demo.showcase import write_jobs
+
+    monkeypatch.chdir(tmp_path)
+    paths = write_jobs(Path("demo"), speed=3600.0)
+    spec = load_job(paths["move"])
+    assert spec.workdir == tmp_path / "demo" / "jobs" / "move"
+    assert spec.ledger_path == tmp_path / "demo" / "ledger.sqlite"
+    assert spec.cwd == tmp_path / "demo"
+    config = spec.job.command[spec.job.command.index("--config") + 1]
+    assert (spec.cwd / config).samefile(paths["move"])  # the worker runs in spec.cwd
+
+
 def test_torchrun_means_caftms_own_torch(tmp_path: Path) -> None:
     spec = load_job(
         _job_file(

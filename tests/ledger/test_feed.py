@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from tests.dashboard.known import append_window, build_known
 
-from caftm.control import RunStatus, State
 from caftm.errors import ConfigError, LedgerError
 from caftm.ledger import JobBook, Ledger, TransferStatus
 from caftm.ledger.feed import Feed, Scope
+from caftm.records import RunStatus, State
 from caftm.report.timeline import job_path
 
 

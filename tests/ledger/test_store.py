@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from caftm.control import Event, State
 from caftm.errors import ConfigError, LedgerError
 from caftm.ledger import Ledger, default_ledger_path
+from caftm.records import Event, State
 
 T0 = datetime(2026, 11, 26, 12, tzinfo=UTC)
 

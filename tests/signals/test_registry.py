@@ -163,3 +163,27 @@ def test_missing_key_chain_answers_from_the_providers_cache(no_keys: None, tmp_p
     history = chain.history("DE", hour - timedelta(hours=2), hour + timedelta(hours=1))
     assert {r.source for r in history} == {"cache:electricitymaps"} and len(history) == 3
     chain.close()
+
+
+def test_configured_source_reads_the_trace_the_config_names(tmp_path: Path) -> None:
+    path = tmp_path / "wide.csv"
+    path.write_text("datetime_utc,DE\n2022-01-01T00:00:00,300\n2022-01-01T01:00:00,310\n")
+    source = registry.configured_source("trace", str(path))
+    assert isinstance(source, signals.TraceSource) and source.zones() == ["DE"]
+
+
+@pytest.mark.parametrize("trace_path", [None, ""])
+def test_configured_source_never_makes_up_a_trace(trace_path: str | None) -> None:
+    with pytest.raises(ConfigError, match=r"signals\.trace_path is needed"):
+        registry.configured_source("trace", trace_path)
+
+
+def test_configured_source_puts_a_live_provider_behind_the_chain(no_keys: None) -> None:
+    chain = registry.configured_source("electricitymaps", deadline_s=2.0)
+    assert isinstance(chain, FallbackChain) and chain.live is None
+    assert "synthetic" in chain.intensity("DE").source  # the embedded profile says so
+    chain.close()
+    profile = registry.configured_source("profile", "ignored.csv")
+    assert isinstance(profile, ProfileSource)
+    with pytest.raises(ConfigError, match="unknown carbon-intensity provider 'nope'"):
+        registry.configured_source("nope")

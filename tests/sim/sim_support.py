@@ -9,7 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 from tests.control.conftest import T0_S, FakeClock, synthetic_source
 
-from caftm.control import Controller, Event, Hooks, Policy, ThresholdSpec
+from caftm.control import Controller, Hooks, Policy, ThresholdSpec
+from caftm.records import Event
 from caftm.signals.base import IntensitySource
 from caftm.signals.refresher import IntensityRefresher
 from caftm.signals.traces import TraceSource

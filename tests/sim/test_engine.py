@@ -8,8 +8,9 @@ from tests.control.conftest import T0_S, synthetic_source
 from tests.sim.sim_support import wavy_sites
 
 from caftm._units import carbon_g
-from caftm.control import CAFTM, CarbonAgnostic, Rules, State, ThresholdSpec
+from caftm.control import CAFTM, CarbonAgnostic, Rules, ThresholdSpec
 from caftm.errors import ConfigError
+from caftm.records import State
 from caftm.sim import (
     SPECS,
     GpuProfile,

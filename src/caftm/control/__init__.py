@@ -1,7 +1,10 @@
-"""caftm.control: the CAFTM states, one Policy interface, and the live controller.
+"""caftm.control: the CAFTM state machine, one Policy interface, and the live controller.
 
->>> from caftm.control import CAFTM, ControlState, State, transition
+>>> from caftm.control import CAFTM, ControlState, transition
 >>> policy = CAFTM()
+
+The states themselves (:class:`~caftm.records.State`) and the recorded transitions
+(:class:`~caftm.records.Event`) are in :mod:`caftm.records`, shared with the ledger.
 
 The pure :func:`transition` (its table is in its module docstring) is shared by the live
 :class:`Controller` and the trace-driven simulator.
@@ -30,16 +33,14 @@ from caftm.control.states import (
     Band,
     Checkpoint,
     ControlState,
-    Event,
     Finish,
     Migrate,
     Observation,
     Pause,
+    Preempt,
     Resume,
-    RunStatus,
     SiteOutlook,
     StartProfiling,
-    State,
     Step,
 )
 from caftm.control.threshold import ThresholdMode, ThresholdSpec, compute_band
@@ -56,7 +57,6 @@ __all__ = [
     "ControlState",
     "Controller",
     "ControllerConfig",
-    "Event",
     "Finish",
     "ForecastAwareCAFTM",
     "GpuOptimizer",
@@ -69,12 +69,11 @@ __all__ = [
     "Plan",
     "PlanKind",
     "Policy",
+    "Preempt",
     "Resume",
     "Rules",
-    "RunStatus",
     "SiteOutlook",
     "StartProfiling",
-    "State",
     "Step",
     "SuspendResume",
     "ThresholdMode",

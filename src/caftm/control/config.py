@@ -25,6 +25,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from caftm._protocol_env import ENV_EXCLUDE_SITES, ENV_LEDGER, ENV_SITE
 from caftm.control.migration import HOUR_S, MoveCost
 from caftm.control.policies import POLICIES, GreedyCleanest, Policy, Rules, make_policy
 from caftm.control.threshold import ThresholdMode, ThresholdSpec
@@ -334,8 +335,7 @@ def _problem(loc: tuple[int | str, ...], message: str, env: Mapping[str, str]) -
 #: The section of a job file that only the supervisor reads.
 JOB_SECTION = "job"
 #: Top-level keys set by one variable each (the supervisor tells every leg its site and ledger).
-_ALIASES = {"CAFTM_SITE": ("site",), "CAFTM_LEDGER": ("ledger", "path")}
-_EXCLUDE_SITES = "CAFTM_EXCLUDE_SITES"
+_ALIASES = {ENV_SITE: ("site",), ENV_LEDGER: ("ledger", "path")}
 
 
 def apply_env(data: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
@@ -389,14 +389,14 @@ def _exclude_sites(
     Raises:
         ConfigError: the variable names a site the config does not have.
     """
-    text = env.get(_EXCLUDE_SITES, "")
+    text = env.get(ENV_EXCLUDE_SITES, "")
     excluded = {name.strip() for name in text.split(",") if name.strip()}
     if not excluded:
         return config
     names = [s.name for s in config.sites]
     unknown = sorted(excluded - set(names))
     if unknown:
-        raise ConfigError(f"invalid {where}: {_EXCLUDE_SITES} names unknown sites {unknown}")
+        raise ConfigError(f"invalid {where}: {ENV_EXCLUDE_SITES} names unknown sites {unknown}")
     excluded.discard(config.start_site)
     kept = tuple(s for s in config.sites if s.name not in excluded)
     return config.model_copy(update={"sites": kept, "site": config.start_site})

@@ -6,7 +6,7 @@ precomputed off the step path, and a step counter — no lock, no call, no conta
 else (a probe window ending, a reading leaving the band, a periodic re-check, a new poll) takes the
 slow path, which builds an :class:`~caftm.control.states.Observation`, asks the policy (the pure
 transition) and runs the returned actions through injected :class:`Hooks`. Every transition is
-recorded as an :class:`~caftm.control.states.Event`, in memory and in the ledger.
+recorded as an :class:`~caftm.records.Event`, in memory and in the ledger.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from dataclasses import replace
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from caftm._protocol_env import worker_leg
 from caftm.control.config import ControllerConfig
 from caftm.control.dispatch import dispatch
 from caftm.control.hooks import GpuOptimizer, Hooks, WindowMeter
@@ -29,20 +30,17 @@ from caftm.control.profiling import Profiler
 from caftm.control.states import (
     Band,
     ControlState,
-    Event,
     Observation,
-    RunStatus,
     SiteOutlook,
     StartProfiling,
-    State,
     Step,
     utc_from_s,
 )
 from caftm.control.threshold import ThresholdMode, ThresholdSpec
 from caftm.control.windows import ClosedWindow, WindowLog
-from caftm.errors import ConfigError
 from caftm.gpu.base import KnobKind, Measurement
 from caftm.gpu.cost import MAX_INTENSITY_G_PER_KWH, CostWeights
+from caftm.records import Event, RunStatus, State
 from caftm.signals.base import IntensitySource
 from caftm.signals.refresher import IntensityRefresher
 
@@ -176,15 +174,9 @@ class Controller:
 
             clock = job_clock()
         if source is None:
-            from caftm.signals.registry import fallback_source, get_source
+            from caftm.signals.registry import configured_source
 
-            signals = config.signals
-            if signals.source == "trace":
-                if signals.trace_path is None:
-                    raise ConfigError("signals.trace_path is needed with signals.source: trace")
-                source = get_source("trace", path=signals.trace_path)
-            else:
-                source = fallback_source(signals.source)
+            source = configured_source(config.signals.source, config.signals.trace_path)
         wants_forecast = policy.uses_forecast or config.threshold.mode is ThresholdMode.RELATIVE
         refresher = IntensityRefresher(
             source,
@@ -281,8 +273,6 @@ class Controller:
             self._refresher.refresh_once()
         now = self._clock()
         if self.ledger is not None:
-            from caftm.jobs.protocol import worker_leg
-
             job, leg = worker_leg()
             self.run_id = self._windows.run_id = self.ledger.start_run(
                 name=self.run_name,
@@ -343,6 +333,17 @@ class Controller:
             if not (ci < self._low or ci >= self._high):  # NaN (no reading yet) is no news
                 return self._state
         return self._slow_step()
+
+    def preempt(self) -> None:
+        """The process was told to stop (SIGTERM/SIGINT): take a complete checkpoint now (the
+        transition table's preemption row; the state is kept and no event is recorded).
+
+        Raises:
+            Exception: whatever the checkpoint hook raised (nothing is absorbed here).
+        """
+        now = self._clock()
+        obs = replace(self._observe(now), preempted=True)
+        self._apply(self.policy.decide(self._ctx, obs), obs)
 
     def _on_refresh(self, _refresher: IntensityRefresher) -> None:
         self._check_at_step = 0  # new readings: re-check on the next step
@@ -610,6 +611,11 @@ class _ControllerActions:
 
     def checkpoint(self) -> None:
         self._c._checkpoint_ok = self._c._take_checkpoint()
+
+    def preempt(self) -> None:
+        checkpoint = self._c.hooks.checkpoint
+        if checkpoint is not None:
+            checkpoint()  # no try: a stop without its checkpoint must not pass for a clean one
 
     def migrate(self, dest: str) -> None:
         self._c._migrate(dest)

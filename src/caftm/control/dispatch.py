@@ -18,6 +18,7 @@ from caftm.control.states import (
     Finish,
     Migrate,
     Pause,
+    Preempt,
     Resume,
     StartProfiling,
 )
@@ -36,6 +37,10 @@ class ActionHandler(Protocol):
 
     def checkpoint(self) -> None:
         """Take a complete checkpoint and remember whether it worked."""
+        ...
+
+    def preempt(self) -> None:
+        """Take a complete checkpoint before the process stops; a failure propagates."""
         ...
 
     def migrate(self, dest: str) -> None:
@@ -64,6 +69,8 @@ def dispatch(actions: Iterable[Action | object], handler: ActionHandler, now_s: 
             handler.start_profiling(action.intensity_g_per_kwh, now_s)
         elif isinstance(action, Checkpoint):
             handler.checkpoint()
+        elif isinstance(action, Preempt):
+            handler.preempt()
         elif isinstance(action, Migrate):
             handler.migrate(action.dest)
         elif isinstance(action, Pause):

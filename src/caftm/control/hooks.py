@@ -10,9 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from caftm.control.states import Event
 from caftm.gpu.base import Measurement
 from caftm.gpu.cost import CostWeights
+from caftm.records import Event
 
 
 class GpuOptimizer(Protocol):

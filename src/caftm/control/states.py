@@ -1,8 +1,9 @@
-"""Value types of the controller: states, what it observes, what it asks for, what it records.
+"""Value types of the controller: what it observes, what it asks for, its decision state.
 
 Everything here is immutable plain data, so the pure transition function, the live controller and
 the trace-driven simulator share it. Times are POSIX seconds (UTC) unless a name says otherwise;
-intensities are gCO2eq/kWh; power is W; energy is J; carbon is g.
+intensities are gCO2eq/kWh; power is W; energy is J; carbon is g. The states themselves and the
+recorded transitions are in :mod:`caftm.records` (shared with the ledger).
 """
 
 from __future__ import annotations
@@ -10,47 +11,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from enum import StrEnum
 
-
-class State(StrEnum):
-    """The CAFTM states (IEEE CLOUD 2024) plus the pause of temporal shifting and the end."""
-
-    SCALING = "scaling"  # find and apply the cheapest GPU setting
-    TOLERANCE = "tolerance"  # train; constant-time check of the latest intensity per step
-    SUSPEND = "suspend"  # take a complete checkpoint
-    MIGRATION = "migration"  # choose: move, pause in place, or carry on here
-    PAUSED = "paused"  # waiting in place for a cleaner grid (never past the deadline)
-    DONE = "done"  # training finished
-
-
-class RunStatus(StrEnum):
-    """How a controller's run is doing or ended, as the ledger stores it (a job's leg closes
-    its runs with the leg's status)."""
-
-    RUNNING = "running"
-    FINISHED = "finished"  # the training loop ended (a bare run)
-    COMPLETED = "completed"  # training reached its end (a job's worker)
-    MOVED = "moved"
-    PAUSED = "paused"
-    PREEMPTED = "preempted"
-    SUSPENDED = "suspended"
-    CANCELLED = "cancelled"
-    FAILED = "failed"
-    INTERRUPTED = "interrupted"  # its process died without closing it
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One recorded transition."""
-
-    time: datetime  # UTC
-    from_state: State
-    to_state: State
-    reason: str
-    intensity_g_per_kwh: float
-    site: str
-    gpu_setting: float | None  # MHz or W; None: device default
+from caftm.records import RunStatus, State
 
 
 def utc_from_s(time_s: float) -> datetime:
@@ -98,7 +60,8 @@ class Observation:
         remaining_work_s: estimated training time left at the current speed (None: unknown).
         power_w: average training power (W), idle_power_w: power while moving/paused.
         finished: the run is ending (training finished, or the process moves, pauses, fails).
-        end_status: why it ends (``finished``/``completed``, ``moved``, ``paused``, ``failed``...).
+        end_status: why it ends: ``finished``/``completed``, ``moved``, ``paused``, ``failed``.
+        preempted: the process was told to stop (SIGTERM/SIGINT): checkpoint before it does.
     """
 
     now_s: float
@@ -114,6 +77,7 @@ class Observation:
     idle_power_w: float = 100.0
     finished: bool = False
     end_status: RunStatus = RunStatus.FINISHED
+    preempted: bool = False
 
     def outlook(self, site: str) -> SiteOutlook | None:
         """The outlook of ``site``, or None."""
@@ -209,6 +173,12 @@ class Checkpoint:
 
 
 @dataclass(frozen=True, slots=True)
+class Preempt:
+    """Take a complete checkpoint because the process must stop (SIGTERM/SIGINT). Unlike
+    :class:`Checkpoint`, a failure is not absorbed: it propagates, so no stop goes unsaved."""
+
+
+@dataclass(frozen=True, slots=True)
 class Migrate:
     """Move training to ``dest`` (restore the checkpoint there)."""
 
@@ -233,7 +203,7 @@ class Finish:
     """Training ended: restore the GPU defaults and close the run."""
 
 
-Action = ApplySetting | StartProfiling | Checkpoint | Migrate | Pause | Resume | Finish
+Action = ApplySetting | StartProfiling | Checkpoint | Preempt | Migrate | Pause | Resume | Finish
 
 
 @dataclass(frozen=True, slots=True)

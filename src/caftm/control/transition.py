@@ -14,6 +14,7 @@ still allows a move's downtime plus the remaining work.
 =========  ============================================  =========  ===========================
 from       condition (checked top to bottom)             to         actions
 =========  ============================================  =========  ===========================
+any        ``obs.preempted`` (SIGTERM/SIGINT; no event)  unchanged  Preempt
 not DONE   ``obs.finished``                              DONE       Finish, ApplySetting(None)
 SCALING    optimiser settled, or policy leaves the GPU   TOLERANCE  ApplySetting(best or None)
 SCALING    otherwise (keep profiling)                    SCALING    —
@@ -58,12 +59,12 @@ from caftm.control.states import (
     Migrate,
     Observation,
     Pause,
+    Preempt,
     Resume,
-    RunStatus,
     StartProfiling,
-    State,
     Step,
 )
+from caftm.records import RunStatus, State
 
 if TYPE_CHECKING:
     from caftm.control.policies import Policy
@@ -71,6 +72,8 @@ if TYPE_CHECKING:
 
 def transition(ctx: ControlState, obs: Observation, policy: Policy) -> Step:
     """Apply the table above once. Pure: same inputs, same output."""
+    if obs.preempted:
+        return Step(ctx, (Preempt(),))
     if ctx.state is State.DONE:
         return Step(ctx)
     if obs.finished:

@@ -71,8 +71,9 @@ class DemoResult:
 
 
 def _job_dict(name: str, sites: list[str], policy: str, *, deadline: datetime | None,
-              workdir: Path, speed: float) -> dict[str, Any]:  # fmt: skip
-    config = workdir / f"{name}.yaml"
+              speed: float) -> dict[str, Any]:  # fmt: skip
+    """One job file's content; its paths are relative to the file's folder (where the worker runs,
+    and what :func:`~caftm.jobs.spec.load_job` resolves them against)."""
     policy_section: dict[str, Any] = {"name": policy, "min_dwell_s": 0}
     if deadline is not None:
         policy_section["deadline"] = deadline.isoformat()
@@ -84,11 +85,11 @@ def _job_dict(name: str, sites: list[str], policy: str, *, deadline: datetime | 
                 "-m",
                 "caftm.demo.worker",
                 "--config",
-                str(config),
+                f"{name}.yaml",
                 "--checkpoint-every",
                 "250",
             ],
-            "workdir": str(workdir / "jobs"),
+            "workdir": "jobs",
             "clock_speed": speed,
             "clock_start": DEMO_START.isoformat(),
             "backoff_s": 0.5,
@@ -108,13 +109,12 @@ def _job_dict(name: str, sites: list[str], policy: str, *, deadline: datetime | 
         },
         "gpu": {"steps_per_probe": 10, "max_probes": 6, "window_steps": 50},
         "signals": {"source": "profile", "refresh_interval_s": 1800},
-        "ledger": {"path": str(workdir / "ledger.sqlite"), "run_name": name},
+        "ledger": {"path": "ledger.sqlite", "run_name": name},
     }
 
 
 def write_jobs(workdir: Path, *, speed: float = 3600.0) -> dict[str, Path]:
     """Write the four job files into ``workdir``; returns name → path."""
-    workdir = workdir.resolve()  # the workers run in the job files' folder
     workdir.mkdir(parents=True, exist_ok=True)
     deadline = DEMO_START + timedelta(hours=40)
     plans = {
@@ -125,7 +125,7 @@ def write_jobs(workdir: Path, *, speed: float = 3600.0) -> dict[str, Path]:
     }
     paths = {}
     for name, (sites, policy, job_deadline) in plans.items():
-        data = _job_dict(name, sites, policy, deadline=job_deadline, workdir=workdir, speed=speed)
+        data = _job_dict(name, sites, policy, deadline=job_deadline, speed=speed)
         path = workdir / f"{name}.yaml"
         path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
         paths[name] = path
@@ -141,7 +141,6 @@ def run_showcase(
     Raises:
         ExecutorError: a job failed (its message names why).
     """
-    workdir = workdir.resolve()
     paths = write_jobs(workdir, speed=speed)
     specs = {name: load_job(path) for name, path in paths.items()}
     started = time.perf_counter()
@@ -158,7 +157,8 @@ def run_showcase(
         if timeline:
             from caftm.report.timeline import plot_timeline
 
-            png = str(plot_timeline(book, ["move", "wait"], workdir / "timeline.png"))
+            timeline_path = specs["move"].base_dir / "timeline.png"  # absolute, as the spec's
+            png = str(plot_timeline(book, ["move", "wait"], timeline_path))
     identical = all(
         _final_params_equal(specs[name], specs[f"{name}-agnostic"], records[name],
                             records[f"{name}-agnostic"])

@@ -7,11 +7,11 @@ H100 (and says so in a warning; the simulated backend flags every output as SIMU
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import logging
 from typing import Any
 
+from caftm._registry import LazyRegistry
 from caftm.errors import ConfigError, DeviceError
 from caftm.gpu.base import GpuBackend
 
@@ -19,44 +19,29 @@ __all__ = ["available_backends", "get_backend", "register_backend"]
 
 log = logging.getLogger(__name__)
 
-_REGISTRY: dict[str, tuple[str, str]] = {
-    "nvml": (
-        "caftm.gpu.nvml:NvmlBackend",
-        "pip install nvidia-ml-py (in caftm's base install) on a machine with an NVIDIA driver",
-    ),
-    "simulated": ("caftm.gpu.simulated:SimulatedBackend", "part of caftm; reinstall caftm"),
-    "replay": ("caftm.gpu.replay:ReplayBackend", "part of caftm; reinstall caftm"),
-}
+_REGISTRY: LazyRegistry[GpuBackend] = LazyRegistry(
+    "GPU backend",
+    GpuBackend,
+    {
+        "nvml": (
+            "caftm.gpu.nvml:NvmlBackend",
+            "pip install nvidia-ml-py (in caftm's base install) on a machine with an NVIDIA driver",
+        ),
+        "simulated": ("caftm.gpu.simulated:SimulatedBackend", "part of caftm; reinstall caftm"),
+        "replay": ("caftm.gpu.replay:ReplayBackend", "part of caftm; reinstall caftm"),
+    },
+    also_accepted=("auto",),
+)
 
 
 def available_backends() -> list[str]:
     """Registered backend names, sorted (``auto`` is accepted too)."""
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def register_backend(name: str, target: str, install_hint: str = "") -> None:
     """Register ``name`` → ``"module:Class"`` (a :class:`GpuBackend` subclass)."""
-    if ":" not in target:
-        raise ConfigError(f"backend target must look like 'module:Class', got {target!r}")
-    _REGISTRY[name] = (target, install_hint)
-
-
-def _load(name: str) -> type[GpuBackend]:
-    try:
-        target, hint = _REGISTRY[name]
-    except KeyError as e:
-        raise ConfigError(
-            f"unknown GPU backend {name!r}: use auto or one of {', '.join(available_backends())}"
-        ) from e
-    module_name, _, class_name = target.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise ConfigError(f"GPU backend {name!r} could not be imported ({e}); {hint}") from e
-    cls = getattr(module, class_name, None)
-    if not (isinstance(cls, type) and issubclass(cls, GpuBackend)):
-        raise ConfigError(f"GPU backend {name!r}: {target} is not a GpuBackend")
-    return cls
+    _REGISTRY.register(name, target, install_hint)
 
 
 def get_backend(name: str = "auto", **options: Any) -> GpuBackend:
@@ -70,9 +55,9 @@ def get_backend(name: str = "auto", **options: Any) -> GpuBackend:
         DeviceError: the named backend cannot start (e.g. ``nvml`` without a driver).
     """
     if name != "auto":
-        return _load(name)(**options)
+        return _REGISTRY.load(name)(**options)
     try:
-        nvml_cls = _load("nvml")
+        nvml_cls = _REGISTRY.load("nvml")
         accepted = inspect.signature(nvml_cls).parameters
         backend = nvml_cls(**{k: v for k, v in options.items() if k in accepted})
         if backend.device_count() > 0:
@@ -84,4 +69,4 @@ def get_backend(name: str = "auto", **options: Any) -> GpuBackend:
     except (DeviceError, ConfigError) as e:
         reason = str(e)
     log.warning("no usable NVIDIA GPU (%s): using the SIMULATED backend", reason)
-    return _load("simulated")(**options)
+    return _REGISTRY.load("simulated")(**options)

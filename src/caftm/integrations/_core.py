@@ -28,10 +28,11 @@ from collections.abc import Callable
 from caftm._notice import notice
 from caftm.control.controller import Controller
 from caftm.control.hooks import Hooks
-from caftm.control.states import RunStatus, utc_from_s
+from caftm.control.states import utc_from_s
 from caftm.errors import CaftmError
 from caftm.gpu.knob import GpuKnob
 from caftm.jobs.protocol import Outcome, StopRequest
+from caftm.records import RunStatus
 
 __all__ = ["ControllerSession", "Outcome", "StopRequest", "apply_knob_setting"]
 
@@ -156,9 +157,7 @@ class ControllerSession:
         try:
             self.controller.step()
             if self.preempt_requested:  # SIGTERM/SIGINT: a complete checkpoint, then stop
-                checkpoint = self.controller.hooks.checkpoint
-                if checkpoint is not None:
-                    checkpoint()
+                self.controller.preempt()
                 return StopRequest(Outcome.PREEMPTED, step)
         except _SegmentEnd as end:
             return end.request

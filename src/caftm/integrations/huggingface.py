@@ -35,10 +35,10 @@ from safetensors.torch import save_file
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from caftm.checkpoint import CheckpointStore, TrainingState
-from caftm.control.states import RunStatus
 from caftm.errors import CheckpointError, ConfigError
 from caftm.integrations._core import ControllerSession, StopRequest
 from caftm.integrations._state import TreeHolder
+from caftm.records import RunStatus
 
 __all__ = ["CarbonAwareTrainerCallback"]
 

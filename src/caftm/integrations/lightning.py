@@ -39,10 +39,10 @@ from torch.utils.data import DataLoader, Sampler
 
 from caftm.checkpoint import CheckpointInfo, CheckpointStore, ResumableSampler, TrainingState
 from caftm.checkpoint.rng import capture_rng_state, restore_rng_state
-from caftm.control.states import RunStatus
 from caftm.errors import CheckpointError, ConfigError
 from caftm.integrations._core import ControllerSession, StopRequest
 from caftm.integrations._state import TreeHolder
+from caftm.records import RunStatus
 
 __all__ = ["CaftmCheckpointIO", "CarbonAwareCallback", "ResumableDataLoader"]
 

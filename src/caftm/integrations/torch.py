@@ -43,7 +43,6 @@ from caftm.checkpoint.layout import rank_dir_name
 from caftm.checkpoint.state import Stateful
 from caftm.control.config import ControllerConfig
 from caftm.control.controller import Controller
-from caftm.control.states import RunStatus
 from caftm.errors import ConfigError
 from caftm.gpu import GpuBackend
 from caftm.integrations._core import ControllerSession, Outcome, StopRequest
@@ -51,6 +50,7 @@ from caftm.integrations._gpu import GpuSetup
 from caftm.integrations._signals import PreemptionSignals
 from caftm.integrations.ddp import DistributedSteps, world
 from caftm.jobs.protocol import ENV_STATUS_FILE, write_outcome, write_status
+from caftm.records import RunStatus
 from caftm.signals.base import IntensitySource
 
 __all__ = ["CarbonAwareTraining"]

@@ -18,6 +18,8 @@ variable                meaning
 ``CAFTM_GRACE_S``       seconds the worker has to checkpoint after SIGTERM/SIGINT
 ======================  ==========================================================================
 
+(The names are defined once in :mod:`caftm._protocol_env`, which the controller's config reads too.)
+
 How a leg ended is read from the outcome file first (rank 0 writes it, so launchers such as
 ``torchrun`` that fold exit codes do not matter); without one, exit code 0 means completed and
 anything else a crash. The outcomes are :class:`Outcome`'s; what the supervisor does with each
@@ -37,6 +39,18 @@ from pathlib import Path
 from typing import Any
 
 from caftm._files import atomic_write_json
+from caftm._protocol_env import (
+    ENV_CHECKPOINT_URL,
+    ENV_EXCLUDE_SITES,
+    ENV_GRACE_S,
+    ENV_JOB,
+    ENV_LEDGER,
+    ENV_LEG,
+    ENV_OUTCOME_FILE,
+    ENV_SITE,
+    ENV_STATUS_FILE,
+    worker_leg,
+)
 from caftm.errors import ExecutorError
 
 __all__ = [
@@ -57,16 +71,6 @@ __all__ = [
     "write_outcome",
     "write_status",
 ]
-
-ENV_JOB = "CAFTM_JOB"
-ENV_LEG = "CAFTM_LEG"
-ENV_SITE = "CAFTM_SITE"
-ENV_CHECKPOINT_URL = "CAFTM_CHECKPOINT_URL"
-ENV_LEDGER = "CAFTM_LEDGER"
-ENV_OUTCOME_FILE = "CAFTM_OUTCOME_FILE"
-ENV_STATUS_FILE = "CAFTM_STATUS_FILE"
-ENV_EXCLUDE_SITES = "CAFTM_EXCLUDE_SITES"
-ENV_GRACE_S = "CAFTM_GRACE_S"
 
 
 class Outcome(StrEnum):
@@ -129,17 +133,6 @@ class StopRequest:
         if outcome is Outcome.MOVED and not dest:
             raise ExecutorError(f"malformed {where}: a move without a destination")
         return cls(outcome, step, dest, None if until_s is None else float(until_s))
-
-
-def worker_leg(env: Mapping[str, str] | None = None) -> tuple[str | None, int | None]:
-    """(job, leg) this process runs as under a supervisor, or (None, None) when run alone."""
-    environment = os.environ if env is None else env
-    job = environment.get(ENV_JOB) or None
-    try:
-        leg = int(environment.get(ENV_LEG, ""))
-    except ValueError:
-        leg = None
-    return job, leg
 
 
 def write_outcome(request: StopRequest, path: str | os.PathLike[str] | None = None) -> bool:

@@ -13,8 +13,9 @@ Example (``examples/job.yaml``)::
     threshold: {value_g_per_kwh: 400}
     ...                                 # every other section as in ControllerConfig
 
-Relative paths (``workdir``, ``cwd``, local stores, ``ledger.path``) are relative to the YAML
-file's folder, so a job runs the same from any working directory.
+Relative paths (``workdir``, ``cwd``, local stores, ``ledger.path``, ``signals.trace_path``) are
+relative to the YAML file's folder, so a job runs the same from any working directory. They are
+resolved once, when the job is loaded: a :class:`JobSpec` holds absolute paths only.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any
 import yaml
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from caftm._protocol_env import ENV_CHECKPOINT_URL, ENV_EXCLUDE_SITES, ENV_SITE
 from caftm.control.config import JOB_SECTION, ControllerConfig
 from caftm.errors import ConfigError
 
@@ -188,11 +190,14 @@ class JobSection(BaseModel):
 class JobSpec:
     """A validated job: the supervisor's section, the controller config and where it came from.
 
+    Built by :func:`job_from_dict` (and :func:`load_job`), which resolve every path in it.
+
     Attributes:
-        job: the ``job:`` section.
-        controller: the rest, as the worker reads it.
+        job: the ``job:`` section (``workdir``, ``cwd`` and local ``stores`` absolute).
+        controller: the rest, as the worker reads it (``ledger.path`` and
+            ``signals.trace_path`` absolute).
         path: the YAML file (None: built in code).
-        base_dir: the folder relative paths are resolved against.
+        base_dir: the folder relative paths were resolved against (absolute).
     """
 
     job: JobSection
@@ -208,12 +213,12 @@ class JobSpec:
     @property
     def workdir(self) -> Path:
         """Logs and default stores (absolute)."""
-        return self._resolve(self.job.workdir) / self.name
+        return Path(self.job.workdir) / self.name
 
     @property
     def cwd(self) -> Path:
         """The worker's working directory (absolute)."""
-        return self._resolve(self.job.cwd) if self.job.cwd else self.base_dir
+        return Path(self.job.cwd) if self.job.cwd else self.base_dir
 
     @property
     def ledger_path(self) -> Path:
@@ -221,18 +226,12 @@ class JobSpec:
         from caftm.ledger.store import default_ledger_path
 
         path = self.controller.ledger.path
-        return self._resolve(path) if path else default_ledger_path()
+        return Path(path) if path else default_ledger_path()
 
     def store_url(self, site: str) -> str:
         """The checkpoint store of ``site`` (an absolute path or a URL)."""
         url = self.job.stores.get(site)
-        if url is None:
-            return str(self.workdir / "sites" / site / "checkpoints")
-        return url if "://" in url else str(self._resolve(url))
-
-    def _resolve(self, path: str) -> Path:
-        p = Path(path).expanduser()
-        return p if p.is_absolute() else (self.base_dir / p).resolve()
+        return str(self.workdir / "sites" / site / "checkpoints") if url is None else url
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form, recorded with the job in the ledger."""
@@ -285,7 +284,7 @@ def job_from_dict(
     controller_env = {
         k: v
         for k, v in (env if env is not None else _environ()).items()
-        if k not in ("CAFTM_SITE", "CAFTM_CHECKPOINT_URL", "CAFTM_EXCLUDE_SITES")
+        if k not in (ENV_SITE, ENV_CHECKPOINT_URL, ENV_EXCLUDE_SITES)
     }
     controller = ControllerConfig.from_dict(data, env=controller_env, where=where)
     names = {s.name for s in controller.sites}
@@ -294,7 +293,36 @@ def job_from_dict(
         raise ConfigError(
             f"invalid {where}: job.stores names sites that are not in 'sites': {unknown}"
         )
-    return JobSpec(job, controller, path, base_dir)
+    base_dir = base_dir.resolve()
+    return JobSpec(
+        _job_paths(job, base_dir), _controller_paths(controller, base_dir), path, base_dir
+    )
+
+
+def _absolute(path: str, base_dir: Path) -> str:
+    """``path`` (``~`` expanded) as an absolute path, a relative one taken from ``base_dir``."""
+    p = Path(path).expanduser()
+    return str(p if p.is_absolute() else (base_dir / p).resolve())
+
+
+def _job_paths(job: JobSection, base_dir: Path) -> JobSection:
+    """``job`` with its workdir, cwd and local stores absolute (URLs kept as written)."""
+    stores = {
+        site: url if "://" in url else _absolute(url, base_dir) for site, url in job.stores.items()
+    }
+    cwd = None if job.cwd is None else _absolute(job.cwd, base_dir)
+    workdir = _absolute(job.workdir, base_dir)
+    return job.model_copy(update={"workdir": workdir, "cwd": cwd, "stores": stores})
+
+
+def _controller_paths(config: ControllerConfig, base_dir: Path) -> ControllerConfig:
+    """``config`` with its ledger path and trace path absolute."""
+    ledger, signals = config.ledger, config.signals
+    if ledger.path:
+        ledger = ledger.model_copy(update={"path": _absolute(ledger.path, base_dir)})
+    if signals.trace_path:
+        signals = signals.model_copy(update={"trace_path": _absolute(signals.trace_path, base_dir)})
+    return config.model_copy(update={"ledger": ledger, "signals": signals})
 
 
 def _environ() -> Mapping[str, str]:

@@ -246,14 +246,10 @@ class Supervisor:
         config = self.spec.controller
         try:
             if self._source is None:
-                from caftm.signals.registry import fallback_source, get_source
+                from caftm.signals.registry import configured_source
 
                 signals = config.signals
-                self._source = (
-                    get_source("trace", path=signals.trace_path)
-                    if signals.source == "trace"
-                    else fallback_source(signals.source)
-                )
+                self._source = configured_source(signals.source, signals.trace_path)
             zone = config.site_zones()[site]
             reading = self._source.intensity(zone, utc_from_s(self._clock()))
         except CaftmError as e:

@@ -94,14 +94,9 @@ def describe_job(spec: JobSpec) -> JobDescription:
     readings: dict[str, float] = {}
     source = None
     try:
-        from caftm.signals.registry import fallback_source, get_source
+        from caftm.signals.registry import configured_source
 
-        signals = config.signals
-        source = (
-            get_source("trace", path=signals.trace_path)
-            if signals.source == "trace" and signals.trace_path
-            else fallback_source(signals.source)
-        )
+        source = configured_source(config.signals.source, config.signals.trace_path)
     except CaftmError as e:
         description.notes.append(f"intensities unavailable: {e}")
     for site, zone in config.site_zones().items():

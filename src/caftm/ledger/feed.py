@@ -16,7 +16,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from caftm.control.states import State
 from caftm.errors import ConfigError
 from caftm.ledger.schema import SCHEMA_VERSION
 from caftm.ledger.store import (
@@ -29,6 +28,7 @@ from caftm.ledger.store import (
     event_record,
     window_record,
 )
+from caftm.records import State
 
 __all__ = ["Feed", "Scope"]
 

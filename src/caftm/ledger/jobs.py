@@ -27,9 +27,9 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from caftm.control.states import RunStatus
 from caftm.errors import ConfigError, LedgerError
 from caftm.ledger.store import Ledger
+from caftm.records import RunStatus
 
 __all__ = [
     "JOB_TRANSITIONS",

@@ -30,15 +30,16 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from caftm._protocol_env import ENV_LEDGER
 from caftm._units import carbon_g
-from caftm.control.states import Event, RunStatus, State
 from caftm.errors import ConfigError, LedgerError
 from caftm.ledger.schema import SCHEMA_VERSION, migrate, version
+from caftm.records import Event, RunStatus, State
 
 
 def default_ledger_path() -> Path:
     """``$CAFTM_LEDGER``, else ``$XDG_DATA_HOME/caftm/ledger.sqlite`` (~/.local/share/...)."""
-    explicit = os.environ.get("CAFTM_LEDGER")
+    explicit = os.environ.get(ENV_LEDGER)
     if explicit:
         return Path(explicit).expanduser()
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")

@@ -70,12 +70,11 @@ class SignalSetup:
             ConfigError: the source cannot be set up.
         """
         if not self._source:
-            from caftm.signals.registry import fallback_source, get_source
+            from caftm.signals.registry import configured_source
 
-            if self.source_name == "trace" and self.trace_path:
-                self._source.append(get_source("trace", path=self.trace_path))
-            else:
-                self._source.append(fallback_source(self.source_name, deadline_s=3.0))
+            self._source.append(
+                configured_source(self.source_name, self.trace_path, deadline_s=3.0)
+            )
         return self._source[0]
 
 

@@ -3,62 +3,53 @@
 get_source("electricitymaps")            # the bare live client (AuthError if no key)
 get_source("profile:my_profiles.json")   # a profile set built by `caftm profiles build`
 fallback_source("electricitymaps")       # live -> cache -> forecast -> embedded profile
+configured_source(name, trace_path)      # what a config's signals: section names
 default_source()                         # the embedded typical-year profile: no key, no network
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 from pathlib import Path
 from typing import Any
 
+from caftm._registry import LazyRegistry
 from caftm.errors import AuthError, ConfigError
 from caftm.signals.base import IntensitySource
 
 logger = logging.getLogger(__name__)
 
-#: name -> "module:Class"; every class is an IntensitySource.
-SOURCES: dict[str, str] = {
-    "carbonaware": "caftm.signals.carbonaware:CarbonAwareSource",
-    "electricitymaps": "caftm.signals.electricitymaps:ElectricityMapsSource",
-    "profile": "caftm.signals.profiles:ProfileSource",
-    "trace": "caftm.signals.traces:TraceSource",
-    "ukgrid": "caftm.signals.ukgrid:UkGridSource",
-    "watttime": "caftm.signals.watttime:WattTimeSource",
-}
+_REINSTALL = "reinstall caftm with `pip install -e .`"
+#: name -> ("module:Class", install hint); every class is an IntensitySource.
+SOURCES: LazyRegistry[IntensitySource] = LazyRegistry(
+    "carbon-intensity provider",
+    IntensitySource,
+    {
+        "carbonaware": ("caftm.signals.carbonaware:CarbonAwareSource", _REINSTALL),
+        "electricitymaps": ("caftm.signals.electricitymaps:ElectricityMapsSource", _REINSTALL),
+        "profile": ("caftm.signals.profiles:ProfileSource", _REINSTALL),
+        "trace": ("caftm.signals.traces:TraceSource", _REINSTALL),
+        "ukgrid": ("caftm.signals.ukgrid:UkGridSource", _REINSTALL),
+        "watttime": ("caftm.signals.watttime:WattTimeSource", _REINSTALL),
+    },
+)
 #: Sources that talk to a provider over the network.
 LIVE_SOURCES = frozenset({"carbonaware", "electricitymaps", "ukgrid", "watttime"})
 
 
 def known_sources() -> list[str]:
     """Every registered source name, sorted."""
-    return sorted(SOURCES)
+    return SOURCES.names()
 
 
 def source_class(name: str) -> type[IntensitySource]:
-    """The class registered as ``name``.
+    """The class registered as ``name`` (``profile:PATH`` is ``profile``; case is ignored).
 
     Raises:
-        ConfigError: unknown name (the message lists the known ones).
+        ConfigError: unknown name (the message lists the known ones), or the class cannot be
+            imported.
     """
-    base = _split(name)[0] if isinstance(name, str) else None
-    target = SOURCES.get(base) if base is not None else None
-    if target is None:
-        raise ConfigError(
-            f"unknown carbon-intensity provider {name!r}; known: {', '.join(known_sources())}"
-        )
-    module_name, _, class_name = target.partition(":")
-    try:
-        cls = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError) as e:
-        raise ConfigError(
-            f"provider {name!r} is unavailable ({module_name}.{class_name}: {e}); "
-            "reinstall caftm with `pip install -e .`"
-        ) from e
-    if not (isinstance(cls, type) and issubclass(cls, IntensitySource)):
-        raise ConfigError(f"provider {name!r} ({target}) is not an IntensitySource")
-    return cls
+    return SOURCES.load(_split(name)[0] if isinstance(name, str) else name)
 
 
 def get_source(name: str, **options: Any) -> IntensitySource:
@@ -136,3 +127,24 @@ def fallback_source(
         cache_name=source_class(name).name,
         why_no_live=why_no_live,
     )
+
+
+def configured_source(
+    name: str, trace_path: str | None = None, *, deadline_s: float = 15.0
+) -> IntensitySource:
+    """The source a controller config's ``signals:`` section names (the one place that choice
+    is made, for the controller, the supervisor, ``caftm jobs check`` and the report).
+
+    ``trace`` reads ``trace_path`` (required: never a made-up trace in its place); any other
+    name is :func:`fallback_source`'s: a live provider behind the cache and the embedded
+    profile (whose readings say synthetic), ``profile`` the embedded profiles themselves.
+
+    Raises:
+        ConfigError: ``trace`` without ``trace_path``, an unknown name or bad options.
+        DataError: the trace file is missing or malformed.
+    """
+    if source_class(name).name == "trace":
+        if not trace_path:
+            raise ConfigError("signals.trace_path is needed with signals.source: trace")
+        return get_source("trace", path=trace_path)
+    return fallback_source(name, deadline_s=deadline_s)

@@ -29,9 +29,10 @@ from caftm._units import J_PER_KWH
 from caftm.control.dispatch import dispatch
 from caftm.control.observe import observe
 from caftm.control.policies import Policy
-from caftm.control.states import ControlState, State, utc_from_s
+from caftm.control.states import ControlState, utc_from_s
 from caftm.control.threshold import ThresholdMode, ThresholdSpec
 from caftm.errors import ConfigError
+from caftm.records import State
 from caftm.sim.gpu_profile import GpuProfile
 from caftm.sim.job import SimJob
 from caftm.sim.site_traces import ForecastMode, SiteTraces, TraceView
@@ -191,6 +192,9 @@ class SimRun:
 
     def checkpoint(self) -> None:
         self.checkpoint_ok = True
+
+    def preempt(self) -> None:
+        """Nothing to do: a simulated job is never told to stop (no observation says so)."""
 
     def migrate(self, dest: str) -> None:
         self._spend(self.now_s + self.downtime_s, self.idle_power_w, "move")

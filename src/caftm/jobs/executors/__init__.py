@@ -14,10 +14,9 @@ as its script says (it has no name here: a job file cannot carry a script).
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
 
-from caftm.errors import ConfigError
+from caftm._registry import LazyRegistry
 from caftm.jobs.executors.base import (
     EXIT_UNKNOWN,
     Executor,
@@ -42,11 +41,18 @@ __all__ = [
 ]
 
 #: name → ("module:Class", install hint)
-EXECUTORS: dict[str, tuple[str, str]] = {
-    "local": ("caftm.jobs.executors.local:LocalExecutor", ""),
-    "ray": ("caftm.jobs.executors.ray:RayExecutor", "pip install 'caftm[ray]'"),
-    "skypilot": ("caftm.jobs.executors.skypilot:SkyPilotExecutor", "pip install 'caftm[skypilot]'"),
-}
+EXECUTORS: LazyRegistry[Executor] = LazyRegistry(
+    "executor",
+    Executor,
+    {
+        "local": ("caftm.jobs.executors.local:LocalExecutor", ""),
+        "ray": ("caftm.jobs.executors.ray:RayExecutor", "pip install 'caftm[ray]'"),
+        "skypilot": (
+            "caftm.jobs.executors.skypilot:SkyPilotExecutor",
+            "pip install 'caftm[skypilot]'",
+        ),
+    },
+)
 
 
 def get_executor(name: str, job: JobSection | None = None) -> Executor:
@@ -55,16 +61,5 @@ def get_executor(name: str, job: JobSection | None = None) -> Executor:
     Raises:
         ConfigError: unknown name, or its engine is not installed (with the install hint).
     """
-    try:
-        target, hint = EXECUTORS[name]
-    except KeyError:
-        raise ConfigError(
-            f"unknown executor {name!r}; known: {', '.join(sorted(EXECUTORS))}"
-        ) from None
-    module_name, _, class_name = target.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as e:
-        raise ConfigError(f"executor {name!r} needs {e.name}: {hint}") from e
-    cls: type[Executor] = getattr(module, class_name)
+    cls = EXECUTORS.load(name)
     return cls() if job is None else cls.from_job(job)
