@@ -66,6 +66,8 @@ _ALWAYS = frozenset(
 )  # fmt: skip
 #: how often a pending leg re-checks that its site still has a live node (s)
 _RECHECK_S = 2.0
+#: how long a submission answered "try again later" (a job agent still starting) is retried
+_SUBMIT_RETRY_S = 60.0
 #: the least time between two questions to the cluster about one leg (s)
 _POLL_EVERY_S = 0.25
 #: how long the cluster may stay unreachable while a leg runs before the leg is given up (s)
@@ -159,23 +161,32 @@ class RayExecutor(LegFolderExecutor):
         launch.log_path.parent.mkdir(parents=True, exist_ok=True)
         submission_id = f"caftm-{launch.job}-leg{launch.leg}-{uuid.uuid4().hex[:8]}"
         env = self._worker_env(launch)
-        try:
-            self.client.submit_job(
-                entrypoint=self._entrypoint(launch),
-                submission_id=submission_id,
-                runtime_env={"env_vars": env},
-                metadata={"caftm_job": launch.job, "caftm_site": launch.site},
-                entrypoint_num_cpus=self.config.num_cpus,
-                entrypoint_num_gpus=self.config.num_gpus,
-                **self._pin(launch.site),
-            )
-        except ExecutorError:
-            raise
-        except Exception as e:
-            raise ExecutorError(
-                f"cannot submit leg {launch.leg} of job {launch.job} to the Ray cluster at "
-                f"{self.address}: {_one_line(e)}"
-            ) from e
+        deadline = time.monotonic() + _SUBMIT_RETRY_S
+        while True:
+            try:
+                self.client.submit_job(
+                    entrypoint=self._entrypoint(launch),
+                    submission_id=submission_id,
+                    runtime_env={"env_vars": env},
+                    metadata={"caftm_job": launch.job, "caftm_site": launch.site},
+                    entrypoint_num_cpus=self.config.num_cpus,
+                    entrypoint_num_gpus=self.config.num_gpus,
+                    **self._pin(launch.site),
+                )
+                break
+            except ExecutorError:
+                raise
+            except Exception as e:
+                # a node's job agent that is still starting answers "try again later"
+                if "try again later" in str(e) and time.monotonic() < deadline:
+                    log.info("Ray at %s not ready to take leg %d: %s", self.address,
+                             launch.leg, _one_line(e))  # fmt: skip
+                    time.sleep(_RECHECK_S)
+                    continue
+                raise ExecutorError(
+                    f"cannot submit leg {launch.leg} of job {launch.job} to the Ray cluster at "
+                    f"{self.address}: {_one_line(e)}"
+                ) from e
         handle = WorkerHandle(self.name, submission_id, extra={"log": str(launch.log_path)})
         self._wait_running(handle, launch)
         return handle
