@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
 from ckpt_helpers import HERE, PYTHON, assert_bit_identical, choice_rng
 
 TOTAL_STEPS = 200  # a little over 3 epochs of 64 steps
@@ -27,6 +28,7 @@ def finish(process: subprocess.Popen[str], expected_code: int) -> int:
     return int(out.split()[1])  # "resumed STEP"
 
 
+@pytest.mark.slow  # four fresh processes
 def test_three_interruptions_resume_bit_identical(tmp_path: Path) -> None:
     rng, seed = choice_rng()
     stops = sorted(rng.sample(range(5, TOTAL_STEPS - 5), 3))

@@ -27,6 +27,7 @@ def _run(tmp_path: Path, switch: tuple[int, int, int], fresh_process_segments: s
     )
 
 
+@pytest.mark.slow  # four fresh processes
 def test_three_moves_random_steps_one_fresh_process(tmp_path: Path) -> None:
     _run(tmp_path, sc.random_switch_steps(23, TOTAL_STEPS), fresh_process_segments={1})
 

@@ -29,6 +29,7 @@ def _run(tmp_path: Path, switch: tuple[int, int, int], fresh_process_segments: s
     )
 
 
+@pytest.mark.slow  # four fresh processes
 @pytest.mark.filterwarnings("ignore:.*LeafSpec.*:FutureWarning")  # lightning's pytree use
 @pytest.mark.filterwarnings("ignore:.*does not have many workers.*")
 def test_three_moves_random_steps_one_fresh_process(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from caftm.errors import ConfigError
 from caftm.integrations.torch import CarbonAwareTraining
 
 
+@pytest.mark.slow  # four fresh processes
 def test_three_moves_resume_bit_identical(tmp_path: Path) -> None:
     switch = sc.random_switch_steps(11, TOTAL_STEPS)
     store_dir = assert_three_moves_bit_identical(  # every other segment in a fresh process

@@ -18,10 +18,13 @@ from pathlib import Path
 import pytest
 from tests.jobs.jobs_support import write_job
 
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("sky") is None,
-    reason="SkyPilot is not installed (pip install 'caftm[skypilot]')",
-)
+pytestmark = [
+    pytest.mark.slow,  # SkyPilot's own validation: seconds a task
+    pytest.mark.skipif(
+        importlib.util.find_spec("sky") is None,
+        reason="SkyPilot is not installed (pip install 'caftm[skypilot]')",
+    ),
+]
 
 SITES = ("aws:ap-northeast-2", "aws:eu-west-3", "aws:eu-central-1")
 _GPU = "\"{'Gpus': [{'Name': 'A10G', 'Manufacturer': 'NVIDIA', 'Count': 1, 'MemoryInfo': {'SizeInMiB': 24576}}], 'TotalGpuMemoryInMiB': 24576}\""  # noqa: E501

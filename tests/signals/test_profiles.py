@@ -151,6 +151,7 @@ def test_generated_series_has_realistic_structure() -> None:
     assert np.median(np.abs(steps)) < 0.25 * generated.std()
 
 
+@pytest.mark.slow  # builds a year of profiles
 def test_build_script_reproduces_shipped_file(tmp_path: Path) -> None:
     shared_file("carbon/ci_2022_hourly_lca_123zones.csv")
     done = subprocess.run(
