@@ -30,11 +30,41 @@ _HEALTH = {
 }
 
 
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
+#: Ray's ports come from a block below the kernel's ephemeral range (32768-60999): a port Ray
+#: is told to use can then never be taken meanwhile by another test's socket bound to port 0
+#: (tests run in parallel), which left a node without its job agent
+_PORT_BLOCK = (20000, 32000)
+_PORTS_PER_NODE = 64
+
+
+class _PortBlock:
+    """Consecutive ports on 127.0.0.1, handed out one by one (each checked free)."""
+
+    def __init__(self, size: int) -> None:
+        import random
+
+        low, high = _PORT_BLOCK
+        for _ in range(100):
+            start = random.randrange(low, high - size)
+            if all(_bindable(port) for port in range(start, start + size, 7)):
+                break
+        self.next, self.end = start, start + size
+
+    def take(self, count: int = 1) -> int:
+        """The first of ``count`` consecutive ports not handed out yet."""
+        port = self.next
+        self.next += count
+        assert self.next <= self.end, "the cluster's port block is exhausted"
+        return port
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def _cmdline(pid: int) -> str:
@@ -87,8 +117,9 @@ class RayCluster:
         self.sites = sites
         # short: Ray's socket paths under it must stay within the 107-byte limit
         self.temp_dir = Path(f"/tmp/caftm-ray-{uuid.uuid4().hex[:8]}")
-        self.gcs_port = free_port()
-        self.dashboard_port = free_port()
+        self.ports = _PortBlock(_PORTS_PER_NODE * (len(sites) + 1))
+        self.gcs_port = self.ports.take()
+        self.dashboard_port = self.ports.take()
         self.address = f"http://127.0.0.1:{self.dashboard_port}"
         self.env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
 
@@ -104,18 +135,27 @@ class RayCluster:
             f"--dashboard-port={self.dashboard_port}",
             f"--temp-dir={self.temp_dir}",
             f"--system-config={json.dumps(_HEALTH)}",
+            f"--ray-client-server-port={self.ports.take()}",
         )
         for site in workers:
-            self._ray_start(
-                site,
-                f"--address=127.0.0.1:{self.gcs_port}",
-                f"--dashboard-agent-listen-port={free_port()}",
-            )
+            self._ray_start(site, f"--address=127.0.0.1:{self.gcs_port}")
         return self
 
     def _ray_start(self, site: str, *args: str) -> None:
+        take = self.ports.take
+        workers = take(40)
+        ports = [
+            f"--node-manager-port={take()}",
+            f"--object-manager-port={take()}",
+            f"--dashboard-agent-listen-port={take()}",
+            f"--dashboard-agent-grpc-port={take()}",
+            f"--metrics-export-port={take()}",
+            f"--runtime-env-agent-port={take()}",
+            f"--min-worker-port={workers}",
+            f"--max-worker-port={workers + 39}",
+        ]
         command = [
-            RAY, "start", *args, "--node-ip-address=127.0.0.1", "--num-cpus=1",
+            RAY, "start", *args, *ports, "--node-ip-address=127.0.0.1", "--num-cpus=1",
             "--object-store-memory=80000000", "--disable-usage-stats",
             f"--resources={json.dumps({f'site-{site}': 1})}", f"--labels=site={site}",
         ]  # fmt: skip
