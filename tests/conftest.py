@@ -82,38 +82,30 @@ def pytest_configure(config: pytest.Config) -> None:
     missing = _missing_parts()
     if missing:
         pytest.exit(
-            f"the test suite needs {'; '.join(missing)} — install them, or set "
+            f"the test suite needs {'; '.join(missing)} — provide them, or set "
             f"{ALLOW_SKIPS_ENV}=1 to skip the tests that need them",
             returncode=4,
         )
 
 
-def _unexpected_skip(report: Any) -> str | None:
-    """The reason of a skip that a complete environment should not produce, else None."""
+def _fail_unexpected_skip(report: Any) -> None:
+    """Turn a skip that a complete environment should not produce into a failure."""
     if os.environ.get(ALLOW_SKIPS_ENV) or not report.skipped or hasattr(report, "wasxfail"):
-        return None
+        return
     longrepr = report.longrepr
     reason = str(longrepr[2] if isinstance(longrepr, tuple) else longrepr)
-    if any(allowed in reason for allowed in _SKIPS_THAT_MAY_REMAIN):
-        return None
-    return reason
+    if not any(allowed in reason for allowed in _SKIPS_THAT_MAY_REMAIN):
+        report.outcome = "failed"
+        report.longrepr = f"skipped in a complete environment: {reason} (set {ALLOW_SKIPS_ENV}=1)"
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     outcome = yield
-    report = outcome.get_result()
-    reason = _unexpected_skip(report)
-    if reason is not None:
-        report.outcome = "failed"
-        report.longrepr = f"skipped in a complete environment: {reason} (set {ALLOW_SKIPS_ENV}=1)"
+    _fail_unexpected_skip(outcome.get_result())
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_make_collect_report(collector: pytest.Collector) -> Any:
     outcome = yield
-    report = outcome.get_result()
-    reason = _unexpected_skip(report)
-    if reason is not None:
-        report.outcome = "failed"
-        report.longrepr = f"skipped in a complete environment: {reason} (set {ALLOW_SKIPS_ENV}=1)"
+    _fail_unexpected_skip(outcome.get_result())

@@ -24,22 +24,15 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """Final parameters of the job of ``STEPS`` steps run unmigrated (carbon-agnostic, one leg,
     local executor): what every moved, paused, killed or restarted job must end with, bit for
     bit. Computed once per test session (per xdist worker)."""
-    from tests.jobs.jobs_support import final_model, write_job
+    from tests.jobs.jobs_support import final_model, run_job, write_job
 
     from caftm.jobs.spec import load_job
-    from caftm.jobs.supervisor import Supervisor
-    from caftm.ledger import JobBook, JobStatus, Ledger, LegStatus
+    from caftm.ledger import JobStatus, LegStatus
 
     tmp = tmp_path_factory.mktemp("reference")
     config = write_job(tmp, "reference", policy="carbon-agnostic")
-    spec = load_job(config)
-    supervisor = Supervisor(spec)
-    try:
-        job = supervisor.run()
-    finally:
-        supervisor.close()
+    job, book = run_job(config)
     assert job.status is JobStatus.SUCCEEDED, job.message
-    book = JobBook(Ledger(spec.ledger_path))
     assert [leg.status for leg in book.legs("reference")] == [LegStatus.COMPLETED]
     book.ledger.close()
-    return final_model(spec, job.site)
+    return final_model(load_job(config), job.site)

@@ -24,7 +24,7 @@ import yaml
 
 from caftm.checkpoint import CheckpointStore
 from caftm.jobs.spec import JobSpec, load_job
-from caftm.ledger import JobBook, Ledger
+from caftm.ledger import JobBook, JobRecord, Ledger
 
 START = datetime(2026, 3, 1, tzinfo=UTC)
 SITES = ("KR", "FR", "DE")
@@ -168,6 +168,20 @@ def wait_for(predicate: Callable[[], bool], timeout_s: float = 120.0, what: str 
     while not predicate():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.05)
+
+
+def run_job(config: Path) -> tuple[JobRecord, JobBook]:
+    """Supervise the job in this process to its end; returns its record and a book on its
+    ledger (close ``book.ledger`` when done)."""
+    from caftm.jobs.supervisor import Supervisor
+
+    spec = load_job(config)
+    supervisor = Supervisor(spec)
+    try:
+        job = supervisor.run()
+    finally:
+        supervisor.close()
+    return job, JobBook(Ledger(spec.ledger_path))
 
 
 def book_of(config: Path) -> JobBook:

@@ -10,32 +10,20 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
 from tests.jobs.jobs_support import (
     assert_identical,
     final_model,
+    run_job,
     write_job,
 )
 
 from caftm.jobs.spec import load_job
-from caftm.jobs.supervisor import Supervisor
-from caftm.ledger import JobBook, JobStatus, Ledger, LegStatus
+from caftm.ledger import JobStatus, LegStatus
 
 pytestmark = pytest.mark.slow
-
-
-def run_job(config: Path) -> tuple[Any, JobBook]:
-    """Supervise the job in this process to its end; returns its record and book."""
-    spec = load_job(config)
-    supervisor = Supervisor(spec)
-    try:
-        job = supervisor.run()
-    finally:
-        supervisor.close()
-    return job, JobBook(Ledger(spec.ledger_path))
 
 
 def test_migrates_three_times_across_three_sites_bit_identical(
