@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from caftm.clock import FakeClock
 from caftm.errors import AuthError, ConfigError, ProviderError
 from caftm.signals.base import MAX_PLAUSIBLE_G_PER_KWH, Basis, IntensitySource, Kind, Reading
 from caftm.signals.http import RetryPolicy
@@ -141,24 +142,10 @@ FAST = RetryPolicy(
 )
 
 
-class VirtualTime:
-    """A clock that moves only when slept on: retries wait no wall time, and say how long
-    they would have waited (:attr:`waits`)."""
-
-    def __init__(self) -> None:
-        self.now_s = 0.0
-        self.waits: list[float] = []
-
-    def clock(self) -> float:
-        return self.now_s
-
-    def sleep(self, seconds: float) -> None:
-        self.waits.append(seconds)
-        self.now_s += seconds
-
-    def policy(self, **fields: Any) -> RetryPolicy:
-        """A :class:`RetryPolicy` waiting on this clock (``fields`` as RetryPolicy's)."""
-        return RetryPolicy(clock=self.clock, sleep=self.sleep, **fields)
+def retry_on(clock: FakeClock, **fields: Any) -> RetryPolicy:
+    """A :class:`RetryPolicy` waiting on a fake clock: retries take no wall time and the clock
+    records how long they would have waited (``clock.slept_s``)."""
+    return RetryPolicy(clock=clock.monotonic, sleep=clock.sleep, **fields)
 
 
 class LiveProviderConformance(IntensitySourceConformance):
@@ -204,11 +191,11 @@ class LiveProviderConformance(IntensitySourceConformance):
         self, server: FakeProvider, caplog: pytest.LogCaptureFixture
     ) -> None:
         caplog.set_level(logging.DEBUG)
-        virtual = VirtualTime()
-        source = self.make_source(server, virtual.policy(timeout_s=3.0, retry_after_cap_s=3.0))
+        virtual = FakeClock()
+        source = self.make_source(server, retry_on(virtual, timeout_s=3.0, retry_after_cap_s=3.0))
         server.fail(Fault(429, {"error": "slow down"}, headers={"Retry-After": "1"}))
         check_reading(self.call(source), self.zone)
-        assert virtual.waits == [1.0]
+        assert virtual.slept_s == [1.0]
         assert "429" in caplog.text
         self.assert_no_secret(caplog.text)
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from caftm.clock import FakeClock
 from caftm.errors import AuthError, ConfigError, ProviderError
 from caftm.signals.base import Basis, Kind
 from caftm.signals.http import (
@@ -24,7 +25,7 @@ from caftm.signals.http import (
     retry_after_s,
 )
 
-from .conformance import VirtualTime
+from .conformance import retry_on
 from .servers import FakeProvider, Fault, Seen
 
 SECRET = "sk-live-3c0ffee"
@@ -73,29 +74,31 @@ def test_gives_up_after_max_retries(server: EchoServer) -> None:
 
 
 def test_backoff_grows_exponentially(server: EchoServer) -> None:
-    virtual = VirtualTime()
-    policy = virtual.policy(timeout_s=2.0, max_retries=4, backoff_base_s=0.5, backoff_max_s=3.0)
+    virtual = FakeClock()
+    policy = retry_on(virtual, timeout_s=2.0, max_retries=4, backoff_base_s=0.5, backoff_max_s=3.0)
     server.fail(*[Fault(500) for _ in range(4)])
     client(server, policy).get_json("/x")
     # base 0.5 s doubling, capped at 3 s, then up to +50% jitter: 0.5-0.75, 1-1.5, 2-3, 3-4.5
     low = [0.5, 1.0, 2.0, 3.0]
-    assert len(virtual.waits) == 4 and len(server.seen) == 5
-    assert all(b <= w <= 1.5 * b for w, b in zip(virtual.waits, low, strict=True)), virtual.waits
+    assert len(virtual.slept_s) == 4 and len(server.seen) == 5
+    assert all(b <= w <= 1.5 * b for w, b in zip(virtual.slept_s, low, strict=True)), (
+        virtual.slept_s
+    )
 
 
 def test_retry_after_seconds_is_honoured(server: EchoServer) -> None:
-    virtual = VirtualTime()
+    virtual = FakeClock()
     server.fail(Fault(429, headers={"Retry-After": "7"}))
-    client(server, virtual.policy(retry_after_cap_s=30.0)).get_json("/x")
-    assert virtual.waits == [7.0] and len(server.seen) == 2
+    client(server, retry_on(virtual, retry_after_cap_s=30.0)).get_json("/x")
+    assert virtual.slept_s == [7.0] and len(server.seen) == 2
 
 
 def test_retry_after_http_date_is_honoured_and_capped(server: EchoServer) -> None:
     later = format_datetime(datetime.now(UTC) + timedelta(hours=1), usegmt=True)
     server.fail(Fault(503, headers={"Retry-After": later}))
-    virtual = VirtualTime()
-    client(server, virtual.policy(max_retries=1, retry_after_cap_s=30.0)).get_json("/x")
-    assert virtual.waits == [30.0]  # an hour asked for, the cap honoured
+    virtual = FakeClock()
+    client(server, retry_on(virtual, max_retries=1, retry_after_cap_s=30.0)).get_json("/x")
+    assert virtual.slept_s == [30.0]  # an hour asked for, the cap honoured
 
 
 def test_retry_after_parsing() -> None:
@@ -108,11 +111,11 @@ def test_retry_after_parsing() -> None:
 
 def test_deadline_stops_retrying(server: EchoServer) -> None:
     server.fail(*[Fault(429, headers={"Retry-After": "25"}) for _ in range(4)])
-    virtual = VirtualTime()
-    policy = virtual.policy(max_retries=3, retry_after_cap_s=30.0, deadline_s=60.0)
+    virtual = FakeClock()
+    policy = retry_on(virtual, max_retries=3, retry_after_cap_s=30.0, deadline_s=60.0)
     with pytest.raises(ProviderError, match="HTTP 429 at /x after 3 attempt"):
         client(server, policy).get_json("/x")
-    assert virtual.waits == [25.0, 25.0]  # a third wait would end past the 60 s deadline
+    assert virtual.slept_s == [25.0, 25.0]  # a third wait would end past the 60 s deadline
     assert len(server.seen) == 3
 
 
