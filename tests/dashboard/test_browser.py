@@ -82,3 +82,24 @@ def test_the_dashboard_shows_the_ledger_and_follows_it(
     assert (tmp_path / "dashboard.png").stat().st_size > 20_000
     assert requests and all(u.startswith(server.url) for u in requests), requests
     assert errors == []
+
+
+def test_a_token_in_the_address_is_swapped_for_a_cookie(known: Known, chromium: Any) -> None:
+    from caftm.dashboard import DashboardServer, ServeOptions
+
+    token = "s3cret-token-123"
+    with DashboardServer(ServeOptions(db=known.path, port=0, poll_ms=300, token=token)) as running:
+        context = chromium.new_context()
+        try:
+            page = context.new_page()
+            page.goto(f"{running.url}?token={token}#job=known")
+            page.wait_for_selector("body[data-mark]", timeout=30_000)
+            assert page.url == running.url + "#job=known"  # the token left the address bar
+            assert page.inner_text("#name") == "job known"  # and the page's requests got in
+            assert page.inner_text("#site") == "FR"
+            (cookie,) = context.cookies()
+            assert cookie["value"] == token and cookie["httpOnly"], cookie
+            assert cookie["sameSite"] == "Lax", cookie
+            assert page.evaluate("document.cookie") == ""  # no script can read it
+        finally:
+            context.close()

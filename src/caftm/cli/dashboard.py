@@ -42,11 +42,12 @@ def dashboard_command(
         "127.0.0.1"
     ),
     port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port (0: any free one).")] = 8050,
-    token: Annotated[
-        str | None,
+    token_file: Annotated[
+        Path | None,
         typer.Option(
-            help="Token the page and /metrics require (default $CAFTM_DASHBOARD_TOKEN); "
-            "needed off loopback."
+            "--token-file",
+            help="File holding the token the page and /metrics require (default: "
+            "$CAFTM_DASHBOARD_TOKEN); needed off loopback. Never on the command line: ps shows it.",
         ),
     ] = None,
     poll_ms: Annotated[
@@ -56,9 +57,10 @@ def dashboard_command(
     """Serve a live page of the ledger's jobs (and /metrics for Prometheus) until Ctrl-C."""
     path = _ledger_path(db)
     try:
-        from caftm.dashboard import DashboardServer, ServeOptions
+        from caftm.dashboard import DashboardServer, ServeOptions, read_token_file
     except ModuleNotFoundError as e:
         raise ConfigError(f"the dashboard needs {e.name}: pip install 'caftm[dashboard]'") from None
+    token = read_token_file(token_file) if token_file is not None else None
     server = DashboardServer(
         ServeOptions(db=path, host=host, port=port, token=token, poll_ms=poll_ms)
     )

@@ -9,6 +9,12 @@ The page's scripts and styles ship in the package (uPlot, MIT, vendored): it wor
 
 from __future__ import annotations
 
-from caftm.dashboard.server import DashboardServer, ServeOptions, is_loopback, resolve_token
+from caftm.dashboard.server import (
+    DashboardServer,
+    ServeOptions,
+    is_loopback,
+    read_token_file,
+    resolve_token,
+)
 
-__all__ = ["DashboardServer", "ServeOptions", "is_loopback", "resolve_token"]
+__all__ = ["DashboardServer", "ServeOptions", "is_loopback", "read_token_file", "resolve_token"]

@@ -10,24 +10,38 @@ Routes::
                              ``{"unchanged": true}`` while the ledger's high-water mark is M
     GET /metrics             Prometheus text format, per job (see :mod:`caftm.dashboard.metrics`)
 
-With a token, every route wants it: ``Authorization: Bearer TOKEN``, or ``?token=TOKEN`` once
-(the page then keeps it in a cookie for its own requests).
+With a token, every route wants it: ``Authorization: Bearer TOKEN``, or ``?token=TOKEN`` once:
+that answers with a redirect to the same address without the token, setting an HttpOnly
+SameSite cookie the page's own requests then carry (so the token stays out of the address bar,
+the history and any Referer). With ``hosts``, a request whose ``Host`` names another host is
+refused (400): a page served on loopback cannot be read through a DNS-rebound name. Every answer
+carries ``Referrer-Policy: no-referrer``.
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
+from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from starlette.responses import (
+    FileResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+)
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Send
+from starlette.types import Scope as AsgiScope
 
 from caftm.dashboard.metrics import CONTENT_TYPE, metrics_text
 from caftm.dashboard.model import Board
@@ -47,7 +61,7 @@ def static_dir() -> str:
 
 
 class _TokenGate(BaseHTTPMiddleware):
-    """Refuse (401) any request without the token; a ``?token=`` query sets the cookie."""
+    """Refuse (401) any request without the token; a good ``?token=`` is swapped for the cookie."""
 
     def __init__(self, app: Any, token: str) -> None:
         super().__init__(app)
@@ -60,17 +74,51 @@ class _TokenGate(BaseHTTPMiddleware):
         header = request.headers.get("authorization", "")
         bearer = header[7:] if header.lower().startswith("bearer ") else None
         query = request.query_params.get("token")
+        if self._ok(query):
+            response = RedirectResponse(_without_token(request), status_code=303)
+            response.set_cookie(TOKEN_COOKIE, query or "", httponly=True, samesite="lax")
+            return response
         if self._ok(bearer) or self._ok(request.cookies.get(TOKEN_COOKIE)):
             return await call_next(request)
-        if self._ok(query):
-            response = await call_next(request)
-            response.set_cookie(TOKEN_COOKIE, query or "", httponly=True, samesite="strict")
-            return response
         return PlainTextResponse("a token is needed: ?token=... or Authorization: Bearer", 401)
 
 
-def build_app(board: Board, *, token: str | None = None, poll_ms: int = 1000) -> Starlette:
-    """The ASGI application over ``board`` (the caller closes the board)."""
+def _without_token(request: Request) -> str:
+    """The request's path and query, less every ``token`` parameter (relative: no host echoed)."""
+    path = "/" + request.url.path.lstrip("/")  # never "//host": that would leave this server
+    query = request.url.remove_query_params("token").query
+    return f"{path}?{query}" if query else path
+
+
+class _NoReferrer:
+    """Add ``Referrer-Policy: no-referrer`` to every answer."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
+        async def send_with_policy(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), _NO_REFERRER]
+            await send(message)
+
+        await self.app(scope, receive, send_with_policy if scope["type"] == "http" else send)
+
+
+_NO_REFERRER = (b"referrer-policy", b"no-referrer")
+
+
+def build_app(
+    board: Board,
+    *,
+    token: str | None = None,
+    hosts: Sequence[str] | None = None,
+    poll_ms: int = 1000,
+) -> Starlette:
+    """The ASGI application over ``board`` (the caller closes the board).
+
+    ``hosts``: the names a request's ``Host`` header may carry (any port); None: any name.
+    """
 
     def page(request: Request) -> Response:
         return FileResponse(f"{static_dir()}/index.html", media_type="text/html")
@@ -106,7 +154,12 @@ def build_app(board: Board, *, token: str | None = None, poll_ms: int = 1000) ->
         except CaftmError as e:
             return PlainTextResponse(f"# ledger unreadable: {e}\n", 503)
 
-    middleware = [Middleware(_TokenGate, token=token)] if token else []
+    middleware = [Middleware(_NoReferrer)]
+    if hosts is not None:
+        trusted = Middleware(TrustedHostMiddleware, allowed_hosts=list(hosts), www_redirect=False)
+        middleware.append(trusted)
+    if token:
+        middleware.append(Middleware(_TokenGate, token=token))
     return Starlette(
         routes=[
             Route("/", page),

@@ -1,9 +1,12 @@
 """Serving the dashboard: checks of the address and token, a bound socket, uvicorn.
 
 Loopback addresses (127.0.0.0/8, ::1, ``localhost``) may be served without a token; any
-other address needs one (``--token`` or ``$CAFTM_DASHBOARD_TOKEN``), since the page shows
-job names, sites and configuration. The socket is bound here, before uvicorn starts, so a
-port in use or an address not on this machine is one clear error.
+other address needs one (``$CAFTM_DASHBOARD_TOKEN`` or a token file: never the command line,
+which other users see in ``ps``), since the page shows job names, sites and configuration.
+On loopback, a request must name a loopback host (DNS rebinding: a foreign page whose name
+resolves to 127.0.0.1 would otherwise read the dashboard). The token is never printed or
+logged. The socket is bound here, before uvicorn starts, so a port in use or an address not
+on this machine is one clear error.
 """
 
 from __future__ import annotations
@@ -14,12 +17,20 @@ import os
 import socket
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from caftm.errors import ConfigError
 
-__all__ = ["TOKEN_ENV", "DashboardServer", "ServeOptions", "is_loopback", "resolve_token"]
+__all__ = [
+    "TOKEN_ENV",
+    "DashboardServer",
+    "ServeOptions",
+    "allowed_hosts",
+    "is_loopback",
+    "read_token_file",
+    "resolve_token",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +48,33 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def allowed_hosts(host: str) -> list[str] | None:
+    """The names a request's ``Host`` may carry when serving on ``host``: on loopback, the
+    loopback names (and ``host`` itself); elsewhere any (None: the token guards it)."""
+    if not is_loopback(host):
+        return None
+    bare = host.strip("[]").lower()
+    own = f"[{bare}]" if ":" in bare else bare
+    return sorted({"localhost", "127.0.0.1", "[::1]", own})
+
+
+def read_token_file(path: Path) -> str:
+    """The token in the file at ``path`` (surrounding whitespace dropped).
+
+    Raises:
+        ConfigError: the file cannot be read or holds no token.
+    """
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except OSError as e:
+        raise ConfigError(f"cannot read the token file {path}: {e.strerror or e}") from e
+    except UnicodeDecodeError:
+        raise ConfigError(f"the token file {path} is not UTF-8 text") from None
+    if not token:
+        raise ConfigError(f"the token file {path} is empty")
+    return token
+
+
 def resolve_token(host: str, token: str | None, env: Mapping[str, str] | None = None) -> str | None:
     """The token to require: the one given, else ``$CAFTM_DASHBOARD_TOKEN``, else None.
 
@@ -49,19 +87,19 @@ def resolve_token(host: str, token: str | None, env: Mapping[str, str] | None = 
         raise ConfigError(f"the dashboard token must have at least {MIN_TOKEN_CHARS} characters")
     if chosen is None and not is_loopback(host):
         raise ConfigError(
-            f"serving on {host} (not loopback) needs a token: pass --token or set {TOKEN_ENV}"
+            f"serving on {host} (not loopback) needs a token: set {TOKEN_ENV} or pass --token-file"
         )
     return chosen
 
 
 @dataclass(frozen=True)
 class ServeOptions:
-    """Where and how to serve (port 0: any free port)."""
+    """Where and how to serve (port 0: any free port; the token is left out of the repr)."""
 
     db: Path
     host: str = "127.0.0.1"
     port: int = 8050
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)
     poll_ms: int = 1000
     max_points: int = 2000
 
@@ -94,7 +132,9 @@ class DashboardServer:
             self.board.close()
             raise
         self.port = int(self._socket.getsockname()[1])
-        app = build_app(self.board, token=token, poll_ms=options.poll_ms)
+        app = build_app(
+            self.board, token=token, hosts=allowed_hosts(options.host), poll_ms=options.poll_ms
+        )
         config = uvicorn.Config(  # no websockets: the page polls (and websockets.legacy warns)
             app, log_level="warning", access_log=False, lifespan="off", ws="none"
         )
