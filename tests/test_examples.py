@@ -36,3 +36,52 @@ def test_a_file_where_a_directory_belongs(
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
     assert str(blocker) in lines[0]
+
+
+README = EXAMPLES.parent / "README.md"
+README_LOOP = EXAMPLES / "readme_loop.py"
+
+
+def readme_use_it_block() -> str:
+    """The first fenced Python block of the README's "## Use it" section."""
+    section = README.read_text(encoding="utf-8").split("\n## Use it\n", 1)[1].split("\n## ", 1)[0]
+    return section.split("```python\n", 1)[1].split("```\n", 1)[0]
+
+
+def example_marked_block() -> str:
+    text = README_LOOP.read_text(encoding="utf-8")
+    return text.split('# --- README "Use it" begins ---\n', 1)[1].split(
+        '# --- README "Use it" ends ---\n', 1
+    )[0]
+
+
+def test_the_readme_use_it_block_is_the_example_verbatim() -> None:
+    block = example_marked_block()
+    assert "scheduler=scheduler" in block and "scaler=scaler" in block  # the complete loop
+    assert readme_use_it_block() == block
+
+
+def test_the_readme_loop_trains_and_a_second_run_resumes_at_its_end(tmp_path: Path) -> None:
+    (tmp_path / "job.yaml").write_text(
+        "sites: [FR]\n"
+        "total_steps: 24\n"
+        "threshold: {mode: absolute, value_g_per_kwh: 2500}\n"
+        "gpu: {control: \"off\"}\n"
+        f"checkpoint: {{url: {tmp_path / 'ckpt'}}}\n"
+        f"ledger: {{path: {tmp_path / 'ledger.sqlite'}}}\n"
+    )
+
+    def run() -> str:
+        done = subprocess.run(
+            [sys.executable, str(README_LOOP)],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip().splitlines()[-1]
+
+    assert run() == "completed at step 24 (resumed from step 0)"
+    assert run() == "completed at step 24 (resumed from step 24)"  # nothing trained twice

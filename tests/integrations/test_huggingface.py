@@ -6,6 +6,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 pytest.importorskip("transformers")
 
@@ -80,3 +81,43 @@ def test_more_than_one_process_is_refused_before_the_controller_starts(tmp_path:
     with pytest.raises(ConfigError, match="one process"):
         callback.on_train_begin(args, None, None)  # type: ignore[arg-type]
     assert not callback._started
+
+
+def test_the_fp16_grad_scaler_is_checkpointed_and_written_back(tmp_path: Path) -> None:
+    """The Trainer's GradScaler sits on accelerate's optimiser; its scale must survive a resume
+    (else fp16 training restarts at the initial scale: other weights)."""
+    from accelerate import Accelerator
+    from accelerate.optimizer import AcceleratedOptimizer
+    from accelerate.state import AcceleratorState
+    from transformers import TrainerControl, TrainerState, TrainingArguments
+
+    model = wl.make_model()
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=1)
+    Accelerator(cpu=True)  # the state accelerate's optimiser reads
+    try:
+        optimizer = AcceleratedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), scaler=scaler)
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+    for _ in range(3):  # the scale grows at every finite step
+        images, labels = wl.make_dataset()[:8]
+        scaler.scale(torch.nn.functional.cross_entropy(model(images), labels)).backward()
+        scaler.step(optimizer.optimizer)
+        scaler.update()
+    assert scaler.get_scale() == 8192.0
+    store = CheckpointStore(tmp_path / "s")
+    callback = _callback(store, tmp_path)
+    state = TrainerState(global_step=3)
+    callback.session.start()
+    try:
+        callback.session.preempt_requested = True  # checkpoint after this step
+        callback.on_step_end(
+            TrainingArguments(output_dir=str(tmp_path / "out"), report_to=[]), state,
+            TrainerControl(), model=model, optimizer=optimizer,
+        )  # fmt: skip
+    finally:
+        callback.session.close()
+    assert [info.step for info in store.checkpoints()] == [3]
+    folder = Path(str(_callback(store, tmp_path).resume_checkpoint(tmp_path / "resume")))
+    restored = torch.amp.GradScaler("cpu")
+    restored.load_state_dict(torch.load(folder / "scaler.pt", weights_only=True))
+    assert restored.get_scale() == 8192.0

@@ -46,6 +46,47 @@ def test_pause_then_resume_bit_identical(tmp_path: Path) -> None:
     wl.assert_bit_identical(ref_params, params)
 
 
+def test_a_scheduler_left_out_is_refused_in_one_line_naming_it(tmp_path: Path) -> None:
+    model = torch.nn.Linear(2, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    torch.optim.lr_scheduler.StepLR(optimizer, step_size=5)  # bound, never passed
+    with pytest.raises(ConfigError) as refused:
+        _training(tmp_path, model, optimizer=optimizer)
+    message = str(refused.value)
+    assert "\n" not in message and "scheduler=" in message and "allow_unsaved_state" in message
+    assert not CheckpointStore(tmp_path).checkpoints()
+
+
+def test_a_scheduler_given_as_scheduler_or_stateful_or_opted_out_starts(tmp_path: Path) -> None:
+    model = torch.nn.Linear(2, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=5)
+    for kwargs in (
+        {"scheduler": scheduler},
+        {"stateful": {"warmup": scheduler}},
+        {"allow_unsaved_state": True},
+    ):
+        with _training(tmp_path / next(iter(kwargs)), model,
+                       optimizer=optimizer, **kwargs) as caftm:  # fmt: skip
+            caftm.step()
+        assert caftm.steps_done == 1
+
+
+def test_the_opted_out_scheduler_restarts_so_a_resume_differs(tmp_path: Path) -> None:
+    """What the refusal prevents: the pause test's run with the scheduler not checkpointed
+    ends with other weights than the uninterrupted run."""
+    _, ref_params = run_segment(tmp_path / "reference", "site-a", (), policy="suspend-resume")
+    switch = (9, 10, sc.TRACE_STEPS)
+    store_dir = tmp_path / "paused"
+    run_segment(store_dir, "site-a", switch, policy="suspend-resume", unsaved_scheduler=True)
+    second, params = run_segment(
+        store_dir, "site-a", switch, policy="suspend-resume", unsaved_scheduler=True
+    )
+    assert (second["start_step"], second["outcome"]) == (9, "completed")
+    with pytest.raises(AssertionError, match="tensors differ after resume"):
+        wl.assert_bit_identical(ref_params, params)
+
+
 def test_killed_process_resumes_from_the_last_periodic_checkpoint(tmp_path: Path) -> None:
     """kill -9 at step 17 with a checkpoint every 5 steps: the restart redoes steps 16-17."""
     _, ref_params = run_segment(tmp_path / "reference", "site-a", ())

@@ -34,8 +34,10 @@ def run_segment(
     policy: str = "caftm",
     every: int | None = None,
     crash_at: int | None = None,
+    unsaved_scheduler: bool = False,
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """Train one segment; returns (outcome, parameters)."""
+    """Train one segment; returns (outcome, parameters). ``unsaved_scheduler``: the scheduler
+    is not given to CarbonAwareTraining (opted out), so it restarts at a resume."""
     wl.deterministic()
     config = sc.make_config(store_dir, site=site, total_steps=TOTAL_STEPS, policy=policy)
     store = CheckpointStore(store_dir, keep_last=2)
@@ -53,7 +55,8 @@ def run_segment(
         config,
         model=model,
         optimizer=optimizer,
-        scheduler=scheduler,
+        scheduler=None if unsaved_scheduler else scheduler,
+        allow_unsaved_state=unsaved_scheduler,
         sampler=sampler,
         store=store,
         controller=controller,

@@ -17,7 +17,8 @@ Resuming uses the Trainer's own ``resume_from_checkpoint`` (which skips the batc
 seen and puts the RNGs back where the uninterrupted run had them, loading every file with
 ``torch.load(weights_only=True)``): :meth:`CarbonAwareTrainerCallback.resume_checkpoint`
 verifies the latest checkpoint in the store and writes it out as a Trainer checkpoint folder.
-Mixed-precision scaler state is not captured (CPU and bf16 runs have none).
+Under fp16 the Trainer's ``GradScaler`` (reached through the accelerated optimiser's
+``scaler``) is captured too and written back as the Trainer's ``scaler.pt``.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ log = logging.getLogger(__name__)
 _WEIGHTS = "model.safetensors"
 _OPTIMIZER = "optimizer.pt"
 _SCHEDULER = "scheduler.pt"
+_SCALER = "scaler.pt"
 _RNG = "rng_state.pth"
 _TRAINER_STATE = "trainer_state.json"
 
@@ -89,7 +91,12 @@ class CarbonAwareTrainerCallback(TrainerCallback):
         # weights: own copies, so tied (shared) tensors are written as separate entries
         weights = {name: t.detach().clone().contiguous() for name, t in tree["model"].items()}
         save_file(weights, str(folder / _WEIGHTS), metadata={"format": "pt"})
-        for name, key in ((_OPTIMIZER, "optimizer"), (_SCHEDULER, "scheduler"), (_RNG, "rng")):
+        for name, key in (
+            (_OPTIMIZER, "optimizer"),
+            (_SCHEDULER, "scheduler"),
+            (_SCALER, "scaler"),
+            (_RNG, "rng"),
+        ):
             if tree.get(key) is not None:
                 torch.save(tree[key], folder / name)
         (folder / _TRAINER_STATE).write_text(str(tree["trainer_state"]), encoding="utf-8")
@@ -146,6 +153,7 @@ def _capture(state: TrainerState, objects: dict[str, Any]) -> dict[str, Any]:
         raise CheckpointError("the Trainer passed no model or optimizer to the callback")
     model = getattr(model, "module", model)  # unwrap DataParallel-style wrappers
     scheduler = objects.get("lr_scheduler")
+    scaler = getattr(optimizer, "scaler", None)  # accelerate's optimiser under fp16
     rng: dict[str, Any] = {
         "python": random.getstate(),
         "numpy": np.random.get_state(),
@@ -157,6 +165,7 @@ def _capture(state: TrainerState, objects: dict[str, Any]) -> dict[str, Any]:
         "model": dict(model.state_dict()),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "scaler": scaler.state_dict() if scaler is not None else None,
         "rng": rng,
         "trainer_state": json.dumps(dataclasses.asdict(state), indent=2, sort_keys=True),
     }

@@ -5,7 +5,7 @@ Usage::
     sampler = ResumableSampler(len(dataset), shuffle=True, seed=1)
     loader = DataLoader(dataset, batch_size=32, sampler=sampler, generator=torch.Generator())
     with CarbonAwareTraining(config, model=model, optimizer=opt, scheduler=sched,
-                             sampler=sampler) as caftm:
+                             scaler=scaler, sampler=sampler) as caftm:
         while caftm.running:                  # False once stopped or at config.total_steps
             for images, labels in loader:     # resumes mid-epoch after a restore
                 train_one_batch(images, labels)
@@ -48,6 +48,7 @@ from caftm.gpu import GpuBackend
 from caftm.integrations._core import ControllerSession, Outcome, StopRequest
 from caftm.integrations._gpu import GpuSetup
 from caftm.integrations._signals import PreemptionSignals
+from caftm.integrations._unsaved import refuse_unsaved_scheduler
 from caftm.integrations.ddp import DistributedSteps, world
 from caftm.jobs.protocol import ENV_STATUS_FILE, write_outcome, write_status
 from caftm.records import RunStatus
@@ -79,9 +80,13 @@ class CarbonAwareTraining:
         checkpoint_every_steps: also checkpoint every this many steps, so a crash loses at most
             that much work (asynchronously when ``config.checkpoint.async_save``); None: only
             when the controller suspends.
+        allow_unsaved_state: start although an LR scheduler is bound to ``optimizer`` but not
+            given (its schedule then restarts at every resume). A ``GradScaler`` cannot be
+            found from the optimiser: pass it as ``scaler``.
 
     Raises:
-        ConfigError: An argument has the wrong type or value.
+        ConfigError: An argument has the wrong type or value, or state would be lost at a
+            resume (an unsaved scheduler) without ``allow_unsaved_state``.
     """
 
     def __init__(
@@ -104,8 +109,11 @@ class CarbonAwareTraining:
         use_ledger: bool = True,
         knob_state_dir: Path | None = None,
         checkpoint_every_steps: int | None = None,
+        allow_unsaved_state: bool = False,
     ) -> None:
         _check_arguments(checkpoint_every_steps, stateful, store, gpu)
+        if not allow_unsaved_state:
+            refuse_unsaved_scheduler(optimizer, scheduler, stateful or {})
         self.checkpoint_every_steps = checkpoint_every_steps
         self._saved_step = -1
         self._entered = False  # inside the with block: step() may run
