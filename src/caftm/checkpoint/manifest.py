@@ -2,11 +2,13 @@
 
 ``MANIFEST.json`` is written last; a checkpoint directory without a valid one is incomplete and
 is never loaded. ``checksum`` names the checksum scheme of the files (manifests without it, from
-before the field was written, use :data:`~caftm.checkpoint.checksum.CHECKSUM_NAME`). Example::
+before the field was written, use :data:`~caftm.checkpoint.checksum.CHECKSUM_NAME`). ``job``
+names the job that wrote it (see :mod:`caftm.checkpoint.owner`); it is absent when a script ran
+alone or an older caftm wrote it. Example::
 
     {"format": "caftm-checkpoint", "format_version": 2, "checksum": "sha256-tree-64MiB",
      "step": 123, "created_unix_s": 1764170000.25, "created_utc": "2026-11-26T15:13:20Z",
-     "caftm_version": "0.1.0",
+     "caftm_version": "0.1.0", "job": {"name": "cnn", "digest": "3f0c9a51d2e87b64"},
      "files": [{"name": "tensors.safetensors", "size_bytes": 4096, "sha256": "ab12..."},
                {"name": "state.json", "size_bytes": 812, "sha256": "cd34..."}]}
 """
@@ -86,6 +88,8 @@ class Manifest:
         format_version: On-disk format version; only :data:`FORMAT_VERSION` is loadable.
         checksum: Checksum scheme of the files; only
             :data:`~caftm.checkpoint.checksum.CHECKSUM_NAME` is loadable.
+        job: the job that wrote it (None: a script run alone, or an older caftm).
+        job_digest: that job's training digest (:func:`~caftm.checkpoint.owner.training_digest`).
     """
 
     step: int
@@ -94,6 +98,8 @@ class Manifest:
     caftm_version: str
     format_version: int = FORMAT_VERSION
     checksum: str = CHECKSUM_NAME
+    job: str | None = None
+    job_digest: str | None = None
 
     @property
     def size_bytes(self) -> int:
@@ -126,6 +132,8 @@ class Manifest:
                 {"name": f.name, "size_bytes": f.size_bytes, "sha256": f.sha256} for f in self.files
             ],
         }
+        if self.job is not None:
+            body["job"] = {"name": self.job, "digest": self.job_digest}
         return json.dumps(body, indent=1).encode("utf-8")
 
     @classmethod
@@ -160,6 +168,7 @@ class Manifest:
             )
         try:
             files = tuple(_entry(item) for item in body["files"])
+            job, job_digest = _owner(body.get("job"))  # absent: a script alone, an older caftm
             manifest = cls(
                 step=_int(body["step"]),
                 files=files,
@@ -167,6 +176,8 @@ class Manifest:
                 caftm_version=str(body["caftm_version"]),
                 format_version=version,
                 checksum=checksum,
+                job=job,
+                job_digest=job_digest,
             )
         except (KeyError, TypeError, ValueError) as e:
             raise CheckpointError(f"{where}/{MANIFEST_NAME} is malformed: {e!r}") from e
@@ -183,6 +194,15 @@ def _int(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(f"expected a non-negative integer, got {value!r}")
     return value
+
+
+def _owner(value: Any) -> tuple[str | None, str | None]:
+    if value is None:
+        return None, None
+    name, digest = value["name"], value.get("digest")
+    if not isinstance(name, str) or not name or not isinstance(digest, str | None):
+        raise ValueError(f"job must be {{'name': str, 'digest': str}}, got {value!r}")
+    return name, digest
 
 
 def _entry(item: Any) -> FileEntry:

@@ -51,6 +51,7 @@ from caftm.checkpoint.manifest import (
     FileEntry,
     Manifest,
 )
+from caftm.checkpoint.owner import ForeignCheckpoints, JobIdentity
 from caftm.checkpoint.serialize import (
     EncodedTree,
     decode_tree,
@@ -142,6 +143,9 @@ class CheckpointStore:
             and abandoned partial ones, are deleted only after a newer one is complete.
         storage_options: fsspec options, e.g. ``{"client_kwargs": {"endpoint_url": ...}}``.
         filesystem: An fsspec filesystem instance to use instead of resolving ``url``.
+        owner: the job this store saves for (:class:`~caftm.checkpoint.owner.JobIdentity`):
+            recorded in each checkpoint; a restore refuses another job's checkpoints. None
+            (a script run alone): nothing recorded, nothing refused.
 
     Raises:
         ConfigError: ``keep_last`` is not an integer >= 1.
@@ -155,10 +159,12 @@ class CheckpointStore:
         keep_last: int | None = 3,
         storage_options: dict[str, Any] | None = None,
         filesystem: Any = None,
+        owner: JobIdentity | None = None,
     ) -> None:
         if keep_last is not None and as_int("keep_last", keep_last) < 1:
             raise ConfigError(f"keep_last must be an integer >= 1 or None, got {keep_last!r}")
         self.keep_last = keep_last
+        self.owner = owner
         self._backend: Backend = open_backend(
             url, storage_options=storage_options, filesystem=filesystem
         )
@@ -303,6 +309,8 @@ class CheckpointStore:
             ),
             created_unix_s=time.time(),
             caftm_version=_caftm_version(),
+            job=None if self.owner is None else self.owner.name,
+            job_digest=None if self.owner is None else self.owner.digest,
         )
         backend.write_file(manifest_path, [memoryview(manifest.to_json())])
         backend.sync_dir(directory)
@@ -411,6 +419,8 @@ class CheckpointStore:
     def _load(self, step: int) -> tuple[dict[str, Any], Manifest]:
         manifest = self._read_manifest(step)
         where = self._backend.url(self._step_dir(step))
+        if self.owner is not None:
+            self.owner.check(manifest, where=self.url)
         payload: dict[str, bytes] = {}
         for name in REQUIRED_FILES:
             entry = manifest.file(name)
@@ -448,10 +458,15 @@ class CheckpointStore:
 
         Damaged or incomplete checkpoints are skipped with a warning, falling back to older
         ones. Returns the checkpoint and its state tree (not applied to anything), or None.
+
+        Raises:
+            ForeignCheckpoints: the newest intact checkpoint belongs to another job.
         """
         for step in reversed(self._step_numbers()):
             try:
                 tree, manifest = self._load(step)
+            except ForeignCheckpoints:
+                raise  # never fall back past another job's checkpoint
             except CheckpointError as e:
                 notice("skipping checkpoint: %s", e, warning=True)
                 continue
@@ -466,7 +481,8 @@ class CheckpointStore:
         ones. Returns None (state untouched) when there is none.
 
         Raises:
-            CheckpointError: A verified checkpoint does not fit ``state`` (wrong model, ...).
+            CheckpointError: A verified checkpoint does not fit ``state`` (wrong model, ...),
+                or belongs to another job (:class:`~caftm.checkpoint.owner.ForeignCheckpoints`).
         """
         loaded = self.load_latest()
         if loaded is None:

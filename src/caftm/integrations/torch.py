@@ -40,6 +40,7 @@ import torch
 from caftm._notice import notice
 from caftm.checkpoint import CheckpointStore, TrainingState
 from caftm.checkpoint.layout import rank_dir_name
+from caftm.checkpoint.owner import JobIdentity
 from caftm.checkpoint.state import Stateful
 from caftm.control.config import ControllerConfig
 from caftm.control.controller import Controller
@@ -120,9 +121,11 @@ class CarbonAwareTraining:
         self._restored = False  # save() may run (before the restore it would overwrite work)
         self.config = config
         self.rank, self.world_size = world()
+        owner = JobIdentity.from_env()  # the supervisor's job; None when run alone
         self.store = store or CheckpointStore(
             _rank_url(config.checkpoint.url, self.rank, self.world_size),
             keep_last=max(2, config.checkpoint.keep_last),
+            owner=owner,
         )
         self.total_steps = config.total_steps
         self.start_step = 0
@@ -180,7 +183,7 @@ class CarbonAwareTraining:
         self._shared_store = None
         if not leads:
             self._shared_store = CheckpointStore(
-                _rank_url(config.checkpoint.url, 0, self.world_size), keep_last=None
+                _rank_url(config.checkpoint.url, 0, self.world_size), keep_last=None, owner=owner
             )
         self._steps = DistributedSteps(self.session, self.rank, self.world_size, tuning)
         self._signals = PreemptionSignals(self._on_signal)

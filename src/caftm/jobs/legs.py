@@ -157,9 +157,11 @@ class LegRunner:
         sup = self.sup
         env = dict(os.environ)
         env.update(sup.spec.job.env)
+        for name in (protocol.ENV_JOB_DIGEST, protocol.ENV_ADOPT_CHECKPOINTS_OF):
+            env.pop(name, None)  # a parent supervisor's job is not this one
+        env.update(sup.spec.identity.to_env())
         env.update(
             {
-                protocol.ENV_JOB: sup.spec.name,
                 protocol.ENV_LEG: str(leg),
                 protocol.ENV_SITE: site,
                 protocol.ENV_CHECKPOINT_URL: store_url,

@@ -7,6 +7,8 @@ The supervisor starts each leg of a job with these environment variables (a scri
 variable                meaning
 ======================  ==========================================================================
 ``CAFTM_JOB``           the job's name
+``CAFTM_JOB_DIGEST``    digest of the job's command and total_steps (its checkpoints' owner)
+``CAFTM_ADOPT_CHECKPOINTS_OF``  a job whose checkpoints it may continue (``adopt_checkpoints_of``)
 ``CAFTM_LEG``           the leg's number (1, 2, ...)
 ``CAFTM_SITE``          the site this leg runs at (overrides the config's ``site``)
 ``CAFTM_CHECKPOINT_URL``  the site's checkpoint store (overrides ``checkpoint.url``)
@@ -18,6 +20,7 @@ variable                meaning
 ``CAFTM_GRACE_S``       seconds the worker has to checkpoint after SIGTERM/SIGINT
 ======================  ==========================================================================
 
+Checkpoints record their job, and a worker restores only its own (:mod:`caftm.checkpoint.owner`).
 (The names are defined once in :mod:`caftm._protocol_env`, which the controller's config reads too.)
 
 How a leg ended is read from the outcome file first (rank 0 writes it, so launchers such as
@@ -40,10 +43,12 @@ from typing import Any
 
 from caftm._files import atomic_write_json
 from caftm._protocol_env import (
+    ENV_ADOPT_CHECKPOINTS_OF,
     ENV_CHECKPOINT_URL,
     ENV_EXCLUDE_SITES,
     ENV_GRACE_S,
     ENV_JOB,
+    ENV_JOB_DIGEST,
     ENV_LEDGER,
     ENV_LEG,
     ENV_OUTCOME_FILE,
@@ -54,10 +59,12 @@ from caftm._protocol_env import (
 from caftm.errors import ExecutorError
 
 __all__ = [
+    "ENV_ADOPT_CHECKPOINTS_OF",
     "ENV_CHECKPOINT_URL",
     "ENV_EXCLUDE_SITES",
     "ENV_GRACE_S",
     "ENV_JOB",
+    "ENV_JOB_DIGEST",
     "ENV_LEDGER",
     "ENV_LEG",
     "ENV_OUTCOME_FILE",

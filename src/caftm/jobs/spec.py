@@ -24,7 +24,7 @@ import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -32,6 +32,9 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 from caftm._protocol_env import ENV_CHECKPOINT_URL, ENV_EXCLUDE_SITES, ENV_SITE
 from caftm.control.config import JOB_SECTION, ControllerConfig
 from caftm.errors import ConfigError
+
+if TYPE_CHECKING:
+    from caftm.checkpoint.owner import JobIdentity
 
 __all__ = ["JobSection", "JobSpec", "RaySection", "SkyPilotSection", "load_job"]
 
@@ -145,6 +148,9 @@ class JobSection(BaseModel):
         prune_after_move: delete the source's copy once the destination verified it.
         clock_speed: run on an accelerated clock (virtual seconds per wall second).
         clock_start: the accelerated clock's start (default: now).
+        adopt_checkpoints_of: continue from checkpoints this job's stores hold of that job
+            (another name, or this one before its command or total_steps changed); without
+            it such a store is refused (see :mod:`caftm.checkpoint.owner`).
         ray: the ``ray`` executor's settings (:class:`RaySection`).
         skypilot: the ``skypilot`` executor's settings (:class:`SkyPilotSection`).
     """
@@ -165,6 +171,7 @@ class JobSection(BaseModel):
     prune_after_move: bool = False
     clock_speed: float | None = Field(default=None, gt=0.0, le=1e7)
     clock_start: AwareDatetime | None = None
+    adopt_checkpoints_of: str | None = Field(default=None, min_length=1, max_length=64)
     ray: RaySection = Field(default_factory=RaySection)
     skypilot: SkyPilotSection = Field(default_factory=SkyPilotSection)
 
@@ -227,6 +234,14 @@ class JobSpec:
 
         path = self.controller.ledger.path
         return Path(path) if path else default_ledger_path()
+
+    @property
+    def identity(self) -> JobIdentity:
+        """Who owns the job's checkpoints: its name and the digest of command and total_steps."""
+        from caftm.checkpoint.owner import JobIdentity, training_digest  # imports torch
+
+        digest = training_digest(self.job.command, self.controller.total_steps)
+        return JobIdentity(self.name, digest, self.job.adopt_checkpoints_of)
 
     def store_url(self, site: str) -> str:
         """The checkpoint store of ``site`` (an absolute path or a URL)."""

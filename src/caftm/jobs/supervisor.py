@@ -112,7 +112,11 @@ class Supervisor:
 
         Raises:
             ExecutorError: another live supervisor runs this job.
+            ConfigError: a store holds another job's checkpoints (nothing is started).
         """
+        from caftm.jobs.validate import check_stores_owned
+
+        check_stores_owned(self.spec)
         job = self._claim()
         previous = self._take_signals()
         try:

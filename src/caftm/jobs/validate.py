@@ -7,6 +7,7 @@ from the configured source to say whether the job would start, move or wait.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import shutil
@@ -18,7 +19,9 @@ from caftm.errors import CaftmError, ConfigError
 from caftm.jobs.executors import EXECUTORS, get_executor
 from caftm.jobs.spec import JobSpec
 
-__all__ = ["JobDescription", "check_job", "describe_job"]
+log = logging.getLogger(__name__)
+
+__all__ = ["JobDescription", "check_job", "check_stores_owned", "describe_job"]
 
 
 @dataclass
@@ -53,12 +56,62 @@ def check_job(spec: JobSpec) -> None:
         raise ConfigError(f"job {spec.name}: working directory {spec.cwd} does not exist")
     for site in spec.controller.site_zones():
         _check_store(spec, site, spec.store_url(site))
+    check_stores_owned(spec)
+    _check_deadline(spec)
     if spec.job.executor != "local":  # the engine's own checks (regions, accelerators)
         executor = get_executor(spec.job.executor, spec.job)
         try:
             executor.check_config(list(spec.controller.site_zones()))
         finally:
             executor.close()
+
+
+def check_stores_owned(spec: JobSpec) -> None:
+    """Refuse a site's store whose newest checkpoint belongs to another job.
+
+    A store that cannot be read is left to the worker (which checks again before restoring).
+
+    Raises:
+        ConfigError: one line: whose the checkpoints are and how to proceed.
+    """
+    urls = {site: spec.store_url(site) for site in spec.controller.site_zones()}
+    urls = {s: u for s, u in urls.items() if "://" in u or Path(u).exists()}
+    if not urls:
+        return  # nothing to read (and no need to import the checkpoint package)
+    from caftm.checkpoint.owner import ForeignCheckpoints, check_store_owner
+
+    identity = spec.identity
+    for site, url in urls.items():
+        try:
+            check_store_owner(url, identity)
+        except ForeignCheckpoints as e:
+            raise ConfigError(f"job {spec.name}: site {site}: {e}") from None
+        except CaftmError as e:
+            log.debug("job %s: site %s: store not checked for its owner: %s", spec.name, site, e)
+
+
+def _check_deadline(spec: JobSpec) -> None:
+    """Refuse a deadline already past on the job's clock: every policy would just train on.
+
+    (How long the job takes is not known before it runs, so only a past deadline is refused.)
+    """
+    deadline = spec.controller.policy.deadline
+    if deadline is None:
+        return
+    now_s = _start_time_s(spec)
+    if deadline.timestamp() <= now_s:
+        clock = "the job's accelerated clock starts at" if spec.job.clock_speed else "now is"
+        raise ConfigError(
+            f"job {spec.name}: policy.deadline {_utc(deadline.timestamp())} is in the past "
+            f"({clock} {_utc(now_s)}): the job would train at once wherever it is, ignoring "
+            "carbon; set a later deadline or remove it"
+        )
+
+
+def _utc(seconds: float) -> str:
+    from caftm.control.states import utc_from_s
+
+    return utc_from_s(seconds).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _check_store(spec: JobSpec, site: str, url: str) -> None:

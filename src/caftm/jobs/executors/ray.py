@@ -59,7 +59,8 @@ _DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 #: variables always passed to the worker (the rest of its environment is its node's)
 _ALWAYS = frozenset(
     {
-        protocol.ENV_JOB, protocol.ENV_LEG, protocol.ENV_SITE, protocol.ENV_CHECKPOINT_URL,
+        protocol.ENV_JOB, protocol.ENV_JOB_DIGEST, protocol.ENV_ADOPT_CHECKPOINTS_OF,
+        protocol.ENV_LEG, protocol.ENV_SITE, protocol.ENV_CHECKPOINT_URL,
         protocol.ENV_LEDGER, protocol.ENV_OUTCOME_FILE, protocol.ENV_STATUS_FILE,
         protocol.ENV_EXCLUDE_SITES, protocol.ENV_GRACE_S, CLOCK_ENV, "PYTHONUNBUFFERED",
     }

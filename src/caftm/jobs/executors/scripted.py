@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import signal
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -227,17 +227,20 @@ class ScriptedExecutor(Executor):
     def _end(leg: ScriptedLeg, script: LegScript | None = None) -> None:
         script = script or leg.script
         if script.checkpoint:
-            _save_checkpoint(leg.launch.env[protocol.ENV_CHECKPOINT_URL], script.step)
+            _save_checkpoint(leg.launch.env, script.step)
         if script.outcome is not None:
             leg.request = StopRequest(script.outcome, script.step, script.dest, script.until_s)
         leg.exit_code = script.exit_code
 
 
-def _save_checkpoint(url: str, step: int) -> None:
-    """A tiny checkpoint of ``step`` in the store at ``url`` (none when it has that step)."""
+def _save_checkpoint(env: Mapping[str, str], step: int) -> None:
+    """A tiny checkpoint of ``step``, owned by the leg's job, in the leg's store (none when it
+    has that step)."""
     from caftm.checkpoint import CheckpointStore, TrainingState
+    from caftm.checkpoint.owner import JobIdentity
 
-    with CheckpointStore(url, keep_last=None) as store:
+    url = env[protocol.ENV_CHECKPOINT_URL]
+    with CheckpointStore(url, keep_last=None, owner=JobIdentity.from_env(env)) as store:
         if any(info.step == step for info in store.checkpoints()):
             return
         store.save(TrainingState(extra={"scripted_step": step}, rng=False), step=step)

@@ -55,8 +55,9 @@ log = logging.getLogger(__name__)
 _CLOUDS = {"aws": "aws", "gcp": "gcp", "azure": "azure"}
 #: variables passed to the worker besides the job's own ``env``
 _PROTOCOL = (
-    protocol.ENV_JOB, protocol.ENV_LEG, protocol.ENV_SITE, protocol.ENV_CHECKPOINT_URL,
-    protocol.ENV_EXCLUDE_SITES, protocol.ENV_GRACE_S, CLOCK_ENV,
+    protocol.ENV_JOB, protocol.ENV_JOB_DIGEST, protocol.ENV_ADOPT_CHECKPOINTS_OF, protocol.ENV_LEG,
+    protocol.ENV_SITE, protocol.ENV_CHECKPOINT_URL, protocol.ENV_EXCLUDE_SITES,
+    protocol.ENV_GRACE_S, CLOCK_ENV,
 )  # fmt: skip
 #: the worker's own ledger on its VM (a relative path: under SkyPilot's workdir)
 _REMOTE_LEDGER = "caftm-ledger.sqlite"
