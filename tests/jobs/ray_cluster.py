@@ -115,16 +115,42 @@ class RayCluster:
 
     def __init__(self, sites: tuple[str, ...]) -> None:
         self.sites = sites
+        self.env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+        self._fresh()
+
+    def _fresh(self) -> None:
+        """A new temp folder and ports (a start that failed leaves its own behind)."""
         # short: Ray's socket paths under it must stay within the 107-byte limit
         self.temp_dir = Path(f"/tmp/caftm-ray-{uuid.uuid4().hex[:8]}")
-        self.ports = _PortBlock(_PORTS_PER_NODE * (len(sites) + 1))
+        # a node's worth of spare ports: a killed node can be started again
+        self.ports = _PortBlock(_PORTS_PER_NODE * (len(self.sites) + 2))
         self.gcs_port = self.ports.take()
         self.dashboard_port = self.ports.take()
         self.address = f"http://127.0.0.1:{self.dashboard_port}"
-        self.env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
 
-    def start(self) -> RayCluster:
-        """Start every node; returns once all are up."""
+    def start(self, attempts: int = 3) -> RayCluster:
+        """Start every node; returns once all are up. A start that fails (Ray's own start-up
+        races on a loaded machine: "Session name ... does not match persisted value") is
+        cleaned up and tried again on fresh ports, up to ``attempts`` times.
+
+        Raises:
+            RuntimeError: the last attempt failed too.
+        """
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._start_nodes()
+            except (RuntimeError, subprocess.TimeoutExpired):
+                self.stop()
+                if attempt == attempts:
+                    raise
+                self._fresh()
+        raise AssertionError("unreachable")
+
+    def restart_node(self, site: str) -> None:
+        """Start a worker node for ``site`` again (after :meth:`kill_node`)."""
+        self._ray_start(site, f"--address=127.0.0.1:{self.gcs_port}")
+
+    def _start_nodes(self) -> RayCluster:
         head, *workers = self.sites
         self._ray_start(
             head,
@@ -161,7 +187,6 @@ class RayCluster:
         ]  # fmt: skip
         done = subprocess.run(command, env=self.env, capture_output=True, text=True, timeout=120)
         if done.returncode != 0:
-            self.stop()
             tail = (done.stdout + done.stderr).strip().splitlines()[-5:]
             raise RuntimeError(f"ray start for {site} failed: {' | '.join(tail)}")
 

@@ -3,7 +3,7 @@ each, on 127.0.0.1: run under ``.ci/isolated``, a network namespace with only ``
 
 Jobs train the demo CNN on the SYNTHETIC rotating trace of :mod:`tests.jobs.jobs_support`; their
 final parameters are compared bit for bit with the same job run unmigrated on the local executor.
-The node-kill test runs last: it leaves the FR node dead.
+The node-kill test starts the FR node again when it is done (the tests run in any order).
 """
 
 from __future__ import annotations
@@ -47,9 +47,10 @@ pytestmark = [
 NODES = ("KR", "FR", "DE")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def cluster() -> Iterator[RayCluster]:
-    """The cluster, started once for the module and stopped (its processes only) after."""
+    """The cluster, started once for the session (its tests share an xdist group, so one
+    worker runs them all, in any order) and stopped (its processes only) after."""
     ray_cluster = RayCluster(NODES)
     try:
         ray_cluster.start()
@@ -181,6 +182,7 @@ def test_a_worker_node_killed_during_a_leg(
                       sites=("FR", "DE", "KR"), env=gate.env)  # fmt: skip
     process = supervise_cli(config)
     book = _book(config)
+    killed: set[int] = set()
     try:
         gate.wait_reached(timeout_s=240)  # the FR leg waits in step 120 while its node dies
         assert [leg.site for leg in book.legs("raykill")] == ["FR"]
@@ -189,6 +191,8 @@ def test_a_worker_node_killed_during_a_leg(
         out, _ = process.communicate(timeout=400)
     finally:
         kill_group(process)
+        if killed:
+            cluster.restart_node("FR")  # for the tests that run after this one
     assert process.returncode == 0, out
     job = book.get("raykill")
     assert job.status is JobStatus.SUCCEEDED, job.message
