@@ -61,6 +61,7 @@ def test_the_readme_use_it_block_is_the_example_verbatim() -> None:
     assert readme_use_it_block() == block
 
 
+@pytest.mark.slow  # two fresh training processes
 def test_the_readme_loop_trains_and_a_second_run_resumes_at_its_end(tmp_path: Path) -> None:
     (tmp_path / "job.yaml").write_text(
         "sites: [FR]\n"
