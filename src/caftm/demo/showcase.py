@@ -47,7 +47,11 @@ UpdateFn = Callable[[str, JobView], None]
 
 @dataclass(frozen=True)
 class DemoResult:
-    """The comparison ``caftm demo --json`` writes (carbon g, energy J, wall s, JCT h)."""
+    """The comparison ``caftm demo --json`` writes (carbon g, energy J, wall s, JCT h).
+
+    ``pause_saving_pct``: carbon the pausing job (``wait``) saved against its twin, %;
+    ``deadline_met``: it completed by its deadline on the job's clock.
+    """
 
     caftm_carbon_g: float
     agnostic_carbon_g: float
@@ -60,6 +64,8 @@ class DemoResult:
     wall_s: float
     caftm_jct_h: float
     agnostic_jct_h: float
+    pause_saving_pct: float
+    deadline_met: bool
     jobs: dict[str, dict[str, Any]]
     timeline_png: str | None
     simulated_gpu: bool = True
@@ -155,16 +161,19 @@ def run_showcase(
         jobs = {name: _job_summary(book, specs[name]) for name in specs}
         png = None
         if timeline:
-            from caftm.report.timeline import plot_timeline
+            from caftm.demo.figure import plot_demo
 
             timeline_path = specs["move"].base_dir / "timeline.png"  # absolute, as the spec's
-            png = str(plot_timeline(book, ["move", "wait"], timeline_path))
+            pairs = [(name, f"{name}-agnostic") for name in ("move", "wait")]
+            png = str(plot_demo(book, pairs, timeline_path))
     identical = all(
         _final_params_equal(specs[name], specs[f"{name}-agnostic"], records[name],
                             records[f"{name}-agnostic"])
         for name in ("move", "wait")
     )  # fmt: skip
     aware, agnostic = ("move", "wait"), ("move-agnostic", "wait-agnostic")
+    wait, wait_twin = jobs["wait"], jobs["wait-agnostic"]
+    pause_saving = 1 - wait["carbon_g"] / wait_twin["carbon_g"] if wait_twin["carbon_g"] else 0.0
     return DemoResult(
         caftm_carbon_g=sum(jobs[n]["carbon_g"] for n in aware),
         agnostic_carbon_g=sum(jobs[n]["carbon_g"] for n in agnostic),
@@ -177,6 +186,8 @@ def run_showcase(
         wall_s=round(wall_s, 2),
         caftm_jct_h=max(jobs[n]["jct_h"] for n in aware),
         agnostic_jct_h=max(jobs[n]["jct_h"] for n in agnostic),
+        pause_saving_pct=round(100 * pause_saving, 2),
+        deadline_met=wait["deadline_met"],
         jobs=jobs,
         timeline_png=png,
     )
@@ -221,6 +232,7 @@ def _job_summary(book: JobBook, spec: JobSpec) -> dict[str, Any]:
                      key=lambda w: (w.time, w.id))  # fmt: skip
     times = [w.time for w in windows]
     jct_h = (max(times) - DEMO_START).total_seconds() / 3600 if times else 0.0
+    deadline = spec.controller.policy.deadline
     changes, last = 0, None
     for window in windows:
         if window.setting is not None and window.setting != last:
@@ -234,6 +246,9 @@ def _job_summary(book: JobBook, spec: JobSpec) -> dict[str, Any]:
         "clock_changes": changes,
         "steps": totals.steps,
         "jct_h": round(jct_h, 2),
+        "completed_at": max(times).isoformat() if times else None,
+        "deadline": None if deadline is None else deadline.isoformat(),
+        "deadline_met": bool(times) and (deadline is None or max(times) <= deadline),
         "sites": [leg.site for leg in book.legs(job.name)],
         "legs": job.leg,
     }
