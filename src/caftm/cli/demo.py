@@ -56,7 +56,12 @@ def demo_command(
         Path | None, typer.Option("--json", help="Also write the comparison as JSON here.")
     ] = None,
     speed: Annotated[
-        float, typer.Option("--speed", help="Grid seconds per wall second (3600: 1 s = 1 h).")
+        float,
+        typer.Option(
+            "--speed",
+            help="Grid seconds per wall second of training or "
+            "pause (3600: 1 s = 1 h; 1× while processes start and checkpoints move).",
+        ),
     ] = 3600.0,
 ) -> None:
     """Embedded intensities now and the next 24 h, then the main job run carbon-aware."""

@@ -1,7 +1,8 @@
 """The demo's jobs, run through the job supervisor and compared with carbon-agnostic runs.
 
 Two small carbon-aware jobs run on the embedded (SYNTHETIC) profiles with an accelerated clock
-(one wall second = one grid hour by default) and the SIMULATED GPU, each beside its
+(one wall second of training or pause = one grid hour by default; process start-ups and moves
+take their wall time, see :mod:`caftm.clock`) and the SIMULATED GPU, each beside its
 carbon-agnostic twin:
 
 - ``move``: starts in KR among KR, JP-TK, DE, FR and CA-ON; KR is above θ, so after profiling

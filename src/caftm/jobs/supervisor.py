@@ -256,23 +256,20 @@ class Supervisor:
             self._save_clock()
 
     def hold_clock(self) -> None:
-        """Hold the job's accelerated clock at 1× (no worker trains: starts, stops, moves)."""
-        if isinstance(self._clock, AcceleratedClock) and self._clock.running:
+        """Hold the job's accelerated clock at 1× (no worker trains: starts, stops, moves) and
+        keep it for a restarted supervisor."""
+        if isinstance(self._clock, AcceleratedClock):
             self._clock.hold()
             self._save_clock()
 
     def follow_worker_clock(self, status: dict[str, Any]) -> None:
         """Take the job's clock from a worker's live status: the worker knows when it trained."""
         text = status.get("clock")
-        if not isinstance(self._clock, AcceleratedClock) or not isinstance(text, str):
-            return
-        if text != self._clock.to_env():
+        if isinstance(self._clock, AcceleratedClock) and isinstance(text, str):
             try:
                 self._clock.follow(text)
             except CaftmError as e:
                 log.warning("job %s: ignoring the worker's clock: %s", self.spec.name, e)
-                return
-            self._save_clock()
 
     def _save_clock(self) -> None:
         """Keep the clock's anchor where a restarted supervisor finds it (best effort)."""
