@@ -60,9 +60,9 @@ def demo_command(
         typer.Option(
             "--speed",
             help="Grid seconds per wall second of training or "
-            "pause (3600: 1 s = 1 h; 1× while processes start and checkpoints move).",
+            "pause (1800: 1 s = 30 min; 1× while processes start and checkpoints move).",
         ),
-    ] = 3600.0,
+    ] = 1800.0,
 ) -> None:
     """Embedded intensities now and the next 24 h, then the main job run carbon-aware."""
     if train:

@@ -1,8 +1,8 @@
 """The demo's jobs, run through the job supervisor and compared with carbon-agnostic runs.
 
 Two small carbon-aware jobs run on the embedded (SYNTHETIC) profiles with an accelerated clock
-(one wall second of training or pause = one grid hour by default; process start-ups and moves
-take their wall time, see :mod:`caftm.clock`) and the SIMULATED GPU, each beside its
+(one wall second of training or pause = half a grid hour by default; process start-ups and
+moves take their wall time, see :mod:`caftm.clock`) and the SIMULATED GPU, each beside its
 carbon-agnostic twin:
 
 - ``move``: starts in KR among KR, JP-TK, DE, FR and CA-ON; KR is above θ, so after profiling
@@ -35,13 +35,18 @@ from caftm.jobs.view import JobView
 from caftm.ledger import JobBook, JobRecord, JobStatus, Ledger
 from caftm.ledger.feed import Feed, Scope
 
-__all__ = ["DEMO_SITES", "DemoResult", "run_showcase"]
+__all__ = ["DEMO_SITES", "DEMO_SPEED", "DemoResult", "run_showcase"]
 
 DEMO_SITES = ("KR", "JP-TK", "DE", "FR", "CA-ON")
 #: A June afternoon: DE is above θ from 15:00 until about 06:00 the next day (embedded profiles).
 DEMO_START = datetime(2026, 6, 15, 15, tzinfo=UTC)
 DEMO_STEPS = 1500
 THRESHOLD_G_PER_KWH = 400.0
+#: Grid seconds per wall second of training or pause (1800: a wall second is half a grid hour;
+#: a busy machine trains slower, and so for more grid hours: this leaves the pausing job room)
+DEMO_SPEED = 1800.0
+#: The pausing job's deadline: the end of DE's third clean morning, however slow training is.
+DEMO_DEADLINE = DEMO_START + timedelta(hours=72)
 
 UpdateFn = Callable[[str, JobView], None]
 
@@ -120,10 +125,10 @@ def _job_dict(name: str, sites: list[str], policy: str, *, deadline: datetime | 
     }
 
 
-def write_jobs(workdir: Path, *, speed: float = 3600.0) -> dict[str, Path]:
+def write_jobs(workdir: Path, *, speed: float = DEMO_SPEED) -> dict[str, Path]:
     """Write the four job files into ``workdir``; returns name → path."""
     workdir.mkdir(parents=True, exist_ok=True)
-    deadline = DEMO_START + timedelta(hours=40)
+    deadline = DEMO_DEADLINE
     plans = {
         "move": (list(DEMO_SITES), "caftm", None),
         "move-agnostic": (list(DEMO_SITES), "carbon-agnostic", None),
@@ -140,7 +145,7 @@ def write_jobs(workdir: Path, *, speed: float = 3600.0) -> dict[str, Path]:
 
 
 def run_showcase(
-    workdir: Path, *, speed: float = 3600.0, on_update: UpdateFn | None = None,
+    workdir: Path, *, speed: float = DEMO_SPEED, on_update: UpdateFn | None = None,
     timeline: bool = True,
 ) -> DemoResult:  # fmt: skip
     """Run the demo's four jobs at once and compare them.
