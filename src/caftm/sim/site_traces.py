@@ -101,9 +101,14 @@ class SiteTraces:
         self._readings: dict[int, dict[str, float]] = {}
         self._per_day = int(86_400 // self.step_s)
 
-    def _when(self, col: int) -> str:
-        moment = datetime.fromtimestamp(self.trace.start_s + col * self.trace.step_s, UTC)
-        return moment.strftime("%Y-%m-%dT%H:%MZ")
+    def _span(self, first: int, end: int) -> str:
+        """Trace columns ``first`` to ``end`` (exclusive) as ``[start, end)`` in UTC."""
+
+        def when(col: int) -> str:
+            moment = datetime.fromtimestamp(self.trace.start_s + col * self.trace.step_s, UTC)
+            return moment.strftime("%Y-%m-%dT%H:%MZ")
+
+        return f"[{when(first)}, {when(end)})"
 
     def _spans(self, values: FloatArray, first: int = -1, last: int = -1) -> str:
         """Each site's span with data (only those reaching outside ``first..last``, when given)."""
@@ -113,14 +118,14 @@ class SiteTraces:
             if not have.size:
                 out.append(f"{site} has no value")
             elif first < 0 or have[0] < first or have[-1] > last:
-                out.append(f"{site} has {self._when(int(have[0]))}..{self._when(int(have[-1]))}")
+                out.append(f"{site} has {self._span(int(have[0]), int(have[-1]) + 1)}")
         return "; ".join(out)
 
     def _trimmed_note(self, values: FloatArray, first: int, last: int) -> str:
         """The note saying which sites' data the common span cut, and where."""
         cut = self._spans(values, first, last)
-        span = f"{self._when(first)}..{self._when(last)}"
-        return f"sites trimmed to their common span {span}" + (f" ({cut})" if cut else "")
+        span = self._span(first, last + 1)
+        return f"sites trimmed to their common span {span}" + (f": {cut}" if cut else "")
 
     def assumptions(self) -> list[str]:
         """What every output of a simulation states: the basis, how the times were read as UTC,
@@ -132,6 +137,15 @@ class SiteTraces:
             return lines + self.notes
         lines = [provenance.basis_line(), provenance.timezone_line()]
         return lines + [n for n in provenance.notes if n not in lines] + self.notes
+
+    @property
+    def basis_label(self) -> str:
+        """``lifecycle``, ``direct``, or ``basis not stated`` (files that say neither, and no
+        basis asked for); for axis labels."""
+        provenance = self.trace.provenance
+        if provenance is not None and not provenance.stated_by and provenance.basis_asked is None:
+            return "basis not stated"
+        return str(self.trace.basis)
 
     @property
     def synthetic(self) -> bool:
