@@ -83,10 +83,20 @@ def _basis(text: str | None) -> Basis | None:
 
 
 def _policy_names(values: list[str]) -> list[str]:
-    """The names given, ``default`` read as the default policy's name, each once."""
-    from caftm.sim.policy_specs import DEFAULT_POLICY
+    """The names given, ``default`` read as the default policy's name, each once.
+
+    Raises:
+        ConfigError: an unknown name (the message lists the known ones).
+    """
+    from caftm.sim.policy_specs import DEFAULT_POLICY, OPTIMUM, SPECS
 
     names = [DEFAULT_POLICY if n == "default" else n for n in _split(values)]
+    unknown = [n for n in names if n not in SPECS and n != OPTIMUM]
+    if unknown:
+        raise ConfigError(
+            f"unknown policy {unknown[0]!r} in --policies; choose from default "
+            f"({DEFAULT_POLICY}), {', '.join(SPECS)}, {OPTIMUM}"
+        )
     return list(dict.fromkeys(names))
 
 

@@ -12,7 +12,9 @@ forecasts in one of three ways:
 
 Forecasts are computed only when a policy reads them (:class:`LazyForecast`: a policy that never
 reaches its Migration plan never pays for one) and memoised per (zone, hour), so every job and
-policy replaying the same trace shares them. :class:`TraceView` is the
+policy replaying the same trace shares them. :meth:`SiteTraces.assumptions` lists, one line each,
+what every output of a simulation must state: the basis, how times were read as UTC, the loader's
+notes and the span trimmed to where every site has data. :class:`TraceView` is the
 :class:`~caftm.control.observe.SignalView` of one simulated run.
 """
 
