@@ -84,10 +84,16 @@ def build_nap(folder: Path, *, resumed: bool) -> Nap:
         for setting in (1740.0, 1875.0, 1875.0, 1875.0):
             t += timedelta(seconds=WINDOW_S)
             _window(ledger, run, t, setting, DIRTY)
-        ledger.record_event(run, Event(t, State.SCALING, State.TOLERANCE,
-                                       "optimiser settled at 1740", DIRTY, "AA", 1740.0))
-        ledger.record_event(run, Event(t, State.TOLERANCE, State.PAUSED, "intensity 522 ≥ θ 400",
-                                       DIRTY, "AA", 1740.0))
+        ledger.record_event(
+            run,
+            Event(
+                t, State.SCALING, State.TOLERANCE, "optimiser settled at 1740", DIRTY, "AA", 1740.0
+            ),
+        )
+        ledger.record_event(
+            run,
+            Event(t, State.TOLERANCE, State.PAUSED, "intensity 522 ≥ θ 400", DIRTY, "AA", 1740.0),
+        )
         ledger.record_event(run, Event(t, State.PAUSED, State.DONE, "run ended: paused",
                                        DIRTY, "AA", 1740.0))  # fmt: skip
         book.end_leg("nap", 1, LegStatus.PAUSED, end_step=200)

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from caftm.errors import CaftmError, ConfigError
 from caftm.dashboard.series import gap_before, gapped_index, thin
+from caftm.errors import CaftmError, ConfigError
 from caftm.ledger import EventRecord, JobBook, JobStatus, Ledger
 from caftm.ledger.feed import Feed, Scope
 from caftm.report.carbon import (

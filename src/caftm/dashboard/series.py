@@ -8,6 +8,7 @@ series sent carry a ``null`` point there, and uPlot (``spanGaps`` false) breaks 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -51,7 +52,7 @@ def gapped_index(n: int, gaps: Sequence[bool], max_points: int) -> list[int | No
     keep = np.union1d(thin(n, max_points), np.concatenate([after_gap, after_gap - 1]))
     gaps_so_far = np.cumsum(flags)
     out: list[int | None] = [int(keep[0])]
-    for a, b in zip(keep[:-1], keep[1:], strict=True):
+    for a, b in itertools.pairwise(keep):
         if gaps_so_far[b] != gaps_so_far[a]:
             out.append(None)
         out.append(int(b))
