@@ -41,11 +41,12 @@ def spec(name: str, trace: Path) -> dict[str, object]:
 
 @dataclass
 class Nap:
-    """The ledger, its trace and the running leg's run (None while paused)."""
+    """The ledger, its trace, the runs of ``nap`` and the run of ``other``."""
 
     path: Path
     trace: Path
     run_ids: list[str]
+    other_run: str
 
 
 def write_trace(path: Path) -> Path:
@@ -100,29 +101,36 @@ def build_nap(folder: Path, *, resumed: bool) -> Nap:
         book.count("nap", "pauses")
         book.update("nap", status=JobStatus.PAUSED, pause_until=RESUME, step=200,
                     message="paused: cleaner at 18:00")  # fmt: skip
-        if resumed:
-            book.start_leg("nap", 2, site="AA", executor="local", start_step=200)
-            book.update("nap", status=JobStatus.RUNNING, leg=2, pause_until=None, message="")
-            run = ledger.start_run(name="nap", policy="caftm", site="AA", started_at=RESUME,
-                                   simulated=True, job="nap", leg=2)  # fmt: skip
-            runs.append(run)
-            ledger.record_event(run, Event(RESUME, State.SCALING, State.TOLERANCE,
-                                           "run started", CLEAN, "AA", 1740.0))  # fmt: skip
-            t = RESUME
-            for _ in range(4):
-                t += timedelta(seconds=WINDOW_S)
-                _window(ledger, run, t, 1740.0, CLEAN)
         book.create("other", site="AA", store_url=str(folder / "store2"), executor="local",
                     spec=spec("other", trace))  # fmt: skip
         other = ledger.start_run(name="other", policy="caftm", site="AA", started_at=START,
                                  simulated=True, job="other", leg=1)  # fmt: skip
-        runs.append(other)
         _window(ledger, other, START + timedelta(seconds=WINDOW_S), 1740.0, DIRTY)
-    return Nap(path, trace, runs)
+    nap = Nap(path, trace, runs, other)
+    if resumed:
+        resume_nap(nap)
+    return nap
+
+
+def resume_nap(nap: Nap) -> None:
+    """Leg 2: the job runs again from 18:00, 4 windows at 265."""
+    with Ledger(nap.path) as ledger:
+        book = JobBook(ledger)
+        book.start_leg("nap", 2, site="AA", executor="local", start_step=200)
+        book.update("nap", status=JobStatus.RUNNING, leg=2, pause_until=None, message="")
+        run = ledger.start_run(name="nap", policy="caftm", site="AA", started_at=RESUME,
+                               simulated=True, job="nap", leg=2)  # fmt: skip
+        nap.run_ids.append(run)
+        ledger.record_event(run, Event(RESUME, State.SCALING, State.TOLERANCE, "run started",
+                                       CLEAN, "AA", 1740.0))  # fmt: skip
+        t = RESUME
+        for _ in range(4):
+            t += timedelta(seconds=WINDOW_S)
+            _window(ledger, run, t, 1740.0, CLEAN)
 
 
 def write_other(nap: Nap, k: int) -> None:
     """One more window of job ``other`` (another job writing while ``nap`` is watched)."""
     with Ledger(nap.path) as ledger:
-        _window(ledger, nap.run_ids[-1], START + timedelta(seconds=WINDOW_S * (k + 2)), 1740.0,
+        _window(ledger, nap.other_run, START + timedelta(seconds=WINDOW_S * (k + 2)), 1740.0,
                 DIRTY)  # fmt: skip

@@ -133,6 +133,9 @@ def site_outlooks(
                 ahead = source.forecast(zone, now, timedelta(hours=after_h))
             except NotImplementedError:
                 ahead = []
+            except CaftmError as e:  # the history still shows
+                logger.info("no forecast for site %s (zone %s): %s", site, zone, e)
+                ahead = []
         except CaftmError as e:
             logger.warning("no outlook for site %s (zone %s): %s", site, zone, e)
             out.append(SiteOutlook(site, zone, None, [], [], 0, "unavailable"))
