@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from caftm.dashboard.series import gap_before, gapped_index, thin
+from caftm.dashboard.series import gapped_index, thin
 from caftm.errors import CaftmError, ConfigError
 from caftm.ledger import EventRecord, JobBook, JobStatus, Ledger
 from caftm.ledger.feed import Feed, Scope
@@ -30,7 +30,7 @@ from caftm.report.carbon import (
     signal_setup,
     site_outlooks,
 )
-from caftm.report.timeline import job_path
+from caftm.report.timeline import gap_before, job_path
 
 __all__ = ["Board", "Watch", "shown_state", "thin", "utc_text"]
 

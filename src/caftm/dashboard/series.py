@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["gap_before", "gapped_index", "thin"]
+__all__ = ["gapped_index", "thin"]
 
 Index = np.ndarray[Any, np.dtype[np.int64]]
 
@@ -24,19 +24,6 @@ def thin(n: int, max_points: int) -> Index:
     if n <= max_points:
         return np.arange(n, dtype=np.int64)
     return np.unique(np.linspace(0, n - 1, max_points).round().astype(np.int64))
-
-
-def gap_before(
-    previous: tuple[float, float, str] | None, current: tuple[float, float, str]
-) -> bool:
-    """Whether nothing ran between two consecutive windows, each ``(end time s, duration s,
-    run)``: another run (leg), or a pause longer than either window."""
-    if previous is None:
-        return False
-    end, duration, run = previous
-    now_end, now_duration, now_run = current
-    idle_s = (now_end - now_duration) - end
-    return now_run != run or idle_s > max(duration, now_duration)
 
 
 def gapped_index(n: int, gaps: Sequence[bool], max_points: int) -> list[int | None]:
