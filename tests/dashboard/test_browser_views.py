@@ -26,7 +26,8 @@ CHARTS_JS = """() => Object.entries(window.caftm.charts).map(([key, u]) => {
     canvas: [u.ctx.canvas.width, u.ctx.canvas.height],
     points: u.series.slice(1).map((s, i) => u.data[i + 1].filter(Number.isFinite).length),
     spanGaps: u.series.slice(1).map(s => Boolean(s.spanGaps)),
-    xLabel: u.axes[0].label, xTicks: u.axes[0]._values || [] };
+    xLabel: u.axes[0].label, xTicks: u.axes[0]._values || [],
+    yLabelled: u.axes.slice(1).map(a => (a._values || []).filter(Boolean).length) };
 })"""
 
 
@@ -76,6 +77,7 @@ def test_every_chart_draws_and_nothing_scrolls_sideways(
             assert c["right"] <= size["width"], c
             assert min(c["canvas"]) > 0, c
             assert all(n > 0 for n in c["points"]), c  # every series has drawn points
+            assert all(n > 0 for n in c["yLabelled"]), c  # every value axis reads
             # 24 h UTC ticks (no am/pm), the axis says UTC
             assert c["xLabel"] == "time (UTC)", c
             assert c["xTicks"], c
@@ -123,6 +125,7 @@ def test_a_pause_shows_while_it_happens_then_closes(
         assert page.inner_text("#status") == "paused"
         for c in page.evaluate(CHARTS_JS):  # the outlook: the trace's history, no forecast
             assert c["width"] > 200 and all(n > 0 for n in c["points"]), c
+            assert all(n > 0 for n in c["yLabelled"]), c
         assert page.inner_text("#state") == "paused"  # not the ended run's "done"
         assert page.inner_text("#state-note") == "until 2026-06-15 18:00 UTC"
         assert "paused until 2026-06-15 18:00 UTC" in page.inner_text("#message")

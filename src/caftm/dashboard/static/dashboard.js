@@ -251,13 +251,15 @@ function outlookChart(v) {
 // the upper part (right axis): two scales that never share a pixel row
 function pathChart(v) {
   const s = v.series, sites = () => state.view.sites;
-  const ciTop = () => {
+  // the intensities' own band, padded: [low, high] (gCO2eq/kWh)
+  const ciBand = () => {
     const values = state.view.series.intensity.filter(x => x !== null);
-    return values.length ? [Math.min(...values), Math.max(...values)] : [0, 1];
+    if (!values.length) return [0, 1];
+    const lo = Math.min(...values), hi = Math.max(...values), pad = Math.max((hi - lo) * 0.08, 10);
+    return [Math.max(lo - pad, 0), hi + pad];
   };
   const ciRange = () => {
-    const [lo, hi] = ciTop(), pad = Math.max((hi - lo) * 0.08, 5);
-    const low = Math.max(lo - pad, 0), high = hi + pad;
+    const [low, high] = ciBand();
     return [low - (high - low) * 0.75, high]; // lower 3/7 of the plot left to the sites
   };
   const siteRange = () => [-0.5, -0.5 + sites().length / 0.38]; // sites in the lower 38 %
@@ -272,7 +274,7 @@ function pathChart(v) {
     axes: [{}, { scale: "site", splits: () => sites().map((_, i) => i),
       values: (u, vals) => vals.map(x => sites()[x] || ""), size: 60, label: "site" },
     { scale: "ci", side: 1, label: "gCO2eq/kWh", grid: { show: false },
-      values: (u, vals) => vals.map(x => x >= ciTop()[0] - 1e-9 ? fmt(x, 0) : "") }],
+      values: (u, vals) => vals.map(x => x >= ciBand()[0] - 1e-9 ? fmt(x, 0) : "") }],
     plugins: [bandPlugin(() => bandsOf(state.view))],
   }, [s.t, s.site, s.intensity]);
 }
