@@ -13,6 +13,8 @@ import pytest
 from tests.dashboard.known import Known
 from tests.dashboard.scenes import RESUME, Nap, build_nap, resume_nap
 
+from caftm.ledger import JobBook, JobStatus, Ledger
+
 pytestmark = [pytest.mark.browser, pytest.mark.network, pytest.mark.xdist_group("browser")]
 
 PHONE = {"width": 390, "height": 844}
@@ -140,6 +142,15 @@ def test_a_pause_shows_while_it_happens_then_closes(
         assert band["open"] and band["b"] == RESUME.timestamp()
         assert band["x1"] - band["x0"] > 20, band
         page.screenshot(path=str(tmp_path / f"paused-{size['width']}.png"), full_page=True)
+
+        with Ledger(nap.path) as ledger:  # the supervisor moves it: a band open to the right
+            JobBook(ledger).update("nap", status=JobStatus.MOVING)
+        page.wait_for_function(
+            "document.getElementById('state').textContent === 'moving'", timeout=10_000
+        )
+        (band,) = page.evaluate("window.caftm.charts.path.drawnBands")
+        right = page.evaluate("(u => (u.bbox.left + u.bbox.width))(window.caftm.charts.path)")
+        assert band["open"] and band["b"] is None and band["x1"] == right > band["x0"] + 10
 
         resume_nap(nap)
         page.wait_for_function(
