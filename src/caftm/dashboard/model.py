@@ -178,6 +178,7 @@ class Watch:
         n = len(self.t)
         now = datetime.fromtimestamp(self.t[-1], UTC) if n else None
         index = gapped_index(n, self.gap, self.max_points)
+        windows = [i for i in index if i is not None]
         positions = {s: i for i, s in enumerate(sites)}
         moves, pauses = job_path(book, scope.job) if scope.job is not None else ([], [])
         move_marks: list[dict[str, Any]] = [
@@ -247,8 +248,8 @@ class Watch:
                 "carbon_cum": _pick(np.cumsum(self.carbon), index),
             },
             "agnostic_series": {  # on its own times: the back-to-back run ends earlier
-                "t": _pick(self.agnostic_t, [i for i in index if i is not None]),
-                "carbon_cum": _pick(np.cumsum(self.agnostic), [i for i in index if i is not None]),
+                "t": _pick(self.agnostic_t, windows),
+                "carbon_cum": _pick(np.cumsum(self.agnostic), windows),
             },
             "move_marks": move_marks,
             "pause_marks": pause_marks,
