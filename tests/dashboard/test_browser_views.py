@@ -106,6 +106,17 @@ def test_every_chart_draws_and_nothing_scrolls_sideways(
         assert rows["gaps"] == 2  # the move KR → FR and the pause at FR
         assert rows["lowestLine"] + 10 < rows["highestRow"], rows  # pixels grow downwards
         assert rows["lowestLine"] >= 0 and rows["highestRow"] <= rows["plotBottom"]
+        # the carbon chart joins two series' times: none of this job's line crosses a band
+        crossing = page.evaluate("""() => {
+          const u = window.caftm.charts.carbon, v = window.caftm.view, bad = [];
+          const bands = v.move_marks.map(m => [m.left, m.arrived])
+            .concat(v.pause_marks.map(p => [p.start, p.end]));
+          u.data[0].forEach((x, i) => {
+            if (bands.some(([a, b]) => a < x && x < b) && u.data[1][i] !== null) bad.push(x);
+          });
+          return { bad, inside: u.data[0].filter(x => bands.some(([a, b]) => a < x && x < b)) };
+        }""")
+        assert crossing["inside"] and crossing["bad"] == [], crossing
         # the cursor's time reads as the log does
         page.locator("#chart-path .u-over").hover()  # scrolled into view, the middle
         legend = page.locator("#chart-path .u-legend .u-series").first.inner_text()

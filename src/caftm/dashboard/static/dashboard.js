@@ -296,8 +296,6 @@ function gpuChart(v) {
 function carbonChart(v) {
   const s = v.series, a = v.agnostic_series;
   const xs = [...new Set([...s.t, ...a.t])].sort((p, q) => p - q);
-  const mine = new Map(s.t.map((t, i) => [t, s.carbon_cum[i]]));
-  const base = new Map(a.t.map((t, i) => [t, a.carbon_cum[i]]));
   chart("carbon", {
     series: [{}, { label: "this job, gCO2eq", stroke: "#2ca02c", width: 2 },
       { label: "carbon-agnostic (estimated), gCO2eq", stroke: "#d62728", width: 1.5,
@@ -305,8 +303,22 @@ function carbonChart(v) {
     scales: { x: { time: true, range: xRange(() => bandsOf(state.view)) } },
     axes: [{}, { label: "gCO2eq" }],
     plugins: [bandPlugin(() => bandsOf(state.view))],
-  }, [xs, xs.map(t => mine.has(t) ? mine.get(t) : undefined),
-    xs.map(t => base.has(t) ? base.get(t) : undefined)]);
+  }, [xs, alignTo(xs, s.t, s.carbon_cum), alignTo(xs, a.t, a.carbon_cum)]);
+}
+
+// one series (times t, values v) on the merged, sorted x values xs: its own values; between two
+// of its points undefined (joined over), or null where a gap (a null of its own) is next to it,
+// so no line crosses a gap whatever the other series' x values
+function alignTo(xs, t, v) {
+  const out = new Array(xs.length);
+  let j = 0;
+  for (let i = 0; i < xs.length; i++) {
+    while (j < t.length && t[j] < xs[i]) j++;
+    if (j < t.length && t[j] === xs[i]) out[i] = v[j];
+    else if (j === 0 || j === t.length) out[i] = undefined;
+    else out[i] = v[j - 1] === null || v[j] === null ? null : undefined;
+  }
+  return out;
 }
 
 // -- the view ----------------------------------------------------------------------------------
