@@ -2,13 +2,14 @@
 
 Drawn from the ledger alone: each measured window gives a time (the job's clock), a site and
 the intensity there; the controller's events give the pauses (from entering ``paused`` to the
-next run's start) and the legs give the moves.
+next run's start) and the legs give the moves. No line is drawn across a gap where nothing ran
+(:func:`gap_before`: another leg, or idle time longer than a window).
 """
 
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,11 +17,19 @@ from typing import TYPE_CHECKING
 from caftm.errors import ConfigError
 from caftm.ledger.feed import Feed, Scope
 from caftm.ledger.jobs import JobBook
+from caftm.report.figures import time_axis
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["JobTimeline", "job_path", "job_timeline", "plot_timeline", "timeline_figure"]
+__all__ = [
+    "JobTimeline",
+    "gap_before",
+    "job_path",
+    "job_timeline",
+    "plot_timeline",
+    "timeline_figure",
+]
 
 
 @dataclass(frozen=True)
@@ -33,6 +42,20 @@ class JobTimeline:
     pauses: list[tuple[datetime, datetime]]
     simulated: bool
     threshold_g_per_kwh: float | None = None
+    gaps: list[bool] = field(default_factory=list)  # per point: nothing ran just before it
+
+
+def gap_before(
+    previous: tuple[float, float, str] | None, current: tuple[float, float, str]
+) -> bool:
+    """Whether nothing ran between two consecutive windows, each ``(end time s, duration s,
+    run)``: another run (leg), or idle time longer than either window."""
+    if previous is None:
+        return False
+    end, duration, run = previous
+    now_end, now_duration, now_run = current
+    idle_s = (now_end - now_duration) - end
+    return now_run != run or idle_s > max(duration, now_duration)
 
 
 def job_timeline(book: JobBook, name: str) -> JobTimeline:
@@ -41,14 +64,21 @@ def job_timeline(book: JobBook, name: str) -> JobTimeline:
     theta = threshold.get("value_g_per_kwh") if threshold.get("mode") == "absolute" else None
     feed, scope = Feed(book.ledger), Scope.of_job(name)
     windows = sorted(feed.windows(scope), key=lambda w: (w.time, w.id))
-    points = [
-        (w.time, w.site, w.intensity_g_per_kwh)
-        for w in windows
-        if w.intensity_g_per_kwh is not None
-    ]
+    points: list[tuple[datetime, str, float]] = []
+    gaps: list[bool] = []
+    last: tuple[float, float, str] | None = None
+    pending_gap = False
+    for w in windows:
+        this = (w.time.timestamp(), w.duration_s, w.run_id)
+        pending_gap = pending_gap or gap_before(last, this)
+        last = this
+        if w.intensity_g_per_kwh is not None:
+            points.append((w.time, w.site, w.intensity_g_per_kwh))
+            gaps.append(pending_gap)
+            pending_gap = False
     simulated = feed.simulated(scope)
     moves, pauses = job_path(book, name)
-    return JobTimeline(name, points, moves, pauses, simulated, theta)
+    return JobTimeline(name, points, moves, pauses, simulated, theta, gaps)
 
 
 def job_path(
@@ -100,15 +130,15 @@ def timeline_figure(book: JobBook, names: list[str]) -> Figure:
     import matplotlib.pyplot as plt
 
     timelines = [job_timeline(book, name) for name in names]
-    fig, axes = plt.subplots(len(timelines), 1, figsize=(10, 3.2 * len(timelines)), squeeze=False)
+    fig, axes = plt.subplots(len(timelines), 1, figsize=(10, 3.2 * len(timelines)),
+                             squeeze=False, layout="constrained")  # fmt: skip
     colours: dict[str, str] = {}
     palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, timeline in zip(axes[:, 0], timelines, strict=True):
         sites = list(dict.fromkeys(site for _, site, _ in timeline.points))
         for site in sites:
             colour = colours.setdefault(site, palette[len(colours) % len(palette)])
-            xs = [t for t, s, _ in timeline.points if s == site]
-            ys = [ci for _, s, ci in timeline.points if s == site]
+            xs, ys = _site_line(timeline, site)
             ax.plot(xs, ys, "o-", ms=3, lw=2, color=colour, label=f"at {site}")
         for start, end in timeline.pauses:
             ax.axvspan(start, end, color="0.85", zorder=0)
@@ -127,9 +157,28 @@ def timeline_figure(book: JobBook, names: list[str]) -> Figure:
         simulated = " — SIMULATED GPU" if timeline.simulated else ""
         ax.set_title(f"job {timeline.name}: carbon intensity where it ran{simulated}", loc="left")
         ax.set_ylabel("gCO2eq/kWh")
-        ax.legend(loc="upper right", fontsize=8)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, fontsize=8)
         ax.grid(alpha=0.3)
+        time_axis(ax)
+        ax.set_xlabel("")
     axes[-1, 0].set_xlabel("time (UTC, the job's clock)")
-    fig.autofmt_xdate()
-    fig.tight_layout()
     return fig
+
+
+def _site_line(timeline: JobTimeline, site: str) -> tuple[list[datetime], list[float]]:
+    """The points at ``site``, with NaN (a break in the line) wherever the job was elsewhere
+    or nothing ran."""
+    xs: list[datetime] = []
+    ys: list[float] = []
+    previous_here = False
+    for k, (t, s, ci) in enumerate(timeline.points):
+        here = s == site
+        if here:
+            gap = timeline.gaps[k] if k < len(timeline.gaps) else False
+            if xs and (gap or not previous_here):
+                xs.append(t)
+                ys.append(float("nan"))
+            xs.append(t)
+            ys.append(ci)
+        previous_here = here
+    return xs, ys
