@@ -9,7 +9,9 @@ One column per job, three panels each:
 
 Everything is read from the ledger. A line never joins two legs: between them the job was not
 training (it moved, paused or restarted), so each array carries a NaN there and matplotlib
-leaves the gap open. :func:`job_track` gives those arrays, which tests read back.
+leaves the gap open. (Legs, not :func:`~caftm.report.timeline.gap_before`'s idle time: on an
+accelerated clock a window's GPU seconds are far fewer than the job-clock time it spans.)
+:func:`job_track` gives those arrays, which tests read back.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import numpy as np
 from caftm.errors import ConfigError
 from caftm.ledger.feed import Feed, Scope
 from caftm.ledger.jobs import JobBook
+from caftm.report.figures import time_axis
 from caftm.report.timeline import job_path
 
 if TYPE_CHECKING:
@@ -153,7 +156,6 @@ def demo_figure(book: JobBook, pairs: list[tuple[str, str]]) -> Figure:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.dates as mdates
     import matplotlib.pyplot as plt
 
     tracks = [(job_track(book, aware), job_track(book, twin)) for aware, twin in pairs]
@@ -191,12 +193,8 @@ def demo_figure(book: JobBook, pairs: list[tuple[str, str]]) -> Figure:
             ax.legend(loc="best", fontsize=7, framealpha=0.8)
         simulated = " — SIMULATED GPU" if aware.simulated else ""
         where.set_title(f"job {aware.name} against {twin.name}{simulated}", loc="left")
-        locator = mdates.AutoDateLocator(tz=UTC, maxticks=8)  # type: ignore[no-untyped-call]
-        locator.intervald[mdates.HOURLY] = [1, 2, 3, 6, 12]
-        carbon.xaxis.set_major_locator(locator)
-        day_time = mdates.DateFormatter("%d %H:%M", tz=UTC)  # type: ignore[no-untyped-call]
-        carbon.xaxis.set_major_formatter(day_time)
-        carbon.set_xlabel("the job's clock (UTC, day hh:mm)")
+        time_axis(carbon)
+        carbon.set_xlabel("the job's clock (UTC, 24 h)")
     fig.autofmt_xdate()
     fig.tight_layout()
     return fig
