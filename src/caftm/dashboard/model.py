@@ -30,7 +30,7 @@ from caftm.report.carbon import (
     signal_setup,
     site_outlooks,
 )
-from caftm.report.timeline import gap_before, job_path
+from caftm.report.timeline import WindowGaps, job_path
 
 __all__ = ["Board", "Watch", "shown_state", "thin", "utc_text"]
 
@@ -67,7 +67,7 @@ class Watch:
         self.energy_j = self.carbon_g = self.agnostic_g = self.busy_s = 0.0
         self.steps = 0
         self.events: list[EventRecord] = []
-        self._last: tuple[float, float, str] | None = None  # the last window (end, length, run)
+        self._gaps = WindowGaps()
         self._origin: datetime | None = None  # the first window's start
         self._outlook: tuple[int, list[dict[str, Any]]] | None = None
         threading.Thread(target=self.prepare, daemon=True, name="caftm-prepare").start()
@@ -77,6 +77,7 @@ class Watch:
         feed = self.board.feed
         rows = feed.windows(self.scope, after_id=self._window_id)
         events = feed.events(self.scope, after_id=self._event_id)
+        self._gaps.add_events(events)  # read after the windows: a pause before any of them
         if rows:
             if not self.setup.sites:  # a bare run: its sites are those its windows name
                 self.setup = signal_setup({}, [r.site for r in rows])
@@ -92,9 +93,7 @@ class Watch:
             nan = float("nan")
             for row, base, at in zip(rows, agnostic, when, strict=True):
                 end = row.time.timestamp()
-                this = (end, row.duration_s, row.run_id)
-                self.gap.append(gap_before(self._last, this))
-                self._last = this
+                self.gap.append(self._gaps.before(end, row.duration_s, row.run_id))
                 self.t.append(end)
                 self.site.append(row.site)
                 self.intensity.append(nan if row.intensity_g_per_kwh is None

@@ -9,8 +9,8 @@ One column per job, three panels each:
 
 Everything is read from the ledger. A line never joins two legs: between them the job was not
 training (it moved, paused or restarted), so each array carries a NaN there and matplotlib
-leaves the gap open. (Legs, not :func:`~caftm.report.timeline.gap_before`'s idle time: on an
-accelerated clock a window's GPU seconds are far fewer than the job-clock time it spans.)
+leaves the gap open. (Legs alone: a demo's pauses end its legs, so
+:class:`~caftm.report.timeline.WindowGaps` would find the same gaps.)
 :func:`job_track` gives those arrays, which tests read back.
 """
 

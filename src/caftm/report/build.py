@@ -15,7 +15,7 @@ from itertools import accumulate
 
 from caftm._units import J_PER_KWH
 from caftm.errors import ConfigError
-from caftm.ledger import JobBook, Ledger, RunSummary, WindowRecord
+from caftm.ledger import EventRecord, JobBook, Ledger, RunSummary, WindowRecord
 from caftm.ledger.feed import Feed, Scope
 from caftm.report.carbon import (
     BASELINE_ESTIMATE_TEXT,
@@ -28,7 +28,7 @@ from caftm.report.carbon import (
 )
 from caftm.report.figures import carbon_png, gpu_png, outlook_png, png_bytes, series_png
 from caftm.report.html import ReportFigure, ReportInput, ReportTable
-from caftm.report.timeline import gap_before, timeline_figure
+from caftm.report.timeline import WindowGaps, timeline_figure
 
 __all__ = ["ledger_report", "resolve_target"]
 
@@ -63,20 +63,19 @@ def _steps(start: int | None, end: int | None) -> str:
 
 
 def _gapped(
-    windows: Sequence[WindowRecord], values: Sequence[float | None]
+    windows: Sequence[WindowRecord], events: Sequence[EventRecord], values: Sequence[float | None]
 ) -> tuple[list[datetime], list[float]]:
     """Times and values with a NaN point (a break in the line, step lines included) where
-    nothing ran between two windows (:func:`~caftm.report.timeline.gap_before`)."""
+    nothing ran between two windows (:class:`~caftm.report.timeline.WindowGaps`)."""
     nan = float("nan")
     times: list[datetime] = []
     out: list[float] = []
-    last: tuple[float, float, str] | None = None
+    gaps = WindowGaps(events)
     for w, value in zip(windows, values, strict=True):
-        this = (w.time.timestamp(), w.duration_s, w.run_id)
-        if gap_before(last, this):  # at the previous window's end: a step line stops there
+        # at the previous window's end: a step line stops there
+        if gaps.before(w.time.timestamp(), w.duration_s, w.run_id):
             times.append(times[-1])
             out.append(nan)
-        last = this
         times.append(w.time)
         out.append(nan if value is None else value)
     return times, out
@@ -92,6 +91,7 @@ def ledger_report(ledger: Ledger, target: str) -> ReportInput:
     book, feed = JobBook(ledger), Feed(ledger)
     job = book.get(scope.job) if scope.job is not None else None
     windows = feed.windows(scope)
+    events = feed.events(scope)
     if not windows:
         raise ConfigError(f"{target!r} has no measured window yet: nothing to report")
     setup = signal_setup(job.spec if job else {}, [w.site for w in windows])
@@ -128,16 +128,16 @@ def ledger_report(ledger: Ledger, target: str) -> ReportInput:
     ))  # fmt: skip
     power = [(w.energy_j / w.duration_s) if w.energy_j and w.duration_s > 0 else None
              for w in windows]  # fmt: skip
-    gap_times, settings = _gapped(windows, [w.setting for w in windows])
+    gap_times, settings = _gapped(windows, events, [w.setting for w in windows])
     figures.append(ReportFigure(
         "GPU setting and power", gpu_png(
-            gap_times, list(settings), list(_gapped(windows, power)[1]), unit),
+            gap_times, list(settings), list(_gapped(windows, events, power)[1]), unit),
         ("SIMULATED GPU: power from the GPU model, not a meter. " if simulated else "")
         + f"Setting in {unit or 'default units'}; power = window energy / window duration.",
     ))  # fmt: skip
     figures.append(ReportFigure(
         "carbon so far against a carbon-agnostic run",
-        carbon_png(gap_times, _gapped(windows, list(accumulate(carbon)))[1], baseline_cum,
+        carbon_png(gap_times, _gapped(windows, events, list(accumulate(carbon)))[1], baseline_cum,
                    agnostic_label="carbon-agnostic " + method.split(":")[0]),
         f"Carbon-agnostic run: {method}.",
     ))  # fmt: skip

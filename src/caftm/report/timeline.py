@@ -3,12 +3,16 @@
 Drawn from the ledger alone: each measured window gives a time (the job's clock), a site and
 the intensity there; the controller's events give the pauses (from entering ``paused`` to the
 next run's start) and the legs give the moves. No line is drawn across a gap where nothing ran
-(:func:`gap_before`: another leg, or idle time longer than a window).
+(:class:`WindowGaps`: another leg, a recorded pause, or idle time far beyond the run's pace).
 """
 
 from __future__ import annotations
 
+import bisect
 import itertools
+import statistics
+from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -17,6 +21,8 @@ from typing import TYPE_CHECKING
 from caftm.errors import ConfigError
 from caftm.ledger.feed import Feed, Scope
 from caftm.ledger.jobs import JobBook
+from caftm.ledger.store import EventRecord
+from caftm.records import State
 from caftm.report.figures import time_axis
 
 if TYPE_CHECKING:
@@ -24,7 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "JobTimeline",
-    "gap_before",
+    "WindowGaps",
     "job_path",
     "job_timeline",
     "plot_timeline",
@@ -45,17 +51,59 @@ class JobTimeline:
     gaps: list[bool] = field(default_factory=list)  # per point: nothing ran just before it
 
 
-def gap_before(
-    previous: tuple[float, float, str] | None, current: tuple[float, float, str]
-) -> bool:
-    """Whether nothing ran between two consecutive windows, each ``(end time s, duration s,
-    run)``: another run (leg), or idle time longer than either window."""
-    if previous is None:
+#: idle time counts as a gap past this many times the window's expected span
+IDLE_FACTOR = 5.0
+#: how many of a run's latest windows set its pace
+PACE_WINDOWS = 32
+
+
+class WindowGaps:
+    """Decides, window by window in the order they were recorded, whether nothing ran just
+    before each one: the job changed run (a move or a restart), a recorded pause began since
+    the window before, or (for ledgers without events) the time since the window before is
+    over :data:`IDLE_FACTOR` times what the run's pace predicts.
+
+    The pace is the clock seconds per measured GPU second between a run's consecutive windows
+    (median of its latest :data:`PACE_WINDOWS`): about 1 on the real clock, hundreds on an
+    accelerated job clock (``CAFTM_CLOCK``), where windows lie grid minutes apart but each
+    measures seconds. A run's second window has no pace to go by, so only a run change or a
+    pause ends a line there. Only past windows decide, so fed incrementally (the dashboard) or
+    all at once (the report) it gives the same answers.
+    """
+
+    def __init__(self, events: Iterable[EventRecord] = ()) -> None:
+        self._last: tuple[float, str] | None = None  # the last window (end s, run)
+        self._paces: deque[float] = deque(maxlen=PACE_WINDOWS)
+        self._pauses: list[float] = []  # when each recorded pause began (s), sorted
+        self.add_events(events)
+
+    def add_events(self, events: Iterable[EventRecord]) -> None:
+        """Note the pauses among ``events`` (give every event before the windows after it)."""
+        for e in events:
+            if e.to_state == State.PAUSED and e.from_state != State.PAUSED:
+                bisect.insort(self._pauses, e.time.timestamp())
+
+    def before(self, end_s: float, duration_s: float, run: str) -> bool:
+        """Whether nothing ran between the last window given and this one (``end_s``: its end
+        on the job's clock; ``duration_s``: its measured GPU seconds; ``run``: its run)."""
+        last, self._last = self._last, (end_s, run)
+        if last is None:
+            return False
+        last_end, last_run = last
+        if run != last_run:
+            self._paces.clear()
+            return True
+        k = bisect.bisect_left(self._pauses, last_end)
+        if k < len(self._pauses) and self._pauses[k] < end_s:
+            return True
+        span_s = end_s - last_end
+        if self._paces and duration_s > 0:
+            expected_s = statistics.median(self._paces) * duration_s
+            if span_s > IDLE_FACTOR * expected_s:
+                return True
+        if duration_s > 0:
+            self._paces.append(span_s / duration_s)
         return False
-    end, duration, run = previous
-    now_end, now_duration, now_run = current
-    idle_s = (now_end - now_duration) - end
-    return now_run != run or idle_s > max(duration, now_duration)
 
 
 def job_timeline(book: JobBook, name: str) -> JobTimeline:
@@ -64,14 +112,12 @@ def job_timeline(book: JobBook, name: str) -> JobTimeline:
     theta = threshold.get("value_g_per_kwh") if threshold.get("mode") == "absolute" else None
     feed, scope = Feed(book.ledger), Scope.of_job(name)
     windows = sorted(feed.windows(scope), key=lambda w: (w.time, w.id))
+    finder = WindowGaps(feed.events(scope))
     points: list[tuple[datetime, str, float]] = []
     gaps: list[bool] = []
-    last: tuple[float, float, str] | None = None
     pending_gap = False
     for w in windows:
-        this = (w.time.timestamp(), w.duration_s, w.run_id)
-        pending_gap = pending_gap or gap_before(last, this)
-        last = this
+        pending_gap = finder.before(w.time.timestamp(), w.duration_s, w.run_id) or pending_gap
         if w.intensity_g_per_kwh is not None:
             points.append((w.time, w.site, w.intensity_g_per_kwh))
             gaps.append(pending_gap)
