@@ -71,6 +71,7 @@ def test_dp_prefers_the_clean_site_and_finishes_within_the_deadline() -> None:
         deadline_s=6 * 3600.0,
         slot_s=3600.0,
         move_downtime_s=140.0,
+        plans=True,
     )
     stay_g = GPU.power_at(None) * 4 * 3600.0 / 3.6e6 * 500.0
     assert result.carbon_g[0] < 0.15 * stay_g
