@@ -29,7 +29,7 @@ Units: s, W, J, gCO2eq/kWh, g.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -69,6 +69,9 @@ class GpuCurve:
     speed: tuple[float, ...]
     power_w: tuple[float, ...]
     idle_power_w: float
+    _hulls: dict[bool, tuple[FloatArray, FloatArray, npt.NDArray[np.int64]]] = field(
+        default_factory=dict, repr=False, compare=False, hash=False
+    )
 
     def __post_init__(self) -> None:
         n = len(self.settings)
@@ -84,6 +87,13 @@ class GpuCurve:
 
     def hull(self, *, finishing: bool) -> tuple[FloatArray, FloatArray, npt.NDArray[np.int64]]:
         """The hull's vertices: speeds, powers (W), and the setting row of each (−1: rest)."""
+        found = self._hulls.get(finishing)
+        if found is None:
+            found = self._hull(finishing)
+            self._hulls[finishing] = found
+        return found
+
+    def _hull(self, finishing: bool) -> tuple[FloatArray, FloatArray, npt.NDArray[np.int64]]:
         rest_w = 0.0 if finishing else self.idle_power_w
         points = [(0.0, rest_w), *zip(self.speed, self.power_w, strict=True)]
         hull = lower_hull(points)
@@ -116,7 +126,9 @@ class GpuCurve:
         return int(np.argmax(self.speed))
 
 
-def slot_energy_j(curve: GpuCurve, work_s: FloatArray, span_s: float, *, finishing: bool) -> FloatArray:
+def slot_energy_j(
+    curve: GpuCurve, work_s: FloatArray, span_s: float, *, finishing: bool
+) -> FloatArray:
     """Least energy (J) to do ``work_s`` seconds of full-clock work within ``span_s`` seconds.
 
     The GPU may mix its settings and idle time (``finishing``: switch off instead of idling,
@@ -172,6 +184,13 @@ class _Tables:
     end: FloatArray
     run_moved: FloatArray
     end_moved: FloatArray
+    #: ``run`` and ``run_moved`` stacked; ``end`` and ``end_moved`` stacked
+    runs: FloatArray = field(init=False, repr=False)
+    ends: FloatArray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "runs", np.stack([self.run, self.run_moved]))
+        object.__setattr__(self, "ends", np.stack([self.end, self.end_moved]))
 
 
 class PlanningProblem:
@@ -212,7 +231,11 @@ class PlanningProblem:
                 out: FloatArray = slot_energy_j(self.curve, k, span, finishing=end) / J_PER_KWH
                 return out
 
-            found = _Tables(kwh(span_s, False), kwh(span_s, True), kwh(moved_s, False), kwh(moved_s, True))
+            found = _Tables(
+                kwh(span_s, False), kwh(span_s, True), kwh(moved_s, False), kwh(moved_s, True)
+            )
+            if len(self._tables) > 64:  # partial first slots vary: keep the memo small
+                self._tables.clear()
             self._tables[span_s] = found
         return found
 
@@ -232,19 +255,28 @@ class PlanningProblem:
             raise ConfigError(f"a plan over {len(self.spans_s)} slots got {n_slots} of intensity")
         r_max = work_units
         inf = np.inf
+        n = len(self.spans_s)
+        caps = [self.tables(span).run.size - 1 for span in self.spans_s]
+        before = np.concatenate([[0], np.cumsum(caps)])  # units doable before slot h
+        after = before[-1] - before  # units doable from slot h on (no move)
         nxt = np.full((n_jobs, n_sites, r_max + 1), inf, dtype=dtype)
         nxt[:, :, 0] = 0.0
         out = [nxt]
         move_kwh = dtype(self.move_kwh)
-        for h in range(len(self.spans_s) - 1, -1, -1):
+        for h in range(n - 1, -1, -1):
             t = self.tables(self.spans_s[h])
-            c = ci[:, h, :].astype(dtype)[:, :, None]  # (jobs, sites, 1)
-            future = nxt.copy()
-            future[:, :, 0] = inf  # reaching 0 is a finishing slot, costed by ``end``
-            full = self._best_in_slot(future, c, t.run, t.end, r_max)
-            moved = self._best_in_slot(future, c, t.run_moved, t.end_moved, r_max)
-            arrive = moved.min(axis=1, keepdims=True)  # the best site to move to
-            value = np.minimum(full, arrive + c * move_kwh)
+            # only what is left of the work reachable from the start and able to finish matters
+            lo = max(0, r_max - int(before[h]))
+            hi = min(r_max, int(after[h]))
+            value = np.full((n_jobs, n_sites, r_max + 1), inf, dtype=dtype)
+            if lo <= hi:
+                c = ci[:, h, :].astype(dtype)[:, :, None]  # (jobs, sites, 1)
+                future = nxt.copy()
+                future[:, :, 0] = inf  # reaching 0 is a finishing slot, costed by ``end``
+                both = self._best_in_slot(future, c, t.runs, t.ends, lo, hi)
+                full, moved = both[0], both[1]
+                arrive = moved.min(axis=1, keepdims=True)  # the best site to move to
+                value[:, :, lo : hi + 1] = np.minimum(full, arrive + c * move_kwh)
             value[:, :, 0] = 0.0
             if keep:
                 out.append(value)
@@ -256,15 +288,31 @@ class PlanningProblem:
 
     @staticmethod
     def _best_in_slot(
-        future: FloatArray, c: FloatArray, run: FloatArray, end: FloatArray, r_max: int
+        future: FloatArray, c: FloatArray, run: FloatArray, end: FloatArray, lo: int, hi: int
     ) -> FloatArray:
-        """Least cost to have ``r`` left at the slot's start and do some units in it here."""
-        best = np.full_like(future, np.inf)
-        for k in range(min(run.size - 1, r_max) + 1):
-            if math.isfinite(run[k]):
-                np.minimum(best[:, :, k:], future[:, :, : r_max + 1 - k] + c * run[k], out=best[:, :, k:])
-            if k >= 1 and math.isfinite(end[k]):
-                np.minimum(best[:, :, k], c[:, :, 0] * end[k], out=best[:, :, k])
+        """Least cost to have ``r`` (``lo ≤ r ≤ hi``) left at the slot's start and do some units
+        in it here, for each row of ``run``/``end`` (a slot without and with a move):
+        ``(rows, jobs, sites, hi − lo + 1)``."""
+        rows = run.shape[0]
+        width = hi - lo + 1
+        best = np.full((rows, *future.shape[:-1], width), np.inf, dtype=future.dtype)
+        k_max = min(run.shape[1] - 1, hi)
+        cr = c[None] * run[:, None, None, :].astype(future.dtype)  # (rows, jobs, sites, k)
+        for k in range(k_max + 1):
+            first = max(lo, k)  # r from first to hi draws on future[r - k]
+            if first > hi:
+                continue
+            np.minimum(
+                best[..., first - lo :],
+                future[None, ..., first - k : hi + 1 - k] + cr[..., k : k + 1],
+                out=best[..., first - lo :],
+            )
+        first, last = max(1, lo), min(k_max, hi)
+        if first <= last:
+            ce = c[None] * end[:, None, None, first : last + 1].astype(future.dtype)
+            np.minimum(
+                best[..., first - lo : last - lo + 1], ce, out=best[..., first - lo : last - lo + 1]
+            )
         return best
 
     def solve(
@@ -275,6 +323,7 @@ class PlanningProblem:
         *,
         plans: bool = False,
         dtype: type = np.float64,
+        max_steps: int | None = None,
     ) -> PlanResult:
         """Least carbon (and, with ``plans``, each job's plan) starting at ``start_row`` at the
         start of slot 0 with ``work_units`` to do. ``ci``: (jobs, slots, sites), gCO2eq/kWh."""
@@ -287,7 +336,7 @@ class PlanningProblem:
         if not plans:
             return PlanResult(carbon)
         found = tuple(
-            self._read_plan(ci[j], [v[j] for v in values], start_row, work_units)
+            self._read_plan(ci[j], [v[j] for v in values], start_row, work_units, max_steps)
             if math.isfinite(carbon[j])
             else ()
             for j in range(ci.shape[0])
@@ -295,14 +344,19 @@ class PlanningProblem:
         return PlanResult(carbon, found)
 
     def _read_plan(
-        self, ci: FloatArray, values: list[FloatArray], site: int, left: int
+        self,
+        ci: FloatArray,
+        values: list[FloatArray],
+        site: int,
+        left: int,
+        max_steps: int | None = None,
     ) -> tuple[PlanStep, ...]:
         """Follow the least-cost choices forwards (ties: stay before moving, more work first)."""
         steps: list[PlanStep] = []
         start_s = 0.0
         n_sites = ci.shape[1]
         for h, span in enumerate(self.spans_s):
-            if left <= 0:
+            if left <= 0 or (max_steps is not None and len(steps) >= max_steps):
                 break
             t = self.tables(span)
             target = float(values[h][site, left])
