@@ -40,11 +40,14 @@ from caftm.control.states import (
     ControlState,
     Observation,
     Pause,
+    Resume,
     SiteOutlook,
+    StartProfiling,
     Step,
     utc_from_s,
 )
 from caftm.control.transition import _to, transition
+from caftm.errors import ConfigError
 from caftm.records import State
 
 #: Without a user deadline: this multiple of the job's expected full-clock length.
@@ -135,6 +138,7 @@ class Planner(Policy):
         self.current: Intent | None = None
         #: plans solved so far (each a solve of the DP)
         self.solves = 0
+        self._checked = False
 
     # -- the transition, with the plan's first step ----------------------------------------------
     def decide(self, ctx: ControlState, obs: Observation) -> Step:
@@ -166,6 +170,16 @@ class Planner(Policy):
             if intent.kind == "wait":
                 wake = min(intent.until_s, obs.now_s + self.rules.pause_recheck_s)
                 return Step(replace(ctx, pause_until_s=intent.until_s), (Pause(wake),))
+            ci = obs.intensity_g_per_kwh
+            return _to(
+                ctx,
+                obs,
+                State.SCALING,
+                intent.reason,
+                Resume(),
+                StartProfiling(ci),
+                scaling_intensity_g_per_kwh=ci,
+            )
         return transition(ctx, obs, self)
 
     def next_decision_s(self, now_s: float) -> float:
@@ -207,6 +221,14 @@ class Planner(Policy):
             return Intent("run", ctx.site, None, math.inf, "job length unknown: no plan")
         full_work_s = obs.remaining_work_s * curve.speed[_row_of(curve, ctx.setting)]
         deadline = self.deadline_s(obs, full_work_s)
+        if not self._checked:  # bad input, said once at the job's first decision
+            self._checked = True
+            if obs.now_s + full_work_s / max(curve.speed) > deadline + 1e-6:
+                raise ConfigError(
+                    f"deadline {utc_from_s(deadline).isoformat()} is before the job can finish "
+                    f"even at full clock ({(full_work_s / HOUR_S):.1f} h of work left at "
+                    f"{utc_from_s(obs.now_s).isoformat()}); give a later policy.deadline"
+                )
         full_clock = Intent("run", ctx.site, None, deadline, "")
         downtime = self.rules.move_cost.downtime_s
         if obs.now_s + full_work_s / max(curve.speed) + downtime >= deadline:

@@ -1,4 +1,4 @@
-"""The one planning solver: least carbon to finish a job by its deadline, over time × site × progress.
+"""The one planning solver: least carbon to finish a job by its deadline (time × site × progress).
 
 Shared by the planning policy (:class:`caftm.control.planner.Planner`, over a forecast, re-solved
 as the job goes) and the offline optimum (:mod:`caftm.sim.optimum`, over the true future from the
@@ -297,7 +297,7 @@ class PlanningProblem:
         width = hi - lo + 1
         best = np.full((rows, *future.shape[:-1], width), np.inf, dtype=future.dtype)
         k_max = min(run.shape[1] - 1, hi)
-        cr = c[None] * run[:, None, None, :].astype(future.dtype)  # (rows, jobs, sites, k)
+        cr = _times(c, run, future.dtype)  # (rows, jobs, sites, k)
         for k in range(k_max + 1):
             first = max(lo, k)  # r from first to hi draws on future[r - k]
             if first > hi:
@@ -309,7 +309,7 @@ class PlanningProblem:
             )
         first, last = max(1, lo), min(k_max, hi)
         if first <= last:
-            ce = c[None] * end[:, None, None, first : last + 1].astype(future.dtype)
+            ce = _times(c, end[:, first : last + 1], future.dtype)
             np.minimum(
                 best[..., first - lo : last - lo + 1], ce, out=best[..., first - lo : last - lo + 1]
             )
@@ -392,3 +392,11 @@ class PlanningProblem:
             site, left = dest, left - k
             start_s += span
         return tuple(steps)
+
+
+def _times(c: FloatArray, energy: FloatArray, dtype: type) -> FloatArray:
+    """``c × energy`` as ``(rows, jobs, sites, k)``, inf where the energy is (even at c = 0)."""
+    finite = np.isfinite(energy)
+    product = c[None] * np.where(finite, energy, 0.0)[:, None, None, :].astype(dtype)
+    out: FloatArray = np.where(finite[:, None, None, :], product, np.inf).astype(dtype)
+    return out
