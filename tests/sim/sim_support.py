@@ -10,6 +10,7 @@ import numpy as np
 from tests.control.conftest import T0_S, FakeClock, synthetic_source
 
 from caftm.control import Controller, Hooks, Policy, ThresholdSpec
+from caftm.ledger import Ledger
 from caftm.records import Event
 from caftm.signals.base import IntensitySource
 from caftm.signals.refresher import IntensityRefresher
@@ -53,6 +54,7 @@ def drive_controller(
     step_s: float = 3600.0,
     start_s: float = T0_S,
     total_steps: int | None = None,
+    ledger: Ledger | None = None,
 ) -> list[Decision]:
     """Run a live Controller (no GPU optimiser) over ``source`` with an accelerated fake clock:
     one poll and one ``step()`` per trace step; a move lets ``downtime_s`` pass, a pause jumps
@@ -82,6 +84,7 @@ def drive_controller(
         simulated=True,
         total_steps=total_steps,
         step_time_s=step_s if total_steps is not None else None,
+        ledger=ledger,
     )
     controller.start(run_refresher_thread=False)
     end_s = start_s + hours * 3600.0

@@ -144,6 +144,7 @@ class Controller:
         self._checkpoint_ok: bool | None = None
         self._step_time_s: float | None = step_time_s
         self._curve: tuple[object, GpuCurve | None] | None = None
+        self._plan_recorded: object = None
         self._windows_seen = 0
         refresher.add_listener(self._on_refresh)
 
@@ -415,6 +416,7 @@ class Controller:
             obs = self._observe(now)
             step = self.policy.decide(self._ctx, obs)
             self._apply(step, obs)
+            self._record_plan(now)
             if not step.changed and not step.actions:
                 return
             now = self._clock()
@@ -527,6 +529,20 @@ class Controller:
         self._windows.write("event", lambda ledger, run_id: ledger.record_event(run_id, event))
         if self.hooks.on_event is not None:
             self.hooks.on_event(event)
+
+    def _record_plan(self, now: float) -> None:
+        """Store the planner's plan in the ledger whenever it makes a new one."""
+        current = getattr(self.policy, "current", None)
+        if current is None or current is self._plan_recorded:
+            return
+        self._plan_recorded = current
+        from caftm.control.planner import plan_record
+
+        unit = "W" if self.knob is KnobKind.POWER else "MHz"
+        record = plan_record(current, deadline_s=self.policy.rules.deadline_s, unit=unit)
+        self._windows.write(
+            "plan", lambda ledger, run_id: ledger.record_plan(run_id, utc_from_s(now), record)
+        )
 
     # -- actions ---------------------------------------------------------------------------------
     def _run_actions(self, actions: tuple[object, ...], now: float) -> None:

@@ -26,6 +26,7 @@ Units: s, W, gCO2eq/kWh, g.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -393,3 +394,28 @@ def describe(slots: tuple[PlannedSlot, ...] | list[PlannedSlot], *, unit: str = 
             parts.append(f"run at {how} in {s.site} until {end}")
         i = j + 1
     return "plans to " + ", then ".join(parts)
+
+
+#: Format version of :func:`plan_record` (the ledger's ``plans.plan_json``).
+PLAN_RECORD_VERSION = 1
+
+
+def plan_record(intent: Intent, *, deadline_s: float | None, unit: str) -> dict[str, object]:
+    """The plan as the ledger keeps it (format :data:`PLAN_RECORD_VERSION`): what it does now,
+    its next slots (POSIX s, site, ``run``/``wait``/``move``, GPU setting in ``unit``, full-clock
+    work s), the deadline, and one line for people (:func:`describe`)."""
+    return {
+        "v": PLAN_RECORD_VERSION,
+        "now": intent.kind,
+        "reason": intent.reason,
+        "deadline_s": deadline_s,
+        "unit": unit,
+        "slots": [s.to_dict() for s in intent.steps],
+        "summary": describe(intent.steps, unit=unit) if intent.steps else intent.reason,
+    }
+
+
+def describe_record(record: Mapping[str, object]) -> str:
+    """The one line of a stored plan (any format version this caftm knows)."""
+    summary = record.get("summary")
+    return str(summary) if summary else "no plan"
