@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 
@@ -120,8 +120,8 @@ class Planner(Policy):
         default_deadline_factor: the default deadline's multiple of the expected length.
     """
 
-    name = "planner"
-    uses_forecast = True
+    name: ClassVar[str] = "planner"
+    uses_forecast: ClassVar[bool] = True
 
     def __init__(
         self,

@@ -245,7 +245,7 @@ class PlanningProblem:
 
     # -- solving -----------------------------------------------------------------------------------
     def values(
-        self, ci: FloatArray, work_units: int, *, dtype: type = np.float64, keep: bool = True
+        self, ci: FloatArray, work_units: int, *, dtype: npt.DTypeLike = np.float64, keep: bool = True
     ) -> list[FloatArray]:
         """Backward values: ``V[h][job, site, r]`` = least carbon (g) to finish ``r`` units from
         the start of slot ``h`` at ``site`` (before deciding on a move). ``ci``: (jobs, slots,
@@ -259,18 +259,18 @@ class PlanningProblem:
         caps = [self.tables(span).run.size - 1 for span in self.spans_s]
         before = np.concatenate([[0], np.cumsum(caps)])  # units doable before slot h
         after = before[-1] - before  # units doable from slot h on (no move)
-        nxt = np.full((n_jobs, n_sites, r_max + 1), inf, dtype=dtype)
+        nxt: FloatArray = np.full((n_jobs, n_sites, r_max + 1), inf, dtype=dtype)
         nxt[:, :, 0] = 0.0
         out = [nxt]
-        move_kwh = dtype(self.move_kwh)
+        move_kwh = np.asarray(self.move_kwh, dtype=dtype)
         for h in range(n - 1, -1, -1):
             t = self.tables(self.spans_s[h])
             # only what is left of the work reachable from the start and able to finish matters
             lo = max(0, r_max - int(before[h]))
             hi = min(r_max, int(after[h]))
-            value = np.full((n_jobs, n_sites, r_max + 1), inf, dtype=dtype)
+            value: FloatArray = np.full((n_jobs, n_sites, r_max + 1), inf, dtype=dtype)
             if lo <= hi:
-                c = ci[:, h, :].astype(dtype)[:, :, None]  # (jobs, sites, 1)
+                c: FloatArray = ci[:, h, :].astype(dtype)[:, :, None]  # (jobs, sites, 1)
                 future = nxt.copy()
                 future[:, :, 0] = inf  # reaching 0 is a finishing slot, costed by ``end``
                 both = self._best_in_slot(future, c, t.runs, t.ends, lo, hi)
@@ -322,7 +322,7 @@ class PlanningProblem:
         work_units: int,
         *,
         plans: bool = False,
-        dtype: type = np.float64,
+        dtype: npt.DTypeLike = np.float64,
         max_steps: int | None = None,
     ) -> PlanResult:
         """Least carbon (and, with ``plans``, each job's plan) starting at ``start_row`` at the
@@ -394,7 +394,7 @@ class PlanningProblem:
         return tuple(steps)
 
 
-def _times(c: FloatArray, energy: FloatArray, dtype: type) -> FloatArray:
+def _times(c: FloatArray, energy: FloatArray, dtype: npt.DTypeLike) -> FloatArray:
     """``c × energy`` as ``(rows, jobs, sites, k)``, inf where the energy is (even at c = 0)."""
     finite = np.isfinite(energy)
     product = c[None] * np.where(finite, energy, 0.0)[:, None, None, :].astype(dtype)
