@@ -71,7 +71,9 @@ class Intent:
     until_s: float
     reason: str
     steps: tuple[PlannedSlot, ...] = ()
+    #: when this intent hands over to ``then`` (the second phase of the slot; inf: none)
     stop_s: float = math.inf
+    then: Intent | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,25 +249,11 @@ class Planner(Policy):
             cached_key, cached = self._cache
             if cached_key == key:
                 return cached
-            done = cached.steps[0].work_s / unit_s if cached.steps else 0.0
-            if (
-                cached.kind == "run"
-                and cached_key[:1] + cached_key[2:] == key[:1] + key[2:]
-                and cached_key[1] == units + round(done)  # the slot's planned work is done
-                and obs.now_s >= cached.stop_s - 1e-6
-            ):
-                until = cached.steps[0].end_s
-                when = utc_from_s(until).strftime("%H:%M UTC")
-                rest = Intent(
-                    "wait",
-                    ctx.site,
-                    None,
-                    until,
-                    f"plan: hour's work done; wait until {when}",
-                    cached.steps,
-                )
-                self._cache = (key, rest)
-                return rest
+            same_slot = cached_key[:1] + cached_key[2:] == key[:1] + key[2:]
+            if same_slot and cached.then is not None and obs.now_s >= cached.stop_s - 1e-6:
+                then = replace(cached.then, steps=cached.steps)
+                self._cache = (key, then)
+                return then
         problem = self._problem(curve, spans, downtime)
         if units > problem.capacity_units():
             return replace(full_clock, reason="behind the plan: full clock here")
@@ -350,14 +338,23 @@ def _first(
         when = utc_from_s(until).strftime("%H:%M UTC")
         return Intent("wait", site, None, until, f"plan: wait here until {when}")
     setting = _setting_of(curve, step.setting_row)
-    row = 0 if step.setting_row is None else step.setting_row
-    # the slot's planned work at that setting, then a re-plan (a wait, mostly): the job does no
-    # more than the plan's whole units, so its cost is the plan's (never below the optimum's)
-    stop_s = slots[0].start_s + slots[0].work_s / curve.speed[row]
-    if stop_s >= slots[0].end_s - 1.0:
-        stop_s = math.inf
     reason = f"plan: run here, {_setting_reason(setting)}"
-    return Intent("run", site, setting, slots[0].end_s, reason, stop_s=stop_s)
+    end_s = slots[0].end_s
+    if len(step.phases) < 2:
+        return Intent("run", site, setting, end_s, reason)
+    # the hull's mix, exactly: the faster setting for its share of the slot, then the slower one
+    # (or rest): the slot does the plan's whole units, as the solver costs them
+    stop_s = slots[0].start_s + step.phases[0][1] * step.span_s
+    slow = step.phases[1][0]
+    if slow is None:
+        when = utc_from_s(end_s).strftime("%H:%M UTC")
+        then = Intent("wait", site, None, end_s, f"plan: this hour's work done; wait until {when}")
+    else:
+        slow_setting = _setting_of(curve, slow)
+        then = Intent(
+            "run", site, slow_setting, end_s, f"plan: run here, {_setting_reason(slow_setting)}"
+        )
+    return Intent("run", site, setting, end_s, reason, stop_s=stop_s, then=then)
 
 
 def _setting_reason(setting: float | None) -> str:

@@ -113,17 +113,23 @@ class GpuCurve:
                 )
         return xs, ys, np.array(rows, dtype=np.int64)
 
-    def setting_row_for(self, rate: float) -> int | None:
-        """The setting to run at to do ``rate`` (work s per wall s): the slowest hull setting at
-        least that fast (None: rate 0, nothing to run). Running it for the whole slot does at least
-        the planned work (a job ahead of plan re-plans with less left)."""
+    def phases(self, rate: float, *, finishing: bool) -> tuple[tuple[int | None, float], ...]:
+        """How to do ``rate`` (work s per wall s) at the hull's least energy: (setting row, share
+        of the slot) for each phase, the faster first; a row of None is rest (waiting). Two
+        neighbouring hull vertices mix (no rest unless the rate is below the slowest efficient
+        setting); a finishing slot runs its one setting until the work is done."""
         if rate <= 1e-12:
-            return None
-        xs, _, rows = self.hull(finishing=False)
-        for x, row in zip(xs.tolist(), rows.tolist(), strict=True):
-            if row >= 0 and x >= rate - 1e-9:
-                return int(row)
-        return int(np.argmax(self.speed))
+            return ((None, 1.0),)
+        xs, _, rows = self.hull(finishing=finishing)
+        top = int(np.searchsorted(xs, rate - 1e-9))  # first vertex at least as fast
+        top = min(top, xs.size - 1)
+        fast = int(rows[top]) if rows[top] >= 0 else int(np.argmax(self.speed))
+        if finishing or top == 0 or xs[top] <= rate + 1e-9:
+            return ((fast, 1.0),)
+        low = float(xs[top - 1])
+        share = (rate - low) / (float(xs[top]) - low)
+        slow = None if rows[top - 1] < 0 else int(rows[top - 1])
+        return ((fast, share), (slow, 1.0 - share))
 
 
 def slot_energy_j(
@@ -149,7 +155,8 @@ class PlanStep:
     """One slot of a plan (times from the plan's start, s; carbon as the intensities given, g).
 
     ``units`` of progress at ``site`` (0: wait there); ``moved``: the slot starts with a move to it;
-    ``setting_row``: the GPU setting that does it (None: waiting, nothing to run).
+    ``setting_row``: the GPU setting that does it (None: waiting, nothing to run); ``phases``:
+    the settings that do it exactly (row or None for rest, share of the slot after any move).
     """
 
     slot: int
@@ -160,6 +167,7 @@ class PlanStep:
     units: int
     setting_row: int | None
     carbon_g: float
+    phases: tuple[tuple[int | None, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -245,7 +253,12 @@ class PlanningProblem:
 
     # -- solving -----------------------------------------------------------------------------------
     def values(
-        self, ci: FloatArray, work_units: int, *, dtype: npt.DTypeLike = np.float64, keep: bool = True
+        self,
+        ci: FloatArray,
+        work_units: int,
+        *,
+        dtype: npt.DTypeLike = np.float64,
+        keep: bool = True,
     ) -> list[FloatArray]:
         """Backward values: ``V[h][job, site, r]`` = least carbon (g) to finish ``r`` units from
         the start of slot ``h`` at ``site`` (before deciding on a move). ``ci``: (jobs, slots,
@@ -387,8 +400,10 @@ class PlanningProblem:
             _, dest, moved, k, carbon_g = best
             span_run = max(0.0, span - self.move_downtime_s) if moved else span
             rate = k * self.unit_s / span_run if span_run > 0 else 0.0
-            row = self.curve.setting_row_for(rate)
-            steps.append(PlanStep(h, start_s, span, dest, moved, k, row, float(carbon_g)))
+            phases = self.curve.phases(rate, finishing=k == left)
+            steps.append(
+                PlanStep(h, start_s, span, dest, moved, k, phases[0][0], float(carbon_g), phases)
+            )
             site, left = dest, left - k
             start_s += span
         return tuple(steps)
