@@ -8,9 +8,10 @@ transition and actions (Suspend → Migration → move or pause; ``ApplySetting`
 re-plans when the hour (hence the forecast), the site or the progress changes (receding horizon).
 
 * **Deadline.** ``rules.deadline_s``; without one, a default of :data:`DEFAULT_DEADLINE_FACTOR`
-  (1.1) × the job's expected length at full clock from its first decision. Inside the deadline
-  time costs nothing: only carbon is minimised, so every choice is unchanged when all intensities
-  are scaled by one factor (no absolute g/kWh anywhere).
+  (1.1) × the job's expected length at full clock from its first decision. A job of unknown
+  length (no ``total_steps``) is planned over a sliding window of ``rules.horizon_s`` of work.
+  Inside the deadline time costs nothing: only carbon is minimised, so every choice is unchanged
+  when all intensities are scaled by one factor (no absolute g/kWh anywhere).
 * **Forecasts.** Each site's hourly forecast (:class:`~caftm.control.states.SiteOutlook`); past its
   end the forecast's last day repeats; without one the current intensity holds (flat).
 * **Robust to forecast error.** Progress is real, only the intensities are forecast, so a re-plan
@@ -221,10 +222,14 @@ class Planner(Policy):
         stay the same)."""
         curve = obs.gpu_curve or GpuCurve.flat(obs.power_w, obs.idle_power_w)
         if obs.remaining_work_s is None:
-            return Intent("run", ctx.site, None, math.inf, "job length unknown: no plan")
-        full_work_s = obs.remaining_work_s * curve.speed[_row_of(curve, ctx.setting)]
-        deadline = self.deadline_s(obs, full_work_s)
-        if not self._checked:  # bad input, said once at the job's first decision
+            # length unknown: plan a window of ``rules.horizon_s`` of work with the default
+            # deadline factor, sliding with the job (moves and clock; short waits only)
+            full_work_s = self.rules.horizon_s
+            deadline = obs.now_s + self.default_deadline_factor * full_work_s
+        else:
+            full_work_s = obs.remaining_work_s * curve.speed[_row_of(curve, ctx.setting)]
+            deadline = self.deadline_s(obs, full_work_s)
+        if not self._checked and obs.remaining_work_s is not None:  # bad input, said once
             self._checked = True
             if obs.now_s + full_work_s / max(curve.speed) > deadline + 1e-6:
                 raise ConfigError(
@@ -244,7 +249,7 @@ class Planner(Policy):
         hour = math.floor(obs.now_s / SLOT_S)
         spans = _spans(obs.now_s, deadline)
         ci = np.array([hourly_intensities(o, len(spans)) for o in outlooks]).T  # (slots, sites)
-        key = (ctx.site, units, hour, deadline, ci.tobytes(), curve)
+        key = (ctx.site, units, hour, math.floor(deadline / SLOT_S), ci.tobytes(), curve)
         if self._cache is not None:
             cached_key, cached = self._cache
             if cached_key == key:
