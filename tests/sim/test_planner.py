@@ -4,7 +4,6 @@ an impossible deadline is one clear error."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 
 import numpy as np
@@ -17,6 +16,7 @@ from caftm.control.planner import Planner, describe
 from caftm.errors import ConfigError
 from caftm.signals.traces import TraceSource
 from caftm.sim import SPECS, GpuProfile, MoveModel, SimJob, SiteTraces, simulate_job, solve
+from caftm.sim.optimum import slots_needed
 from caftm.sim.policy_specs import DEFAULT_POLICY
 
 GPU = GpuProfile.simulated("gpt")
@@ -27,7 +27,7 @@ def _optimum(
     traces: SiteTraces, job: SimJob, gpu: GpuProfile
 ) -> tuple[float, list[int], dict[int, int]]:
     """The optimum's carbon, its plan's site per slot, and the site of each slot it trains in."""
-    slots = math.floor((job.deadline_s - job.start_s) / traces.step_s + 1e-9)
+    slots = slots_needed(job.deadline_s - job.start_s, traces.step_s)
     col = traces.column(job.start_s)
     ci = traces.values[:, col : col + slots].T[None]
     result = solve(
@@ -74,11 +74,14 @@ def _sites_per_hour(result, job: SimJob, traces: SiteTraces) -> dict[int, int]: 
     return out
 
 
-@pytest.mark.parametrize("start_h", [0, 7, 30])
-def test_a_perfect_forecast_over_the_whole_horizon_gives_the_optimum(start_h: int) -> None:
-    # a 12 h job at 1.5×: its 18 h fit in the 24 h perfect forecast, so the planner sees all
+@pytest.mark.parametrize(("start_h", "factor"), [(0, 1.5), (7, 1.5), (30, 1.5), (7, 1.1)])
+def test_a_perfect_forecast_over_the_whole_horizon_gives_the_optimum(
+    start_h: int, factor: float
+) -> None:
+    # a 12 h job at 1.5× (1.1×: a deadline part-way through an hour): its 18 h fit in the 24 h
+    # perfect forecast, so the planner sees all
     traces = SiteTraces(wavy_sites(hours=96), {s: s for s in ("A", "B", "C")})
-    job = SimJob(12.0, "A", T0_S + start_h * 3600.0)
+    job = SimJob(12.0, "A", T0_S + start_h * 3600.0, deadline_factor=factor)
     fixed = GPU.default_only()  # one setting: the plan's slot work is carried out exactly
     best, _, trains = _optimum(traces, job, fixed)
     _, result = _simulate("planner-oracle", traces, job, tune_gpu=False)

@@ -67,14 +67,27 @@ def problem(
     move_downtime_s: float,
     units_per_slot: int = UNITS_PER_SLOT,
 ) -> PlanningProblem:
-    """The planning problem of a job starting on the grid with ``deadline_s`` of whole slots."""
-    slots = math.floor(deadline_s / slot_s + 1e-9)
+    """The planning problem of a job starting on the grid: whole slots up to the deadline, and
+    the part of a slot before it (as the planner sees a deadline part-way through an hour)."""
     return PlanningProblem(
         gpu.curve(gpus),
-        [slot_s] * max(1, slots),
+        spans_to(deadline_s, slot_s),
         unit_s=slot_s / units_per_slot,
         move_downtime_s=move_downtime_s,
     )
+
+
+def spans_to(deadline_s: float, slot_s: float) -> list[float]:
+    """Slot lengths from a start on the grid to ``deadline_s`` later (the last may be partial)."""
+    whole = math.floor(deadline_s / slot_s + 1e-9)
+    rest = deadline_s - whole * slot_s
+    spans = [slot_s] * whole + ([rest] if rest > 1e-6 else [])
+    return spans or [0.0]
+
+
+def slots_needed(deadline_s: float, slot_s: float) -> int:
+    """Slots of intensity a job with ``deadline_s`` needs (its last may be partial)."""
+    return len(spans_to(deadline_s, slot_s))
 
 
 def solve(
@@ -96,10 +109,10 @@ def solve(
 
     Args:
         ci: ``(jobs, slots, sites)`` intensity per job, slot and site, gCO2eq/kWh (slot 0 is the
-            job's first slot; at least ``deadline_s / slot_s`` slots).
+            job's first slot; at least :func:`slots_needed` slots).
         start_row: the site every job starts at.
         work_s: full-clock wall time of the work, s (rounded down to whole progress units).
-        deadline_s: time allowed from the start, s (whole slots).
+        deadline_s: time allowed from the start, s (a partial last slot counts).
         chunk_jobs: jobs solved together (small blocks stay in the CPU cache).
         plans: also read every job's plan (and its finishing slot).
 
@@ -107,13 +120,11 @@ def solve(
         ConfigError: too few slots of intensity for the deadline, or no way to finish in time.
     """
     ci = np.asarray(ci, dtype=float)
-    slots = math.floor(deadline_s / slot_s + 1e-9)
+    slots = slots_needed(deadline_s, slot_s)
     if slots > ci.shape[1]:
         raise ConfigError(f"optimum needs {slots} slots of intensity, got {ci.shape[1]}")
     unit_s = slot_s / units_per_slot
     total = math.floor(work_s / unit_s + 1e-9)
-    if total > slots * units_per_slot:
-        raise ConfigError("the job cannot finish before its deadline even at full clock")
     solver = problem(
         gpu,
         gpus=gpus,
@@ -122,6 +133,8 @@ def solve(
         move_downtime_s=move_downtime_s,
         units_per_slot=units_per_slot,
     )
+    if total > solver.capacity_units():
+        raise ConfigError("the job cannot finish before its deadline even at full clock")
     # float32 halves the memory traffic of many jobs (~1e-7 relative rounding); plans read float64
     dtype = np.float64 if plans else np.float32
     parts = [
@@ -152,10 +165,10 @@ def brute_force(
     """The same optimum by enumerating every sequence of (site, work) choices — for tests only
     (exponential: a handful of slots and sites). ``ci``: ``(slots, sites)``."""
     ci = np.asarray(ci, dtype=float)
-    slots = math.floor(deadline_s / slot_s + 1e-9)
+    spans = spans_to(deadline_s, slot_s)
+    slots = len(spans)
     unit_s = slot_s / units_per_slot
     total = math.floor(work_s / unit_s + 1e-9)
-    moved_slot_s = max(0.0, slot_s - move_downtime_s)
     to_g = 1.0 / J_PER_KWH
 
     def energy_g(units: int, span_s: float, finishing: bool) -> float:
@@ -171,7 +184,7 @@ def brute_force(
             return
         for dest in range(ci.shape[1]):
             moved = dest != site
-            span = moved_slot_s if moved else slot_s
+            span = max(0.0, spans[h] - move_downtime_s) if moved else spans[h]
             cost = ci[h, site] * move_g if moved else 0.0
             for units in range(total - progress + 1):
                 end = progress + units == total
