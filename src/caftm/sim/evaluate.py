@@ -35,7 +35,7 @@ from caftm.errors import ConfigError
 from caftm.sim.engine import JobResult, simulate_job
 from caftm.sim.gpu_profile import GpuProfile
 from caftm.sim.job import MoveModel, SimJob
-from caftm.sim.optimum import solve
+from caftm.sim.optimum import slots_needed, solve
 from caftm.sim.policy_specs import PolicySpec
 from caftm.sim.site_traces import SiteTraces
 
@@ -324,7 +324,7 @@ def optimum_carbon(
     traces = scenario.traces
     work_s = shape.gpu_hours * HOUR_S / shape.gpus
     deadline_s = shape.deadline_factor * work_s
-    slots = math.floor(deadline_s / traces.step_s + 1e-9)
+    slots = slots_needed(deadline_s, traces.step_s)  # a partial last slot counts
     cols = []
     for t in starts:
         offset = (t - traces.start_s) / traces.step_s
