@@ -12,6 +12,8 @@ from tests.control.conftest import T0_S
 from tests.sim.sim_support import drive_controller, wavy_sites
 
 from caftm.control import Rules
+from caftm.dashboard.model import Board
+from caftm.ledger.feed import Scope
 from caftm.control.planner import PLAN_RECORD_VERSION, Planner
 from caftm.ledger import JobBook, Ledger
 from caftm.sim import SPECS, GpuProfile, MoveModel
@@ -58,3 +60,10 @@ def test_the_plan_is_recorded_and_caftm_status_shows_it(
     )
     assert done.returncode == 0, done.stderr
     assert f"plan: {summary}" in " ".join(done.stdout.split()), done.stdout
+    board = Board(db)
+    try:
+        _, view = board.view(Scope.of_job("j"))
+    finally:
+        board.close()
+    assert view["plan"]["summary"] == summary, "the dashboard shows the newest plan"
+    assert view["plan"]["deadline"].endswith(" UTC")

@@ -70,6 +70,7 @@ class Watch:
         self._gaps = WindowGaps()
         self._origin: datetime | None = None  # the first window's start
         self._outlook: tuple[int, list[dict[str, Any]]] | None = None
+        self.plan: dict[str, Any] | None = None  # a planning policy's newest recorded plan
         threading.Thread(target=self.prepare, daemon=True, name="caftm-prepare").start()
 
     def refresh(self) -> bool:
@@ -113,7 +114,23 @@ class Watch:
         if events:
             self.events.extend(events)
             self._event_id = events[-1].id
-        return bool(rows or events)
+        plan = self._latest_plan()
+        changed_plan = plan != self.plan
+        self.plan = plan
+        return bool(rows or events or changed_plan)
+
+    def _latest_plan(self) -> dict[str, Any] | None:
+        """The newest plan recorded for the job (or run), as the page shows it."""
+        ledger = self.board.ledger
+        if self.scope.job is not None:
+            record = ledger.latest_plan(job=self.scope.job)
+        else:
+            record = ledger.latest_plan(run_id=self.scope.run_id)
+        if record is None:
+            return None
+        deadline = record.get("deadline_s")
+        due = None if deadline is None else datetime.fromtimestamp(float(deadline), UTC)
+        return {"summary": str(record.get("summary") or "no plan"), "deadline": utc_text(due)}
 
     def prepare(self) -> None:
         """Load the intensity source for the job's sites and year (the embedded profiles take
@@ -144,7 +161,7 @@ class Watch:
     def fingerprint(self) -> str:
         """A short digest of everything the view is made of: equal digests, equal views (the
         page's ETag; a finished job keeps its digest while other jobs write)."""
-        parts: list[object] = [self._window_id, self._event_id, self.baseline()]
+        parts: list[object] = [self._window_id, self._event_id, self.baseline(), self.plan]
         if self.scope.job is not None:
             job = self.board.book.get(self.scope.job)
             parts += [job.updated_at.isoformat(), job.status.value, job.site, job.message]
@@ -253,7 +270,7 @@ class Watch:
             "move_marks": move_marks,
             "pause_marks": pause_marks,
             "outlook": self.outlook(now) if now is not None else [],
-            "plan": None,  # a planning policy's current plan, once the ledger records one
+            "plan": self.plan,  # a planning policy's newest plan (None: no plan recorded)
             "events": [
                 {
                     "id": e.id,

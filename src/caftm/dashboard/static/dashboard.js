@@ -373,7 +373,9 @@ function render(v) {
   $("method").textContent = "Carbon-agnostic run (the card): " + v.totals.agnostic_method +
     ". The dashed line: the estimate, on the times of a run without pauses or moves.";
   $("plan").hidden = !v.plan;
-  $("plan-text").textContent = v.plan ? JSON.stringify(v.plan) : "";
+  $("plan-text").textContent = v.plan
+    ? v.plan.summary + (v.plan.deadline ? ` (deadline ${v.plan.deadline})` : "")
+    : "";
   outlookChart(v); pathChart(v); gpuChart(v); carbonChart(v);
   renderEvents(v);
 }
