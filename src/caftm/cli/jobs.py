@@ -26,11 +26,16 @@ from caftm.ledger import (
     Ledger,
     TransferStatus,
     default_ledger_path,
+    ledger_location,
+    ledger_missing,
 )
 
 DbOption = Annotated[
-    Path | None,
-    typer.Option("--db", help="Ledger file (default: $CAFTM_LEDGER or ~/.local/share/caftm)."),
+    str | None,
+    typer.Option(
+        "--db",
+        help="Ledger file or postgresql:// URL (default: $CAFTM_LEDGER or ~/.local/share/caftm).",
+    ),
 ]
 JobFile = Annotated[Path, typer.Argument(help="The job's YAML (see examples/job.yaml).")]
 
@@ -147,9 +152,9 @@ def validate_command(job_file: JobFile) -> None:
         console.print(line, highlight=False)
 
 
-def _open(db: Path | None, *, read_only: bool = False) -> Ledger:
-    path = db if db is not None else default_ledger_path()
-    if not path.exists():
+def _open(db: str | None, *, read_only: bool = False) -> Ledger:
+    path = ledger_location(db) if db is not None else default_ledger_path()
+    if ledger_missing(path):
         raise ConfigError(f"no ledger at {path}; `caftm run` creates it (or pass --db)")
     return Ledger(path, read_only=read_only)
 
@@ -164,7 +169,7 @@ def jobs_command(db: DbOption = None) -> None:
         ledger.reap_dead_runs()
         book = JobBook(ledger)
         book.reap_dead_legs()
-        table = Table(title=f"jobs in {ledger.path}")
+        table = Table(title=f"jobs in {ledger.shown}")
         for column in ("job", "status", "site", "leg", "step", "moves", "pauses", "updated (UTC)"):
             table.add_column(column)
         for job in book.jobs():

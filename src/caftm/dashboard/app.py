@@ -129,7 +129,7 @@ def build_app(
         except CaftmError as e:
             logger.warning("jobs list failed: %s", e)
             return JSONResponse({"error": str(e)}, 503)
-        return JSONResponse({"jobs": listed, "ledger": str(board.ledger.path), "poll_ms": poll_ms})
+        return JSONResponse({"jobs": listed, "ledger": board.ledger.shown, "poll_ms": poll_ms})
 
     def view(request: Request) -> Response:
         job, run = request.query_params.get("job"), request.query_params.get("run")

@@ -223,7 +223,7 @@ class JobBook:
             ConfigError: a job of this name exists already.
         """
         if self.find(name) is not None:
-            raise ConfigError(f"job {name!r} exists already in ledger {self.ledger.path}")
+            raise ConfigError(f"job {name!r} exists already in ledger {self.ledger.shown}")
         now = _iso(_now())
         self.ledger._write(
             f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES "
@@ -246,7 +246,7 @@ class JobBook:
         """
         job = self.find(name)
         if job is None:
-            raise ConfigError(f"no job {name!r} in ledger {self.ledger.path}; see `caftm jobs`")
+            raise ConfigError(f"no job {name!r} in ledger {self.ledger.shown}; see `caftm jobs`")
         return job
 
     def jobs(self) -> list[JobRecord]:
@@ -435,14 +435,13 @@ class JobBook:
     # -- transfers -----------------------------------------------------------------------------
     def record_transfer(self, record: TransferRecord) -> int:
         """Store one transfer (started, done or failed); returns its id."""
-        self.ledger._write(
+        rows = self.ledger._read_write(
             "INSERT INTO transfers (job, leg, time, src_site, dst_site, src_url, dst_url, step,"
-            " bytes, seconds, status, message) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            " bytes, seconds, status, message) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) RETURNING id",
             (record.job, record.leg, _iso(record.time), record.src_site, record.dst_site,
              record.src_url, record.dst_url, record.step, record.bytes, record.seconds,
              TransferStatus(record.status).value, record.message),
         )  # fmt: skip
-        rows = self.ledger._read("SELECT MAX(id) FROM transfers WHERE job = ?", (record.job,))
         return int(rows[0][0])
 
     def finish_transfer(

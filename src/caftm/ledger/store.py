@@ -1,4 +1,4 @@
-"""The run ledger: runs, measurement windows and controller events in one sqlite file (WAL).
+"""The run ledger: runs, measurement windows and controller events (a sqlite file, or PostgreSQL).
 
 Tables::
 
@@ -10,8 +10,9 @@ Tables::
 
 plus the job supervisor's ``jobs``, ``legs`` and ``transfers`` (see :mod:`caftm.ledger.jobs`;
 the schema and its migrations: :mod:`caftm.ledger.schema`). Times are ISO-8601 UTC strings.
-One :class:`Ledger` may be shared by threads (reads and writes on its one connection are
-serialised by a lock); the controller writes only on its slow path, never per step.
+One :class:`Ledger` may be shared by threads (sqlite: statements on its one connection are
+serialised by a lock; PostgreSQL: a pool of connections); the controller writes only on its slow
+path, never per step. Where the ledger lives: :mod:`caftm.ledger.backend`.
 ``Ledger(path, read_only=True)`` never writes (for viewers beside a running job).
 """
 
@@ -24,6 +25,7 @@ import socket
 import sqlite3
 import threading
 import uuid
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,15 +35,25 @@ from typing import Any
 from caftm._protocol_env import ENV_LEDGER
 from caftm._units import carbon_g
 from caftm.errors import ConfigError, LedgerError
-from caftm.ledger.schema import SCHEMA_VERSION, migrate, version
+from caftm.ledger.backend import (
+    BackendError,
+    Session,
+    is_url,
+    ledger_location,
+    open_backend,
+    shown,
+)
+from caftm.ledger.schema import SCHEMA_VERSION, is_foreign, migrate
+from caftm.ledger.sqlite import SqliteBackend
 from caftm.records import Event, RunStatus, State
 
 
-def default_ledger_path() -> Path:
-    """``$CAFTM_LEDGER``, else ``$XDG_DATA_HOME/caftm/ledger.sqlite`` (~/.local/share/...)."""
+def default_ledger_path() -> Path | str:
+    """``$CAFTM_LEDGER`` (a file or a ``postgresql://`` URL), else
+    ``$XDG_DATA_HOME/caftm/ledger.sqlite`` (~/.local/share/...)."""
     explicit = os.environ.get(ENV_LEDGER)
     if explicit:
-        return Path(explicit).expanduser()
+        return ledger_location(explicit)
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "caftm" / "ledger.sqlite"
 
@@ -168,90 +180,97 @@ def _num(value: float | None) -> float | None:
 
 
 class Ledger:
-    """A sqlite ledger file (created with its folder when missing).
+    """A ledger: a sqlite file (created with its folder when missing) or, for a
+    ``postgresql://`` URL, a PostgreSQL database (see :mod:`caftm.ledger.backend`).
 
     Raises:
-        ConfigError: the file cannot be opened or is not a caftm ledger.
+        ConfigError: the ledger cannot be opened or reached, or is not a caftm ledger.
     """
 
     def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
-        self.path = Path(path).expanduser()
+        location = ledger_location(path)
+        self.path: Path | str = location
+        """The file, or the URL (its password hidden: :attr:`shown`)."""
+        self.url = is_url(location)
         self.read_only = read_only
-        self._lock = threading.Lock()
-        if read_only:
-            self._open_read_only()
-            return
-        if self.path.is_dir():
-            raise ConfigError(
-                f"ledger {self.path} is a directory; give a file such as "
-                f"{self.path / 'ledger.sqlite'}"
-            )
+        self._backend = open_backend(location, read_only=read_only)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        except (OSError, sqlite3.Error) as e:
-            raise ConfigError(f"cannot open ledger {self.path}: {e}") from e
-        try:
-            self._check_foreign()
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA busy_timeout=10000")
-            self._db.execute("BEGIN IMMEDIATE")  # one process migrates at a time
-            try:
-                migrate(self._db)
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-        except (sqlite3.Error, ValueError) as e:
-            self._db.close()
-            raise ConfigError(f"cannot open ledger {self.path}: {e}") from e
+            if read_only:
+                found = self._backend.schema_version(self._backend)
+                self._refuse_foreign(self._backend)
+                if found > SCHEMA_VERSION:
+                    raise ConfigError(
+                        f"ledger {self.shown} was written by a newer caftm (schema {found})"
+                    )
+                return
+            self._refuse_foreign(self._backend)
+            self._backend.prepare()
+            with self._backend.transaction() as session:  # one process migrates at a time
+                migrate(self._backend, session)
+        except ConfigError:
+            self._backend.close()
+            raise
+        except (BackendError, ValueError) as e:
+            self._backend.close()
+            raise ConfigError(f"cannot open ledger {self.shown}: {e}") from e
 
-    def _open_read_only(self) -> None:
-        """Open without ever writing (no schema changes, no locks that stop a writer).
+    @property
+    def shown(self) -> str:
+        """The ledger's file or URL, fit to print (no password)."""
+        return shown(self.path)
+
+    @property
+    def dialect(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return self._backend.dialect
+
+    @property
+    def _lock(self) -> threading.Lock:
+        """The sqlite connection's lock (sqlite only)."""
+        return self._sqlite().lock
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        """The sqlite connection (sqlite only)."""
+        return self._sqlite().db
+
+    @_db.setter
+    def _db(self, db: sqlite3.Connection) -> None:
+        self._sqlite().db = db
+
+    def _sqlite(self) -> SqliteBackend:
+        if not isinstance(self._backend, SqliteBackend):
+            raise LedgerError(f"ledger {self.shown} is not a sqlite file")
+        return self._backend
+
+    def _refuse_foreign(self, session: Session) -> None:
+        """Refuse, before changing anything, a database that holds other tables than ours.
 
         Raises:
-            ConfigError: the file is missing, unreadable or of a newer schema.
+            ConfigError: it has tables but no caftm ``runs`` table.
         """
-        if not self.path.is_file():
-            raise ConfigError(f"no ledger at {self.path}")
-        try:
-            self._db = sqlite3.connect(
-                f"file:{self.path}?mode=ro", uri=True, check_same_thread=False
+        some = is_foreign(self._backend, session)
+        if some is not None:
+            what = "database" if self.url else "file"
+            raise ConfigError(
+                f"{self.shown} is not a caftm ledger (the {what} has tables {some}); "
+                "give another ledger with --db or CAFTM_LEDGER"
             )
-            self._db.execute("PRAGMA busy_timeout=10000")
-            found = version(self._db)
-            self._check_foreign()
-        except sqlite3.Error as e:
-            raise ConfigError(f"cannot open ledger {self.path}: {e}") from e
-        if found > SCHEMA_VERSION:
-            self._db.close()
-            raise ConfigError(f"ledger {self.path} was written by a newer caftm (schema {found})")
 
-    def _check_foreign(self) -> None:
-        """Refuse, before changing anything, a sqlite file that holds other tables than ours.
+    def schema_version(self) -> int:
+        """The ledger's schema version.
 
         Raises:
-            ConfigError: the file has tables but no caftm ``runs`` table.
+            LedgerError: the database failed.
         """
-        tables = {
-            r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")
-        }
-        if not tables:
-            return
-        columns = {r[1] for r in self._db.execute("PRAGMA table_info(runs)")}
-        if not {"run_id", "started_at", "status", "simulated"} <= columns:
-            self._db.close()
-            some = ", ".join(sorted(tables)[:5])
-            raise ConfigError(
-                f"{self.path} is not a caftm ledger (it has tables {some}); "
-                "give another file with --db or CAFTM_LEDGER"
-            )
+        try:
+            return self._backend.schema_version(self._backend)
+        except BackendError as e:
+            raise LedgerError(f"cannot read ledger {self.shown}: {e}") from e
 
     def close(self) -> None:
-        """Close the file."""
-        with self._lock:
-            self._db.close()
+        """Close the file or the connections."""
+        self._backend.close()
 
     def __enter__(self) -> Ledger:
         return self
@@ -265,30 +284,60 @@ class Ledger:
         self.close()
 
     def _write(self, sql: str, params: tuple[object, ...]) -> int:
-        """Run one statement under the connection's lock; returns how many rows it changed.
+        """Run one statement, committed; returns how many rows it changed.
 
         Raises:
-            LedgerError: sqlite failed (disk full, database locked or damaged).
+            LedgerError: the database failed (disk full, locked, damaged, unreachable).
         """
         if self.read_only:
-            raise LedgerError(f"ledger {self.path} was opened read-only")
-        with self._lock:
-            try:
-                return self._db.execute(sql, params).rowcount
-            except sqlite3.Error as e:
-                raise LedgerError(f"cannot write ledger {self.path}: {e}") from e
+            raise LedgerError(f"ledger {self.shown} was opened read-only")
+        try:
+            return self._backend.execute(sql, params)
+        except BackendError as e:
+            raise LedgerError(f"cannot write ledger {self.shown}: {e}") from e
 
-    def _read(self, sql: str, params: tuple[object, ...] = ()) -> list[Any]:
-        """All rows of a query, run and fetched under the connection's lock.
+    def _write_many(self, sql: str, rows: list[tuple[object, ...]]) -> None:
+        """Run one statement per row, committed together.
 
         Raises:
-            LedgerError: sqlite failed (database locked or damaged).
+            LedgerError: the database failed.
         """
-        with self._lock:
-            try:
-                return self._db.execute(sql, params).fetchall()
-            except sqlite3.Error as e:
-                raise LedgerError(f"cannot read ledger {self.path}: {e}") from e
+        if self.read_only:
+            raise LedgerError(f"ledger {self.shown} was opened read-only")
+        try:
+            self._backend.executemany(sql, rows)
+        except BackendError as e:
+            raise LedgerError(f"cannot write ledger {self.shown}: {e}") from e
+
+    def _read(self, sql: str, params: tuple[object, ...] = ()) -> list[Any]:
+        """All rows of a query.
+
+        Raises:
+            LedgerError: the database failed (locked, damaged, unreachable).
+        """
+        try:
+            return self._backend.query(sql, params)
+        except BackendError as e:
+            raise LedgerError(f"cannot read ledger {self.shown}: {e}") from e
+
+    def _read_write(self, sql: str, params: tuple[object, ...]) -> list[Any]:
+        """The rows of a statement that writes (``… RETURNING``), committed.
+
+        Raises:
+            LedgerError: the database failed.
+        """
+        if self.read_only:
+            raise LedgerError(f"ledger {self.shown} was opened read-only")
+        try:
+            return self._backend.query(sql, params)
+        except BackendError as e:
+            raise LedgerError(f"cannot write ledger {self.shown}: {e}") from e
+
+    def _transaction(self) -> AbstractContextManager[Session]:
+        """A transaction no other writer interleaves with (BackendError inside it)."""
+        if self.read_only:
+            raise LedgerError(f"ledger {self.shown} was opened read-only")
+        return self._backend.transaction()
 
     # -- writing ------------------------------------------------------------------------------
     def start_run(
@@ -434,8 +483,8 @@ class Ledger:
         if len(ids) == 1:
             return str(ids[0])
         if not ids:
-            raise ConfigError(f"no run {run!r} in ledger {self.path}; see `caftm runs`")
-        raise ConfigError(f"run id {run!r} is ambiguous in {self.path}: {', '.join(ids[:5])}")
+            raise ConfigError(f"no run {run!r} in ledger {self.shown}; see `caftm runs`")
+        raise ConfigError(f"run id {run!r} is ambiguous in {self.shown}: {', '.join(ids[:5])}")
 
     def events(self, run_id: str) -> list[EventRecord]:
         """The run's events, oldest first."""
