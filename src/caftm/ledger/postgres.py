@@ -84,16 +84,21 @@ class PostgresBackend:
                 f"ledger {shown(url)} needs psycopg: pip install 'caftm[postgres]'"
             ) from e
         self._errors: tuple[type[BaseException], ...] = (psycopg.Error,)
-        options = "-c default_transaction_read_only=on" if read_only else ""
+        try:
+            given = psycopg.conninfo.conninfo_to_dict(url).get("options") or ""
+        except psycopg.Error as e:
+            raise ConfigError(f"ledger {shown(url)} is no PostgreSQL URL: {_first_line(e)}") from e
+        options = f"{given} -c default_transaction_read_only=on" if read_only else str(given)
+        kwargs = {"options": options.strip()} if options.strip() else {}
         try:  # one direct connection first: its error says why (refused, no such database)
-            psycopg.connect(url, connect_timeout=int(CONNECT_TIMEOUT_S), options=options).close()
+            psycopg.connect(url, connect_timeout=int(CONNECT_TIMEOUT_S), **kwargs).close()
         except psycopg.Error as e:
             raise ConfigError(f"cannot open ledger {shown(url)}: {_first_line(e)}") from e
         self.pool = ConnectionPool(
             url,
             min_size=1,
             max_size=POOL_SIZE,
-            kwargs={"autocommit": True, "options": options},
+            kwargs={"autocommit": True, **kwargs},
             configure=_configure,
             timeout=CONNECT_TIMEOUT_S,
             open=True,

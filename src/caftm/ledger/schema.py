@@ -93,7 +93,7 @@ MIGRATIONS: tuple[Migration, ...] = (
             ("runs", "host", "TEXT"),
         ),
         script=_V2_TABLES + ";CREATE INDEX IF NOT EXISTS runs_job ON runs(job, leg)",
-    ),  # fmt: skip
+    ),
     Migration(
         3, add_columns=(("jobs", "lease_owner", "TEXT"), ("jobs", "lease_expires_s", "REAL"))
     ),
