@@ -16,12 +16,11 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-
 from tests.postgres_support import SKIP_REASON as POSTGRES_SKIP
 from tests.postgres_support import PostgresServer, postgres_bin
 

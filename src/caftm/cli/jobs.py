@@ -54,6 +54,14 @@ def register(app: typer.Typer) -> None:
 def run_command(
     job_file: JobFile,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live progress line.")] = False,
+    standby: Annotated[
+        bool,
+        typer.Option(
+            "--standby",
+            help="If another supervisor runs the job, wait and take it over when its lease "
+            "expires (its host died) instead of refusing.",
+        ),
+    ] = False,
 ) -> None:
     """Run a job to its end: start, move, pause and restart its worker as caftm decides."""
     from caftm.jobs.supervisor import Supervisor
@@ -62,11 +70,13 @@ def run_command(
     spec = load_job(job_file)
     check_job(spec)
     if quiet or not console.is_terminal:
-        supervisor = Supervisor(spec)
+        supervisor = Supervisor(spec, standby=standby)
         job = _supervise(supervisor)
     else:
         with Live(Text(""), console=console, refresh_per_second=4, transient=True) as live:
-            supervisor = Supervisor(spec, on_update=lambda view: live.update(progress_line(view)))
+            supervisor = Supervisor(
+                spec, standby=standby, on_update=lambda view: live.update(progress_line(view))
+            )
             job = _supervise(supervisor)
     console.print(summary_table(JobBook(Ledger(spec.ledger_path)), job))
     if job.status is JobStatus.FAILED:

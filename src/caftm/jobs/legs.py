@@ -130,6 +130,7 @@ class LegRunner:
                 stop_sent_at = now
             if now >= next_cancel_check:  # one ledger read serves the cancel check and the view
                 next_cancel_check = now + CANCEL_POLL_S
+                sup.lease.check()  # another supervisor took the job: leave its worker alone
                 stored = sup.book.get(job.name)
                 if sup.on_update is not None:
                     sup.on_update(JobView(stored, sup.executor.status(ref), sup.clock()))

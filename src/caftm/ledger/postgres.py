@@ -89,7 +89,7 @@ class PostgresBackend:
         except psycopg.Error as e:
             raise ConfigError(f"ledger {shown(url)} is no PostgreSQL URL: {_first_line(e)}") from e
         options = f"{given} -c default_transaction_read_only=on" if read_only else str(given)
-        kwargs = {"options": options.strip()} if options.strip() else {}
+        kwargs: dict[str, Any] = {"options": options.strip()} if options.strip() else {}
         try:  # one direct connection first: its error says why (refused, no such database)
             psycopg.connect(url, connect_timeout=int(CONNECT_TIMEOUT_S), **kwargs).close()
         except psycopg.Error as e:
