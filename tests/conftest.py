@@ -2,9 +2,10 @@
 
 The suite expects ../shared/data, Chromium, PostgreSQL (Debian's package), Ray, SkyPilot, an S3
 server (moto), the framework extras and root (to mount a small tmpfs). Where one is missing the
-run fails at once with one line naming it, instead of turning green by skipping: a skip that hides a missing
-part is a test that did not run. Developers who lack a part set ``CAFTM_TESTS_ALLOW_SKIPS=1``:
-the tests that need it then skip, each with its reason (``-ra`` lists them).
+run fails at once with one line naming it, instead of turning green by skipping: a skip that
+hides a missing part is a test that did not run. Developers who lack a part set
+``CAFTM_TESTS_ALLOW_SKIPS=1``: the tests that need it then skip, each with its reason (``-ra``
+lists them).
 
 Skips that remain in a complete environment are those no CI machine can satisfy (a GPU; an
 unwritable folder for root) and a conformance check that does not apply to a source; they
