@@ -207,6 +207,7 @@ def test_writers_in_threads_and_two_openings_lose_nothing(ledger_location: str) 
         for t in threads:
             t.join()
         assert errors == []
+        one.flush()  # a server's ledger sends windows in batches: another opening sees them now
         counts = {r.run_id: r.windows for r in two.runs()}
         assert counts == {runs[0]: 40, runs[1]: 80}
 

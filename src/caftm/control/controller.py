@@ -237,8 +237,10 @@ class Controller:
 
     @property
     def ledger_records_lost(self) -> int:
-        """Ledger records lost to a failing ledger (disk full, locked) while training went on."""
-        return self._windows.unrecorded
+        """Ledger records lost to a failing ledger (disk full, locked; a server that never came
+        back) while training went on."""
+        dropped = 0 if self.ledger is None else self.ledger.dropped_records
+        return self._windows.unrecorded + dropped
 
     @property
     def energy_j(self) -> float:

@@ -19,6 +19,7 @@ path, never per step. Where the ledger lives: :mod:`caftm.ledger.backend`.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import socket
@@ -43,9 +44,12 @@ from caftm.ledger.backend import (
     open_backend,
     shown,
 )
+from caftm.ledger.batch import WriteBehind
 from caftm.ledger.schema import SCHEMA_VERSION, is_foreign, migrate
 from caftm.ledger.sqlite import SqliteBackend
 from caftm.records import Event, RunStatus, State
+
+log = logging.getLogger(__name__)
 
 
 def default_ledger_path() -> Path | str:
@@ -194,6 +198,7 @@ class Ledger:
         self.url = is_url(location)
         self.read_only = read_only
         self._backend = open_backend(location, read_only=read_only)
+        self._batch: WriteBehind | None = None
         try:
             if read_only:
                 found = self._backend.schema_version(self._backend)
@@ -207,6 +212,8 @@ class Ledger:
             self._backend.prepare()
             with self._backend.transaction() as session:  # one process migrates at a time
                 migrate(self._backend, session)
+            if self.url:  # a server: windows and events leave in batches (caftm.ledger.batch)
+                self._batch = WriteBehind(self._write_many)
         except ConfigError:
             self._backend.close()
             raise
@@ -268,9 +275,29 @@ class Ledger:
         except BackendError as e:
             raise LedgerError(f"cannot read ledger {self.shown}: {e}") from e
 
+    @property
+    def dropped_records(self) -> int:
+        """Windows and events a failing server never received (see :mod:`caftm.ledger.batch`)."""
+        return 0 if self._batch is None else self._batch.dropped
+
+    def flush(self) -> None:
+        """Write the windows and events still queued (a server's ledger batches them).
+
+        Raises:
+            LedgerError: the database failed (they stay queued).
+        """
+        if self._batch is not None and self._batch.pending:
+            self._batch.flush()
+
     def close(self) -> None:
-        """Close the file or the connections."""
-        self._backend.close()
+        """Write what is queued, then close the file or the connections."""
+        try:
+            if self._batch is not None:
+                self._batch.close()
+        except LedgerError as e:
+            log.warning("%d ledger records lost at close: %s", self._batch.dropped, e)  # type: ignore[union-attr]
+        finally:
+            self._backend.close()
 
     def __enter__(self) -> Ledger:
         return self
@@ -291,6 +318,7 @@ class Ledger:
         """
         if self.read_only:
             raise LedgerError(f"ledger {self.shown} was opened read-only")
+        self.flush()  # what this process wrote before stays before
         try:
             return self._backend.execute(sql, params)
         except BackendError as e:
@@ -315,6 +343,7 @@ class Ledger:
         Raises:
             LedgerError: the database failed (locked, damaged, unreachable).
         """
+        self.flush()  # a process reads what it wrote
         try:
             return self._backend.query(sql, params)
         except BackendError as e:
@@ -328,10 +357,22 @@ class Ledger:
         """
         if self.read_only:
             raise LedgerError(f"ledger {self.shown} was opened read-only")
+        self.flush()
         try:
             return self._backend.query(sql, params)
         except BackendError as e:
             raise LedgerError(f"cannot write ledger {self.shown}: {e}") from e
+
+    def _insert(self, sql: str, params: tuple[object, ...]) -> None:
+        """A measurement's row: queued where the ledger batches (a server), else written now.
+
+        Raises:
+            LedgerError: the database failed (sqlite), or the ledger is read-only.
+        """
+        if self._batch is None or self.read_only:
+            self._write(sql, params)
+        else:
+            self._batch.add(sql, params)
 
     def _transaction(self) -> AbstractContextManager[Session]:
         """A transaction no other writer interleaves with (BackendError inside it)."""
@@ -415,8 +456,8 @@ class Ledger:
         )
 
     def record_event(self, run_id: str, event: Event) -> None:
-        """Store one controller transition."""
-        self._write(
+        """Store one controller transition (queued on a server's ledger)."""
+        self._insert(
             "INSERT INTO events (run_id, time, from_state, to_state, reason, intensity_g_per_kwh,"
             " site, gpu_setting) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
@@ -445,10 +486,11 @@ class Ledger:
         site: str,
         phase: str,
     ) -> None:
-        """Store one measured window; its carbon is computed here (g)."""
+        """Store one measured window (queued on a server's ledger); its carbon is computed here
+        (g)."""
         energy, ci = _num(energy_j), _num(intensity_g_per_kwh)
         carbon = carbon_g(energy, ci) if energy is not None and ci is not None else None
-        self._write(
+        self._insert(
             "INSERT INTO windows (run_id, time, duration_s, steps, setting, knob, energy_j,"
             " intensity_g_per_kwh, carbon_g, site, phase) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             (run_id, _iso(time), duration_s, steps, setting, knob, energy, ci, carbon, site, phase),
