@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 import threading
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -266,3 +268,38 @@ class socket_free_port:  # a context manager used like a function
 
     def __exit__(self, *exc: object) -> None:
         self._sock.close()
+
+
+def test_windows_leave_in_batches_and_survive_dropped_connections(postgres_url: str) -> None:
+    import psycopg
+
+    with Ledger(postgres_url) as ledger, Ledger(postgres_url, read_only=True) as viewer:
+        run_id = _run(ledger)
+        started = time.perf_counter()
+        for i in range(200):
+            _window(ledger, run_id, i)
+        assert time.perf_counter() - started < 0.5  # queued: no round trip per window
+        wait_until(lambda: len(viewer.windows(run_id)) == 200)  # the writer thread sent them
+        with psycopg.connect(postgres_url, autocommit=True) as admin:  # the server drops us
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        for i in range(200, 300):
+            _window(ledger, run_id, i)
+        for _ in range(5):  # a batch that met a dead connection stays queued and goes again
+            try:
+                ledger.flush()
+                break
+            except LedgerError:
+                time.sleep(0.2)
+        assert ledger.dropped_records == 0
+        stored = ledger.windows(run_id)
+    assert [w.time for w in stored] == [T0 + timedelta(seconds=i) for i in range(300)]
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
