@@ -303,3 +303,33 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float = 30.0) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.05)
+
+
+def test_a_ray_job_with_a_sqlite_ledger_on_a_network_filesystem_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.jobs.jobs_support import write_job
+
+    import caftm.ledger.backend as backend
+    from caftm.jobs.spec import load_job
+    from caftm.jobs.validate import check_job
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    assert backend.network_filesystem(shared) is None  # this machine's own disk
+    table = tmp_path / "mounts"
+    table.write_text(
+        Path("/proc/mounts").read_text(encoding="utf-8")
+        + f"server:/export {shared} nfs4 rw,relatime 0 0\n",
+        encoding="utf-8",
+    )
+    monkeypatch.setattr(backend, "MOUNT_TABLE", table)  # the machine's table, plus an NFS mount
+    assert backend.network_filesystem(shared / "ledger.sqlite") == "nfs4"
+    assert backend.network_filesystem(tmp_path / "elsewhere") is None
+    job = {"executor": "ray", "ray": {"address": "http://127.0.0.1:1"}}
+    config = write_job(tmp_path, "nfs", job=job, ledger=str(shared / "ledger.sqlite"))
+    with pytest.raises(ConfigError, match=r"nfs4 filesystem.*use PostgreSQL") as caught:
+        check_job(load_job(config))
+    assert "\n" not in str(caught.value)
+    local = write_job(tmp_path, "local", ledger=str(shared / "ledger.sqlite"))
+    check_job(load_job(local))  # one machine: sqlite is fine wherever it is

@@ -30,6 +30,7 @@ __all__ = [
     "is_url",
     "ledger_location",
     "ledger_missing",
+    "network_filesystem",
     "open_backend",
     "shown",
 ]
@@ -123,6 +124,35 @@ def ledger_missing(location: Path | str) -> bool:
     """Whether ``location`` is a file that does not exist (a URL is never missing here: opening
     it says whether the server answers)."""
     return not is_url(location) and not Path(location).exists()
+
+
+_NETWORK_FILESYSTEMS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "ceph", "glusterfs",
+                        "lustre", "gpfs", "beegfs", "afs", "sshfs", "davfs")  # fmt: skip
+
+
+MOUNT_TABLE = Path("/proc/mounts")
+
+
+def network_filesystem(path: Path) -> str | None:
+    """The type of the network or FUSE filesystem holding ``path`` (``nfs4``, ``fuse.s3fs``…),
+    or None for a local one (or where the mount table :data:`MOUNT_TABLE` cannot be read)."""
+    try:
+        table = MOUNT_TABLE.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    target = str(path.expanduser().absolute())
+    best, kind = "", ""
+    for line in table:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = fields[1].replace("\\040", " ")
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, kind = point, fields[2]
+    if kind.startswith("fuse") or kind in _NETWORK_FILESYSTEMS:
+        return kind
+    return None
 
 
 def shown(location: str | Path) -> str:
