@@ -6,6 +6,8 @@ version  what it added
 0 / 1    ``runs``, ``windows``, ``events`` (sqlite ledgers written before versioning read as 0)
 2        ``jobs``, ``legs``, ``transfers``; ``runs`` gains ``job``, ``leg``, ``pid``, ``host``
 3        ``jobs`` gains its supervisor's lease: ``lease_owner``, ``lease_expires_s``
+4        ``windows`` and ``events`` gain ``spool_key`` (unique: a spooled record is imported
+         once, :mod:`caftm.ledger.spool`)
 =======  ===================================================================================
 
 The SQL is sqlite's; each backend spells its types (:meth:`~caftm.ledger.backend.Backend.ddl`)
@@ -96,6 +98,12 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         3, add_columns=(("jobs", "lease_owner", "TEXT"), ("jobs", "lease_expires_s", "REAL"))
+    ),
+    Migration(
+        4,
+        add_columns=(("windows", "spool_key", "TEXT"), ("events", "spool_key", "TEXT")),
+        script="CREATE UNIQUE INDEX IF NOT EXISTS windows_spool ON windows(spool_key);"
+        "CREATE UNIQUE INDEX IF NOT EXISTS events_spool ON events(spool_key)",
     ),
 )
 
