@@ -81,3 +81,33 @@ def test_a_standby_supervisor_takes_over_a_killed_ones_job(
         assert job.lease_owner is None  # released at the end
         assert all(r.status != "running" for r in ledger.runs())
     assert_identical(final_model(load_job(config), job.site), reference)
+
+
+def test_a_worker_that_cannot_reach_the_ledger_spools_and_its_carbon_comes_home(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    # the worker's connections demand TLS, which the server does not offer: it cannot reach
+    # the ledger (the supervisor can) and spools its measurements in its leg's folder
+    config = write_job(tmp_path, "spool", policy="carbon-agnostic", ledger=postgres_url,
+                       job={"env": {"PGSSLMODE": "require"}})  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "caftm.cli", "run", "--quiet", str(config)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    spec = load_job(config)
+    assert (spec.workdir / "leg-0001" / "ledger-spool.jsonl").stat().st_size > 0
+    with Ledger(postgres_url) as ledger:
+        book = JobBook(ledger)
+        job = book.get("spool")
+        assert job.status is JobStatus.SUCCEEDED, job.message
+        totals = book.totals("spool")
+        assert totals.steps == STEPS  # every window once: none lost, none twice
+        (run,) = ledger.runs()
+        assert run.job == "spool" and run.leg == 1 and run.status == "completed"
+        assert run.events > 0
+    status = subprocess.run(
+        [sys.executable, "-m", "caftm.cli", "status", "spool", "--db", postgres_url],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "300"},
+    )  # fmt: skip
+    assert status.returncode == 0 and "spool" in status.stdout
