@@ -14,16 +14,18 @@ are listed in ``_SKIPS_THAT_MAY_REMAIN``.
 
 from __future__ import annotations
 
+import glob
 import importlib.util
 import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
-from tests.postgres_support import SKIP_REASON as POSTGRES_SKIP
-from tests.postgres_support import PostgresServer, postgres_bin
+
+if TYPE_CHECKING:
+    from tests.postgres_support import PostgresServer
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("CAFTM_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -62,7 +64,7 @@ def _missing_parts() -> list[str]:
         missing.append(f"the real data ../shared/data (looked in {SHARED_DATA})")
     if not Path(CHROMIUM).exists():
         missing.append(f"Chromium at {CHROMIUM} (apt-get install chromium)")
-    if postgres_bin() is None:
+    if not glob.glob("/usr/lib/postgresql/*/bin/initdb") and shutil.which("initdb") is None:
         missing.append("PostgreSQL's server programs (apt-get install postgresql)")
     modules = {
         "playwright": "playwright",
@@ -122,9 +124,11 @@ def pytest_make_collect_report(collector: pytest.Collector) -> Any:
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
     """A real PostgreSQL cluster on 127.0.0.1 for this session (tests marked ``postgres``)."""
+    from tests.postgres_support import SKIP_REASON, PostgresServer, postgres_bin
+
     bin_dir = postgres_bin()
     if bin_dir is None or importlib.util.find_spec("psycopg") is None:
-        pytest.skip(POSTGRES_SKIP)
+        pytest.skip(SKIP_REASON)
     server = PostgresServer(bin_dir).start()
     try:
         yield server
