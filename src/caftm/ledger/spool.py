@@ -24,13 +24,23 @@ from typing import Any, Protocol
 from caftm._protocol_env import ENV_STATUS_FILE
 from caftm._units import carbon_g
 from caftm.errors import ConfigError, LedgerError
-from caftm.ledger.backend import BackendError
+from caftm.ledger.backend import BackendError, is_url
 from caftm.records import Event, RunStatus
 
-__all__ = ["SPOOL_FILE", "MeasurementWriter", "SpoolWriter", "import_spool", "open_for_worker"]
+__all__ = [
+    "SPOOL_FILE",
+    "SPOOL_LOCATION",
+    "MeasurementWriter",
+    "SpoolWriter",
+    "import_spool",
+    "open_for_worker",
+]
 
 log = logging.getLogger(__name__)
 
+SPOOL_LOCATION = "spool:"
+"""A worker's ledger location meaning "the spool only" (a leg on a VM that reaches nothing but
+its bucket)."""
 SPOOL_FILE = "ledger-spool.jsonl"
 """The spool's name in a leg's folder (beside ``outcome.json`` and ``status.json``)."""
 IMPORT_BATCH = 200
@@ -65,19 +75,31 @@ class MeasurementWriter(Protocol):
     def close(self) -> None: ...
 
 
+def remote_worker_ledger(supervisors: str | Path) -> str:
+    """The ledger a worker on another machine (a cloud VM) writes: the supervisor's PostgreSQL
+    (where the VM cannot reach it, it spools), else :data:`SPOOL_LOCATION` (the supervisor's
+    file is on another machine)."""
+    return str(supervisors) if is_url(supervisors) else SPOOL_LOCATION
+
+
 def open_for_worker(location: str | Path) -> MeasurementWriter:
-    """The ledger at ``location``; for a supervised worker that cannot reach it, a spool in its
-    leg's folder (beside ``$CAFTM_STATUS_FILE``) that the supervisor imports.
+    """The ledger at ``location``; for a supervised worker that cannot reach it (or is told
+    :data:`SPOOL_LOCATION`), a spool in its leg's folder (beside ``$CAFTM_STATUS_FILE``) that
+    the supervisor imports.
 
     Raises:
         ConfigError: the ledger cannot be opened and no supervisor gave a leg folder.
     """
     from caftm.ledger.store import Ledger
 
+    status = os.environ.get(ENV_STATUS_FILE)
+    if str(location) == SPOOL_LOCATION:
+        if not status:
+            raise ConfigError(f"ledger {SPOOL_LOCATION} needs a supervisor's ${ENV_STATUS_FILE}")
+        return SpoolWriter(Path(status).parent / SPOOL_FILE)
     try:
         return Ledger(location)
     except ConfigError as e:
-        status = os.environ.get(ENV_STATUS_FILE)
         if not status:
             raise
         spool = Path(status).parent / SPOOL_FILE
