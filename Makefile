@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_PIN := torch==2.13.0
 # `make demo` needs only torch; `make test` installs every extra its tests exercise.
 DEMO_EXTRAS := torch
-EXTRAS := torch,lightning,huggingface,s3,dashboard,ray,skypilot,dev
+EXTRAS := torch,lightning,huggingface,s3,dashboard,ray,skypilot,postgres,dev
 B ?=
 
 # Tests run on parallel workers (pytest-xdist): most of the suite waits on processes, not CPU.

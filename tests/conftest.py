@@ -1,10 +1,11 @@
 """Shared fixtures, and what the suite requires of the machine it runs on.
 
-The suite expects ../shared/data, Chromium, Ray, SkyPilot, an S3 server (moto), the
-framework extras and root (to mount a small tmpfs). Where one is missing the run fails at once
-with one line naming it, instead of turning green by skipping: a skip that hides a missing
-part is a test that did not run. Developers who lack a part set ``CAFTM_TESTS_ALLOW_SKIPS=1``:
-the tests that need it then skip, each with its reason (``-ra`` lists them).
+The suite expects ../shared/data, Chromium, PostgreSQL (Debian's package), Ray, SkyPilot, an S3
+server (moto), the framework extras and root (to mount a small tmpfs). Where one is missing the
+run fails at once with one line naming it, instead of turning green by skipping: a skip that
+hides a missing part is a test that did not run. Developers who lack a part set
+``CAFTM_TESTS_ALLOW_SKIPS=1``: the tests that need it then skip, each with its reason (``-ra``
+lists them).
 
 Skips that remain in a complete environment are those no CI machine can satisfy (a GPU; an
 unwritable folder for root) and a conformance check that does not apply to a source; they
@@ -13,13 +14,18 @@ are listed in ``_SKIPS_THAT_MAY_REMAIN``.
 
 from __future__ import annotations
 
+import glob
 import importlib.util
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.postgres_support import PostgresServer
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("CAFTM_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -58,6 +64,8 @@ def _missing_parts() -> list[str]:
         missing.append(f"the real data ../shared/data (looked in {SHARED_DATA})")
     if not Path(CHROMIUM).exists():
         missing.append(f"Chromium at {CHROMIUM} (apt-get install chromium)")
+    if not glob.glob("/usr/lib/postgresql/*/bin/initdb") and shutil.which("initdb") is None:
+        missing.append("PostgreSQL's server programs (apt-get install postgresql)")
     modules = {
         "playwright": "playwright",
         "ray": "caftm[ray]",
@@ -65,6 +73,8 @@ def _missing_parts() -> list[str]:
         "moto": "moto[server]",
         "s3fs": "caftm[s3]",
         "starlette": "caftm[dashboard]",
+        "psycopg": "caftm[postgres]",
+        "psycopg_pool": "caftm[postgres]",
         "lightning": "caftm[lightning]",
         "transformers": "caftm[huggingface]",
     }
@@ -109,3 +119,43 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 def pytest_make_collect_report(collector: pytest.Collector) -> Any:
     outcome = yield
     _fail_unexpected_skip(outcome.get_result())
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A real PostgreSQL cluster on 127.0.0.1 for this session (tests marked ``postgres``)."""
+    from tests.postgres_support import SKIP_REASON, PostgresServer, postgres_bin
+
+    bin_dir = postgres_bin()
+    if bin_dir is None or importlib.util.find_spec("psycopg") is None:
+        pytest.skip(SKIP_REASON)
+    server = PostgresServer(bin_dir).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """The URL of a fresh, empty database on the session's server."""
+    return postgres_server.new_database()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def ledger_location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh ledger of each backend: a sqlite file, and a PostgreSQL database's URL."""
+    if request.param == "sqlite":
+        return str(tmp_path / "ledger.sqlite")
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    return server.new_database()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests on a real PostgreSQL server are marked ``postgres`` (``-m postgres`` runs them)."""
+    for item in items:
+        names = getattr(item, "fixturenames", ())
+        callspec = getattr(item, "callspec", None)
+        backend = callspec.params.get("ledger_location") if callspec is not None else None
+        if backend == "postgres" or ("postgres_server" in names and backend is None):
+            item.add_marker(pytest.mark.postgres)

@@ -69,6 +69,8 @@ def test_public_names_are_pinned_and_sorted() -> None:
         "TransferStatus",
         "WindowRecord",
         "default_ledger_path",
+        "ledger_location",
+        "ledger_missing",
     ]
     for package in (caftm.control, caftm.ledger):  # each name is caftm's own, from its package
         for name in package.__all__:

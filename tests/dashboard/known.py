@@ -43,7 +43,7 @@ SPEC = {
 class Known:
     """The ledger and what it holds."""
 
-    path: Path
+    path: Path | str
     run_ids: list[str]
     next_time: datetime
 
@@ -62,13 +62,18 @@ def _event(
     book.record_event(run, Event(t, a, b, reason, ci, site, setting))
 
 
-def build_known(path: Path) -> Known:
-    """Write the known job into a new ledger at ``path``."""
+def build_known(path: Path | str, *, store_dir: Path | None = None) -> Known:
+    """Write the known job into a new ledger at ``path`` (a file, or a PostgreSQL URL with
+    ``store_dir`` for the job's store)."""
     t = START
     with Ledger(path) as ledger:
         book = JobBook(ledger)
         book.create(
-            "known", site="KR", store_url=str(path.parent / "store"), executor="local", spec=SPEC
+            "known",
+            site="KR",
+            store_url=str((store_dir or Path(path).parent) / "store"),
+            executor="local",
+            spec=SPEC,
         )
         runs = []
         plan = [
@@ -187,7 +192,7 @@ def build_known(path: Path) -> Known:
     return Known(path, runs, t)
 
 
-def append_window(path: Path, run_id: str, time: datetime, *, ci: float = 35.0) -> None:
+def append_window(path: Path | str, run_id: str, time: datetime, *, ci: float = 35.0) -> None:
     """Add one window and one event to the running leg, as its worker would."""
     with Ledger(path) as ledger:
         ledger.record_window(
@@ -216,7 +221,7 @@ def append_window(path: Path, run_id: str, time: datetime, *, ci: float = 35.0) 
         )
 
 
-def ledger_totals(path: Path) -> tuple[float, float, int, str, str, int, int]:
+def ledger_totals(path: Path | str) -> tuple[float, float, int, str, str, int, int]:
     """(carbon g, energy J, windows, site, status, moves, pauses) read straight from sqlite."""
     with Ledger(path, read_only=True) as ledger:
         book = JobBook(ledger)

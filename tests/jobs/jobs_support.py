@@ -68,9 +68,11 @@ def write_job(
     job: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
     step_clock: bool = True,
+    ledger: str | None = None,
 ) -> Path:
     """A job file in ``tmp`` training the demo CNN on the rotating trace (the workers' clock
-    follows their steps unless ``step_clock`` is False: then the supervisor's accelerated one)."""
+    follows their steps unless ``step_clock`` is False: then the supervisor's accelerated one);
+    its ledger ``ledger`` (a file or a ``postgresql://`` URL; default: a file in ``tmp``)."""
     trace = tmp / "trace.csv"
     if not trace.exists():
         write_trace(trace)
@@ -112,7 +114,7 @@ def write_job(
         },
         "gpu": {"steps_per_probe": 5, "max_probes": 3, "window_steps": 20},
         "signals": {"source": "trace", "trace_path": str(trace), "refresh_interval_s": 300},
-        "ledger": {"path": str(tmp / "ledger.sqlite"), "run_name": name},
+        "ledger": {"path": ledger or str(tmp / "ledger.sqlite"), "run_name": name},
     }
     for key, value in (extra or {}).items():
         if isinstance(value, dict) and isinstance(data.get(key), dict):

@@ -226,9 +226,13 @@ def test_destination_store_unwritable_or_full(
     assert_identical(final_model(load_job(config), "KR"), reference)
 
 
-def test_supervisor_kill9_during_a_leg(tmp_path: Path, reference: dict[str, torch.Tensor]) -> None:
+def test_supervisor_kill9_during_a_leg(
+    tmp_path: Path, reference: dict[str, torch.Tensor], ledger_location: str
+) -> None:
     gate = Gate(tmp_path, 80)
-    config = write_job(tmp_path, "sk", policy="carbon-agnostic", job={"env": gate.env})
+    config = write_job(
+        tmp_path, "sk", policy="carbon-agnostic", job={"env": gate.env}, ledger=ledger_location
+    )
     first = supervise_cli(config)
     book = _book(config)
     worker = gate.wait_reached()  # the worker waits at step 80 while its supervisor dies

@@ -87,10 +87,10 @@ def _book(config: Path) -> JobBook:
 
 
 def test_migrates_three_times_across_three_ray_sites_bit_identical(
-    tmp_path: Path, cluster: RayCluster, reference: dict[str, torch.Tensor]
+    tmp_path: Path, cluster: RayCluster, reference: dict[str, torch.Tensor], ledger_location: str
 ) -> None:
     # the workers' clock follows their steps: a move every 100 steps however slowly Ray starts
-    config = _ray_job(tmp_path, "rayjob", cluster)
+    config = _ray_job(tmp_path, "rayjob", cluster, ledger=ledger_location)  # on each backend
     out = _supervise(config)
     book = _book(config)
     job = book.get("rayjob")

@@ -131,6 +131,7 @@ def test_each_leg_of_a_three_site_job_is_a_valid_skypilot_task(
         assert envs["CAFTM_CHECKPOINT_URL"] == f"s3://ckpt/{site.replace(':', '-')}"
         assert envs["CAFTM_OUTCOME_FILE"].startswith("/caftm/caftm-jobs/skyjob/leg-")
         assert envs["WANDB_MODE"] == "off" and "HOME" not in envs  # only what caftm sets
+        assert envs["CAFTM_LEDGER"] == "spool:"  # a VM reaches its bucket, not a ledger file
         assert item["regions"] == [site.split(":")[1]]  # as SkyPilot's own Resources read it
         assert "paced_worker.py" in task["run"]
 
@@ -167,3 +168,19 @@ def test_a_site_skypilot_cannot_serve_is_refused_before_launch_with_one_line(
         assert len(errors) == 1 and expected in errors[0], done.stderr
         assert "Traceback" not in done.stderr + done.stdout
     assert not (tmp_path / "work").exists()  # nothing was started
+
+
+def test_a_leg_writes_a_postgres_ledger_directly_and_spools_otherwise(tmp_path: Path) -> None:
+    from caftm.ledger.spool import SPOOL_FILE, SpoolWriter, open_for_worker, remote_worker_ledger
+
+    url = "postgresql://caftm@db.example/caftm"
+    assert remote_worker_ledger(url) == url
+    assert remote_worker_ledger(tmp_path / "ledger.sqlite") == "spool:"
+    leg = tmp_path / "bucket" / "caftm-jobs" / "j" / "leg-0001"
+    os.environ["CAFTM_STATUS_FILE"] = str(leg / "status.json")
+    try:
+        writer = open_for_worker("spool:")
+    finally:
+        del os.environ["CAFTM_STATUS_FILE"]
+    assert isinstance(writer, SpoolWriter) and writer.path == leg / SPOOL_FILE
+    writer.close()

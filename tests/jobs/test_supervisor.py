@@ -27,9 +27,9 @@ pytestmark = pytest.mark.slow
 
 
 def test_migrates_three_times_across_three_sites_bit_identical(
-    tmp_path: Path, reference: dict[str, torch.Tensor]
+    tmp_path: Path, reference: dict[str, torch.Tensor], ledger_location: str
 ) -> None:
-    config = write_job(tmp_path)
+    config = write_job(tmp_path, ledger=ledger_location)  # on each backend
     job, book = run_job(config)
     assert job.status is JobStatus.SUCCEEDED, job.message
     legs = book.legs(job.name)

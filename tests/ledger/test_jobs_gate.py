@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -37,8 +36,9 @@ USED = {
 
 
 @pytest.fixture
-def book(tmp_path: Path) -> Iterator[JobBook]:
-    with Ledger(tmp_path / "l.sqlite") as ledger:
+def book(ledger_location: str) -> Iterator[JobBook]:
+    """A job book on each backend (sqlite, PostgreSQL)."""
+    with Ledger(ledger_location) as ledger:
         yield JobBook(ledger)
 
 

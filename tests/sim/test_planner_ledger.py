@@ -12,10 +12,10 @@ from tests.control.conftest import T0_S
 from tests.sim.sim_support import drive_controller, wavy_sites
 
 from caftm.control import Rules
-from caftm.dashboard.model import Board
-from caftm.ledger.feed import Scope
 from caftm.control.planner import PLAN_RECORD_VERSION, Planner
+from caftm.dashboard.model import Board
 from caftm.ledger import JobBook, Ledger
+from caftm.ledger.feed import Scope
 from caftm.sim import SPECS, GpuProfile, MoveModel
 
 

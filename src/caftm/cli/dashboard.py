@@ -13,11 +13,14 @@ import typer
 
 from caftm.cli._common import console
 from caftm.errors import ConfigError
-from caftm.ledger import default_ledger_path
+from caftm.ledger import default_ledger_path, ledger_location, ledger_missing
 
 DbOption = Annotated[
-    Path | None,
-    typer.Option("--db", help="Ledger file (default: $CAFTM_LEDGER or ~/.local/share/caftm)."),
+    str | None,
+    typer.Option(
+        "--db",
+        help="Ledger file or postgresql:// URL (default: $CAFTM_LEDGER or ~/.local/share/caftm).",
+    ),
 ]
 
 
@@ -27,9 +30,9 @@ def register(app: typer.Typer) -> None:
     app.command("report")(report_command)
 
 
-def _ledger_path(db: Path | None) -> Path:
-    path = db if db is not None else default_ledger_path()
-    if not path.is_file():
+def _ledger_path(db: str | None) -> Path | str:
+    path = ledger_location(db) if db is not None else default_ledger_path()
+    if ledger_missing(path) or (isinstance(path, Path) and not path.is_file()):
         raise ConfigError(
             f"no ledger at {path}; a run with a ledger creates it (or pass --db / set CAFTM_LEDGER)"
         )

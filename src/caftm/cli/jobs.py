@@ -26,11 +26,16 @@ from caftm.ledger import (
     Ledger,
     TransferStatus,
     default_ledger_path,
+    ledger_location,
+    ledger_missing,
 )
 
 DbOption = Annotated[
-    Path | None,
-    typer.Option("--db", help="Ledger file (default: $CAFTM_LEDGER or ~/.local/share/caftm)."),
+    str | None,
+    typer.Option(
+        "--db",
+        help="Ledger file or postgresql:// URL (default: $CAFTM_LEDGER or ~/.local/share/caftm).",
+    ),
 ]
 JobFile = Annotated[Path, typer.Argument(help="The job's YAML (see examples/job.yaml).")]
 
@@ -49,6 +54,14 @@ def register(app: typer.Typer) -> None:
 def run_command(
     job_file: JobFile,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live progress line.")] = False,
+    standby: Annotated[
+        bool,
+        typer.Option(
+            "--standby",
+            help="If another supervisor runs the job, wait and take it over when its lease "
+            "expires (its host died) instead of refusing.",
+        ),
+    ] = False,
 ) -> None:
     """Run a job to its end: start, move, pause and restart its worker as caftm decides."""
     from caftm.jobs.supervisor import Supervisor
@@ -57,11 +70,13 @@ def run_command(
     spec = load_job(job_file)
     check_job(spec)
     if quiet or not console.is_terminal:
-        supervisor = Supervisor(spec)
+        supervisor = Supervisor(spec, standby=standby)
         job = _supervise(supervisor)
     else:
         with Live(Text(""), console=console, refresh_per_second=4, transient=True) as live:
-            supervisor = Supervisor(spec, on_update=lambda view: live.update(progress_line(view)))
+            supervisor = Supervisor(
+                spec, standby=standby, on_update=lambda view: live.update(progress_line(view))
+            )
             job = _supervise(supervisor)
     console.print(summary_table(JobBook(Ledger(spec.ledger_path)), job))
     if job.status is JobStatus.FAILED:
@@ -147,9 +162,9 @@ def validate_command(job_file: JobFile) -> None:
         console.print(line, highlight=False)
 
 
-def _open(db: Path | None, *, read_only: bool = False) -> Ledger:
-    path = db if db is not None else default_ledger_path()
-    if not path.exists():
+def _open(db: str | None, *, read_only: bool = False) -> Ledger:
+    path = ledger_location(db) if db is not None else default_ledger_path()
+    if ledger_missing(path):
         raise ConfigError(f"no ledger at {path}; `caftm run` creates it (or pass --db)")
     return Ledger(path, read_only=read_only)
 
@@ -164,7 +179,7 @@ def jobs_command(db: DbOption = None) -> None:
         ledger.reap_dead_runs()
         book = JobBook(ledger)
         book.reap_dead_legs()
-        table = Table(title=f"jobs in {ledger.path}")
+        table = Table(title=f"jobs in {ledger.shown}")
         for column in ("job", "status", "site", "leg", "step", "moves", "pauses", "updated (UTC)"):
             table.add_column(column)
         for job in book.jobs():

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -17,17 +16,20 @@ from rich.table import Table
 from caftm._units import J_PER_KWH
 from caftm.cli._common import console
 from caftm.errors import ConfigError
-from caftm.ledger import Ledger, default_ledger_path
+from caftm.ledger import Ledger, default_ledger_path, ledger_location, ledger_missing
 
 DbOption = Annotated[
-    Path | None,
-    typer.Option("--db", help="Ledger file (default: $CAFTM_LEDGER or ~/.local/share/caftm)."),
+    str | None,
+    typer.Option(
+        "--db",
+        help="Ledger file or postgresql:// URL (default: $CAFTM_LEDGER or ~/.local/share/caftm).",
+    ),
 ]
 
 
-def _open(db: Path | None) -> Ledger:
-    path = db if db is not None else default_ledger_path()
-    if not path.exists():  # a directory or a foreign file is refused by Ledger
+def _open(db: str | None) -> Ledger:
+    path = ledger_location(db) if db is not None else default_ledger_path()
+    if ledger_missing(path):  # a directory or a foreign file is refused by Ledger
         raise ConfigError(
             f"no ledger at {path}; a run with a ledger creates it (or pass --db / set CAFTM_LEDGER)"
         )
@@ -53,7 +55,7 @@ def runs_command(db: DbOption = None) -> None:
     with _open(db) as ledger:
         ledger.reap_dead_runs()  # a killed run cannot close itself: never show it running
         runs = ledger.runs()
-        table = Table(title=f"runs in {ledger.path}")
+        table = Table(title=f"runs in {ledger.shown}")
         for column in ("run", "name", "policy", "site", "started (UTC)", "ended (UTC)", "status"):
             table.add_column(column)
         for column in ("steps", "events", "energy kWh", "carbon g"):

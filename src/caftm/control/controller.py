@@ -47,7 +47,7 @@ from caftm.signals.base import IntensitySource
 from caftm.signals.refresher import IntensityRefresher
 
 if TYPE_CHECKING:
-    from caftm.ledger.store import Ledger
+    from caftm.ledger.spool import MeasurementWriter
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ class Controller:
         meter: WindowMeter | None = None,
         weights: CostWeights | None = None,
         knob: KnobKind = KnobKind.CLOCK,
-        ledger: Ledger | None = None,
+        ledger: MeasurementWriter | None = None,
         run_name: str = "run",
         total_steps: int | None = None,
         steps_per_probe: int = 20,
@@ -158,7 +158,7 @@ class Controller:
         optimizer: GpuOptimizer | None = None,
         meter: WindowMeter | None = None,
         weights: CostWeights | None = None,
-        ledger: Ledger | None = None,
+        ledger: MeasurementWriter | None = None,
         use_ledger: bool = True,
         clock: Callable[[], float] | None = None,
         simulated: bool = False,
@@ -194,9 +194,10 @@ class Controller:
             clock=clock,
         )
         if ledger is None and use_ledger:
-            from caftm.ledger.store import Ledger, default_ledger_path
+            from caftm.ledger.spool import open_for_worker
+            from caftm.ledger.store import default_ledger_path
 
-            ledger = Ledger(config.ledger.path or default_ledger_path())
+            ledger = open_for_worker(config.ledger.path or default_ledger_path())
         gpu = config.gpu
         return cls(
             policy,
@@ -243,8 +244,10 @@ class Controller:
 
     @property
     def ledger_records_lost(self) -> int:
-        """Ledger records lost to a failing ledger (disk full, locked) while training went on."""
-        return self._windows.unrecorded
+        """Ledger records lost to a failing ledger (disk full, locked; a server that never came
+        back) while training went on."""
+        dropped = 0 if self.ledger is None else self.ledger.dropped_records
+        return self._windows.unrecorded + dropped
 
     @property
     def energy_j(self) -> float:

@@ -16,7 +16,7 @@ from caftm.errors import LedgerError
 from caftm.gpu.base import KnobKind
 
 if TYPE_CHECKING:
-    from caftm.ledger.store import Ledger
+    from caftm.ledger.spool import MeasurementWriter
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,9 @@ class WindowLog:
         ledger: where windows are written (None: nowhere); ``run_id`` is set once the run opens.
     """
 
-    def __init__(self, meter: WindowMeter | None, knob: KnobKind, ledger: Ledger | None) -> None:
+    def __init__(
+        self, meter: WindowMeter | None, knob: KnobKind, ledger: MeasurementWriter | None
+    ) -> None:
         self.meter = meter
         self.knob = knob
         self.ledger = ledger
@@ -148,7 +150,7 @@ class WindowLog:
             ),
         )
 
-    def write(self, what: str, action: Callable[[Ledger, str], None]) -> None:
+    def write(self, what: str, action: Callable[[MeasurementWriter, str], None]) -> None:
         """Run one ledger write for the open run. A failing ledger never stops the training: the
         record is counted in :attr:`unrecorded` and logged (once per failing spell)."""
         if self.ledger is None or self.run_id is None:

@@ -153,7 +153,7 @@ def build_app(
         except CaftmError as e:
             logger.warning("jobs list failed: %s", e)
             return JSONResponse({"error": str(e)}, 503)
-        body = {"jobs": listed, "ledger": str(board.ledger.path), "poll_ms": poll_ms}
+        body = {"jobs": listed, "ledger": board.ledger.shown, "poll_ms": poll_ms}
         text = json.dumps(body, allow_nan=False, separators=(",", ":")).encode()
         return _tagged(request, hashlib.sha256(text).hexdigest()[:20], text)
 

@@ -417,7 +417,7 @@ class Board:
             watch = self._watches.get(scope)
             if watch is None:
                 if scope.run_id is not None and self.ledger.run(scope.run_id) is None:
-                    raise ConfigError(f"no run {scope.run_id!r} in ledger {self.ledger.path}")
+                    raise ConfigError(f"no run {scope.run_id!r} in ledger {self.ledger.shown}")
                 watch = self._watches[scope] = Watch(self, scope, max_points=self.max_points)
             watch.refresh()
             digest = watch.fingerprint()

@@ -96,7 +96,7 @@ def resolve_token(host: str, token: str | None, env: Mapping[str, str] | None = 
 class ServeOptions:
     """Where and how to serve (port 0: any free port; the token is left out of the repr)."""
 
-    db: Path
+    db: Path | str
     host: str = "127.0.0.1"
     port: int = 8050
     token: str | None = field(default=None, repr=False)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from caftm._notice import notice
 from caftm.clock import CLOCK_ENV, AcceleratedClock
-from caftm.errors import ExecutorError
+from caftm.errors import ExecutorError, LedgerError
 from caftm.jobs import protocol
 from caftm.jobs.cancel import close_cancelled
 from caftm.jobs.executors import LegLaunch, WorkerHandle
@@ -20,6 +20,7 @@ from caftm.jobs.executors.base import LOG_FILE, OUTCOME_FILE, STATUS_FILE
 from caftm.jobs.protocol import Outcome, StopRequest
 from caftm.jobs.view import JobView
 from caftm.ledger.jobs import JobRecord, JobStatus, LegStatus
+from caftm.ledger.spool import SPOOL_FILE, import_spool
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 POLL_S = 0.05
 #: seconds between two reads of the ledger (cancel requested?) while a worker runs or a job waits
 CANCEL_POLL_S = 0.25
+#: seconds between two imports of a running leg's spool (a worker that cannot reach the ledger)
+SPOOL_IMPORT_S = 5.0
 
 
 @dataclass
@@ -98,6 +101,7 @@ class LegRunner:
         """Watch a started (or adopted) leg to its end and act on how it ended."""
         sup = self.sup
         code = self.watch(job, leg, site, handle)
+        self.import_spool(leg)  # before the leg's runs are closed
         end = self.end(leg, site, code)
         if sup.cancelled:
             return close_cancelled(sup.book, job, (leg, end))
@@ -118,6 +122,7 @@ class LegRunner:
         sup = self.sup
         ref = sup.leg_ref(leg, site)
         next_cancel_check = 0.0
+        next_import = sup.monotonic() + SPOOL_IMPORT_S
         stop_sent_at: float | None = None
         while True:
             code = sup.executor.poll(handle)
@@ -131,6 +136,7 @@ class LegRunner:
                 stop_sent_at = now
             if now >= next_cancel_check:  # one ledger read serves the cancel check and the view
                 next_cancel_check = now + CANCEL_POLL_S
+                sup.lease.check()  # another supervisor took the job: leave its worker alone
                 stored = sup.book.get(job.name)
                 status = sup.executor.status(ref)
                 sup.follow_worker_clock(status)  # the worker knows when it trains
@@ -141,10 +147,30 @@ class LegRunner:
                     notice("job %s: cancelling; the worker checkpoints first", job.name)
                     sup.executor.signal(handle, signal.SIGTERM)
                     stop_sent_at = now
+            if now >= next_import:
+                next_import = now + SPOOL_IMPORT_S
+                self.import_spool(leg)
             if stop_sent_at is not None and now - stop_sent_at > sup.spec.job.grace_s:
                 sup.executor.signal(handle, signal.SIGKILL)
                 stop_sent_at = math.inf
             sup.sleep(POLL_S)
+
+    def import_spool(self, leg: int) -> int:
+        """Bring what the leg's worker spooled (it could not reach the ledger) into the ledger,
+        each record once however often this runs; returns how many were new (a failing
+        import is logged and tried again later)."""
+        path = self.sup.leg_dir(leg) / SPOOL_FILE
+        if not path.exists():
+            return 0
+        try:
+            new = import_spool(self.sup.ledger, path)
+        except LedgerError as e:
+            log.warning("job %s: leg %d's spool not imported yet: %s", self.sup.spec.name, leg, e)
+            return 0
+        if new:
+            log.info("job %s: %d records of leg %d imported from its spool", self.sup.spec.name,
+                     new, leg)  # fmt: skip
+        return new
 
     def end(self, leg: int, site: str, exit_code: int) -> LegEnd:
         """How the leg ended, as its executor tells (an unreadable outcome counts as none)."""

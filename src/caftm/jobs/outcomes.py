@@ -219,6 +219,7 @@ class OutcomeTable:
         recheck_s = sup.spec.controller.migration.pause_recheck_s
         next_check = sup.clock() + recheck_s
         while sup.clock() < until:
+            sup.lease.check()
             if sup.stopped_by is not None:
                 return job
             if sup.book.get(job.name).cancel_requested:

@@ -57,6 +57,7 @@ class Recovery:
 
     def settle_dead(self, sup: Supervisor, job: JobRecord, leg: LegRecord) -> JobRecord:
         """A leg whose worker died unwatched: act on what it said, else mark it interrupted."""
+        sup.legs.import_spool(leg.leg)
         end = sup.legs.end(leg.leg, leg.site, EXIT_UNKNOWN)
         if end.request is not None:
             return sup.outcomes.act(job, leg.leg, leg.site, end)

@@ -228,12 +228,13 @@ class JobSpec:
         return Path(self.job.cwd) if self.job.cwd else self.base_dir
 
     @property
-    def ledger_path(self) -> Path:
-        """The ledger every process of the job writes to (absolute)."""
+    def ledger_path(self) -> Path | str:
+        """The ledger every process of the job writes to (an absolute path, or a URL)."""
+        from caftm.ledger.backend import ledger_location
         from caftm.ledger.store import default_ledger_path
 
         path = self.controller.ledger.path
-        return Path(path) if path else default_ledger_path()
+        return ledger_location(path) if path else default_ledger_path()
 
     @property
     def identity(self) -> JobIdentity:
@@ -333,7 +334,7 @@ def _job_paths(job: JobSection, base_dir: Path) -> JobSection:
 def _controller_paths(config: ControllerConfig, base_dir: Path) -> ControllerConfig:
     """``config`` with its ledger path and trace path absolute."""
     ledger, signals = config.ledger, config.signals
-    if ledger.path:
+    if ledger.path and "://" not in ledger.path:
         ledger = ledger.model_copy(update={"path": _absolute(ledger.path, base_dir)})
     if signals.trace_path:
         signals = signals.model_copy(update={"trace_path": _absolute(signals.trace_path, base_dir)})

@@ -4,6 +4,7 @@
 part                       where
 =========================  ==================================================================
 claim, run, stop, release  :class:`Supervisor` (this module)
+one supervisor per job     :mod:`caftm.jobs.lease` (a lease in the ledger, a heartbeat)
 a leg's life               :mod:`caftm.jobs.legs` (start its worker, watch it, its outcome)
 how a leg ended            :mod:`caftm.jobs.outcomes` (the outcome table: completed, moved,
                            paused, preempted, crashed)
@@ -36,6 +37,7 @@ from caftm.control.states import utc_from_s
 from caftm.errors import CaftmError, ExecutorError
 from caftm.jobs.cancel import close_cancelled
 from caftm.jobs.executors import Executor, LegRef, get_executor
+from caftm.jobs.lease import Lease, LeaseLost, lease_s_from_env
 from caftm.jobs.legs import LegRunner
 from caftm.jobs.outcomes import OutcomeTable
 from caftm.jobs.recovery import Recovery
@@ -66,6 +68,9 @@ class Supervisor:
             it has one).
         recovery: what to do first with a job an earlier supervisor left (default:
             :class:`~caftm.jobs.recovery.Recovery`).
+        standby: when another live supervisor holds the job's lease, wait and take the job
+            over once the lease expires (default: refuse).
+        lease_s: the lease's length (s; default ``$CAFTM_SUPERVISOR_LEASE_S`` or 30).
 
     Attributes:
         excluded: sites the job does not go to again in this run (they failed it).
@@ -84,6 +89,8 @@ class Supervisor:
         on_update: Callable[[JobView], None] | None = None,
         clock: FakeClock | None = None,
         recovery: Recovery | None = None,
+        standby: bool = False,
+        lease_s: float | None = None,
     ) -> None:
         self.spec = spec
         self.executor = executor or get_executor(spec.job.executor, spec.job)
@@ -102,6 +109,8 @@ class Supervisor:
         self.leg_floor = 0
         self.cancelled = False
         self.stopped_by: str | None = None
+        self.standby = standby
+        self.lease = Lease(self.book, spec.name, lease_s=lease_s or lease_s_from_env())
         self._source: Any = None
         # imported now (it imports torch, seconds): a move should not wait for it
         import caftm.checkpoint.transfer  # noqa: F401
@@ -116,7 +125,7 @@ class Supervisor:
         """Run the job until it succeeds, fails or is cancelled; returns it as stored.
 
         Raises:
-            ExecutorError: another live supervisor runs this job.
+            ExecutorError: another live supervisor runs this job (and ``standby`` is False).
             ConfigError: a store holds another job's checkpoints (nothing is started).
         """
         from caftm.jobs.validate import check_stores_owned
@@ -125,25 +134,32 @@ class Supervisor:
         job = self._claim()
         previous = self._take_signals()
         try:
-            if job.status is JobStatus.SUCCEEDED:
-                notice("job %s completed already (%s); nothing to train", job.name, job.message)
-                return job
-            job = self.recovery.recover(self, job)
-            while not job.status.finished and self.stopped_by is None:
-                job = self._next(job)
-            if self.stopped_by is not None and not job.status.finished:
-                paused = job.status is JobStatus.PAUSED  # a rerun waits out the same pause
-                notice("job %s stopped by %s; `caftm run` again resumes it", job.name,
-                       self.stopped_by)  # fmt: skip
-                job = self.book.update(
-                    job.name, status=JobStatus.PAUSED if paused else JobStatus.RESTARTING,
-                    message=f"supervisor stopped by {self.stopped_by}",
-                )  # fmt: skip
-            return job
+            return self._run(job)
+        except LeaseLost as e:
+            notice("%s", e, warning=True)
+            return self.book.get(job.name)
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
             self._release()
+
+    def _run(self, job: JobRecord) -> JobRecord:
+        """The job's life after its claim (the lease held)."""
+        if job.status is JobStatus.SUCCEEDED:
+            notice("job %s completed already (%s); nothing to train", job.name, job.message)
+            return job
+        job = self.recovery.recover(self, job)
+        while not job.status.finished and self.stopped_by is None:
+            job = self._next(job)
+        if self.stopped_by is not None and not job.status.finished:
+            paused = job.status is JobStatus.PAUSED  # a rerun waits out the same pause
+            notice("job %s stopped by %s; `caftm run` again resumes it", job.name,
+                   self.stopped_by)  # fmt: skip
+            job = self.book.update(
+                job.name, status=JobStatus.PAUSED if paused else JobStatus.RESTARTING,
+                message=f"supervisor stopped by {self.stopped_by}",
+            )  # fmt: skip
+        return job
 
     def _next(self, job: JobRecord) -> JobRecord:
         """One step of the job's life: a cancel, a pause waited out, or the next leg."""
@@ -196,7 +212,8 @@ class Supervisor:
                 self._clock = self._stored_clock(job)
             owner = job.supervisor_pid
             if (
-                owner is not None
+                job.lease_owner is None  # a job of a ledger from before leases
+                and owner is not None
                 and owner != os.getpid()
                 and job.supervisor_host == socket.gethostname()
                 and pid_alive(owner)
@@ -206,6 +223,8 @@ class Supervisor:
                     f"job {job.name} is supervised by process {owner} already; "
                     f"stop it with `caftm cancel {job.name}`"
                 )
+        job = self.lease.take(standby=self.standby, sleep=self.sleep)
+        self.lease.keep()
         self.leg_floor = job.leg  # crashes before this run do not count against it
         if job.status is not JobStatus.SUCCEEDED:
             if job.status.finished:
@@ -280,12 +299,7 @@ class Supervisor:
                 log.warning("cannot keep job %s's clock: %s", self.spec.name, e)
 
     def _release(self) -> None:
-        try:
-            job = self.book.find(self.spec.name)
-            if job is not None and job.supervisor_pid == os.getpid():
-                self.book.update(job.name, supervisor_pid=None)
-        except CaftmError:
-            log.exception("could not release job %s", self.spec.name)
+        self.lease.release()
 
     # -- what the parts share ----------------------------------------------------------------------
     def leg_dir(self, leg: int) -> Path:

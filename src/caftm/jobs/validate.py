@@ -58,12 +58,41 @@ def check_job(spec: JobSpec) -> None:
         _check_store(spec, site, spec.store_url(site))
     check_stores_owned(spec)
     _check_deadline(spec)
+    _check_shared_ledger(spec)
     if spec.job.executor != "local":  # the engine's own checks (regions, accelerators)
         executor = get_executor(spec.job.executor, spec.job)
         try:
             executor.check_config(list(spec.controller.site_zones()))
         finally:
             executor.close()
+
+
+MULTI_NODE_EXECUTORS = frozenset({"ray"})
+"""Executors whose workers run on other machines and write the job's ledger from there."""
+
+
+def _check_shared_ledger(spec: JobSpec) -> None:
+    """Refuse a sqlite ledger on a network or FUSE filesystem for workers on several machines:
+    sqlite's locking is not reliable there and concurrent writers can corrupt the file.
+
+    Raises:
+        ConfigError: one line naming the filesystem and PostgreSQL.
+    """
+    from pathlib import Path
+
+    from caftm.ledger.backend import network_filesystem
+
+    location = spec.ledger_path
+    if spec.job.executor not in MULTI_NODE_EXECUTORS or not isinstance(location, Path):
+        return
+    kind = network_filesystem(location)
+    if kind is not None:
+        raise ConfigError(
+            f"job {spec.name}: the sqlite ledger {location} is on a {kind} filesystem, which "
+            f"{spec.job.executor} workers on several machines would write at once (sqlite "
+            "locking is unreliable there); use PostgreSQL: ledger.path or CAFTM_LEDGER = "
+            "postgresql://USER@HOST/DB (pip install 'caftm[postgres]')"
+        )
 
 
 def check_stores_owned(spec: JobSpec) -> None:

@@ -1,4 +1,4 @@
-"""caftm.ledger: runs, measurement windows and controller events in sqlite.
+"""caftm.ledger: runs, measurement windows and controller events in sqlite or PostgreSQL.
 
 >>> from caftm.ledger import Ledger
 >>> with Ledger(":memory:") as ledger:
@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+from caftm.ledger.backend import ledger_location, ledger_missing
 from caftm.ledger.jobs import (
     JobBook,
     JobRecord,
@@ -42,4 +43,6 @@ __all__ = [
     "TransferStatus",
     "WindowRecord",
     "default_ledger_path",
+    "ledger_location",
+    "ledger_missing",
 ]

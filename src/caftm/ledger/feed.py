@@ -71,10 +71,10 @@ class Feed:
 
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
-        (found,) = ledger._read("PRAGMA user_version")[0]
-        if int(found) < SCHEMA_VERSION:
+        found = ledger.schema_version()
+        if found < SCHEMA_VERSION:
             raise ConfigError(
-                f"ledger {ledger.path} has schema {found}, older than this caftm's "
+                f"ledger {ledger.shown} has schema {found}, older than this caftm's "
                 f"{SCHEMA_VERSION}; a viewer never migrates it: run any caftm job or "
                 "`caftm runs --db` on it once"
             )
@@ -90,8 +90,8 @@ class Feed:
         cond, param = scope.where("w")
         rows = self.ledger._read(
             f"SELECT {WINDOW_COLUMNS} FROM windows w"
-            f" WHERE {cond} AND w.id > ? ORDER BY w.id LIMIT ?",
-            (param, after_id, -1 if limit is None else limit),
+            f" WHERE {cond} AND w.id > ? ORDER BY w.id{_limit(limit)}",
+            (param, after_id),
         )
         return [window_record(r) for r in rows]
 
@@ -105,8 +105,9 @@ class Feed:
         """
         cond, param = scope.where("e")
         rows = self.ledger._read(
-            f"SELECT {EVENT_COLUMNS} FROM events e WHERE {cond} AND e.id > ? ORDER BY e.id LIMIT ?",
-            (param, after_id, -1 if limit is None else limit),
+            f"SELECT {EVENT_COLUMNS} FROM events e WHERE {cond} AND e.id > ? ORDER BY e.id"
+            f"{_limit(limit)}",
+            (param, after_id),
         )
         return [event_record(r) for r in rows]
 
@@ -160,3 +161,8 @@ class Feed:
                     r[5])
             for r in rows
         ]  # fmt: skip
+
+
+def _limit(limit: int | None) -> str:
+    """An SQL ``LIMIT`` clause (none for None)."""
+    return "" if limit is None else f" LIMIT {int(limit)}"

@@ -41,6 +41,8 @@ __all__ = [
     "LegStatus",
     "TransferRecord",
     "TransferStatus",
+    "lease_holder",
+    "lease_owner_id",
 ]
 
 
@@ -118,6 +120,8 @@ class JobRecord:
     cancel_requested: bool
     message: str
     spec: dict[str, Any]
+    lease_owner: str | None = None
+    lease_expires_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,8 +176,9 @@ class JobTotals:
 _JOB_COLUMNS = (
     "name, status, site, leg, step, store_url, executor, created_at, updated_at, ended_at, moves,"
     " pauses, preemptions, crashes, pause_until, supervisor_pid, supervisor_host,"
-    " cancel_requested, message, spec_json"
+    " cancel_requested, message, spec_json, lease_owner, lease_expires_s"
 )
+_NEW_JOB_COLUMNS = _JOB_COLUMNS.rsplit(", lease_owner", 1)[0]
 _LEG_COLUMNS = (
     "job, leg, site, status, started_at, ended_at, executor, external_id, node, pid, host,"
     " exit_code, start_step, end_step, message"
@@ -223,10 +228,10 @@ class JobBook:
             ConfigError: a job of this name exists already.
         """
         if self.find(name) is not None:
-            raise ConfigError(f"job {name!r} exists already in ledger {self.ledger.path}")
+            raise ConfigError(f"job {name!r} exists already in ledger {self.ledger.shown}")
         now = _iso(_now())
         self.ledger._write(
-            f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES "
+            f"INSERT INTO jobs ({_NEW_JOB_COLUMNS}) VALUES "
             "(?, ?, ?, 0, 0, ?, ?, ?, ?, NULL, 0, 0, 0, 0, NULL, NULL, NULL, 0, '', ?)",
             (name, JobStatus.PENDING.value, site, store_url, executor, now, now,
              json.dumps(spec, default=str)),
@@ -246,7 +251,7 @@ class JobBook:
         """
         job = self.find(name)
         if job is None:
-            raise ConfigError(f"no job {name!r} in ledger {self.ledger.path}; see `caftm jobs`")
+            raise ConfigError(f"no job {name!r} in ledger {self.ledger.shown}; see `caftm jobs`")
         return job
 
     def jobs(self) -> list[JobRecord]:
@@ -305,6 +310,42 @@ class JobBook:
             raise ConfigError(f"cannot count job field {field!r}")
         self.ledger._write(f"UPDATE jobs SET {field} = {field} + 1 WHERE name = ?", (name,))
         return self.get(name)
+
+    # -- the supervisor's lease ----------------------------------------------------------------
+    def take_lease(
+        self, name: str, owner: str, *, now_s: float, lease_s: float, replacing: str | None = None
+    ) -> bool:
+        """Make ``owner`` the job's one supervisor until ``now_s + lease_s`` (POSIX s) if the
+        lease is free, expired, its own already, or held by ``replacing`` (a holder known dead);
+        returns whether it did. One conditional UPDATE: of two supervisors racing for a job, one
+        wins.
+        """
+        owner_pid, owner_host = _owner_process(owner)
+        changed = self.ledger._write(
+            "UPDATE jobs SET lease_owner = ?, lease_expires_s = ?, supervisor_pid = ?,"
+            " supervisor_host = ?, updated_at = ? WHERE name = ? AND (lease_owner IS NULL"
+            " OR lease_owner = ? OR lease_expires_s IS NULL OR lease_expires_s < ?"
+            " OR lease_owner = ?)",
+            (owner, now_s + lease_s, owner_pid, owner_host, _iso(_now()), name, owner, now_s,
+             replacing or owner),
+        )  # fmt: skip
+        return changed == 1
+
+    def renew_lease(self, name: str, owner: str, *, now_s: float, lease_s: float) -> bool:
+        """Extend ``owner``'s lease (its heartbeat); False when it holds the lease no more."""
+        changed = self.ledger._write(
+            "UPDATE jobs SET lease_expires_s = ? WHERE name = ? AND lease_owner = ?",
+            (now_s + lease_s, name, owner),
+        )
+        return changed == 1
+
+    def release_lease(self, name: str, owner: str) -> None:
+        """Give the lease up (nothing when ``owner`` holds it no more)."""
+        self.ledger._write(
+            "UPDATE jobs SET lease_owner = NULL, lease_expires_s = NULL, supervisor_pid = NULL"
+            " WHERE name = ? AND lease_owner = ?",
+            (name, owner),
+        )
 
     # -- legs ----------------------------------------------------------------------------------
     def start_leg(
@@ -435,14 +476,13 @@ class JobBook:
     # -- transfers -----------------------------------------------------------------------------
     def record_transfer(self, record: TransferRecord) -> int:
         """Store one transfer (started, done or failed); returns its id."""
-        self.ledger._write(
+        rows = self.ledger._read_write(
             "INSERT INTO transfers (job, leg, time, src_site, dst_site, src_url, dst_url, step,"
-            " bytes, seconds, status, message) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            " bytes, seconds, status, message) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) RETURNING id",
             (record.job, record.leg, _iso(record.time), record.src_site, record.dst_site,
              record.src_url, record.dst_url, record.step, record.bytes, record.seconds,
              TransferStatus(record.status).value, record.message),
         )  # fmt: skip
-        rows = self.ledger._read("SELECT MAX(id) FROM transfers WHERE job = ?", (record.job,))
         return int(rows[0][0])
 
     def finish_transfer(
@@ -475,7 +515,7 @@ def _job(row: Any) -> JobRecord:
         row[0], JobStatus(row[1]), row[2], row[3], row[4], row[5], row[6],
         datetime.fromisoformat(row[7]), datetime.fromisoformat(row[8]), _when(row[9]),
         row[10], row[11], row[12], row[13], _when(row[14]), row[15], row[16], bool(row[17]),
-        row[18], json.loads(row[19] or "{}"),
+        row[18], json.loads(row[19] or "{}"), row[20], row[21],
     )  # fmt: skip
 
 
@@ -484,6 +524,25 @@ def _leg(row: Any) -> LegRecord:
         row[0], row[1], row[2], LegStatus(row[3]), datetime.fromisoformat(row[4]),
         _when(row[5]), *row[6:],
     )  # fmt: skip
+
+
+def lease_owner_id(pid: int, host: str, token: str) -> str:
+    """A supervisor's name in a lease: ``host/pid/token`` (the token tells apart two
+    supervisors that reused one pid)."""
+    return f"{host}/{pid}/{token}"
+
+
+def _owner_process(owner: str) -> tuple[int | None, str | None]:
+    """The pid and host a lease owner names (None, None for a name of another form)."""
+    parts = owner.rsplit("/", 2)
+    if len(parts) != 3 or not parts[1].isdigit():
+        return None, None
+    return int(parts[1]), parts[0]
+
+
+def lease_holder(job: JobRecord) -> tuple[int | None, str | None]:
+    """The pid and host of the job's lease owner (None, None: no lease, or a foreign name)."""
+    return (None, None) if job.lease_owner is None else _owner_process(job.lease_owner)
 
 
 def _job_status(value: object) -> JobStatus:

@@ -1,24 +1,32 @@
-"""The ledger's tables, its schema version (``PRAGMA user_version``) and forward migrations.
+"""The ledger's tables, its schema version and forward migrations, once for every backend.
 
 =======  ===================================================================================
 version  what it added
 =======  ===================================================================================
-0 / 1    ``runs``, ``windows``, ``events`` (ledgers written before versioning read as 0)
+0 / 1    ``runs``, ``windows``, ``events`` (sqlite ledgers written before versioning read as 0)
 2        ``jobs``, ``legs``, ``transfers``; ``runs`` gains ``job``, ``leg``, ``pid``, ``host``
-3        ``plans``: the planner's current plan, one row per new plan (``plan_json`` carries its
-         own format version, ``v``; see :func:`caftm.control.planner.plan_record`)
+3        ``jobs`` gains its supervisor's lease: ``lease_owner``, ``lease_expires_s``
+4        ``windows`` and ``events`` gain ``spool_key`` (unique: a spooled record is imported
+         once, :mod:`caftm.ledger.spool`)
+5        ``plans``: the planner's current plan, one row per new plan (``plan_json`` carries its
+         own format version, ``v``; see :func:`caftm.control.planner.plan_record`; ``spool_key``
+         as in 4)
 =======  ===================================================================================
 
-A ledger is migrated when opened for writing; a ledger of a newer version is refused.
+The SQL is sqlite's; each backend spells its types (:meth:`~caftm.ledger.backend.Backend.ddl`)
+and keeps the version (sqlite: ``PRAGMA user_version``; PostgreSQL: a ``caftm_schema`` table).
+A ledger is migrated when opened for writing, in one transaction no other process interleaves
+with; a ledger of a newer version is refused. A new version is one more :class:`Migration`
+at the end of :data:`MIGRATIONS`.
 """
 
 from __future__ import annotations
 
-import sqlite3
+from dataclasses import dataclass
 
-__all__ = ["SCHEMA_VERSION", "migrate"]
+from caftm.ledger.backend import Backend, Session
 
-SCHEMA_VERSION = 3
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Migration", "is_foreign", "migrate"]
 
 _V1 = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -68,50 +76,85 @@ CREATE INDEX IF NOT EXISTS legs_job ON legs(job, leg);
 CREATE INDEX IF NOT EXISTS transfers_job ON transfers(job, id);
 """
 
-_V3_TABLES = """
+_V5_PLANS = """
 CREATE TABLE IF NOT EXISTS plans (
     id INTEGER PRIMARY KEY, run_id TEXT NOT NULL REFERENCES runs(run_id), time TEXT NOT NULL,
-    plan_json TEXT NOT NULL
+    plan_json TEXT NOT NULL, spool_key TEXT
 );
 CREATE INDEX IF NOT EXISTS plans_run ON plans(run_id, id);
+CREATE UNIQUE INDEX IF NOT EXISTS plans_spool ON plans(spool_key);
 """
 
-_RUN_COLUMNS_V2 = (("job", "TEXT"), ("leg", "INTEGER"), ("pid", "INTEGER"), ("host", "TEXT"))
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One schema version: columns added to existing tables (skipped where present), then a
+    script of ``CREATE … IF NOT EXISTS`` statements."""
+
+    version: int
+    add_columns: tuple[tuple[str, str, str], ...] = ()  # (table, column, type)
+    script: str = ""
 
 
-def version(db: sqlite3.Connection) -> int:
-    """The file's schema version (0: written before versioning, or empty)."""
-    return int(db.execute("PRAGMA user_version").fetchone()[0])
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, script=_V1),
+    Migration(
+        2,
+        add_columns=(
+            ("runs", "job", "TEXT"),
+            ("runs", "leg", "INTEGER"),
+            ("runs", "pid", "INTEGER"),
+            ("runs", "host", "TEXT"),
+        ),
+        script=_V2_TABLES + ";CREATE INDEX IF NOT EXISTS runs_job ON runs(job, leg)",
+    ),
+    Migration(
+        3, add_columns=(("jobs", "lease_owner", "TEXT"), ("jobs", "lease_expires_s", "REAL"))
+    ),
+    Migration(
+        4,
+        add_columns=(("windows", "spool_key", "TEXT"), ("events", "spool_key", "TEXT")),
+        script="CREATE UNIQUE INDEX IF NOT EXISTS windows_spool ON windows(spool_key);"
+        "CREATE UNIQUE INDEX IF NOT EXISTS events_spool ON events(spool_key)",
+    ),
+    Migration(5, script=_V5_PLANS),
+)
+
+SCHEMA_VERSION = MIGRATIONS[-1].version
+"""The version this caftm writes."""
+
+_LEDGER_RUN_COLUMNS = {"run_id", "started_at", "status", "simulated"}
 
 
-def migrate(db: sqlite3.Connection) -> int:
-    """Create or bring the schema up to :data:`SCHEMA_VERSION`; returns the version found.
+def is_foreign(backend: Backend, session: Session) -> str | None:
+    """The database's tables (a few, named) when it holds tables but no caftm ledger; else None."""
+    tables = backend.tables(session)
+    if not tables or backend.columns(session, "runs") >= _LEDGER_RUN_COLUMNS:
+        return None
+    return ", ".join(sorted(tables)[:5])
+
+
+def migrate(backend: Backend, session: Session) -> int:
+    """Create or bring the schema up to :data:`SCHEMA_VERSION` inside ``session`` (a
+    transaction of ``backend``); returns the version found.
 
     Raises:
-        sqlite3.Error: sqlite failed; ValueError: the file is of a newer version.
+        BackendError: the database failed; ValueError: the ledger is of a newer version.
     """
-    found = version(db)
+    found = backend.schema_version(session)
     if found > SCHEMA_VERSION:
         raise ValueError(
             f"written by a newer caftm (schema {found}; this one knows {SCHEMA_VERSION})"
         )
-    if found == SCHEMA_VERSION:
-        return found
-    _run_script(db, _V1)
-    columns = {r[1] for r in db.execute("PRAGMA table_info(runs)")}
-    for name, kind in _RUN_COLUMNS_V2:
-        if name not in columns:
-            db.execute(f"ALTER TABLE runs ADD COLUMN {name} {kind}")
-    _run_script(db, _V2_TABLES)
-    db.execute("CREATE INDEX IF NOT EXISTS runs_job ON runs(job, leg)")
-    _run_script(db, _V3_TABLES)
-    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    for step in MIGRATIONS:
+        if step.version <= found:
+            continue
+        for table, column, kind in step.add_columns:
+            if column not in backend.columns(session, table):
+                session.execute(backend.ddl(f"ALTER TABLE {table} ADD COLUMN {column} {kind}"))
+        for statement in backend.ddl(step.script).split(";"):
+            if statement.strip():
+                session.execute(statement)
+    if found < SCHEMA_VERSION:
+        backend.set_schema_version(session, SCHEMA_VERSION)
     return found
-
-
-def _run_script(db: sqlite3.Connection, script: str) -> None:
-    """Run each statement of ``script`` inside the caller's transaction (``executescript``
-    would commit it)."""
-    for statement in script.split(";"):
-        if statement.strip():
-            db.execute(statement)

@@ -1,4 +1,4 @@
-"""The run ledger: runs, measurement windows and controller events in one sqlite file (WAL).
+"""The run ledger: runs, measurement windows and controller events (a sqlite file, or PostgreSQL).
 
 Tables::
 
@@ -10,14 +10,16 @@ Tables::
 
 plus the job supervisor's ``jobs``, ``legs`` and ``transfers`` (see :mod:`caftm.ledger.jobs`;
 the schema and its migrations: :mod:`caftm.ledger.schema`). Times are ISO-8601 UTC strings.
-One :class:`Ledger` may be shared by threads (reads and writes on its one connection are
-serialised by a lock); the controller writes only on its slow path, never per step.
+One :class:`Ledger` may be shared by threads (sqlite: statements on its one connection are
+serialised by a lock; PostgreSQL: a pool of connections); the controller writes only on its slow
+path, never per step. Where the ledger lives: :mod:`caftm.ledger.backend`.
 ``Ledger(path, read_only=True)`` never writes (for viewers beside a running job).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import socket
@@ -25,6 +27,7 @@ import sqlite3
 import threading
 import uuid
 from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,15 +37,28 @@ from typing import Any
 from caftm._protocol_env import ENV_LEDGER
 from caftm._units import carbon_g
 from caftm.errors import ConfigError, LedgerError
-from caftm.ledger.schema import SCHEMA_VERSION, migrate, version
+from caftm.ledger.backend import (
+    BackendError,
+    Session,
+    is_url,
+    ledger_location,
+    open_backend,
+    shown,
+)
+from caftm.ledger.batch import WriteBehind
+from caftm.ledger.schema import SCHEMA_VERSION, is_foreign, migrate
+from caftm.ledger.sqlite import SqliteBackend
 from caftm.records import Event, RunStatus, State
 
+log = logging.getLogger(__name__)
 
-def default_ledger_path() -> Path:
-    """``$CAFTM_LEDGER``, else ``$XDG_DATA_HOME/caftm/ledger.sqlite`` (~/.local/share/...)."""
+
+def default_ledger_path() -> Path | str:
+    """``$CAFTM_LEDGER`` (a file or a ``postgresql://`` URL), else
+    ``$XDG_DATA_HOME/caftm/ledger.sqlite`` (~/.local/share/...)."""
     explicit = os.environ.get(ENV_LEDGER)
     if explicit:
-        return Path(explicit).expanduser()
+        return ledger_location(explicit)
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "caftm" / "ledger.sqlite"
 
@@ -169,90 +185,120 @@ def _num(value: float | None) -> float | None:
 
 
 class Ledger:
-    """A sqlite ledger file (created with its folder when missing).
+    """A ledger: a sqlite file (created with its folder when missing) or, for a
+    ``postgresql://`` URL, a PostgreSQL database (see :mod:`caftm.ledger.backend`).
 
     Raises:
-        ConfigError: the file cannot be opened or is not a caftm ledger.
+        ConfigError: the ledger cannot be opened or reached, or is not a caftm ledger.
     """
 
     def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
-        self.path = Path(path).expanduser()
+        location = ledger_location(path)
+        self.path: Path | str = location
+        """The file, or the URL (its password hidden: :attr:`shown`)."""
+        self.url = is_url(location)
         self.read_only = read_only
-        self._lock = threading.Lock()
-        if read_only:
-            self._open_read_only()
-            return
-        if self.path.is_dir():
-            raise ConfigError(
-                f"ledger {self.path} is a directory; give a file such as "
-                f"{self.path / 'ledger.sqlite'}"
-            )
+        self._backend = open_backend(location, read_only=read_only)
+        self._batch: WriteBehind | None = None
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        except (OSError, sqlite3.Error) as e:
-            raise ConfigError(f"cannot open ledger {self.path}: {e}") from e
-        try:
-            self._check_foreign()
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA busy_timeout=10000")
-            self._db.execute("BEGIN IMMEDIATE")  # one process migrates at a time
-            try:
-                migrate(self._db)
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-        except (sqlite3.Error, ValueError) as e:
-            self._db.close()
-            raise ConfigError(f"cannot open ledger {self.path}: {e}") from e
+            if read_only:
+                found = self._backend.schema_version(self._backend)
+                self._refuse_foreign(self._backend)
+                if found > SCHEMA_VERSION:
+                    raise ConfigError(
+                        f"ledger {self.shown} was written by a newer caftm (schema {found})"
+                    )
+                return
+            self._refuse_foreign(self._backend)
+            self._backend.prepare()
+            with self._backend.transaction() as session:  # one process migrates at a time
+                migrate(self._backend, session)
+            if self.url:  # a server: windows and events leave in batches (caftm.ledger.batch)
+                self._batch = WriteBehind(self._write_many)
+        except ConfigError:
+            self._backend.close()
+            raise
+        except (BackendError, ValueError) as e:
+            self._backend.close()
+            raise ConfigError(f"cannot open ledger {self.shown}: {e}") from e
 
-    def _open_read_only(self) -> None:
-        """Open without ever writing (no schema changes, no locks that stop a writer).
+    @property
+    def shown(self) -> str:
+        """The ledger's file or URL, fit to print (no password)."""
+        return shown(self.path)
+
+    @property
+    def dialect(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return self._backend.dialect
+
+    @property
+    def _lock(self) -> threading.Lock:
+        """The sqlite connection's lock (sqlite only)."""
+        return self._sqlite().lock
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        """The sqlite connection (sqlite only)."""
+        return self._sqlite().db
+
+    @_db.setter
+    def _db(self, db: sqlite3.Connection) -> None:
+        self._sqlite().db = db
+
+    def _sqlite(self) -> SqliteBackend:
+        if not isinstance(self._backend, SqliteBackend):
+            raise LedgerError(f"ledger {self.shown} is not a sqlite file")
+        return self._backend
+
+    def _refuse_foreign(self, session: Session) -> None:
+        """Refuse, before changing anything, a database that holds other tables than ours.
 
         Raises:
-            ConfigError: the file is missing, unreadable or of a newer schema.
+            ConfigError: it has tables but no caftm ``runs`` table.
         """
-        if not self.path.is_file():
-            raise ConfigError(f"no ledger at {self.path}")
-        try:
-            self._db = sqlite3.connect(
-                f"file:{self.path}?mode=ro", uri=True, check_same_thread=False
+        some = is_foreign(self._backend, session)
+        if some is not None:
+            what = "database" if self.url else "file"
+            raise ConfigError(
+                f"{self.shown} is not a caftm ledger (the {what} has tables {some}); "
+                "give another ledger with --db or CAFTM_LEDGER"
             )
-            self._db.execute("PRAGMA busy_timeout=10000")
-            found = version(self._db)
-            self._check_foreign()
-        except sqlite3.Error as e:
-            raise ConfigError(f"cannot open ledger {self.path}: {e}") from e
-        if found > SCHEMA_VERSION:
-            self._db.close()
-            raise ConfigError(f"ledger {self.path} was written by a newer caftm (schema {found})")
 
-    def _check_foreign(self) -> None:
-        """Refuse, before changing anything, a sqlite file that holds other tables than ours.
+    def schema_version(self) -> int:
+        """The ledger's schema version.
 
         Raises:
-            ConfigError: the file has tables but no caftm ``runs`` table.
+            LedgerError: the database failed.
         """
-        tables = {
-            r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")
-        }
-        if not tables:
-            return
-        columns = {r[1] for r in self._db.execute("PRAGMA table_info(runs)")}
-        if not {"run_id", "started_at", "status", "simulated"} <= columns:
-            self._db.close()
-            some = ", ".join(sorted(tables)[:5])
-            raise ConfigError(
-                f"{self.path} is not a caftm ledger (it has tables {some}); "
-                "give another file with --db or CAFTM_LEDGER"
-            )
+        try:
+            return self._backend.schema_version(self._backend)
+        except BackendError as e:
+            raise LedgerError(f"cannot read ledger {self.shown}: {e}") from e
+
+    @property
+    def dropped_records(self) -> int:
+        """Windows and events a failing server never received (see :mod:`caftm.ledger.batch`)."""
+        return 0 if self._batch is None else self._batch.dropped
+
+    def flush(self) -> None:
+        """Write the windows and events still queued (a server's ledger batches them).
+
+        Raises:
+            LedgerError: the database failed (they stay queued).
+        """
+        if self._batch is not None and self._batch.pending:
+            self._batch.flush()
 
     def close(self) -> None:
-        """Close the file."""
-        with self._lock:
-            self._db.close()
+        """Write what is queued, then close the file or the connections."""
+        try:
+            if self._batch is not None:
+                self._batch.close()
+        except LedgerError as e:
+            log.warning("%d ledger records lost at close: %s", self._batch.dropped, e)  # type: ignore[union-attr]
+        finally:
+            self._backend.close()
 
     def __enter__(self) -> Ledger:
         return self
@@ -266,30 +312,74 @@ class Ledger:
         self.close()
 
     def _write(self, sql: str, params: tuple[object, ...]) -> int:
-        """Run one statement under the connection's lock; returns how many rows it changed.
+        """Run one statement, committed; returns how many rows it changed.
 
         Raises:
-            LedgerError: sqlite failed (disk full, database locked or damaged).
+            LedgerError: the database failed (disk full, locked, damaged, unreachable).
         """
         if self.read_only:
-            raise LedgerError(f"ledger {self.path} was opened read-only")
-        with self._lock:
-            try:
-                return self._db.execute(sql, params).rowcount
-            except sqlite3.Error as e:
-                raise LedgerError(f"cannot write ledger {self.path}: {e}") from e
+            raise LedgerError(f"ledger {self.shown} was opened read-only")
+        self.flush()  # what this process wrote before stays before
+        try:
+            return self._backend.execute(sql, params)
+        except BackendError as e:
+            raise LedgerError(f"cannot write ledger {self.shown}: {e}") from e
 
-    def _read(self, sql: str, params: tuple[object, ...] = ()) -> list[Any]:
-        """All rows of a query, run and fetched under the connection's lock.
+    def _write_many(self, sql: str, rows: list[tuple[object, ...]]) -> None:
+        """Run one statement per row, committed together.
 
         Raises:
-            LedgerError: sqlite failed (database locked or damaged).
+            LedgerError: the database failed.
         """
-        with self._lock:
-            try:
-                return self._db.execute(sql, params).fetchall()
-            except sqlite3.Error as e:
-                raise LedgerError(f"cannot read ledger {self.path}: {e}") from e
+        if self.read_only:
+            raise LedgerError(f"ledger {self.shown} was opened read-only")
+        try:
+            self._backend.executemany(sql, rows)
+        except BackendError as e:
+            raise LedgerError(f"cannot write ledger {self.shown}: {e}") from e
+
+    def _read(self, sql: str, params: tuple[object, ...] = ()) -> list[Any]:
+        """All rows of a query.
+
+        Raises:
+            LedgerError: the database failed (locked, damaged, unreachable).
+        """
+        self.flush()  # a process reads what it wrote
+        try:
+            return self._backend.query(sql, params)
+        except BackendError as e:
+            raise LedgerError(f"cannot read ledger {self.shown}: {e}") from e
+
+    def _read_write(self, sql: str, params: tuple[object, ...]) -> list[Any]:
+        """The rows of a statement that writes (``… RETURNING``), committed.
+
+        Raises:
+            LedgerError: the database failed.
+        """
+        if self.read_only:
+            raise LedgerError(f"ledger {self.shown} was opened read-only")
+        self.flush()
+        try:
+            return self._backend.query(sql, params)
+        except BackendError as e:
+            raise LedgerError(f"cannot write ledger {self.shown}: {e}") from e
+
+    def _insert(self, sql: str, params: tuple[object, ...]) -> None:
+        """A measurement's row: queued where the ledger batches (a server), else written now.
+
+        Raises:
+            LedgerError: the database failed (sqlite), or the ledger is read-only.
+        """
+        if self._batch is None or self.read_only:
+            self._write(sql, params)
+        else:
+            self._batch.add(sql, params)
+
+    def _transaction(self) -> AbstractContextManager[Session]:
+        """A transaction no other writer interleaves with (BackendError inside it)."""
+        if self.read_only:
+            raise LedgerError(f"ledger {self.shown} was opened read-only")
+        return self._backend.transaction()
 
     # -- writing ------------------------------------------------------------------------------
     def start_run(
@@ -367,8 +457,8 @@ class Ledger:
         )
 
     def record_event(self, run_id: str, event: Event) -> None:
-        """Store one controller transition."""
-        self._write(
+        """Store one controller transition (queued on a server's ledger)."""
+        self._insert(
             "INSERT INTO events (run_id, time, from_state, to_state, reason, intensity_g_per_kwh,"
             " site, gpu_setting) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
@@ -397,10 +487,11 @@ class Ledger:
         site: str,
         phase: str,
     ) -> None:
-        """Store one measured window; its carbon is computed here (g)."""
+        """Store one measured window (queued on a server's ledger); its carbon is computed here
+        (g)."""
         energy, ci = _num(energy_j), _num(intensity_g_per_kwh)
         carbon = carbon_g(energy, ci) if energy is not None and ci is not None else None
-        self._write(
+        self._insert(
             "INSERT INTO windows (run_id, time, duration_s, steps, setting, knob, energy_j,"
             " intensity_g_per_kwh, carbon_g, site, phase) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             (run_id, _iso(time), duration_s, steps, setting, knob, energy, ci, carbon, site, phase),
@@ -461,8 +552,8 @@ class Ledger:
         if len(ids) == 1:
             return str(ids[0])
         if not ids:
-            raise ConfigError(f"no run {run!r} in ledger {self.path}; see `caftm runs`")
-        raise ConfigError(f"run id {run!r} is ambiguous in {self.path}: {', '.join(ids[:5])}")
+            raise ConfigError(f"no run {run!r} in ledger {self.shown}; see `caftm runs`")
+        raise ConfigError(f"run id {run!r} is ambiguous in {self.shown}: {', '.join(ids[:5])}")
 
     def events(self, run_id: str) -> list[EventRecord]:
         """The run's events, oldest first."""

@@ -48,7 +48,7 @@ def resolve_target(ledger: Ledger, target: str) -> Scope:
         return Scope.of_run(ledger.resolve_run(target))
     except ConfigError:
         raise ConfigError(
-            f"no job or run {target!r} in ledger {ledger.path}; see `caftm jobs` or `caftm runs`"
+            f"no job or run {target!r} in ledger {ledger.shown}; see `caftm jobs` or `caftm runs`"
         ) from None
 
 
@@ -175,7 +175,7 @@ def ledger_report(ledger: Ledger, target: str) -> ReportInput:
     ]  # fmt: skip
     return ReportInput(
         title=f"job {job.name}" if job else f"run {scope.run_id}",
-        source=f"ledger {ledger.path}",
+        source=f"ledger {ledger.shown}",
         labels=labels,
         summary=summary,
         figures=figures,
@@ -241,7 +241,7 @@ def _run(ledger: Ledger, scope: Scope) -> RunSummary:
     """The scope's run (ConfigError when it is gone)."""
     run = ledger.run(str(scope.run_id))
     if run is None:
-        raise ConfigError(f"no run {scope.run_id!r} in ledger {ledger.path}")
+        raise ConfigError(f"no run {scope.run_id!r} in ledger {ledger.shown}")
     return run
 
 

@@ -39,6 +39,7 @@ from caftm.jobs.executors.base import (
     WorkerHandle,
 )
 from caftm.jobs.spec import SkyPilotSection
+from caftm.ledger.spool import SPOOL_FILE, remote_worker_ledger
 
 if TYPE_CHECKING:
     from typing import Self
@@ -59,8 +60,6 @@ _PROTOCOL = (
     protocol.ENV_SITE, protocol.ENV_CHECKPOINT_URL, protocol.ENV_EXCLUDE_SITES,
     protocol.ENV_GRACE_S, CLOCK_ENV,
 )  # fmt: skip
-#: the worker's own ledger on its VM (a relative path: under SkyPilot's workdir)
-_REMOTE_LEDGER = "caftm-ledger.sqlite"
 _STATUS_EVERY_S = 5.0
 
 
@@ -207,7 +206,7 @@ class SkyPilotExecutor(LegFolderExecutor):
             {
                 protocol.ENV_OUTCOME_FILE: f"{remote_dir}/{OUTCOME_FILE}",
                 protocol.ENV_STATUS_FILE: f"{remote_dir}/{STATUS_FILE}",
-                protocol.ENV_LEDGER: _REMOTE_LEDGER,
+                protocol.ENV_LEDGER: remote_worker_ledger(launch.env.get(protocol.ENV_LEDGER, "")),
                 protocol.ENV_GRACE_S: repr(launch.grace_s),
                 "PYTHONUNBUFFERED": "1",
             }
@@ -290,7 +289,8 @@ class SkyPilotExecutor(LegFolderExecutor):
         now = time.monotonic()
         if terminal or now - float(handle.extra.get("fetched", 0.0)) > _STATUS_EVERY_S:  # type: ignore[arg-type]
             handle.extra["fetched"] = now
-            self._fetch(handle, (STATUS_FILE, OUTCOME_FILE) if terminal else (STATUS_FILE,))
+            ending = (STATUS_FILE, OUTCOME_FILE) if terminal else (STATUS_FILE,)
+            self._fetch(handle, (*ending, SPOOL_FILE))
         if not terminal:
             return None
         name = getattr(status, "name", "")
