@@ -59,11 +59,13 @@ def cancel_job(book: JobBook, name: str, *, poll_s: float = 0.1) -> str:
 def close_cancelled(book: JobBook, job: JobRecord, ended: tuple[int, LegEnd] | None) -> JobRecord:
     """A supervisor's end of a cancel: the leg that was stopped for it (if any) and the job
     recorded cancelled."""
+    step = book.get(job.name).step
     if ended is not None:
         leg, end = ended
-        step = end.request.step if end.request is not None else None
         book.end_leg(job.name, leg, LegStatus.CANCELLED, exit_code=end.exit_code,
-                     end_step=step)  # fmt: skip
-    notice("job %s cancelled", job.name)
-    return book.update(job.name, status=JobStatus.CANCELLED, message="cancelled",
+                     end_step=end.reached)  # fmt: skip
+        step = end.reached if end.reached is not None else step
+    message = f"cancelled after step {step}"
+    notice("job %s %s", job.name, message)
+    return book.update(job.name, status=JobStatus.CANCELLED, message=message, step=step,
                        ended_at=datetime.now(UTC), cancel_requested=False)  # fmt: skip

@@ -123,6 +123,10 @@ class Executor(ABC):
     def check_site(self, site: str) -> None:  # noqa: B027 - most engines accept any site
         """Raise :class:`~caftm.errors.ExecutorError` when ``site`` cannot run a worker now."""
 
+    def prepare(self, leg: LegRef) -> None:  # noqa: B027 - engines with nothing left over
+        """Clear what an earlier start of this leg left (called before :meth:`start`), so
+        that :meth:`outcome` and :meth:`status` answer for the new worker only."""
+
     @abstractmethod
     def start(self, launch: LegLaunch) -> WorkerHandle:
         """Start the worker.
@@ -183,6 +187,11 @@ class LegFolderExecutor(Executor):
     """An executor whose workers write their outcome and status into the leg's folder
     (:data:`OUTCOME_FILE`, :data:`STATUS_FILE`), on a filesystem the supervisor reads or in
     copies the engine fetched there."""
+
+    def prepare(self, leg: LegRef) -> None:
+        leg.folder.mkdir(parents=True, exist_ok=True)
+        for name in (OUTCOME_FILE, STATUS_FILE):
+            (leg.folder / name).unlink(missing_ok=True)
 
     def outcome(self, leg: LegRef) -> StopRequest | None:
         return protocol.read_outcome(leg.folder / OUTCOME_FILE)
