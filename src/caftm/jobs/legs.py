@@ -121,9 +121,7 @@ class LegRunner:
         if sup.cancelled:
             return close_cancelled(sup.book, job, (leg, end))
         request = end.request
-        if sup.stopped_by is not None and (
-            request is None or request.outcome is Outcome.PREEMPTED
-        ):
+        if sup.stopped_by is not None and (request is None or request.outcome is Outcome.PREEMPTED):
             return self.stopped(job, leg, end)
         return sup.outcomes.act(sup.book.get(job.name), leg, site, end)
 
@@ -135,7 +133,8 @@ class LegRunner:
         why = f"stopped with the supervisor ({sup.stopped_by})"
         if end.request is None:
             sup.outcomes.end_leg(job.name, leg, LegStatus.INTERRUPTED, exit_code=end.exit_code,
-                                 end_step=end.reached, message=f"{why} before it said anything")  # fmt: skip
+                                 end_step=end.reached,
+                                 message=f"{why} before it said anything")  # fmt: skip
             return sup.book.update(job.name, status=JobStatus.RESTARTING)
         sup.outcomes.end_leg(job.name, leg, LegStatus.PREEMPTED, exit_code=end.exit_code,
                              end_step=end.request.step, message=why)  # fmt: skip

@@ -66,8 +66,8 @@ class Recovery:
         try:
             if end.request is not None:
                 return sup.outcomes.act(job, leg.leg, leg.site, end)
-            sup.book.end_leg(job.name, leg.leg, LegStatus.INTERRUPTED,
-                             end_step=end.reached, message="its process died unwatched")  # fmt: skip
+            sup.book.end_leg(job.name, leg.leg, LegStatus.INTERRUPTED, end_step=end.reached,
+                             message="its process died unwatched")  # fmt: skip
         except LedgerError:
             again = sup.book.get_leg(job.name, leg.leg)
             if again.status is LegStatus.RUNNING:
