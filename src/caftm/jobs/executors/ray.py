@@ -71,6 +71,8 @@ _RECHECK_S = 2.0
 _SUBMIT_RETRY_S = 60.0
 #: the least time between two questions to the cluster about one leg (s)
 _POLL_EVERY_S = 0.25
+#: how long after a stopped leg's grace period Ray may take to end it (s)
+_STOP_MARGIN_S = 30.0
 #: how long the cluster may stay unreachable while a leg runs before the leg is given up (s)
 _UNREACHABLE_S = 120.0
 
@@ -268,6 +270,43 @@ class RayExecutor(LegFolderExecutor):
         if info.status.is_terminal():
             return None if self.poll(handle) is None else handle
         return handle
+
+    def stop_leg(self, leg: LegRecord, grace_s: float, *, poll_s: float = 0.1) -> int | None:
+        """``stop_job`` on the leg's Ray job; raises ExecutorError when the cluster cannot say
+        whether it runs (unreachable) or does not stop it."""
+        if leg.executor != self.name or not leg.external_id:
+            return None
+        try:
+            info = self.client.get_job_info(leg.external_id)
+        except ExecutorError:
+            raise
+        except Exception as e:
+            if "does not exist" in str(e) or "404" in str(e):
+                return None  # Ray forgot it (a restarted head): nothing runs it
+            raise ExecutorError(
+                f"cannot ask the Ray cluster at {self.address} about job {leg.external_id}: "
+                f"{_one_line(e)}"
+            ) from e
+        if info.status.is_terminal():
+            return None
+        handle = WorkerHandle(self.name, leg.external_id, node=info.driver_node_id or leg.node)
+        try:
+            if not self.client.stop_job(leg.external_id):
+                raise ExecutorError(f"Ray did not stop job {leg.external_id}")
+        except ExecutorError:
+            raise
+        except Exception as e:
+            raise ExecutorError(f"cannot stop Ray job {leg.external_id}: {_one_line(e)}") from e
+        # Ray sends SIGTERM, then SIGKILL after the leg's RAY_JOB_STOP_WAIT_TIME_S
+        deadline = time.monotonic() + grace_s + _STOP_MARGIN_S
+        while (code := self.poll(handle)) is None:
+            if time.monotonic() > deadline:
+                raise ExecutorError(
+                    f"Ray job {leg.external_id} still runs {grace_s + _STOP_MARGIN_S:.0f} s "
+                    "after it was stopped"
+                )
+            time.sleep(poll_s)
+        return code
 
     def close(self) -> None:
         self._client = None
