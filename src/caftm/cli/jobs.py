@@ -121,8 +121,10 @@ WIDE_COLUMNS = 110
 def summary_table(book: JobBook, job: JobRecord, *, wide: bool = True) -> Table:
     """The job's legs: site, how each ended, steps (restored → reached), times, and the job's
     totals; with ``wide``, each leg's node and engine id too (see :func:`leg_places`)."""
-    said = job.message if job.message and job.message != job.status.value else ""
-    title = f"job {job.name}: {job.status.value}" + (f" — {said}" if said else "")
+    status, said = job.status.value, job.message
+    title = f"job {job.name}: " + (  # one status word: "cancelled after step 672"
+        said if said.startswith(status) else status + (f" — {said}" if said else "")
+    )
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
                   collapse_padding=True)  # fmt: skip
     columns = ["leg", "site", "status", "steps", "started UTC", "ended UTC"]

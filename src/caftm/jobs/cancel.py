@@ -74,6 +74,8 @@ def cancel_job(book: JobBook, name: str, *, executor: Executor | None = None) ->
                 engine.close()
         book.end_leg(name, leg.leg, LegStatus.CANCELLED, exit_code=code, end_step=end.reached,
                      message="cancelled without a supervisor")  # fmt: skip
+        if end.reached is not None:
+            book.update(name, step=end.reached)
         how = "had ended" if code is None else f"stopped through {leg.executor}"
         stopped.append(f"leg {leg.leg} {how} after step {end.reached}")
     job = close_cancelled(book, book.get(name), None, quiet=True)
