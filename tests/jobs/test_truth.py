@@ -16,7 +16,7 @@ from rich.console import Console
 from tests.jobs.jobs_support import write_job
 from tests.jobs.test_outcomes import Job
 
-from caftm.cli.jobs import summary_table
+from caftm.cli.jobs import summary_table, summary_title
 from caftm.jobs.cancel import cancel_job
 from caftm.jobs.executors.scripted import LegScript, ScriptedExecutor, SupervisorKilled
 from caftm.jobs.spec import load_job
@@ -46,6 +46,7 @@ def _notices(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 def _table_text(book: JobBook, name: str) -> str:
     console = Console(width=200, record=True, file=open("/dev/null", "w"))  # noqa: SIM115
+    console.print(summary_title(book.get(name)))
     console.print(summary_table(book, book.get(name)))
     return console.export_text()
 

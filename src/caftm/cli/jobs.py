@@ -120,13 +120,9 @@ WIDE_COLUMNS = 110
 
 def summary_table(book: JobBook, job: JobRecord, *, wide: bool = True) -> Table:
     """The job's legs: site, how each ended, steps (restored → reached), times, and the job's
-    totals; with ``wide``, each leg's node and engine id too (see :func:`leg_places`)."""
-    status, said = job.status.value, job.message
-    title = f"job {job.name}: " + (  # one status word: "cancelled after step 672"
-        said if said.startswith(status) else status + (f" — {said}" if said else "")
-    )
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
-                  collapse_padding=True)  # fmt: skip
+    totals; with ``wide``, each leg's node and engine id too (see :func:`leg_places`); its
+    title is :func:`summary_title`."""
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     columns = ["leg", "site", "status", "steps", "started UTC", "ended UTC"]
     for column in columns + (["node", "id"] if wide else []):
         table.add_column(column, overflow="fold", no_wrap=column in ("status", "steps"))
@@ -149,6 +145,14 @@ def summary_table(book: JobBook, job: JobRecord, *, wide: bool = True) -> Table:
     return table
 
 
+def summary_title(job: JobRecord) -> str:
+    """``job NAME: STATUS — MESSAGE`` (one status word: "cancelled after step 672")."""
+    status, said = job.status.value, job.message
+    return f"job {job.name}: " + (
+        said if said.startswith(status) else status + (f" — {said}" if said else "")
+    )
+
+
 def leg_places(book: JobBook, job: JobRecord) -> list[str]:
     """One line per leg: where it ran (node or host) and its engine's id."""
     return [
@@ -160,6 +164,7 @@ def leg_places(book: JobBook, job: JobRecord) -> list[str]:
 def print_summary(book: JobBook, job: JobRecord) -> None:
     """The summary table, fitted to the terminal (never a name cut)."""
     wide = console.width >= WIDE_COLUMNS
+    console.print(summary_title(job), highlight=False, markup=False)  # a line: names unbroken
     console.print(summary_table(book, job, wide=wide))
     if not wide:
         for line in leg_places(book, job):
