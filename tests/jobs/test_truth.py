@@ -192,3 +192,18 @@ def test_recovery_goes_on_when_the_dead_leg_was_closed_meanwhile(
     assert record.status is JobStatus.SUCCEEDED
     assert job.leg_statuses() == [LegStatus.INTERRUPTED, LegStatus.COMPLETED]
     assert any("was closed meanwhile" in m for m in _notices(caplog))
+
+
+def test_the_executor_clears_what_an_earlier_start_of_a_leg_left(tmp_path: Path) -> None:
+    from caftm.jobs.executors import LegRef
+    from caftm.jobs.executors.base import OUTCOME_FILE, STATUS_FILE
+    from caftm.jobs.executors.local import LocalExecutor
+
+    ref = LegRef("job", 1, "KR", tmp_path / "leg-0001")
+    ref.folder.mkdir()
+    for name in (OUTCOME_FILE, STATUS_FILE):
+        (ref.folder / name).write_text('{"outcome": "completed", "step": 9}')
+    executor = LocalExecutor()
+    assert executor.outcome(ref) is not None
+    executor.prepare(ref)
+    assert executor.outcome(ref) is None and executor.status(ref) == {}

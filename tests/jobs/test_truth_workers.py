@@ -109,6 +109,9 @@ def test_cancel_jobfile_without_a_supervisor_stops_the_local_leg(tmp_path: Path)
     wait_for(lambda: not _alive(worker_pid), 30, what="the worker to end")
     store = Path(load_job(config).store_url("KR"))
     assert (store / "step-000000030" / "MANIFEST.json").exists()
+    # the worker's line names the step of the checkpoint it writes (the one in progress)
+    log = (load_job(config).workdir / "leg-0001" / "worker.log").read_text()
+    assert "SIGTERM received: checkpointing after step 30 " in log, log
     book.ledger.close()
 
 
