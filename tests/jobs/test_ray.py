@@ -322,3 +322,30 @@ def test_cancel_says_so_when_it_cannot_reach_the_cluster(tmp_path: Path) -> None
     [leg] = book.legs("raygone")
     assert leg.status is LegStatus.RUNNING  # it may still run: not marked cancelled
     assert book.get("raygone").status is not JobStatus.CANCELLED
+
+
+def test_a_leg_pending_on_busy_nodes_says_what_it_waits_for(
+    tmp_path: Path, cluster: RayCluster
+) -> None:
+    import signal
+
+    from caftm.errors import ExecutorError
+    from caftm.jobs.executors import LegLaunch
+    from caftm.jobs.executors.ray import RayExecutor
+    from caftm.jobs.spec import RaySection
+
+    # each test node offers one CPU: a first leg holding it leaves the second pending
+    executor = RayExecutor(RaySection(address=cluster.address, num_cpus=1, start_timeout_s=8))
+
+    def launch(leg: int, seconds: int) -> LegLaunch:
+        argv = (sys.executable, "-c", f"import time; time.sleep({seconds})")
+        return LegLaunch("raybusy", leg, "DE", argv, {}, tmp_path, tmp_path / f"{leg}.log", 1.0)
+
+    first = executor.start(launch(1, 120))
+    try:
+        with pytest.raises(ExecutorError) as raised:
+            executor.start(launch(2, 1))
+    finally:
+        executor.signal(first, signal.SIGKILL)
+    said = str(raised.value)
+    assert "still pending after 8 s, waiting for num_cpus: 1 on a node of site DE" in said, said
