@@ -133,9 +133,8 @@ class OutcomeTable:
                 f"(log: {log_path})",
             )
         wait_s = min(sup.spec.job.backoff_s * 2 ** (streak - 1), MAX_BACKOFF_S)
-        start = "step 0" if saved is None else f"the checkpoint of step {saved}"
-        notice("job %s: the worker %s at %s; restarting from %s in %.0f s", job.name, cause,
-               site, start, wait_s)  # fmt: skip
+        notice("job %s: the worker %s at %s; restarting from the last checkpoint in %.0f s",
+               job.name, cause, site, wait_s)  # fmt: skip
         job = sup.book.update(job.name, status=JobStatus.RESTARTING)
         sup.sleep(wait_s)
         return job
