@@ -268,6 +268,11 @@ def status_command(job: JobArgument, db: DbOption = None) -> None:
         print_summary(book, record)
         if record.pause_until is not None:
             console.print(f"paused until {_time(record.pause_until)} UTC")
+        plan = ledger.latest_plan(job=name)
+        if plan is not None:
+            from caftm.control.planner import describe_record
+
+            console.print(f"plan: {describe_record(plan)}", highlight=False)
         for t in book.transfers(name):
             size = "—" if t.bytes is None else f"{t.bytes / 1e6:.1f} MB"
             secs = "—" if t.seconds is None else f"{t.seconds:.1f} s"

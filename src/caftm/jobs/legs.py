@@ -85,6 +85,7 @@ class LegRunner:
         files.mkdir(parents=True, exist_ok=True)
         sup.executor.prepare(sup.leg_ref(leg, site))
         store_url = spec.store_url(site)
+        sup.hold_clock()  # a worker starting up takes its wall time on the job's clock
         launch = LegLaunch(
             job.name,
             leg,
@@ -160,6 +161,7 @@ class LegRunner:
                 next_cancel_check = now + CANCEL_POLL_S
                 stored = sup.book.get(job.name)
                 status = sup.executor.status(ref)
+                sup.follow_worker_clock(status)  # the worker knows when it trains
                 self.report(stored, leg, status)
                 if sup.on_update is not None:
                     sup.on_update(JobView(stored, status, sup.clock()))
@@ -184,6 +186,10 @@ class LegRunner:
             request = None
         status = self.sup.executor.status(ref)
         self.report(self.sup.book.get(job), leg, status, final=True)
+        # the job's clock as the worker left it (held since its last checkpoint), then held
+        # through whatever comes next (a transfer, a restart), until a worker trains again
+        self.sup.follow_worker_clock(status)
+        self.sup.hold_clock()
         return LegEnd(request, exit_code, status)
 
     def report(
