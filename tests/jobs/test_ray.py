@@ -205,3 +205,147 @@ def test_a_worker_node_killed_during_a_leg(
     assert "Traceback" not in out
     assert all(leg.status is not LegStatus.RUNNING for leg in legs)
     assert_identical(final_model(load_job(config), job.site, step=STEPS), reference)
+
+
+# -- what the terminal and the ledger say (issue 18) ---------------------------------------------
+def _caftm(*args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "caftm.cli", *args], capture_output=True, text=True,
+        timeout=timeout_s, env={**os.environ, "COLUMNS": "200"},
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("asked", "named"),
+    [({"num_gpus": 1}, "num_gpus: 1"), ({"resources": {"fast-disk": 2}}, "resources.fast-disk: 2")],
+)
+def test_validate_names_a_resource_no_node_of_the_cluster_offers(
+    tmp_path: Path, cluster: RayCluster, asked: dict[str, Any], named: str
+) -> None:
+    ray = {"address": cluster.address, **asked}
+    config = write_job(tmp_path, "rayask", job={"executor": "ray", "ray": ray})
+    run = _caftm("validate", str(config))
+    assert run.returncode == 2, run.stdout + run.stderr
+    [line] = run.stderr.strip().splitlines()
+    assert named in line and "no live node of site KR offers" in line, line
+    assert "Traceback" not in run.stderr
+
+
+def test_a_leg_asking_what_its_site_lacks_fails_at_once_naming_it(
+    tmp_path: Path, cluster: RayCluster
+) -> None:
+    import time
+
+    from caftm.errors import ExecutorError
+    from caftm.jobs.executors import LegLaunch
+    from caftm.jobs.executors.ray import RayExecutor
+    from caftm.jobs.spec import RaySection
+
+    executor = RayExecutor(RaySection(address=cluster.address, num_gpus=1))
+    launch = LegLaunch("raypend", 1, "FR", (sys.executable, "-c", "pass"), {}, tmp_path,
+                       tmp_path / "worker.log", 5.0)  # fmt: skip
+    started = time.monotonic()
+    with pytest.raises(ExecutorError) as raised:
+        executor.start(launch)
+    assert time.monotonic() - started < 60  # not the 120 s start timeout
+    assert "no live node of site FR offers num_gpus: 1" in str(raised.value)
+
+
+def test_fate_lines_of_a_ray_worker_reach_the_run_terminal(
+    tmp_path: Path, cluster: RayCluster
+) -> None:
+    from tests.jobs.test_truth_workers import damage_a_checkpoint
+
+    config = _ray_job(tmp_path, "rayfate", cluster, policy="carbon-agnostic", every=1000)
+    spec = load_job(config)
+    spec_steps = spec.controller.total_steps
+    damage_a_checkpoint(spec, "KR", 20)
+    out = _supervise(config)
+    skipped = [line for line in out.splitlines() if "skipping checkpoint" in line]
+    assert len(skipped) == 1 and "0 bytes" in skipped[0] and "leg 1 at KR" in skipped[0], out
+    assert sum("starting from step 0 although" in line for line in out.splitlines()) == 1, out
+    [leg] = _book(config).legs("rayfate")
+    assert (leg.start_step, leg.end_step) == (0, spec_steps)
+
+
+def test_cancel_without_a_supervisor_stops_the_ray_job(tmp_path: Path, cluster: RayCluster) -> None:
+    from ray.job_submission import JobSubmissionClient
+
+    gate = Gate(tmp_path, 40)
+    config = _ray_job(tmp_path, "rayorphan", cluster, policy="carbon-agnostic", every=10_000,
+                      env=gate.env)  # fmt: skip
+    process = supervise_cli(config)
+    try:
+        gate.wait_reached(timeout_s=240)
+    finally:
+        kill_group(process)  # kill -9 the supervisor: the Ray job trains on
+    book = _book(config)
+    [leg] = book.legs("rayorphan")
+    assert leg.status is LegStatus.RUNNING and leg.external_id
+    cancel = subprocess.Popen(
+        [sys.executable, "-m", "caftm.cli", "cancel", str(config)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    log = load_job(config).workdir / "leg-0001" / "worker.log"
+    from tests.jobs.jobs_support import wait_for
+
+    wait_for(lambda: "SIGTERM received" in log.read_text(), 120, what="SIGTERM via Ray")
+    gate.open()
+    out, _ = cancel.communicate(timeout=180)
+    assert cancel.returncode == 0, out
+    assert "stopped through ray" in out, out
+    [leg] = book.legs("rayorphan")
+    assert leg.status is LegStatus.CANCELLED and leg.end_step is not None and leg.end_step >= 40
+    info = JobSubmissionClient(cluster.address).get_job_info(str(leg.external_id))
+    assert info.status.is_terminal(), info.status
+    assert book.get("rayorphan").status is JobStatus.CANCELLED
+
+
+def test_cancel_says_so_when_it_cannot_reach_the_cluster(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    ray = {"address": f"http://127.0.0.1:{port}"}
+    config = write_job(tmp_path, "raygone", job={"executor": "ray", "ray": ray})
+    spec = load_job(config)
+    book = JobBook(Ledger(spec.ledger_path))
+    book.create("raygone", site="KR", store_url=spec.store_url("KR"), executor="ray",
+                spec=spec.to_dict())  # fmt: skip
+    book.start_leg("raygone", 1, site="KR", executor="ray", start_step=0)
+    book.update_leg("raygone", 1, external_id="caftm-raygone-leg1-00000000")
+    run = _caftm("cancel", str(config))
+    assert run.returncode == 2, run.stdout + run.stderr
+    [line] = run.stderr.strip().splitlines()
+    assert "cannot stop leg 1 of job raygone" in line and "not marked cancelled" in line, line
+    [leg] = book.legs("raygone")
+    assert leg.status is LegStatus.RUNNING  # it may still run: not marked cancelled
+    assert book.get("raygone").status is not JobStatus.CANCELLED
+
+
+def test_a_leg_pending_on_busy_nodes_says_what_it_waits_for(
+    tmp_path: Path, cluster: RayCluster
+) -> None:
+    import signal
+
+    from caftm.errors import ExecutorError
+    from caftm.jobs.executors import LegLaunch
+    from caftm.jobs.executors.ray import RayExecutor
+    from caftm.jobs.spec import RaySection
+
+    # each test node offers one CPU: a first leg holding it leaves the second pending
+    executor = RayExecutor(RaySection(address=cluster.address, num_cpus=1, start_timeout_s=8))
+
+    def launch(leg: int, seconds: int) -> LegLaunch:
+        argv = (sys.executable, "-c", f"import time; time.sleep({seconds})")
+        return LegLaunch("raybusy", leg, "DE", argv, {}, tmp_path, tmp_path / f"{leg}.log", 1.0)
+
+    first = executor.start(launch(1, 120))
+    try:
+        with pytest.raises(ExecutorError) as raised:
+            executor.start(launch(2, 1))
+    finally:
+        executor.signal(first, signal.SIGKILL)
+    said = str(raised.value)
+    assert "still pending after 8 s, waiting for num_cpus: 1 on a node of site DE" in said, said

@@ -8,10 +8,12 @@ fate (a move, a pause, a preemption, a crash) are printed above it as they happe
 from __future__ import annotations
 
 import math
+import signal
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
@@ -38,6 +40,9 @@ DbOption = Annotated[
     ),
 ]
 JobFile = Annotated[Path, typer.Argument(help="The job's YAML (see examples/job.yaml).")]
+JobArgument = Annotated[
+    str, typer.Argument(help="The job's name, or its YAML (its ledger.path is then used).")
+]
 
 _UNITS = {"clock": "MHz", "power": "W"}
 
@@ -78,7 +83,9 @@ def run_command(
                 spec, standby=standby, on_update=lambda view: live.update(progress_line(view))
             )
             job = _supervise(supervisor)
-    console.print(summary_table(JobBook(Ledger(spec.ledger_path)), job))
+    print_summary(JobBook(Ledger(spec.ledger_path)), job)
+    if supervisor.stopped_by is not None and not job.status.finished:
+        raise typer.Exit(128 + signal.Signals[supervisor.stopped_by].value)  # Ctrl-C: 130
     if job.status is JobStatus.FAILED:
         raise typer.Exit(1)
 
@@ -122,17 +129,24 @@ def progress_line(view: Any) -> Text:
     return Text.from_markup(" · ".join(parts))
 
 
-def summary_table(book: JobBook, job: JobRecord) -> Table:
-    """The job's legs: site, how each ended, steps, and the job's totals."""
-    table = Table(title=f"job {job.name}: {job.status.value} — {job.message}", title_justify="left")
-    for column in ("leg", "site", "status", "steps", "started", "ended", "node", "id"):
-        table.add_column(column, overflow="fold")
+#: narrower terminals get each leg's node and engine id on lines under the table
+WIDE_COLUMNS = 110
+
+
+def summary_table(book: JobBook, job: JobRecord, *, wide: bool = True) -> Table:
+    """The job's legs: site, how each ended, steps (restored → reached), times, and the job's
+    totals; with ``wide``, each leg's node and engine id too (see :func:`leg_places`); its
+    title is :func:`summary_title`."""
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    columns = ["leg", "site", "status", "steps", "started UTC", "ended UTC"]
+    for column in columns + (["node", "id"] if wide else []):
+        table.add_column(column, overflow="fold", no_wrap=column in ("status", "steps"))
     for leg in book.legs(job.name):
-        span = f"{leg.start_step or 0}→{leg.end_step}" if leg.end_step is not None else "—"
-        table.add_row(
-            str(leg.leg), leg.site, leg.status.value, span, _time(leg.started_at),
-            _time(leg.ended_at), leg.node or leg.host or "—", leg.external_id or "—",
-        )  # fmt: skip
+        cells = [str(leg.leg), leg.site, leg.status.value, _span(leg), _time(leg.started_at),
+                 _time(leg.ended_at)]  # fmt: skip
+        if wide:
+            cells += [leg.node or leg.host or "—", leg.external_id or "—"]
+        table.add_row(*cells)
     totals = book.totals(job.name)
     energy_j, carbon_g = totals.energy_j, totals.carbon_g
     moved = sum(1 for t in book.transfers(job.name) if t.status is TransferStatus.DONE)
@@ -144,6 +158,40 @@ def summary_table(book: JobBook, job: JobRecord) -> Table:
     )
     table.caption_justify = "left"
     return table
+
+
+def summary_title(job: JobRecord) -> str:
+    """``job NAME: STATUS — MESSAGE`` (one status word: "cancelled after step 672")."""
+    status, said = job.status.value, job.message
+    return f"job {job.name}: " + (
+        said if said.startswith(status) else status + (f" — {said}" if said else "")
+    )
+
+
+def leg_places(book: JobBook, job: JobRecord) -> list[str]:
+    """One line per leg: where it ran (node or host) and its engine's id."""
+    return [
+        f"leg {leg.leg}: {leg.executor} {leg.external_id or '—'} on {leg.node or leg.host or '—'}"
+        for leg in book.legs(job.name)
+    ]
+
+
+def print_summary(book: JobBook, job: JobRecord) -> None:
+    """The summary table, fitted to the terminal (never a name cut)."""
+    wide = console.width >= WIDE_COLUMNS
+    console.print(summary_title(job), highlight=False, markup=False)  # a line: names unbroken
+    console.print(summary_table(book, job, wide=wide))
+    if not wide:
+        for line in leg_places(book, job):
+            console.print(line, highlight=False, overflow="fold")
+
+
+def _span(leg: Any) -> str:
+    """Steps of a leg: the step its worker restored → the last it reached (``…``: runs on)."""
+    start = "?" if leg.start_step is None else str(leg.start_step)
+    if leg.end_step is not None:
+        return f"{start}→{leg.end_step}"
+    return f"{start}→…" if leg.status.value == "running" else f"{start}→?"
 
 
 def validate_command(job_file: JobFile) -> None:
@@ -162,27 +210,52 @@ def validate_command(job_file: JobFile) -> None:
         console.print(line, highlight=False)
 
 
-def _open(db: str | None, *, read_only: bool = False) -> Ledger:
-    path = ledger_location(db) if db is not None else default_ledger_path()
+def _target(job: str | None, db: str | None) -> tuple[Path | str, str | None]:
+    """The ledger and job name a command means: ``job`` is a name, or a job file whose
+    ``ledger.path`` (and name) it uses; ``--db`` (a path or a postgresql:// URL) wins over both."""
+    given = ledger_location(db) if db is not None else None
+    if job is not None and (job.endswith((".yaml", ".yml")) or Path(job).is_file()):
+        spec = load_job(Path(job))
+        return (given if given is not None else spec.ledger_path), spec.name
+    return (given if given is not None else default_ledger_path()), job
+
+
+def _open(path: Path | str, *, read_only: bool = False) -> Ledger:
     if ledger_missing(path):
-        raise ConfigError(f"no ledger at {path}; `caftm run` creates it (or pass --db)")
+        raise ConfigError(
+            f"no ledger at {path}; give the job file (its ledger.path is used) or --db, "
+            "or start the job with `caftm run JOB.yaml`"
+        )
     return Ledger(path, read_only=read_only)
 
 
 def _time(value: Any) -> str:
-    return "—" if value is None else value.strftime("%m-%d %H:%M:%S")
+    return "—" if value is None else value.strftime("%m-%d %H:%M")
 
 
-def jobs_command(db: DbOption = None) -> None:
+def jobs_command(
+    job_file: Annotated[
+        str | None, typer.Argument(help="A job's YAML: list the jobs of its ledger.path.")
+    ] = None,
+    db: DbOption = None,
+) -> None:
     """List the jobs in the ledger, newest first."""
-    with _open(db) as ledger:
+    path, _ = _target(job_file, db)
+    with _open(path) as ledger:
         ledger.reap_dead_runs()
         book = JobBook(ledger)
         book.reap_dead_legs()
-        table = Table(title=f"jobs in {ledger.shown}")
-        for column in ("job", "status", "site", "leg", "step", "moves", "pauses", "updated (UTC)"):
-            table.add_column(column)
-        for job in book.jobs():
+        jobs = book.jobs()
+        table = Table(title=f"jobs in {ledger.shown}", title_justify="left", box=box.SIMPLE_HEAD,
+                      pad_edge=False, collapse_padding=True)  # fmt: skip
+        longest = max((len(job.name) for job in jobs), default=3)
+        table.add_column("job", overflow="fold", min_width=min(longest, 16))
+        table.add_column("status", overflow="fold", max_width=console.width // 6)
+        table.add_column("site", overflow="fold")
+        for column in ("leg", "step", "moves", "pauses"):
+            table.add_column(column, justify="right", no_wrap=True)
+        table.add_column("updated UTC", no_wrap=True)
+        for job in jobs:
             table.add_row(
                 job.name, _status_text(job), job.site, str(job.leg), str(job.step),
                 str(job.moves), str(job.pauses), _time(job.updated_at),
@@ -200,22 +273,23 @@ def _status_text(job: JobRecord) -> str:
     return job.status.value if alive else f"{job.status.value} (supervisor gone)"
 
 
-def status_command(job: Annotated[str, typer.Argument(help="The job's name.")],
-                   db: DbOption = None) -> None:  # fmt: skip
+def status_command(job: JobArgument, db: DbOption = None) -> None:
     """One job: where it is, its legs (with their executor ids and nodes) and transfers."""
-    with _open(db) as ledger:
+    path, name = _target(job, db)
+    assert name is not None
+    with _open(path) as ledger:
         book = JobBook(ledger)
-        record = book.get(job)
+        record = book.get(name)
         book.reap_dead_legs()
-        console.print(summary_table(book, record))
+        print_summary(book, record)
         if record.pause_until is not None:
             console.print(f"paused until {_time(record.pause_until)} UTC")
-        plan = ledger.latest_plan(job=job)
+        plan = ledger.latest_plan(job=name)
         if plan is not None:
             from caftm.control.planner import describe_record
 
             console.print(f"plan: {describe_record(plan)}", highlight=False)
-        for t in book.transfers(job):
+        for t in book.transfers(name):
             size = "—" if t.bytes is None else f"{t.bytes / 1e6:.1f} MB"
             secs = "—" if t.seconds is None else f"{t.seconds:.1f} s"
             console.print(
@@ -225,10 +299,11 @@ def status_command(job: Annotated[str, typer.Argument(help="The job's name.")],
             )
 
 
-def cancel_command(job: Annotated[str, typer.Argument(help="The job's name.")],
-                   db: DbOption = None) -> None:  # fmt: skip
+def cancel_command(job: JobArgument, db: DbOption = None) -> None:
     """Stop a job: its worker checkpoints first, then the job is marked cancelled."""
     from caftm.jobs.cancel import cancel_job
 
-    with _open(db) as ledger:
-        console.print(cancel_job(JobBook(ledger), job), highlight=False)
+    path, name = _target(job, db)
+    assert name is not None
+    with _open(path) as ledger:
+        console.print(cancel_job(JobBook(ledger), name), highlight=False)

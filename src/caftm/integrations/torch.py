@@ -27,6 +27,7 @@ step (see :mod:`caftm.integrations.ddp`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -37,7 +38,7 @@ from typing import Any
 
 import torch
 
-from caftm._notice import notice
+from caftm._notice import NoticeRecorder, notice
 from caftm.checkpoint import CheckpointStore, TrainingState
 from caftm.checkpoint.layout import rank_dir_name
 from caftm.checkpoint.owner import JobIdentity
@@ -137,15 +138,21 @@ class CarbonAwareTraining:
             self.gpu = gpu
         elif gpu is not None:
             self.gpu = GpuSetup.from_config(config, gpu, knob_state_dir=knob_state_dir)
+        self._status_path = os.environ.get(ENV_STATUS_FILE) or None
+        self._status_written_s = 0.0
+        #: under a supervisor, fate lines (warnings) go into the status it prints from
+        self._notices = NoticeRecorder() if self._status_path and self.rank == 0 else None
         #: True when caftm tunes the GPU; False observes only (``gpu.control: off``)
         self.controls_gpu = self.gpu is not None and config.gpu.control == "auto"
         if self.gpu is not None and self.controls_gpu and not self.gpu.can_set:
-            notice(
-                "%s: this process may not change GPU settings (needs root or CAP_SYS_ADMIN); "
-                "falling back to gpu.control: off (energy metered, moves and pauses still apply)",
-                self.gpu.describe(),
-                warning=True,
-            )
+            with self._recording():
+                notice(
+                    "%s: this process may not change GPU settings (needs root or "
+                    "CAP_SYS_ADMIN); falling back to gpu.control: off (energy metered, moves "
+                    "and pauses still apply)",
+                    self.gpu.describe(),
+                    warning=True,
+                )
             self.controls_gpu = False
         tuning = self.gpu if self.controls_gpu else None
         self.session: ControllerSession | None = None
@@ -187,11 +194,19 @@ class CarbonAwareTraining:
             )
         self._steps = DistributedSteps(self.session, self.rank, self.world_size, tuning)
         self._signals = PreemptionSignals(self._on_signal)
-        self._status_path = os.environ.get(ENV_STATUS_FILE) or None
-        self._status_written_s = 0.0
 
     # -- lifecycle ---------------------------------------------------------------------------
     def __enter__(self) -> CarbonAwareTraining:
+        if self._notices is not None:
+            self._notices.attach()  # until __exit__
+        try:
+            return self._enter()
+        except BaseException:
+            if self._notices is not None:
+                self._notices.detach()
+            raise
+
+    def _enter(self) -> CarbonAwareTraining:
         self.start_step = self.steps_done = self._steps.restore(
             self.store, self.state, self._shared_store, self._shared_state
         )
@@ -222,6 +237,8 @@ class CarbonAwareTraining:
         self._entered = self._restored = True
         self._signals.install()
         self._write_status(force=True)
+        if self._notices is not None:  # later fate lines reach the supervisor at once
+            self._notices.on_record = lambda: self._write_status(force=True)
         return self
 
     def __exit__(
@@ -252,11 +269,13 @@ class CarbonAwareTraining:
                     self.gpu.knob.close()
         finally:
             self.store.close()
-        if self.rank == 0:
-            if exc_type is None:
-                request = self.stop_request or StopRequest(Outcome.COMPLETED, self.steps_done)
-                write_outcome(request)
-            self._write_status(force=True)  # the last word, with the job's clock held
+            if self._notices is not None:
+                self._notices.detach()
+        if exc_type is None and self.rank == 0:
+            request = self.stop_request or StopRequest(Outcome.COMPLETED, self.steps_done)
+            write_outcome(request)
+        # the last word, whatever ended the loop: the step reached, the job's clock held
+        self._write_status(force=True)
 
     # -- the step path -----------------------------------------------------------------------
     def step(self) -> None:
@@ -302,10 +321,10 @@ class CarbonAwareTraining:
         """SIGTERM/SIGINT: checkpoint at the end of this mini-batch and stop (rank 0 decides)."""
         name = signal.Signals(signum).name
         if self.rank == 0:
-            notice(
+            notice(  # the step in progress completes first: its checkpoint is of the next
                 "%s received: checkpointing after step %d and stopping (again to abort)",
                 name,
-                self.steps_done,
+                self.steps_done + 1,
             )
         if self.session is not None:
             self.session.preempt_requested = True
@@ -320,12 +339,15 @@ class CarbonAwareTraining:
         self._status_written_s = now
         status: dict[str, object] = {
             "step": self.steps_done,
+            "notices": list(self._notices.lines) if self._notices is not None else [],
             "total_steps": self.total_steps,
             "outcome": self.outcome.value,
             "simulated_gpu": self.simulated_gpu,
             "gpu_control": "auto" if self.controls_gpu else "off",
             "knob": self.config.gpu.knob.value,
         }
+        if self._restored:
+            status["start_step"] = self.start_step  # the step restored (0: a fresh start)
         if self.session is not None:
             controller = self.session.controller
             status.update(
@@ -340,6 +362,12 @@ class CarbonAwareTraining:
             if self.session.job_clock is not None:  # the supervisor follows the job's clock
                 status["clock"] = self.session.job_clock.to_env()
         write_status(status, self._status_path)
+
+    def _recording(self) -> contextlib.AbstractContextManager[object]:
+        """Record fate lines in the block (under a supervisor; else nothing)."""
+        if self._notices is None:
+            return contextlib.nullcontext()
+        return self._notices.recording()
 
     @staticmethod
     def _refuse(method: str) -> None:

@@ -7,8 +7,8 @@ import logging
 import math
 import os
 import signal
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from caftm._notice import notice
 from caftm.clock import CLOCK_ENV, AcceleratedClock
@@ -37,21 +37,42 @@ POLL_S = 0.05
 CANCEL_POLL_S = 0.25
 #: seconds between two imports of a running leg's spool (a worker that cannot reach the ledger)
 SPOOL_IMPORT_S = 5.0
+#: the least time between two writes of a running job's step to the ledger (s)
+STEP_WRITE_S = 2.0
 
 
 @dataclass
 class LegEnd:
-    """How a leg ended: what its worker said (None: nothing) and its exit code."""
+    """How a leg ended: what its worker said (None: nothing), its exit code, and its last
+    live status (empty: none)."""
 
     request: StopRequest | None
     exit_code: int
+    status: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def reached(self) -> int | None:
+        """The last step the worker reported (its outcome's, else its status's); None: none."""
+        if self.request is not None:
+            return self.request.step
+        return _step(self.status.get("step"))
 
 
 class LegRunner:
-    """Starts and watches the legs of one supervisor's job."""
+    """Starts and watches the legs of one supervisor's job.
+
+    What the worker reports in its live status is recorded as it comes (:meth:`report`): the
+    step it restored (the leg's ``start_step``), the step it reached (the job's ``step``), and
+    its fate lines, printed on the supervisor's terminal whatever the executor.
+    """
 
     def __init__(self, supervisor: Supervisor) -> None:
         self.sup = supervisor
+        #: fate lines of each leg printed so far
+        self._shown: dict[int, int] = {}
+        #: the step each leg's worker said it restored, as recorded
+        self._restored: dict[int, int] = {}
+        self._step_written_at = -math.inf
 
     def start(self, job: JobRecord) -> JobRecord:
         """Start the next leg at the job's site and follow it to its end (see the outcomes)."""
@@ -65,8 +86,7 @@ class LegRunner:
             return sup.outcomes.fail_over(job, site, e)
         files = sup.leg_dir(leg)
         files.mkdir(parents=True, exist_ok=True)
-        for name in (OUTCOME_FILE, STATUS_FILE):
-            (files / name).unlink(missing_ok=True)
+        sup.executor.prepare(sup.leg_ref(leg, site))
         store_url = spec.store_url(site)
         sup.hold_clock()  # a worker starting up takes its wall time on the job's clock
         launch = LegLaunch(
@@ -88,7 +108,7 @@ class LegRunner:
         try:
             handle = sup.executor.start(launch)
         except ExecutorError as e:
-            sup.book.end_leg(job.name, leg, LegStatus.CRASHED, message=str(e))
+            sup.outcomes.end_leg(job.name, leg, LegStatus.CRASHED, message=str(e))
             return sup.outcomes.fail(job, str(e))
         sup.book.update_leg(
             job.name, leg, pid=handle.pid, host=handle.host, external_id=handle.external_id,
@@ -102,20 +122,28 @@ class LegRunner:
         sup = self.sup
         code = self.watch(job, leg, site, handle)
         self.import_spool(leg)  # before the leg's runs are closed
-        end = self.end(leg, site, code)
+        end = self.end(job.name, leg, site, code)
         if sup.cancelled:
             return close_cancelled(sup.book, job, (leg, end))
         request = end.request
-        if (
-            sup.stopped_by is not None
-            and request is not None
-            and (request.outcome is Outcome.PREEMPTED)
-        ):
-            why = f"stopped with the supervisor ({sup.stopped_by})"
-            sup.book.end_leg(job.name, leg, LegStatus.PREEMPTED, exit_code=end.exit_code,
-                             end_step=request.step, message=why)  # fmt: skip
-            return sup.book.update(job.name, status=JobStatus.RESTARTING, step=request.step)
+        if sup.stopped_by is not None and (request is None or request.outcome is Outcome.PREEMPTED):
+            return self.stopped(job, leg, end)
         return sup.outcomes.act(sup.book.get(job.name), leg, site, end)
+
+    def stopped(self, job: JobRecord, leg: int, end: LegEnd) -> JobRecord:
+        """The leg this supervisor stopped when it was asked to stop (Ctrl-C, SIGTERM): a
+        preemption once the worker checkpointed; an interruption when it had not said anything
+        yet (stopped while it started), never a crash."""
+        sup = self.sup
+        why = f"stopped with the supervisor ({sup.stopped_by})"
+        if end.request is None:
+            sup.outcomes.end_leg(job.name, leg, LegStatus.INTERRUPTED, exit_code=end.exit_code,
+                                 end_step=end.reached,
+                                 message=f"{why} before it said anything")  # fmt: skip
+            return sup.book.update(job.name, status=JobStatus.RESTARTING)
+        sup.outcomes.end_leg(job.name, leg, LegStatus.PREEMPTED, exit_code=end.exit_code,
+                             end_step=end.request.step, message=why)  # fmt: skip
+        return sup.book.update(job.name, status=JobStatus.RESTARTING, step=end.request.step)
 
     def watch(self, job: JobRecord, leg: int, site: str, handle: WorkerHandle) -> int:
         """Wait for the worker to end; forward a stop or a cancel; report progress."""
@@ -140,6 +168,7 @@ class LegRunner:
                 stored = sup.book.get(job.name)
                 status = sup.executor.status(ref)
                 sup.follow_worker_clock(status)  # the worker knows when it trains
+                self.report(stored, leg, status)
                 if sup.on_update is not None:
                     sup.on_update(JobView(stored, status, sup.clock()))
                 if not sup.cancelled and stored.cancel_requested:
@@ -172,19 +201,46 @@ class LegRunner:
                      new, leg)  # fmt: skip
         return new
 
-    def end(self, leg: int, site: str, exit_code: int) -> LegEnd:
-        """How the leg ended, as its executor tells (an unreadable outcome counts as none)."""
+    def end(self, job: str, leg: int, site: str, exit_code: int) -> LegEnd:
+        """How the leg ended, as its executor tells (an unreadable outcome counts as none);
+        the worker's last report is recorded (:meth:`report`)."""
         ref = self.sup.leg_ref(leg, site)
         try:
             request = self.sup.executor.outcome(ref)
         except ExecutorError as e:
             notice("%s; counting the leg as crashed", e, warning=True)
             request = None
+        status = self.sup.executor.status(ref)
+        self.report(self.sup.book.get(job), leg, status, final=True)
         # the job's clock as the worker left it (held since its last checkpoint), then held
         # through whatever comes next (a transfer, a restart), until a worker trains again
-        self.sup.follow_worker_clock(self.sup.executor.status(ref))
+        self.sup.follow_worker_clock(status)
         self.sup.hold_clock()
-        return LegEnd(request, exit_code)
+        return LegEnd(request, exit_code, status)
+
+    def report(
+        self, job: JobRecord, leg: int, status: dict[str, Any], *, final: bool = False
+    ) -> None:
+        """Record what the worker of ``leg`` reports: print its new fate lines, correct the
+        leg's ``start_step`` to the step it restored, and keep the job's ``step`` (at most
+        every :data:`STEP_WRITE_S` while it runs)."""
+        sup = self.sup
+        lines = status.get("notices")
+        if isinstance(lines, list):
+            for line in lines[self._shown.get(leg, 0) :]:
+                notice("job %s, leg %d at %s: %s", job.name, leg, status.get("site", job.site),
+                       line, warning=True)  # fmt: skip
+            self._shown[leg] = max(len(lines), self._shown.get(leg, 0))
+        restored = _step(status.get("start_step"))
+        if restored is not None and self._restored.get(leg) != restored:
+            sup.book.update_leg(job.name, leg, start_step=restored)
+            self._restored[leg] = restored
+        reached = _step(status.get("step"))
+        now = sup.monotonic()
+        due = final or now - self._step_written_at >= STEP_WRITE_S
+        if reached is not None and reached != job.step and due and not job.status.finished:
+            self._step_written_at = now
+            sup.book.update(job.name, step=reached)
 
     def worker_env(self, leg: int, site: str, store_url: str, files: Path) -> dict[str, str]:
         """The worker's whole environment (the worker protocol's variables set)."""
@@ -215,3 +271,10 @@ class LegRunner:
         else:
             env.pop(CLOCK_ENV, None)
         return env
+
+
+def _step(value: object) -> int | None:
+    """A step number a worker reported (None: none, or not a step)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return None
+    return value

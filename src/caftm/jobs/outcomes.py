@@ -49,6 +49,12 @@ __all__ = ["OutcomeTable"]
 
 #: the longest wait before restarting a crashed worker (s)
 MAX_BACKOFF_S = 300.0
+#: the job counter each kind of leg end adds one to
+_COUNTED = {
+    LegStatus.PAUSED: "pauses",
+    LegStatus.PREEMPTED: "preemptions",
+    LegStatus.CRASHED: "crashes",
+}
 
 
 class OutcomeTable:
@@ -62,13 +68,14 @@ class OutcomeTable:
         sup = self.sup
         request = end.request
         if request is None and end.exit_code == 0:  # a script that does not speak the protocol
-            request = StopRequest(Outcome.COMPLETED, sup.latest_step(job.store_url) or 0)
+            step = end.reached if end.reached is not None else sup.latest_step(job.store_url)
+            request = StopRequest(Outcome.COMPLETED, step or 0)
         if request is None:
-            return self.crashed(job, leg, site, end.exit_code)
+            return self.crashed(job, leg, site, end)
         fields: dict[str, object] = {"exit_code": end.exit_code, "end_step": request.step}
         outcome = request.outcome
         if outcome is Outcome.COMPLETED:
-            sup.book.end_leg(job.name, leg, LegStatus.COMPLETED, **fields)
+            self.end_leg(job.name, leg, LegStatus.COMPLETED, **fields)
             message = f"completed {request.step} steps at {site}"
             notice("job %s %s", job.name, message)
             return sup.book.update(
@@ -76,41 +83,48 @@ class OutcomeTable:
                 ended_at=datetime.now(UTC),
             )  # fmt: skip
         if outcome is Outcome.MOVED and request.dest is not None:
-            sup.book.end_leg(job.name, leg, LegStatus.MOVED, **fields)
+            self.end_leg(job.name, leg, LegStatus.MOVED, **fields)
             job = sup.book.update(job.name, status=JobStatus.MOVING, step=request.step)
             return self.move(job, leg, site, request.dest)
         if outcome is Outcome.PAUSED:
-            sup.book.end_leg(job.name, leg, LegStatus.PAUSED, **fields)
+            self.end_leg(job.name, leg, LegStatus.PAUSED, **fields)
             until_s = request.until_s if request.until_s is not None else sup.clock()
-            sup.book.count(job.name, "pauses")
-            notice("job %s paused at %s until %s at the latest (step %d)", job.name, site,
-                   format_time(until_s), request.step)  # fmt: skip
+            notice("job %s paused at %s after step %d until %s at the latest", job.name, site,
+                   request.step, format_time(until_s))  # fmt: skip
             return sup.book.update(
                 job.name, status=JobStatus.PAUSED, step=request.step,
                 pause_until=utc_from_s(until_s), message=f"paused at {site}",
             )  # fmt: skip
         # preempted (or a stop this supervisor did not ask for): restart here
-        sup.book.end_leg(job.name, leg, LegStatus.PREEMPTED, **fields)
-        sup.book.count(job.name, "preemptions")
+        self.end_leg(job.name, leg, LegStatus.PREEMPTED, **fields)
         notice("job %s was preempted at %s after step %d (checkpoint written); restarting",
                job.name, site, request.step)  # fmt: skip
         return sup.book.update(job.name, status=JobStatus.RESTARTING, step=request.step)
 
+    def end_leg(self, job: str, leg: int, status: LegStatus, **fields: object) -> None:
+        """Close the leg and count it in the job's counter of its kind (pauses, preemptions,
+        crashes), so the counters and the legs never disagree. (Moves are counted when the
+        checkpoint arrived: a move can fail.)"""
+        self.sup.book.end_leg(job, leg, status, **fields)
+        counter = _COUNTED.get(status)
+        if counter is not None:
+            self.sup.book.count(job, counter)
+
     # -- crashed -----------------------------------------------------------------------------------
-    def crashed(self, job: JobRecord, leg: int, site: str, exit_code: int) -> JobRecord:
-        """Restart after a backoff, or fail after too many crashes without progress."""
+    def crashed(self, job: JobRecord, leg: int, site: str, end: LegEnd) -> JobRecord:
+        """Restart after a backoff, or fail after too many crashes without progress (a newer
+        checkpoint to restart from than the one the leg restored)."""
         sup = self.sup
-        record = sup.book.get_leg(job.name, leg)
-        end_step = sup.latest_step(sup.spec.store_url(site))
-        progressed = end_step is not None and end_step > (record.start_step or 0)
+        exit_code = end.exit_code
+        saved = sup.latest_step(sup.spec.store_url(site))
         cause = _describe_exit(exit_code)
         log_path = sup.leg_dir(leg) / LOG_FILE
         last = _last_line(log_path)
         message = f"{cause}: {last}" if last else cause
-        sup.book.end_leg(job.name, leg, LegStatus.CRASHED, exit_code=exit_code,
-                         end_step=end_step, message=message)  # fmt: skip
-        job = sup.book.count(job.name, "crashes")
-        streak = 1 if progressed else self.crash_streak(job.name)
+        self.end_leg(job.name, leg, LegStatus.CRASHED, exit_code=exit_code,
+                     end_step=end.reached, message=message)  # fmt: skip
+        job = sup.book.get(job.name)
+        streak = self.crash_streak(job.name, saved)
         if streak > sup.spec.job.max_restarts:
             detail = f"; last output: {last}" if last else ""
             return self.fail(
@@ -125,15 +139,19 @@ class OutcomeTable:
         sup.sleep(wait_s)
         return job
 
-    def crash_streak(self, name: str) -> int:
-        """Crashes at the end of the job's legs, counting back to the last leg that progressed."""
+    def crash_streak(self, name: str, saved: int | None) -> int:
+        """Crashes at the end of the job's legs, counting back to the last leg that progressed:
+        one after which there was a newer checkpoint to restart from than the one it restored
+        (``saved``: the newest one now)."""
         streak = 0
+        after = saved  # what the start after each leg restores
         for leg in reversed(self.sup.book.legs(name)):
             if leg.leg <= self.sup.leg_floor or leg.status is not LegStatus.CRASHED:
                 break
             streak += 1
-            if leg.end_step is not None and leg.end_step > (leg.start_step or 0):
+            if after is not None and after > (leg.start_step or 0):
                 break
+            after = leg.start_step
         return max(streak, 1)
 
     # -- moved -------------------------------------------------------------------------------------
@@ -173,8 +191,8 @@ class OutcomeTable:
         sup.book.finish_transfer(transfer_id, status=TransferStatus.DONE, size_bytes=size,
                                  seconds=seconds, step=step)  # fmt: skip
         sup.book.count(job.name, "moves")
-        notice("job %s moved %s → %s at step %s (%.1f MB in %.1f s)", job.name, src, dest,
-               job.step, size / 1e6, seconds)  # fmt: skip
+        notice("job %s moved %s → %s with the checkpoint of step %s (%.1f MB in %.1f s)",
+               job.name, src, dest, "—" if step is None else step, size / 1e6, seconds)  # fmt: skip
         return sup.book.update(job.name, status=JobStatus.RESTARTING, site=dest,
                                store_url=dst_url, message=f"moved {src} → {dest}")  # fmt: skip
 

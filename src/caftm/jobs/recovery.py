@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from caftm._notice import notice
+from caftm.errors import LedgerError
 from caftm.jobs.executors import EXIT_UNKNOWN
 from caftm.ledger.jobs import JobRecord, JobStatus, LegRecord, LegStatus, TransferStatus
 
@@ -56,14 +57,26 @@ class Recovery:
         return sup.legs.finish(job, leg.leg, leg.site, handle)
 
     def settle_dead(self, sup: Supervisor, job: JobRecord, leg: LegRecord) -> JobRecord:
-        """A leg whose worker died unwatched: act on what it said, else mark it interrupted."""
+        """A leg whose worker died unwatched: act on what it said, else mark it interrupted.
+
+        Another process may close the leg meanwhile (``caftm jobs`` marks dead legs
+        interrupted): the leg is read again and the job goes on from its last checkpoint.
+        """
         sup.legs.import_spool(leg.leg)
-        end = sup.legs.end(leg.leg, leg.site, EXIT_UNKNOWN)
-        if end.request is not None:
-            return sup.outcomes.act(job, leg.leg, leg.site, end)
-        sup.book.end_leg(
-            job.name, leg.leg, LegStatus.INTERRUPTED, message="its process died unwatched"
-        )
+        end = sup.legs.end(job.name, leg.leg, leg.site, EXIT_UNKNOWN)
+        try:
+            if end.request is not None:
+                return sup.outcomes.act(job, leg.leg, leg.site, end)
+            sup.book.end_leg(job.name, leg.leg, LegStatus.INTERRUPTED, end_step=end.reached,
+                             message="its process died unwatched")  # fmt: skip
+        except LedgerError:
+            again = sup.book.get_leg(job.name, leg.leg)
+            if again.status is LegStatus.RUNNING:
+                raise
+            notice("job %s: leg %d at %s was closed meanwhile (%s: %s); restarting from its "
+                   "last checkpoint", job.name, leg.leg, leg.site, again.status.value,
+                   again.message)  # fmt: skip
+            return sup.book.update(job.name, status=JobStatus.RESTARTING)
         notice(
             "job %s: leg %d at %s was interrupted; restarting from its last checkpoint",
             job.name,

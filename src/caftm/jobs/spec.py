@@ -24,7 +24,7 @@ import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import yaml
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -52,6 +52,7 @@ class RaySection(BaseModel):
             (``ray start --labels site=FR``).
         resource_per_leg: how much of the site resource one leg takes.
         num_cpus, num_gpus: what the worker's entrypoint reserves on its node.
+        resources: custom resources it reserves too (e.g. ``{"fast-disk": 1}``).
         start_timeout_s: a leg not running by then fails (Ray would keep it pending).
         request_timeout_s: timeout of each call to the cluster.
     """
@@ -64,6 +65,7 @@ class RaySection(BaseModel):
     resource_per_leg: float = Field(default=0.01, gt=0.0)
     num_cpus: float = Field(default=0.0, ge=0.0)
     num_gpus: float = Field(default=0.0, ge=0.0)
+    resources: dict[str, Annotated[float, Field(gt=0.0)]] = Field(default_factory=dict)
     start_timeout_s: float = Field(default=120.0, gt=0.0)
     request_timeout_s: float = Field(default=10.0, gt=0.0)
 

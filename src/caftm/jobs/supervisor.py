@@ -37,6 +37,7 @@ from caftm.control.states import utc_from_s
 from caftm.errors import CaftmError, ExecutorError
 from caftm.jobs.cancel import close_cancelled
 from caftm.jobs.executors import Executor, LegRef, get_executor
+from caftm.jobs.executors.base import leg_folder
 from caftm.jobs.lease import Lease, LeaseLost, lease_s_from_env
 from caftm.jobs.legs import LegRunner
 from caftm.jobs.outcomes import OutcomeTable
@@ -304,7 +305,7 @@ class Supervisor:
     # -- what the parts share ----------------------------------------------------------------------
     def leg_dir(self, leg: int) -> Path:
         """The leg's folder (its log; its outcome and status where the executor uses files)."""
-        return self.spec.workdir / f"leg-{leg:04d}"
+        return leg_folder(self.spec.workdir, leg)
 
     def leg_ref(self, leg: int, site: str) -> LegRef:
         """The executor's name for leg ``leg`` of this job, at ``site``."""

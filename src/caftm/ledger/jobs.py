@@ -187,7 +187,9 @@ _UPDATABLE = {
     "status", "site", "leg", "step", "store_url", "ended_at", "moves", "pauses", "preemptions",
     "crashes", "pause_until", "supervisor_pid", "supervisor_host", "cancel_requested", "message",
 }  # fmt: skip
-_LEG_UPDATABLE = {"external_id", "node", "pid", "host", "exit_code", "end_step", "message"}
+_LEG_UPDATABLE = {
+    "external_id", "node", "pid", "host", "exit_code", "start_step", "end_step", "message",
+}  # fmt: skip
 
 
 def _iso(time: datetime | None) -> str | None:

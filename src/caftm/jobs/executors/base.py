@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from caftm.errors import ExecutorError
 from caftm.jobs import protocol
 
 if TYPE_CHECKING:
@@ -36,6 +37,7 @@ __all__ = [
     "LegLaunch",
     "LegRef",
     "WorkerHandle",
+    "leg_folder",
 ]
 
 #: The exit code reported for a worker this process did not start and cannot read the exit of.
@@ -44,6 +46,11 @@ EXIT_UNKNOWN = -1000
 OUTCOME_FILE = "outcome.json"
 STATUS_FILE = "status.json"
 LOG_FILE = "worker.log"
+
+
+def leg_folder(job_workdir: Path, leg: int) -> Path:
+    """The folder of leg ``leg`` under its job's workdir (its log, outcome and status)."""
+    return job_workdir / f"leg-{leg:04d}"
 
 
 @dataclass(frozen=True)
@@ -123,6 +130,10 @@ class Executor(ABC):
     def check_site(self, site: str) -> None:  # noqa: B027 - most engines accept any site
         """Raise :class:`~caftm.errors.ExecutorError` when ``site`` cannot run a worker now."""
 
+    def prepare(self, leg: LegRef) -> None:  # noqa: B027 - engines with nothing left over
+        """Clear what an earlier start of this leg left (called before :meth:`start`), so
+        that :meth:`outcome` and :meth:`status` answer for the new worker only."""
+
     @abstractmethod
     def start(self, launch: LegLaunch) -> WorkerHandle:
         """Start the worker.
@@ -175,6 +186,37 @@ class Executor(ABC):
             time.sleep(poll_s)
         return code
 
+    def stop_leg(self, leg: LegRecord, grace_s: float, *, poll_s: float = 0.1) -> int | None:
+        """Stop the worker of a leg no supervisor watches (a cancel without one): SIGTERM, then
+        SIGKILL after ``grace_s``. Returns its exit code; None when it was not running.
+
+        Raises:
+            ExecutorError: it could not be stopped, or whether it runs cannot be known (the
+                engine cannot be asked): it may still run.
+        """
+        import time
+
+        handle = self.adopt(leg)
+        if handle is None:
+            return None
+        code = self.poll(handle)
+        if code is not None:
+            return code
+        self.signal(handle, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        killed = False
+        while (code := self.poll(handle)) is None:
+            if time.monotonic() > deadline:
+                if killed:
+                    raise ExecutorError(
+                        f"leg {leg.leg} of job {leg.job} ({self.name} {leg.external_id}) did "
+                        f"not end {grace_s:.0f} s after SIGKILL"
+                    )
+                self.signal(handle, signal.SIGKILL)
+                killed, deadline = True, time.monotonic() + max(grace_s, 30.0)
+            time.sleep(poll_s)
+        return code
+
     def close(self) -> None:  # noqa: B027 - engines with a client close it here
         """Release the executor's resources."""
 
@@ -183,6 +225,11 @@ class LegFolderExecutor(Executor):
     """An executor whose workers write their outcome and status into the leg's folder
     (:data:`OUTCOME_FILE`, :data:`STATUS_FILE`), on a filesystem the supervisor reads or in
     copies the engine fetched there."""
+
+    def prepare(self, leg: LegRef) -> None:
+        leg.folder.mkdir(parents=True, exist_ok=True)
+        for name in (OUTCOME_FILE, STATUS_FILE):
+            (leg.folder / name).unlink(missing_ok=True)
 
     def outcome(self, leg: LegRef) -> StopRequest | None:
         return protocol.read_outcome(leg.folder / OUTCOME_FILE)

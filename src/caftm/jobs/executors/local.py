@@ -102,6 +102,14 @@ class LocalExecutor(LegFolderExecutor):
         except PermissionError as e:
             raise ExecutorError(f"cannot signal worker {handle.pid}: {e}") from e
 
+    def stop_leg(self, leg: LegRecord, grace_s: float, *, poll_s: float = 0.1) -> int | None:
+        if leg.pid is not None and leg.host is not None and leg.host != socket.gethostname():
+            raise ExecutorError(
+                f"leg {leg.leg} of job {leg.job} runs on host {leg.host} (process {leg.pid}); "
+                "run `caftm cancel` there"
+            )
+        return super().stop_leg(leg, grace_s, poll_s=poll_s)
+
     def adopt(self, leg: LegRecord) -> WorkerHandle | None:
         if leg.pid is None or leg.host != socket.gethostname() or leg.external_id is None:
             return None

@@ -71,6 +71,8 @@ _RECHECK_S = 2.0
 _SUBMIT_RETRY_S = 60.0
 #: the least time between two questions to the cluster about one leg (s)
 _POLL_EVERY_S = 0.25
+#: how long after a stopped leg's grace period Ray may take to end it (s)
+_STOP_MARGIN_S = 30.0
 #: how long the cluster may stay unreachable while a leg runs before the leg is given up (s)
 _UNREACHABLE_S = 120.0
 
@@ -108,11 +110,45 @@ class RayExecutor(LegFolderExecutor):
         return self._client
 
     def _pin(self, site: str) -> dict[str, Any]:
-        """The submit_job arguments that run an entrypoint on ``site``'s nodes."""
+        """The submit_job arguments that run an entrypoint on ``site``'s nodes (and reserve
+        the custom resources it asks for)."""
+        resources = dict(self.config.resources)
         if self.config.site_label:
-            return {"entrypoint_label_selector": {self.config.site_label: site}}
-        resource = f"{self.config.site_resource_prefix}{site}"
-        return {"entrypoint_resources": {resource: self.config.resource_per_leg}}
+            pin: dict[str, Any] = {"entrypoint_label_selector": {self.config.site_label: site}}
+        else:
+            resources[f"{self.config.site_resource_prefix}{site}"] = self.config.resource_per_leg
+            pin = {}
+        return {**pin, "entrypoint_resources": resources} if resources else pin
+
+    def asks(self) -> dict[str, float]:
+        """What one leg's entrypoint reserves on its node, by Ray's resource name (``CPU``,
+        ``GPU`` and custom ones; the site's own pin aside)."""
+        asked = {"CPU": self.config.num_cpus, "GPU": self.config.num_gpus, **self.config.resources}
+        return {name: amount for name, amount in asked.items() if amount > 0}
+
+    def _describe_ask(self, name: str, amount: float) -> str:
+        option = {"CPU": "num_cpus", "GPU": "num_gpus"}.get(name, f"resources.{name}")
+        return f"{option}: {amount:g}"
+
+    def missing(self, site: str, nodes: list[Any]) -> str | None:
+        """Why no live node of ``site`` (``nodes``: its nodes, with ``resources_total``) can
+        ever run a leg: the resources it asks that none offers, by the job file's names;
+        None when one can."""
+        asked = self.asks()
+        if not asked or not nodes:
+            return None
+        totals = [node.resources_total or {} for node in nodes]
+        if any(all(t.get(n, 0.0) >= a for n, a in asked.items()) for t in totals):
+            return None
+        short = [
+            f"{self._describe_ask(n, a)} (at most {max(t.get(n, 0.0) for t in totals):g} on a node)"
+            for n, a in asked.items()
+            if all(t.get(n, 0.0) < a for t in totals)
+        ]
+        if not short:
+            wanted = ", ".join(self._describe_ask(n, a) for n, a in asked.items())
+            return f"no single live node of site {site} offers all of {wanted}"
+        return f"no live node of site {site} offers {'; '.join(short)}"
 
     def _describe_pin(self, site: str) -> str:
         if self.config.site_label:
@@ -125,6 +161,27 @@ class RayExecutor(LegFolderExecutor):
         Raises:
             ExecutorError: the cluster cannot be asked.
         """
+        return [str(node.node_id) for node in self._site_nodes(site)]
+
+    def check_config(self, sites: list[str]) -> None:
+        """Refuse a job whose legs no live node of a site could ever run: a resource it asks
+        (``num_gpus``, ``num_cpus``, a custom one) that none of the site's nodes offers.
+        (A site with no live node now is skipped when a leg should start there.)"""
+        from caftm.errors import ConfigError
+
+        for site in sites:
+            try:
+                why = self.missing(site, self._site_nodes(site))
+            except ExecutorError as e:
+                raise ConfigError(f"cannot check the job's Ray resources: {e}") from None
+            if why is not None:
+                raise ConfigError(
+                    f"{why} in the Ray cluster at {self.address}: its legs would stay pending "
+                    "there; change job.ray or the cluster"
+                )
+
+    def _site_nodes(self, site: str) -> list[Any]:
+        """The live nodes of ``site`` (Ray's node states, with ``resources_total``)."""
         from ray.util.state import list_nodes
 
         try:
@@ -147,7 +204,7 @@ class RayExecutor(LegFolderExecutor):
             else:
                 ok = (node.resources_total or {}).get(resource, 0.0) > 0.0
             if ok:
-                found.append(str(node.node_id))
+                found.append(node)
         return found
 
     def check_site(self, site: str) -> None:
@@ -204,12 +261,20 @@ class RayExecutor(LegFolderExecutor):
             now = time.monotonic()
             why = None
             if now - started > self.config.start_timeout_s:
-                why = f"still pending after {self.config.start_timeout_s:.0f} s"
+                asked = ", ".join(self._describe_ask(n, a) for n, a in self.asks().items())
+                waits = f"for {asked} on a node of site {launch.site}" if asked else "for a slot"
+                why = (
+                    f"still pending after {self.config.start_timeout_s:.0f} s, waiting {waits} "
+                    f"({self._describe_pin(launch.site)}): the nodes that offer it are busy"
+                )
             elif now >= next_check:
                 next_check = now + _RECHECK_S
-                if not self.site_nodes(launch.site):
+                nodes = self._site_nodes(launch.site)
+                if not nodes:
                     pin = self._describe_pin(launch.site)
                     why = f"site {launch.site} has no live Ray node ({pin})"
+                else:
+                    why = self.missing(launch.site, nodes)
             if why is not None:
                 self._stop(handle.external_id)
                 raise ExecutorError(f"leg {launch.leg} of job {launch.job} did not start: {why}")
@@ -268,6 +333,43 @@ class RayExecutor(LegFolderExecutor):
         if info.status.is_terminal():
             return None if self.poll(handle) is None else handle
         return handle
+
+    def stop_leg(self, leg: LegRecord, grace_s: float, *, poll_s: float = 0.1) -> int | None:
+        """``stop_job`` on the leg's Ray job; raises ExecutorError when the cluster cannot say
+        whether it runs (unreachable) or does not stop it."""
+        if leg.executor != self.name or not leg.external_id:
+            return None
+        try:
+            info = self.client.get_job_info(leg.external_id)
+        except ExecutorError:
+            raise
+        except Exception as e:
+            if "does not exist" in str(e) or "404" in str(e):
+                return None  # Ray forgot it (a restarted head): nothing runs it
+            raise ExecutorError(
+                f"cannot ask the Ray cluster at {self.address} about job {leg.external_id}: "
+                f"{_one_line(e)}"
+            ) from e
+        if info.status.is_terminal():
+            return None
+        handle = WorkerHandle(self.name, leg.external_id, node=info.driver_node_id or leg.node)
+        try:
+            if not self.client.stop_job(leg.external_id):
+                raise ExecutorError(f"Ray did not stop job {leg.external_id}")
+        except ExecutorError:
+            raise
+        except Exception as e:
+            raise ExecutorError(f"cannot stop Ray job {leg.external_id}: {_one_line(e)}") from e
+        # Ray sends SIGTERM, then SIGKILL after the leg's RAY_JOB_STOP_WAIT_TIME_S
+        deadline = time.monotonic() + grace_s + _STOP_MARGIN_S
+        while (code := self.poll(handle)) is None:
+            if time.monotonic() > deadline:
+                raise ExecutorError(
+                    f"Ray job {leg.external_id} still runs {grace_s + _STOP_MARGIN_S:.0f} s "
+                    "after it was stopped"
+                )
+            time.sleep(poll_s)
+        return code
 
     def close(self) -> None:
         self._client = None

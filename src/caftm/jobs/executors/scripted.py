@@ -61,6 +61,12 @@ class LegScript:
             adopts it); otherwise it ends at once, as scripted, while no one watches.
         stops_on_sigterm: SIGTERM/SIGINT make it checkpoint and end preempted (else it runs on
             until SIGKILL or its end).
+        dies_on_sigterm: SIGTERM/SIGINT kill it before it says anything (a worker still
+            starting up, before its handlers are installed).
+        reached: the step its live status reports (default: ``step``).
+        restored: the step it reports it restored (default: the newest complete checkpoint
+            in its store when it started, as a worker that finds them all intact).
+        notices: fate lines it reports in its live status (a skipped checkpoint, ...).
     """
 
     outcome: Outcome | None
@@ -73,6 +79,10 @@ class LegScript:
     kills_supervisor: bool = False
     outlives_supervisor: bool = False
     stops_on_sigterm: bool = True
+    dies_on_sigterm: bool = False
+    reached: int | None = None
+    restored: int | None = None
+    notices: tuple[str, ...] = ()
 
     @classmethod
     def completed(cls, step: int, *, polls: int = 0) -> LegScript:
@@ -131,6 +141,7 @@ class ScriptedLeg:
     exit_code: int | None = None
     request: StopRequest | None = None
     signals: list[int] = field(default_factory=list)
+    restored: int = 0
 
 
 class ScriptedExecutor(Executor):
@@ -167,7 +178,10 @@ class ScriptedExecutor(Executor):
             self.name, f"scripted-{launch.job}-{launch.leg}-{len(self.starts)}",
             host=socket.gethostname(),
         )  # fmt: skip
-        self.legs[handle.external_id] = ScriptedLeg(launch, script, handle)
+        restored = script.restored
+        if restored is None:
+            restored = _latest_step(launch.env)
+        self.legs[handle.external_id] = ScriptedLeg(launch, script, handle, restored=restored)
         return handle
 
     def poll(self, handle: WorkerHandle) -> int | None:
@@ -182,6 +196,9 @@ class ScriptedExecutor(Executor):
             raise SupervisorKilled(f"the supervisor of leg {leg.launch.leg} was killed")
         if signal.SIGKILL in leg.signals:
             leg.exit_code = -signal.SIGKILL
+            return leg.exit_code
+        if leg.signals and script.dies_on_sigterm:
+            leg.exit_code = -leg.signals[0]
             return leg.exit_code
         if leg.signals and script.stops_on_sigterm:  # SIGTERM/SIGINT: it checkpoints and stops
             self._end(leg, dataclasses.replace(script, outcome=Outcome.PREEMPTED))
@@ -213,8 +230,13 @@ class ScriptedExecutor(Executor):
         found = self._find(leg)
         if found is None:
             return {}
-        state = "running" if found.exit_code is None else "ended"
-        return {"step": found.script.step, "state": state}
+        script = found.script
+        return {
+            "step": script.step if script.reached is None else script.reached,
+            "state": "running" if found.exit_code is None else "ended",
+            "start_step": found.restored,
+            "notices": list(script.notices),
+        }
 
     def _find(self, leg: LegRef) -> ScriptedLeg | None:
         """The newest start of this leg of this job."""
@@ -231,6 +253,17 @@ class ScriptedExecutor(Executor):
         if script.outcome is not None:
             leg.request = StopRequest(script.outcome, script.step, script.dest, script.until_s)
         leg.exit_code = script.exit_code
+
+
+def _latest_step(env: Mapping[str, str]) -> int:
+    """The newest complete checkpoint's step in the leg's store (0: none)."""
+    from caftm.checkpoint import latest_complete_step
+    from caftm.errors import CaftmError
+
+    try:
+        return latest_complete_step(env[protocol.ENV_CHECKPOINT_URL]) or 0
+    except CaftmError:
+        return 0
 
 
 def _save_checkpoint(env: Mapping[str, str], step: int) -> None:

@@ -331,6 +331,30 @@ class SkyPilotExecutor(LegFolderExecutor):
                 f"cannot cancel SkyPilot job {handle.external_id}: {_first_line(e)}"
             ) from e
 
+    def stop_leg(self, leg: LegRecord, grace_s: float, *, poll_s: float = 5.0) -> int | None:
+        """``sky.jobs.cancel`` (graceful) on the leg's managed job; raises ExecutorError when
+        SkyPilot cannot be asked or does not end it."""
+        if leg.executor != self.name or not leg.external_id:
+            return None
+        try:
+            record = self._record(leg.external_id)
+        except Exception as e:
+            raise ExecutorError(
+                f"cannot ask SkyPilot about managed job {leg.external_id}: {_first_line(e)}"
+            ) from e
+        if record is None or record["status"].is_terminal():
+            return None
+        handle = WorkerHandle(self.name, leg.external_id, node=leg.site, extra={"grace_s": grace_s})
+        self.signal(handle, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s + 300.0  # a VM's teardown takes minutes
+        while (code := self.poll(handle)) is None:
+            if time.monotonic() > deadline:
+                raise ExecutorError(
+                    f"SkyPilot managed job {leg.external_id} still runs after its cancel"
+                )
+            time.sleep(poll_s)
+        return code
+
     def adopt(self, leg: LegRecord) -> WorkerHandle | None:
         if leg.executor != self.name or not leg.external_id:
             return None
