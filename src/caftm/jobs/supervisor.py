@@ -136,6 +136,7 @@ class Supervisor:
                 )  # fmt: skip
             return job
         finally:
+            self.legs.abandon_standby("the supervisor stops")
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
             self._release()
