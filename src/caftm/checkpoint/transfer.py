@@ -14,10 +14,11 @@ How a step moves, and why each file is safe to trust:
    the destination) are kept: an interrupted transfer resumes file by file.
 2. The destination's manifests of the step are deleted before any of its files is rewritten.
 3. Each other data file is streamed in ``chunk_bytes`` pieces (never whole in memory) to a temp
-   name that is fsynced and renamed (local), or to an object that appears whole on close
-   (object stores), then read back from the destination and checked against the manifest. A
-   mismatch whose cause is the source marks that step damaged (an older complete step is tried);
-   otherwise it is a :class:`~caftm.errors.CheckpointError` about the destination.
+   name that is fsynced and renamed (local: each piece hashed as it passes, one pass over the
+   bytes), or to an object that appears whole on close (object stores: read back from the
+   destination), and checked against the manifest. A mismatch whose cause is the source marks
+   that step damaged (an older complete step is tried); otherwise it is a
+   :class:`~caftm.errors.CheckpointError` about the destination.
 4. Only when every rank's data files verify are the manifests written, byte for byte the
    source's, so ``CheckpointStore.latest()`` at the destination never sees a half-copied step.
 5. ``prune_source=True`` then deletes the source's copy of the step.
