@@ -122,10 +122,10 @@ class StandbyLeg:
         self.token = uuid.uuid4().hex
         self.handle: WorkerHandle | None = None
         self.error: ExecutorError | None = None
-        self.started_s = time.monotonic()
+        self.since_s = time.time()
         self._starting: threading.Thread | None = None
         self._stop = threading.Event()
-        atomic_write_json(self.path, {"token": self.token, "leg": leg, "site": site, "go": False})
+        self._write(go=False)
         self._heartbeat = threading.Thread(
             target=self._beat, name=f"caftm-standby-{leg}", daemon=True
         )
@@ -173,8 +173,11 @@ class StandbyLeg:
     def go(self) -> None:
         """Let the worker restore and train (the move is done and verified)."""
         self._stop.set()
+        self._write(go=True)
+
+    def _write(self, *, go: bool) -> None:
         atomic_write_json(self.path, {"token": self.token, "leg": self.leg, "site": self.site,
-                                      "go": True})  # fmt: skip
+                                      "since_unix_s": self.since_s, "go": go})  # fmt: skip
 
     def abandon(self, executor: Executor, why: str) -> None:
         """Stop the standby (its file removed, then SIGTERM, SIGKILL after a grace)."""
