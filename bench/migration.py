@@ -254,15 +254,11 @@ def run() -> Result:
         kept = json.loads(on_file.read_text()) if on_file.exists() else {}
         result.update({k: v for k, v in kept.items() if not k.startswith("ray_")})
     else:
-        # CAFTM_BENCH_SIZES=1GB: measure only these sizes, the others' figures on file kept
+        # CAFTM_BENCH_SIZES=1GB: measure only these sizes
         wanted = os.environ.get("CAFTM_BENCH_SIZES", ",".join(SIZES_MB)).split(",")
-        kept = json.loads(on_file.read_text()) if on_file.exists() else {}
         for label, mb in SIZES_MB.items():
             if label in wanted:
                 _measure(result, label, mb)
-            else:
-                result.update({k: v for k, v in kept.items() if k.endswith(f"_{label}")
-                               and not k.startswith("ray_")})  # fmt: skip
         _measure_transfer(result)
     _ray(result)
     result["load_average_at_end"] = round(os.getloadavg()[0], 2)
