@@ -3,7 +3,8 @@ CarbonAwareTraining; it writes wall-clock marks the benchmark reads:
 
 * ``save-<step>``: when a checkpoint of that step starts being written (the source's suspend);
 * ``first-step``: when the first step after a restore ends (the destination's first step);
-* ``leg-first-step-<start step>``: when a leg's first step ends (restored or not).
+* ``leg-first-step-<start step>``: when a leg's first step ends (restored or not);
+* ``built-<pid>``: when a worker has its model built (a standby then waits for its go).
 
     python _migration_worker.py --config JOB.yaml --mb 1024 --marks DIR
 """
@@ -11,6 +12,7 @@ CarbonAwareTraining; it writes wall-clock marks the benchmark reads:
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -45,6 +47,7 @@ def main() -> int:
     args = parser.parse_args()
     config = ControllerConfig.from_yaml(args.config)
     model = Blob(int(args.mb * 1e6))
+    (args.marks / f"built-{os.getpid()}").write_text(repr(time.time()))  # ready to restore
     with CarbonAwareTraining(config, model=model) as caftm:
         save = caftm.save
 

@@ -15,7 +15,9 @@ Timed, wall clock:
   disk, in the same run (the least any move of those bytes costs);
 * ``downtime_ratio_<size>`` = downtime / raw copy (medians of ``ROUNDS``), and the parts
   (``checkpoint_s``: last step → the source leg's end; ``restart_s``: the destination leg's
-  recorded start, i.e. its go → its first step);
+  recorded start, i.e. its go → its first step; ``standby_ready_before_go_s``: how long the
+  destination's worker had its model built before its go — negative when it was still
+  starting, so the go waited for it);
 * ``transfer_s_1GB`` and ``transfer_ratio_1GB``: ``transfer_latest`` of the 1 GB checkpoint
   between two local stores (the supervisor's copy when a worker cannot write into the
   destination: read, sha256 and write in one pass, fsync) over a raw copy of the same bytes.
@@ -123,7 +125,10 @@ def _migrate_once(mb: float, job: dict[str, Any] | None = None) -> dict[str, flo
             transfer = next(t for t in book.transfers("bench") if t.status == "done")
             legs = book.legs("bench")
         assert legs[0].ended_at is not None
+        go = legs[1].started_at.timestamp()
+        built = max(float(p.read_text()) for p in marks.glob("built-*"))  # the destination's
         return {
+            "standby_ready_before_go_s": go - built,
             "downtime_s": first_step - save_start,
             "checkpoint_s": legs[0].ended_at.timestamp() - save_start,
             "restart_s": first_step - legs[1].started_at.timestamp(),
@@ -182,7 +187,7 @@ def _measure(result: Result, label: str, mb: float, *, prefix: str = "",
     result[f"{prefix}downtime_s_{label}"] = round(median["downtime_s"], 3)
     result[f"{prefix}downtime_s_max_{label}"] = round(max(m["downtime_s"] for m in moves), 3)
     result[f"{prefix}raw_copy_s_{label}"] = round(raw, 3)
-    for part in ("checkpoint_s", "restart_s", "supervisor_transfer_s"):
+    for part in ("checkpoint_s", "restart_s", "supervisor_transfer_s", "standby_ready_before_go_s"):
         result[f"{prefix}{part}_{label}"] = round(median[part], 3)
     result[f"{prefix}bytes_{label}"] = int(median["bytes"])
     result[f"{prefix}direct_writes_{label}"] = int(sum(m["direct"] for m in moves))

@@ -277,6 +277,8 @@ class CarbonAwareTraining:
         if self.gpu is not None:
             self.gpu.run_simulated_step()
         self.stop_request = self._steps.after_step(self.steps_done, self.save)
+        if self.stop_request is None:
+            self._moving_to = None  # a move announced but not made (the checkpoint failed)
         if self._status_path is not None:
             self._write_status()
         every = self.checkpoint_every_steps
