@@ -2,6 +2,7 @@
 CarbonAwareTraining; it writes wall-clock marks the benchmark reads:
 
 * ``save-<step>``: when a checkpoint of that step starts being written (the source's suspend);
+* ``saved-<step>``: when it is complete;
 * ``first-step``: when the first step after a restore ends (the destination's first step);
 * ``leg-first-step-<start step>``: when a leg's first step ends (restored or not);
 * ``built-<pid>``: when a worker has its model built (a standby then waits for its go).
@@ -54,6 +55,7 @@ def main() -> int:
         def marked_save() -> None:
             (args.marks / f"save-{caftm.steps_done}").write_text(repr(time.time()))
             save()
+            (args.marks / f"saved-{caftm.steps_done}").write_text(repr(time.time()))
 
         caftm.save = marked_save  # type: ignore[method-assign]
         resumed = caftm.start_step > 0

@@ -14,7 +14,8 @@ Timed, wall clock:
 * ``raw_copy_s_<size>``: ``shutil.copyfile`` of a file of the same S bytes + fsync, on the same
   disk, in the same run (the least any move of those bytes costs);
 * ``downtime_ratio_<size>`` = downtime / raw copy (medians of ``ROUNDS``), and the parts
-  (``checkpoint_s``: last step → the source leg's end; ``restart_s``: the destination leg's
+  (``checkpoint_s``: last step → the source leg's end, of which ``checkpoint_write_s`` the
+  checkpoint's write, the rest the worker's exit; ``restart_s``: the destination leg's
   recorded start, i.e. its go → its first step; ``standby_ready_before_go_s``: how long the
   destination's worker had its model built before its go — negative when it was still
   starting, so the go waited for it);
@@ -119,6 +120,7 @@ def _migrate_once(mb: float, job: dict[str, Any] | None = None) -> dict[str, flo
         marks = tmp / "marks"
         saves = sorted(marks.glob("save-*"), key=lambda p: int(p.name.split("-")[1]))
         save_start = float(saves[0].read_text())
+        saved = float((marks / saves[0].name.replace("save-", "saved-")).read_text())
         first_step = float((marks / "first-step").read_text())
         with Ledger(spec.ledger_path) as ledger:
             book = JobBook(ledger)
@@ -131,6 +133,7 @@ def _migrate_once(mb: float, job: dict[str, Any] | None = None) -> dict[str, flo
             "standby_ready_before_go_s": go - built,
             "downtime_s": first_step - save_start,
             "checkpoint_s": legs[0].ended_at.timestamp() - save_start,
+            "checkpoint_write_s": saved - save_start,
             "restart_s": first_step - legs[1].started_at.timestamp(),
             "supervisor_transfer_s": transfer.seconds or 0.0,
             "direct": float(transfer.message == "written by the worker"),
@@ -187,7 +190,9 @@ def _measure(result: Result, label: str, mb: float, *, prefix: str = "",
     result[f"{prefix}downtime_s_{label}"] = round(median["downtime_s"], 3)
     result[f"{prefix}downtime_s_max_{label}"] = round(max(m["downtime_s"] for m in moves), 3)
     result[f"{prefix}raw_copy_s_{label}"] = round(raw, 3)
-    for part in ("checkpoint_s", "restart_s", "supervisor_transfer_s", "standby_ready_before_go_s"):
+    parts = ("checkpoint_s", "checkpoint_write_s", "restart_s", "supervisor_transfer_s",
+             "standby_ready_before_go_s")  # fmt: skip
+    for part in parts:
         result[f"{prefix}{part}_{label}"] = round(median[part], 3)
     result[f"{prefix}bytes_{label}"] = int(median["bytes"])
     result[f"{prefix}direct_writes_{label}"] = int(sum(m["direct"] for m in moves))
