@@ -34,8 +34,10 @@ venv: $(VENV)/.installed
 DEMO_DIR := .caftm/demo
 
 # The main job on the embedded defaults: intensities and forecasts, then small CNN jobs run
-# through the supervisor (local executor, accelerated clock, simulated GPU unless an NVIDIA GPU is
-# present): one moves, one pauses, both against carbon-agnostic twins; a table, a PNG, a JSON.
+# through the supervisor (local executor, simulated GPU unless an NVIDIA GPU is present, an
+# accelerated clock: a second of training or pause is half a grid hour, start-ups and moves
+# count at 1x): one moves, one pauses under a deadline, both against carbon-agnostic twins; a
+# table, the pause's saving and deadline, a PNG, a JSON.
 demo: $(VENV)/.installed-demo
 	$(BIN)/caftm demo --workdir $(DEMO_DIR) --json $(DEMO_DIR)/demo.json
 

@@ -67,7 +67,7 @@ def test_the_readme_loop_trains_and_a_second_run_resumes_at_its_end(tmp_path: Pa
         "sites: [FR]\n"
         "total_steps: 24\n"
         "threshold: {mode: absolute, value_g_per_kwh: 2500}\n"
-        "gpu: {control: \"off\"}\n"
+        'gpu: {control: "off"}\n'
         f"checkpoint: {{url: {tmp_path / 'ckpt'}}}\n"
         f"ledger: {{path: {tmp_path / 'ledger.sqlite'}}}\n"
     )

@@ -1,9 +1,27 @@
 """The clock a job runs on: real time, or an accelerated one shared by supervisor and workers.
 
 A demo or a test may run a day of grid time in a minute: :class:`AcceleratedClock` maps wall time
-to virtual POSIX time (``virtual = origin_s + (wall - wall_origin_s) * speed``). The supervisor
-puts it in its workers' environment as ``CAFTM_CLOCK`` so that every process of one job reads the
-same virtual time; :func:`job_clock` returns it where set, else ``time.time``.
+to virtual POSIX time, ``speed`` times faster while the job trains or waits out a pause, and at
+the wall clock's pace (1×) while it is held: while a process starts or stops and while a
+checkpoint is written or moves. Those take their real wall duration on the job's timeline, so a
+move is seconds, not hours, however busy the machine is.
+
+Who holds it and who runs it:
+
+=================================  ==========================================================
+moment                             the clock
+=================================  ==========================================================
+the supervisor creates the job     held (the first worker is still to start)
+a worker's training step           runs (:class:`~caftm.integrations._core.ControllerSession`)
+a checkpoint is written            held until the next step (the worker)
+the worker stops or ends           held; the supervisor takes the worker's anchor from its
+                                   last status and keeps it held through the transfer
+the supervisor waits out a pause   runs; held again when the next worker starts
+=================================  ==========================================================
+
+The supervisor puts its clock in each worker's environment as ``CAFTM_CLOCK``
+(``origin_s@wall_origin_s*speed``, ``,held`` appended where it is held); :func:`job_clock`
+returns it where set, else ``time.time``. A worker reports its clock back in its status.
 
 :class:`FakeClock` is virtual time for tests: nothing waits, and a sleep advances it at once
 (give it to :class:`~caftm.jobs.supervisor.Supervisor` as ``clock=``).
@@ -15,12 +33,12 @@ import math
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 
 from caftm.errors import ConfigError
 
 __all__ = [
     "CLOCK_ENV",
+    "HELD_SUFFIX",
     "AcceleratedClock",
     "FakeClock",
     "clock_speed",
@@ -28,56 +46,133 @@ __all__ = [
     "sleep_virtual",
 ]
 
-#: Environment variable carrying an accelerated clock: ``origin_s@wall_origin_s*speed``.
+#: Environment variable carrying an accelerated clock: ``origin_s@wall_origin_s*speed[,held]``.
 CLOCK_ENV = "CAFTM_CLOCK"
+#: Ends a ``CAFTM_CLOCK`` value whose clock is held (runs at 1× until the job trains).
+HELD_SUFFIX = ",held"
 
 
-@dataclass(frozen=True, slots=True)
 class AcceleratedClock:
-    """Virtual POSIX seconds running ``speed`` times faster than the wall clock.
+    """Virtual POSIX seconds that run ``speed`` times faster than the wall clock while the job
+    trains or waits out a pause, and at the wall clock's pace while it is held.
 
-    Attributes:
+    The job holds it while a process starts or stops and while a checkpoint is written or moves
+    (:meth:`hold`), and runs it again at the next training step (:meth:`run`): those take their
+    real wall duration on the job's timeline, so a slow start on a busy machine does not become
+    grid hours. One anchor ``(origin_s, wall_origin_s)`` and a pace describe it at any moment;
+    :meth:`run` and :meth:`hold` move the anchor to now (one assignment: a reader on another
+    thread never sees half of it).
+
+    Args:
         origin_s: virtual POSIX time (s) at ``wall_origin_s``.
-        wall_origin_s: wall POSIX time (s) when the clock started.
-        speed: virtual seconds per wall second (3600: one grid hour per wall second).
+        wall_origin_s: wall POSIX time (s) of the anchor.
+        speed: virtual seconds per wall second while it runs (3600: one grid hour per second).
+        running: runs at ``speed`` from the anchor (True) or is held at 1× (False).
+
+    Raises:
+        ConfigError: a value is not finite, or ``speed`` is not positive.
     """
 
-    origin_s: float
-    wall_origin_s: float
-    speed: float
+    __slots__ = ("_anchor", "speed")
 
-    def __post_init__(self) -> None:
-        for name in ("origin_s", "wall_origin_s", "speed"):
-            if not math.isfinite(getattr(self, name)):
+    def __init__(
+        self, origin_s: float, wall_origin_s: float, speed: float, *, running: bool = True
+    ) -> None:
+        for name, value in (("origin_s", origin_s), ("wall_origin_s", wall_origin_s),
+                            ("speed", speed)):  # fmt: skip
+            if not math.isfinite(value):
                 raise ConfigError(f"accelerated clock: {name} must be finite")
-        if self.speed <= 0:
-            raise ConfigError(f"accelerated clock: speed must be > 0, got {self.speed}")
+        if speed <= 0:
+            raise ConfigError(f"accelerated clock: speed must be > 0, got {speed}")
+        self.speed = float(speed)
+        self._anchor = (float(origin_s), float(wall_origin_s), bool(running))
 
     @classmethod
-    def starting_at(cls, origin_s: float, speed: float) -> AcceleratedClock:
-        """A clock that reads ``origin_s`` now and runs ``speed`` times faster."""
-        return cls(origin_s, time.time(), speed)
+    def starting_at(
+        cls, origin_s: float, speed: float, *, running: bool = True
+    ) -> AcceleratedClock:
+        """A clock that reads ``origin_s`` now and runs ``speed`` times faster (or is held)."""
+        return cls(origin_s, time.time(), speed, running=running)
+
+    @property
+    def origin_s(self) -> float:
+        """Virtual POSIX time (s) at the anchor."""
+        return self._anchor[0]
+
+    @property
+    def wall_origin_s(self) -> float:
+        """Wall POSIX time (s) of the anchor."""
+        return self._anchor[1]
+
+    @property
+    def running(self) -> bool:
+        """Whether it runs at ``speed`` (True) or is held at the wall clock's pace (False)."""
+        return self._anchor[2]
 
     def __call__(self) -> float:
-        return self.origin_s + (time.time() - self.wall_origin_s) * self.speed
+        origin_s, wall_s, running = self._anchor
+        return origin_s + (time.time() - wall_s) * (self.speed if running else 1.0)
+
+    def run(self) -> None:
+        """Run at ``speed`` from now on (training steps run, or the job waits out a pause)."""
+        if not self._anchor[2]:
+            self._move_anchor(running=True)
+
+    def hold(self) -> None:
+        """Run at the wall clock's pace from now on (a process starts or stops, a checkpoint is
+        written or moves)."""
+        if self._anchor[2]:
+            self._move_anchor(running=False)
+
+    def _move_anchor(self, *, running: bool) -> None:
+        wall_s = time.time()
+        origin_s, anchor_wall_s, was_running = self._anchor
+        now_s = origin_s + (wall_s - anchor_wall_s) * (self.speed if was_running else 1.0)
+        self._anchor = (now_s, wall_s, running)
+
+    def follow(self, text: str) -> None:
+        """Take the anchor of another process's clock of the same job (its ``CAFTM_CLOCK``
+        form, e.g. a worker's last status): it knows when the job trained.
+
+        Raises:
+            ConfigError: the text is malformed.
+        """
+        other = AcceleratedClock.from_env(text)
+        self.speed = other.speed
+        self._anchor = other._anchor
 
     def to_env(self) -> str:
-        """The ``CAFTM_CLOCK`` value of this clock."""
-        return f"{self.origin_s!r}@{self.wall_origin_s!r}*{self.speed!r}"
+        """The ``CAFTM_CLOCK`` value of this clock (``origin_s@wall_origin_s*speed``, with
+        ``,held`` where it is held)."""
+        origin_s, wall_s, running = self._anchor
+        return f"{origin_s!r}@{wall_s!r}*{self.speed!r}" + ("" if running else HELD_SUFFIX)
 
     @classmethod
     def from_env(cls, text: str) -> AcceleratedClock:
         """Parse a ``CAFTM_CLOCK`` value.
 
         Raises:
-            ConfigError: the text is not ``origin_s@wall_origin_s*speed``.
+            ConfigError: the text is not ``origin_s@wall_origin_s*speed[,held]``.
         """
+        body = text.removesuffix(HELD_SUFFIX)
         try:
-            origin, rest = text.split("@", 1)
+            origin, rest = body.split("@", 1)
             wall, speed = rest.split("*", 1)
-            return cls(float(origin), float(wall), float(speed))
+            return cls(float(origin), float(wall), float(speed), running=body == text)
         except ValueError as e:
-            raise ConfigError(f"{CLOCK_ENV}={text!r} is not 'origin_s@wall_origin_s*speed'") from e
+            raise ConfigError(
+                f"{CLOCK_ENV}={text!r} is not 'origin_s@wall_origin_s*speed[{HELD_SUFFIX}]'"
+            ) from e
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, AcceleratedClock):
+            return NotImplemented
+        return (self._anchor, self.speed) == (other._anchor, other.speed)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable: run() and hold() move the anchor
+
+    def __repr__(self) -> str:
+        return f"AcceleratedClock({self.to_env()!r})"
 
 
 class FakeClock:

@@ -58,9 +58,7 @@ def test_a_checkpoint_records_its_job_and_a_plain_one_records_none(tmp_path: Pat
 
 
 def test_manifests_without_a_job_still_parse_and_a_malformed_one_is_refused() -> None:
-    body = json.loads(
-        Manifest(step=1, files=(), created_unix_s=0.0, caftm_version="0").to_json()
-    )
+    body = json.loads(Manifest(step=1, files=(), created_unix_s=0.0, caftm_version="0").to_json())
     body["files"] = [
         {"name": n, "size_bytes": 1, "sha256": "0" * 64}
         for n in ("tensors.safetensors", "state.json")

@@ -29,7 +29,9 @@ def test_example_config_validates_and_resolves_regions() -> None:
 
 def test_defaults_from_code() -> None:
     config = ControllerConfig.from_dict({"sites": ["DE"]}, env={})
-    assert config.policy.name == "caftm" and config.gpu.knob is KnobKind.CLOCK
+    assert config.policy.name == "planner" and config.gpu.knob is KnobKind.CLOCK
+    assert config.build_policy().name == "planner"
+    assert config.threshold_spec().mode == "relative"  # scale-free: no g/kWh in a default
     assert config.rules().deadline_s is None
     assert "suspend-resume" in policy_names()
 
@@ -107,7 +109,9 @@ def test_build_policy_hands_greedy_its_switch_fraction_and_the_rules() -> None:
     policy = config.build_policy()
     assert isinstance(policy, GreedyCleanest) and policy.switch_fraction == 0.3
     assert policy.rules == config.rules()
-    other = ControllerConfig.from_dict({"sites": ["KR"], "policy": {"min_dwell_s": 60}}, env={})
+    other = ControllerConfig.from_dict(
+        {"sites": ["KR"], "policy": {"name": "caftm", "min_dwell_s": 60}}, env={}
+    )
     assert isinstance(other.build_policy(), CAFTM)
     assert other.build_policy().rules.min_dwell_s == 60
 

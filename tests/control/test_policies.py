@@ -51,6 +51,7 @@ def test_registry_and_unknown_names() -> None:
         "carbon-agnostic",
         "forecast-caftm",
         "greedy-cleanest",
+        "planner",
         "suspend-resume",
     ]
     for name, cls in POLICIES.items():

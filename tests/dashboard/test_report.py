@@ -12,8 +12,10 @@ from typing import Any
 import pytest
 from tests.cli.signals_support import Result, cli, isolated_env
 from tests.dashboard.known import ENERGY_J, SPEC, START, Known, ledger_totals
+from tests.dashboard.scenes import build_nap
 
 from caftm.ledger import JobBook, Ledger
+from caftm.ledger.feed import Feed, Scope
 from caftm.report.build import ledger_report
 from caftm.report.html import ReportFigure, ReportInput, render_html, write_report
 
@@ -156,3 +158,77 @@ def test_the_timeline_png_still_draws_moves_and_pauses(known: Known, tmp_path: P
         assert timeline.threshold_g_per_kwh == 400.0
         png = plot_timeline(book, ["known"], tmp_path / "t.png")
     assert png.read_bytes().startswith(b"\x89PNG") and png.stat().st_size > 10_000
+
+
+def _visible_text(html: str) -> str:
+    """The report's text as a reader sees it (tags and the figures' data URIs left out)."""
+    from html.parser import HTMLParser
+
+    parts: list[str] = []
+
+    class Text(HTMLParser):
+        def handle_data(self, data: str) -> None:
+            parts.append(data)
+
+    Text().feed(html)
+    return " ".join(parts)
+
+
+def test_the_report_says_no_none_and_credits_the_pause(tmp_path: Path) -> None:
+    """Leg 1 recorded no start step (the worker did not say): "—", never "None→200"."""
+    nap = build_nap(tmp_path, resumed=True)
+    with Ledger(nap.path, read_only=True) as ledger:
+        report = ledger_report(ledger, "nap")
+    text = _visible_text(render_html(report))
+    assert "None" not in text
+    legs = next(t for t in report.tables if t.title == "Legs")
+    assert [row[5] for row in legs.rows] == ["— → 200", "200 → —"]
+    summary = dict(report.summary)
+    assert summary["saving"] == "24.6 %"  # paused at 522, resumed at 265
+
+
+def _overlaps(fig: Any) -> list[str]:
+    """Every (legend, axes) pair whose boxes overlap once drawn."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    legends = list(fig.legends) + [ax.get_legend() for ax in fig.axes if ax.get_legend()]
+    assert legends, "a figure without a legend"
+    return [
+        f"{legend.get_texts()[0].get_text()!r} over {ax.get_title(loc='left')!r}"
+        for legend in legends
+        for ax in fig.axes
+        if legend.get_window_extent(renderer).overlaps(ax.get_window_extent(renderer))
+    ]
+
+
+def test_no_legend_covers_data(known: Known, tmp_path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    from caftm.report.carbon import signal_setup, site_outlooks
+    from caftm.report.figures import carbon_figure, gpu_figure, outlook_figure
+    from caftm.report.timeline import timeline_figure
+
+    with Ledger(known.path, read_only=True) as ledger:
+        book = JobBook(ledger)
+        windows = Feed(ledger).windows(Scope.of_job("known"))
+        times = [w.time for w in windows]
+        setup = signal_setup(book.get("known").spec)
+        figures = [
+            timeline_figure(book, ["known"]),
+            outlook_figure(site_outlooks(setup, times[-1]), 400.0, span=(times[0], times[-1])),
+            gpu_figure(times, [w.setting for w in windows], [300.0] * len(times), "MHz"),
+            carbon_figure(
+                times,
+                [float(i) for i in range(len(times))],
+                (times, [2.0 * i for i in range(len(times))]),
+            ),
+        ]
+    try:
+        for fig in figures:
+            assert _overlaps(fig) == []
+            for ax in fig.axes:
+                if ax.get_xlabel():
+                    assert "UTC" in ax.get_xlabel()
+    finally:
+        for fig in figures:
+            plt.close(fig)

@@ -18,6 +18,7 @@ import httpx
 import pytest
 from tests.cli.signals_support import Result, cli, isolated_env
 from tests.dashboard.known import Known, ledger_totals
+from tests.dashboard.scenes import build_nap, write_other
 
 __all__ = ["cli", "isolated_env"]  # fixtures used here
 
@@ -34,6 +35,7 @@ from caftm.dashboard import (  # noqa: E402
 from caftm.dashboard.app import TOKEN_COOKIE  # noqa: E402
 from caftm.dashboard.server import allowed_hosts  # noqa: E402
 from caftm.errors import ConfigError  # noqa: E402
+from caftm.ledger import JobBook, Ledger  # noqa: E402
 
 
 def test_metrics_parse_with_prometheus_clients_own_parser(server: Any, known: Known) -> None:
@@ -68,11 +70,14 @@ def test_the_page_and_its_files_are_served_locally(server: Any) -> None:
     assert sources and all(not s.startswith(("http:", "https:", "//")) for s in sources)
     for source in sources:
         assert httpx.get(server.url + source, timeout=30).status_code == 200, source
-    view = httpx.get(server.url + "api/view", params={"job": "known"}, timeout=30).json()
+    answer = httpx.get(server.url + "api/view", params={"job": "known"}, timeout=30)
+    view = answer.json()
+    assert answer.headers["etag"] == f'"{view["mark"]}"'
     again = httpx.get(
-        server.url + "api/view", params={"job": "known", "mark": view["mark"]}, timeout=30
-    ).json()
-    assert view["view"]["site"] == "FR" and again == {"unchanged": True, "mark": view["mark"]}
+        server.url + "api/view", params={"job": "known"},
+        headers={"If-None-Match": answer.headers["etag"]}, timeout=30,
+    )  # fmt: skip
+    assert view["view"]["site"] == "FR" and again.status_code == 304
     missing = httpx.get(server.url + "api/view", params={"job": "nope"}, timeout=30)
     assert missing.status_code == 404 and "no job 'nope'" in missing.json()["error"]
 
@@ -244,3 +249,34 @@ def test_the_command_reads_its_token_from_the_environment_or_a_file(
         bearer = {"Authorization": f"Bearer {token}"}
         response = httpx.get(url + "api/jobs", headers=bearer, timeout=60)
         assert [j["name"] for j in response.json()["jobs"]] == ["known"]
+
+
+def test_an_unchanged_view_is_not_sent_again(tmp_path: Path) -> None:
+    """A finished job's view: 304 while another job writes, the new view once it changes."""
+    nap = build_nap(tmp_path, resumed=True)
+    with DashboardServer(ServeOptions(db=nap.path, port=0)) as running:
+        url = running.url + "api/view?job=nap"
+        first = httpx.get(url, timeout=30)
+        assert first.status_code == 200 and first.json()["view"]["name"] == "nap"
+        tag = first.headers["etag"]
+        jobs = httpx.get(running.url + "api/jobs", timeout=30)
+        for k in range(3):
+            write_other(nap, k)
+            again = httpx.get(url, headers={"If-None-Match": tag}, timeout=30)
+            assert again.status_code == 304 and again.content == b""
+            assert again.headers["etag"] == tag
+            # the list changed (other's carbon), so it is sent again
+            listed = httpx.get(
+                running.url + "api/jobs", headers={"If-None-Match": jobs.headers["etag"]}
+            )
+            assert listed.status_code == 200 and listed.headers["etag"] != jobs.headers["etag"]
+            jobs = listed
+        same = httpx.get(running.url + "api/jobs", headers={"If-None-Match": jobs.headers["etag"]})
+        assert same.status_code == 304
+        other = httpx.get(running.url + "api/view?job=other", headers={"If-None-Match": tag})
+        assert other.status_code == 200  # another view's tag is not this one's
+        with Ledger(nap.path) as ledger:
+            JobBook(ledger).update("nap", message="looked at again")
+        changed = httpx.get(url, headers={"If-None-Match": tag}, timeout=30)
+        assert changed.status_code == 200 and changed.headers["etag"] != tag
+        assert changed.json()["view"]["message"] == "looked at again"

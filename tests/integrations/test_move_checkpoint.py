@@ -4,6 +4,7 @@ policy then decides otherwise (a scripted controller drives the session's hooks)
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from types import SimpleNamespace
 
@@ -21,6 +22,7 @@ class ScriptedController:
         self.planned = planned
         self.then = then
         self.control_state = SimpleNamespace(pause_until_s=math.nan)
+        self._clock = time.time  # real time: no job clock to hold
 
     def planned_move(self) -> str | None:
         return self.planned

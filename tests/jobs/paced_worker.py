@@ -5,7 +5,9 @@
   ``GATE_FILE`` ("reached", with its pid) and waits until ``GATE_FILE.open`` exists, so a test
   acts on a worker known to be mid-step at that step (kill it, signal it, cancel it) without
   sleeping; once ``GATE_FILE`` exists, later legs pass the gate without stopping;
-- ``$STEP_CLOCK_S``: the job clock follows the steps (see :mod:`step_clock`).
+- ``$STEP_CLOCK_S``: the job clock follows the steps (see :mod:`step_clock`);
+- ``$START_DELAY_S``: the worker sleeps this long before it starts (a slow start on a busy
+  machine).
 
     python paced_worker.py --config JOB.yaml --checkpoint-every N
 """
@@ -52,4 +54,5 @@ CarbonAwareTraining.step = _paced_step  # type: ignore[method-assign]
 step_clock.install()
 
 if __name__ == "__main__":
+    time.sleep(float(os.environ.get("START_DELAY_S", "0")))
     sys.exit(main())

@@ -7,12 +7,15 @@ or however busy the machine is. Every leg resumes at its checkpoint's step and s
 grid time. The refresher polls as if the clock ran ``$STEP_CLOCK_SPEED`` times faster than the
 wall (every ``refresh_interval_s / speed`` wall seconds).
 
-Without ``$STEP_CLOCK_S`` nothing changes (the job's accelerated or real clock).
+The worker reports the step time in its status (held: the supervisor follows it at 1× until the
+next step, see :mod:`caftm.clock`). Without ``$STEP_CLOCK_S`` nothing changes (the job's
+accelerated or real clock).
 """
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -33,6 +36,16 @@ class StepClock(AcceleratedClock):
 
     def __call__(self) -> float:
         return self.origin_s + _steps[0] * _STEP_S
+
+    def run(self) -> None:
+        """Nothing: the steps drive this clock."""
+
+    def hold(self) -> None:
+        """Nothing: the steps drive this clock."""
+
+    def to_env(self) -> str:
+        """The step time now, held (what the supervisor follows: it goes on at 1× from here)."""
+        return AcceleratedClock(self(), time.time(), self.speed, running=False).to_env()
 
 
 _STEP_S = float(os.environ.get("STEP_CLOCK_S", "0"))

@@ -408,7 +408,7 @@ def test_date_and_hour_columns_are_read_as_utc(tmp_path: Path) -> None:
     assert trace.intensity("CAISO", jan1 + timedelta(hours=24)).intensity_g_per_kwh == 220
     notes = " | ".join(trace.take_notes())
     assert "taken as zone CAISO" in notes and "taken as UTC" in notes
-    assert "not say direct or lifecycle: taken as lifecycle" in notes
+    assert "not say direct or lifecycle: basis not stated" in notes
 
 
 def test_hour_ending_files_run_1_to_24(tmp_path: Path) -> None:

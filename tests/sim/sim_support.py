@@ -10,6 +10,7 @@ import numpy as np
 from tests.control.conftest import T0_S, FakeClock, synthetic_source
 
 from caftm.control import Controller, Hooks, Policy, ThresholdSpec
+from caftm.ledger import Ledger
 from caftm.records import Event
 from caftm.signals.base import IntensitySource
 from caftm.signals.refresher import IntensityRefresher
@@ -52,10 +53,13 @@ def drive_controller(
     downtime_s: float,
     step_s: float = 3600.0,
     start_s: float = T0_S,
+    total_steps: int | None = None,
+    ledger: Ledger | None = None,
 ) -> list[Decision]:
     """Run a live Controller (no GPU optimiser) over ``source`` with an accelerated fake clock:
     one poll and one ``step()`` per trace step; a move lets ``downtime_s`` pass, a pause jumps
-    the clock to its end."""
+    the clock to its end. ``total_steps``: the job's length in steps of one trace step each (so
+    the controller knows the work left, as a planner needs)."""
     clock = FakeClock(start_s)
     refresher = IntensityRefresher(
         source,
@@ -78,6 +82,9 @@ def drive_controller(
         idle_power_w=idle_power_w,
         clock=clock,
         simulated=True,
+        total_steps=total_steps,
+        step_time_s=step_s if total_steps is not None else None,
+        ledger=ledger,
     )
     controller.start(run_refresher_thread=False)
     end_s = start_s + hours * 3600.0

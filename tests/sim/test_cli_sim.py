@@ -13,6 +13,8 @@ import pytest
 from tests.cli.signals_support import Result, cli, is_png, isolated_env
 from tests.cli.test_cli_errors import assert_one_error_line
 
+from caftm.sim.policy_specs import DEFAULT_POLICY
+
 __all__ = ["cli", "isolated_env"]  # fixtures used here
 
 Cli = Callable[..., Result]
@@ -97,7 +99,7 @@ def test_simulate_runs_the_policies_named_with_the_baseline(cli: Cli, traces: li
         (["--starts", "yesterday"], ["--starts 'yesterday'", "ISO"]),
         (["--starts", "2022-01-02T00:00"], ["no timezone"]),
         (["--starts", "2022-01-02T00:30Z"], ["not on the trace's 3600 s grid"]),
-        (["--policies", "nope"], ["unknown policy 'nope'", "caftm"]),
+        (["--policies", "nope"], ["unknown policy 'nope'", f"default ({DEFAULT_POLICY})", "caftm"]),
         (["--start-site", "Z"], ["start site 'Z'"]),
         (["--plot", "/nonexistent/plots"], ["--plot /nonexistent/plots", "does not exist"]),
         (["--every-h", "0"], ["--every-h"]),

@@ -39,6 +39,8 @@ def test_dp_equals_brute_force_on_small_instances(seed: int) -> None:
         "move_downtime_s": float(rng.uniform(60, 900)),
         "units_per_slot": 2,
     }
+    if seed % 2:  # a deadline part-way through the last slot
+        kwargs["deadline_s"] = (slots - 0.4) * 3600.0
     start = int(rng.integers(0, sites))
     dp = solve(ci[None], start, GPU, **kwargs).carbon_g[0]
     brute = brute_force(ci, start, GPU, **kwargs)
@@ -71,6 +73,7 @@ def test_dp_prefers_the_clean_site_and_finishes_within_the_deadline() -> None:
         deadline_s=6 * 3600.0,
         slot_s=3600.0,
         move_downtime_s=140.0,
+        plans=True,
     )
     stay_g = GPU.power_at(None) * 4 * 3600.0 / 3.6e6 * 500.0
     assert result.carbon_g[0] < 0.15 * stay_g

@@ -76,3 +76,47 @@ def test_a_pause_and_a_move_are_among_the_compared_decisions() -> None:
         simulated, _ = _both(wavy_sites(), ["A", "B", "C"], "A", name)
         kinds |= {d.to_state for d in simulated}
     assert {"paused", "migration", "suspend"} <= kinds
+
+
+@pytest.mark.parametrize("name", ["planner", "planner-oracle"])
+def test_the_planner_takes_the_same_decisions_live_and_simulated(name: str) -> None:
+    """A 30 h job with the default deadline (1.1×): the planner's waits and moves, at the same
+    times, in the simulator and in a live Controller that counts its steps (one per hour)."""
+    trace, sites, start_s = wavy_sites(), ["A", "B", "C"], T0_S + 50 * 3600.0
+    spec = SPECS[name]
+    gpu = GpuProfile.simulated("gpt")
+    # moves without downtime: every hour's work is whole, as the live run counts it (a step an hour)
+    move = MoveModel(restart_s=0.0).cost(0.0)
+    job = SimJob(30.0, "A", start_s)
+    traces = SiteTraces(trace, {s: s for s in sites})
+    result = simulate_job(
+        spec.build(Rules(move_cost=move)),
+        job,
+        traces,
+        gpu,
+        threshold=spec.threshold,
+        forecast=spec.forecast,
+        tune_gpu=False,
+    )
+    assert result.finished
+    simulated = [
+        Decision(e.time_s, e.from_state.value, e.to_state.value, e.site, e.reason)
+        for e in result.events
+        if e.to_state.value != "done"
+    ]
+    live = drive_controller(
+        spec.build(Rules(move_cost=move)),
+        oracle(trace) if spec.forecast == "oracle" else trace,
+        sites,
+        "A",
+        hours=(result.finish_s - start_s) / 3600.0,
+        threshold=spec.threshold,
+        power_w=gpu.power_at(None),
+        idle_power_w=gpu.idle_power_w,
+        downtime_s=move.downtime_s,
+        start_s=start_s,
+        total_steps=30,
+    )
+    kinds = {d.to_state for d in simulated}
+    assert {"paused", "migration"} & kinds, "the SYNTHETIC trace should make the planner act"
+    assert simulated == live[: len(simulated)]

@@ -56,8 +56,13 @@ def demo_command(
         Path | None, typer.Option("--json", help="Also write the comparison as JSON here.")
     ] = None,
     speed: Annotated[
-        float, typer.Option("--speed", help="Grid seconds per wall second (3600: 1 s = 1 h).")
-    ] = 3600.0,
+        float,
+        typer.Option(
+            "--speed",
+            help="Grid seconds per wall second of training or "
+            "pause (1800: 1 s = 30 min; 1× while processes start and checkpoints move).",
+        ),
+    ] = 1800.0,
 ) -> None:
     """Embedded intensities now and the next 24 h, then the main job run carbon-aware."""
     if train:
@@ -157,6 +162,7 @@ def _train(workdir: Path, json_path: Path | None, speed: float) -> None:
     with Live(Text(""), console=console, refresh_per_second=4, transient=True) as live:
         result = run_showcase(workdir, speed=speed, on_update=show)
     console.print(comparison_table(result))
+    console.print(pause_line(result), highlight=False)
     if json_path is not None:
         json_path.write_text(json.dumps(result.to_json(), indent=2), encoding="utf-8")
         console.print(f"comparison written to {json_path}")
@@ -166,6 +172,23 @@ def _train(workdir: Path, json_path: Path | None, speed: float) -> None:
         f"ledger: caftm jobs --db {workdir / 'ledger.sqlite'}  (then caftm status move --db ...)",
         highlight=False,
     )
+
+
+def pause_line(result: DemoResult) -> str:
+    """What the pausing job saved against its twin, and whether it met its deadline."""
+    wait = result.jobs["wait"]
+    met = "met" if result.deadline_met else "MISSED"
+    return (
+        f"pause: job wait saved {result.pause_saving_pct:.1f} % carbon against wait-agnostic "
+        f"and {met} its deadline (completed {_clock_text(wait['completed_at'])}, deadline "
+        f"{_clock_text(wait['deadline'])}, on the job's clock)"
+    )
+
+
+def _clock_text(iso: str | None) -> str:
+    from datetime import datetime
+
+    return "never" if iso is None else format_time(datetime.fromisoformat(iso)) + " UTC"
 
 
 def comparison_table(result: DemoResult) -> Table:

@@ -195,6 +195,11 @@ def status_command(job: Annotated[str, typer.Argument(help="The job's name.")],
         console.print(summary_table(book, record))
         if record.pause_until is not None:
             console.print(f"paused until {_time(record.pause_until)} UTC")
+        plan = ledger.latest_plan(job=job)
+        if plan is not None:
+            from caftm.control.planner import describe_record
+
+            console.print(f"plan: {describe_record(plan)}", highlight=False)
         for t in book.transfers(job):
             size = "—" if t.bytes is None else f"{t.bytes / 1e6:.1f} MB"
             secs = "—" if t.seconds is None else f"{t.seconds:.1f} s"

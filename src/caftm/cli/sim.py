@@ -1,27 +1,34 @@
 """``caftm simulate``: replay intensity traces through the policies and the offline optimum.
 
-Parses the options, calls :func:`caftm.sim.evaluate`, and renders a comparison table (rich), an
-optional per-job CSV and PNG plots. Every output says SIMULATED (and SYNTHETIC for a generated
-trace, ORACLE for a policy that sees the future). Bad input: one error line, exit code 2.
+Parses the options, calls :func:`caftm.sim.evaluate`, and renders (:mod:`caftm.cli._sim_outputs`)
+a comparison table, an optional per-job CSV, PNG plots and an HTML report. Every output says
+SIMULATED (SYNTHETIC for a generated trace, ORACLE for a policy that sees the future) and names
+the basis, how the trace's times were read as UTC and every note of the loader and the simulator.
+Bad input (a job shorter than the trace's step, no start that fits): one error line, exit code 2;
+what is left out (a start that does not fit, hours outside the sites' common span) is a note.
 """
 
 from __future__ import annotations
 
-import csv
 import math
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich import box
-from rich.table import Table
 
 from caftm.cli._common import console
 from caftm.errors import ConfigError
 
 if TYPE_CHECKING:
-    from caftm.sim import Evaluation, GpuProfile, MoveModel, PolicySpec, SiteTraces
+    from collections.abc import Mapping
+
+    import numpy as np
+    import numpy.typing as npt
+
+    from caftm.signals.base import Basis
+    from caftm.signals.traces import TraceSource
+    from caftm.sim import JobShape, SiteTraces
 
 _ISO_HELP = "ISO UTC times, comma-separated (e.g. 2022-03-01T00:00Z)"
 
@@ -64,6 +71,35 @@ def _hours(values: list[str]) -> list[float]:
     return out or [24.0]
 
 
+def _basis(text: str | None) -> Basis | None:
+    from caftm.signals.base import Basis
+
+    if text is None:
+        return None
+    try:
+        return Basis(text.strip().lower())
+    except ValueError:
+        raise ConfigError(f"--basis {text!r}: use lifecycle or direct") from None
+
+
+def _policy_names(values: list[str]) -> list[str]:
+    """The names given, ``default`` read as the default policy's name, each once.
+
+    Raises:
+        ConfigError: an unknown name (the message lists the known ones).
+    """
+    from caftm.sim.policy_specs import DEFAULT_POLICY, OPTIMUM, SPECS
+
+    names = [DEFAULT_POLICY if n == "default" else n for n in _split(values)]
+    unknown = [n for n in names if n not in SPECS and n != OPTIMUM]
+    if unknown:
+        raise ConfigError(
+            f"unknown policy {unknown[0]!r} in --policies; choose from default "
+            f"({DEFAULT_POLICY}), {', '.join(SPECS)}, {OPTIMUM}"
+        )
+    return list(dict.fromkeys(names))
+
+
 def _starts(values: list[str]) -> list[float] | None:
     items = _split(values)
     if not items:
@@ -95,8 +131,21 @@ def simulate(
         str | None, typer.Option("--start-site", help="Where jobs start (default: first site).")
     ] = None,
     policies: Annotated[
-        list[str], typer.Option("--policies", help="Policies to compare (default: all).")
+        list[str],
+        typer.Option(
+            "--policies",
+            help="Policies to compare (default: all); 'default' is the policy a job with no "
+            "policy: section gets; 'optimum' the offline optimum.",
+        ),
     ] = [],  # noqa: B006
+    basis: Annotated[
+        str | None,
+        typer.Option(
+            "--basis",
+            help="lifecycle or direct: the column read where a file has both (Electricity Maps "
+            "exports) [default: lifecycle]; a file stating neither is read as this and said so.",
+        ),
+    ] = None,
     starts: Annotated[list[str], typer.Option("--starts", help=_ISO_HELP + ".")] = [],  # noqa: B006
     every_h: Annotated[
         float, typer.Option("--every-h", help="Without --starts: a start every N hours.")
@@ -122,6 +171,7 @@ def simulate(
     ] = None,
 ) -> None:
     """Compare carbon-aware policies and the offline optimum on intensity traces (SIMULATED)."""
+    from caftm.cli._sim_outputs import SimOutputs, plots, print_table, write_csv, write_report
     from caftm.signals.traces import load_trace
     from caftm.sim import (
         OPTIMUM,
@@ -133,16 +183,19 @@ def simulate(
         evaluate,
         get_specs,
     )
+    from caftm.sim.policy_specs import DEFAULT_POLICY
 
     site_zones = _sites(sites)
-    shapes = [JobShape(h, gpus, checkpoint_gb, deadline_factor) for h in _hours(job)]
+    hours = _hours(job)
+    shapes = [JobShape(h, gpus, checkpoint_gb, deadline_factor) for h in hours]
     if gpus < 1 or not checkpoint_gb >= 0 or not deadline_factor >= 1.0:
         raise ConfigError("--gpus must be >= 1, --checkpoint-gb >= 0, --deadline-factor >= 1")
     if not (math.isfinite(every_h) and every_h > 0):
         raise ConfigError(f"--every-h {every_h}: give a positive number of hours")
     if processes < 0:
         raise ConfigError(f"--processes {processes}: give 0 (automatic) or more")
-    names = _split(policies)
+    wanted_basis = _basis(basis)
+    names = _policy_names(policies)
     specs = get_specs(names or None)
     if not any(s.name == "carbon-agnostic" for s in specs):
         specs = [*get_specs(["carbon-agnostic"]), *specs]  # the baseline of every comparison
@@ -158,218 +211,144 @@ def simulate(
         if not report_path.parent.is_dir():
             raise ConfigError(f"--report {report_path}: folder {report_path.parent} does not exist")
         probe_writable(report_path, option="--report")
-    loaded = load_trace(trace, zones=list(dict.fromkeys(site_zones.values())))
+    loaded = load_trace(trace, basis=wanted_basis, zones=list(dict.fromkeys(site_zones.values())))
+    _check_basis(loaded, wanted_basis)
+    loaded.take_notes()  # kept in loaded.provenance and said in every output
     traces = SiteTraces(loaded, site_zones)
-    scenario = Scenario("sites", traces, start)
+    _check_lengths(shapes, traces)
+    given, left_out = _fitting_starts(_starts(starts), shapes, traces)
     gpu = GpuProfile.simulated(workload) if workload else GpuProfile.simulated()
     move = MoveModel()
     evaluation = evaluate(
-        [scenario],
+        [Scenario("sites", traces, start)],
         shapes,
         specs,
         gpu=gpu,
         move=move,
-        starts_s=_starts(starts),
+        starts_s=given,
         every_s=every_h * 3600.0,
         processes=processes or None,
         optimum=with_optimum,
     )
-    _print_table(evaluation, specs, traces, with_optimum)
+    out = SimOutputs(
+        evaluation=evaluation,
+        specs=specs,
+        traces=traces,
+        optimum=with_optimum,
+        notes=[*traces.assumptions(), *left_out, _starts_note(evaluation.starts_s, given, every_h)],
+        default_policy=DEFAULT_POLICY,
+        gpu=gpu,
+        move=move,
+        workload=workload,
+    )
+    print_table(out)
     if csv_path is not None:
-        _write_csv(csv_path, evaluation, traces)
+        write_csv(csv_path, out)
         console.print(f"per-job rows (SIMULATED) written to {csv_path}")
     if plot_dir is not None:
-        for path in _plots(plot_dir, evaluation, specs, traces, gpu, move, with_optimum):
+        for path in plots(plot_dir, out):
             console.print(f"plot written to {path}")
     if report_path is not None:
-        import tempfile
-
-        from caftm.report.html import ReportFigure, ReportInput, ReportTable, write_report
-
-        with tempfile.TemporaryDirectory(prefix="caftm-simulate-") as folder:
-            pngs = _plots(Path(folder), evaluation, specs, traces, gpu, move, with_optimum)
-            figures = [ReportFigure(p.stem.replace("_", " "), p.read_bytes()) for p in pngs]
-        kind = "SYNTHETIC (generated)" if traces.synthetic else "measured"
-        header, rows = _rows(evaluation, specs, with_optimum)
         write_report(
-            ReportInput(
-                title=f"simulation: {', '.join(site_zones)} (start {start})",
-                source=f"caftm simulate of {', '.join(str(t) for t in trace)}",
-                labels=["SIMULATED", "SIMULATED GPU"]
-                + (["SYNTHETIC intensities"] if traces.synthetic else []),
-                summary=[
-                    (
-                        "jobs (start × length)",
-                        str(sum(len(v) for v in evaluation.starts_s.values())),
-                    ),
-                    ("evaluation time", f"{evaluation.seconds:.1f} s"),
-                ],
-                figures=figures,
-                tables=[ReportTable("policies (medians over jobs; * ORACLE)", header, rows)],
-                inputs=[
-                    (f"intensity trace {traces.trace.label}", kind, traces.synthetic),
-                    (f"GPU: {workload}", "simulated model", True),
-                ],
-                configuration={
-                    "sites": site_zones,
-                    "start_site": start,
-                    "jobs_gpu_h": _hours(job),
-                    "gpus": gpus,
-                    "checkpoint_gb": checkpoint_gb,
-                    "deadline_factor": deadline_factor,
-                    "policies": [s.name for s in specs],
-                    "every_h": every_h,
-                    "starts": _split(starts),
-                },
-            ),
             report_path,
+            out,
+            title=f"simulation: {', '.join(site_zones)} (start {start})",
+            source=f"caftm simulate of {', '.join(str(t) for t in trace)}",
+            config={
+                "sites": site_zones,
+                "start_site": start,
+                "jobs_gpu_h": hours,
+                "gpus": gpus,
+                "checkpoint_gb": checkpoint_gb,
+                "deadline_factor": deadline_factor,
+                "policies": [s.name for s in specs] + ([OPTIMUM] if with_optimum else []),
+                "default_policy": DEFAULT_POLICY,
+                "basis": wanted_basis.value if wanted_basis else None,
+                "every_h": every_h,
+                "starts": _split(starts),
+            },
         )
         console.print(f"report (SIMULATED) written to {report_path}")
 
 
-def _rows(
-    evaluation: Evaluation, specs: list[PolicySpec], optimum: bool
-) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
-    """The comparison table's header and rows (the terminal table and the report share them)."""
-    header: tuple[str, ...] = (
-        "policy", "kgCO2", "MWh", "save%", "capt%", "JCT h", "JCT+%", "mv/d", "pz/d",
-    )  # fmt: skip
-    rows: list[tuple[str, ...]] = []
-    for spec in specs:
-        s = evaluation.summary(spec.name)
-        rows.append((
-            f"{spec.name}*" if spec.oracle else spec.name,
-            f"{s['carbon_kg']:.1f}",
-            f"{s['energy_mwh']:.2f}",
-            f"{s['saving_pct']:.1f}",
-            f"{s['captured_pct']:.1f}" if optimum else "—",
-            f"{s['jct_median_h']:.1f}",
-            f"{s['jct_increase_pct']:.1f}",
-            f"{s['migrations_per_day']:.2f}",
-            f"{s['pauses_per_day']:.2f}",
-        ))  # fmt: skip
-    if optimum:
-        o = evaluation.optimum_summary()
-        rows.append(("optimum*", f"{o['carbon_kg']:.1f}", "—", f"{o['saving_pct']:.1f}", "100",
-                     "—", "—", "—", "—"))  # fmt: skip
-    return header, rows
-
-
-def _print_table(
-    evaluation: Evaluation, specs: list[PolicySpec], traces: SiteTraces, optimum: bool
-) -> None:
-    kind = "a SYNTHETIC (generated) trace" if traces.synthetic else "a measured trace"
-    console.print(
-        f"[bold yellow]SIMULATED[/] — {traces.trace.label}, {kind}; GPU: simulated model. "
-        f"Jobs: {sum(len(v) for v in evaluation.starts_s.values()) or 'see CSV'} "
-        f"(start × length); {evaluation.seconds:.1f} s.",
-        highlight=False,
-        soft_wrap=True,
-    )
-    table = Table(title="caftm simulate (SIMULATED)", box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0))
-    header, rows = _rows(evaluation, specs, optimum)
-    table.add_column(header[0], no_wrap=True)
-    for column in header[1:]:
-        table.add_column(column, justify="right", no_wrap=True, min_width=len(column))
-    for row in rows:
-        table.add_row(*row)
-    console.print(table)
-    console.print(
-        "kgCO2, MWh: all jobs; save% and capt% (share of the optimum's saving): medians over jobs "
-        "against carbon-agnostic; JCT h: median completion time, JCT+% its median increase; "
-        "mv/d, pz/d: moves and pauses per job-day. "
-        "* ORACLE: knows the future (the optimum is the offline lower bound).",
-        soft_wrap=True,
-    )
-
-
-def _write_csv(path: Path, evaluation: Evaluation, traces: SiteTraces) -> None:
-    trace_kind = "synthetic" if traces.synthetic else "measured"
-    try:
-        with path.open("w", newline="", encoding="utf-8") as handle:
-            out = csv.writer(handle)
-            out.writerow(
-                [
-                    "simulated",
-                    "trace_kind",
-                    "gpu_hours",
-                    "start_utc",
-                    "policy",
-                    "carbon_g",
-                    "energy_j",
-                    "jct_h",
-                    "moves",
-                    "pauses",
-                    "finished",
-                    "optimum_g",
-                ]
-            )
-            for (_, hours, policy), rows in evaluation.results.items():
-                optimum = evaluation.optimum_g.get(("sites", hours))
-                for i, r in enumerate(rows):
-                    start = datetime.fromtimestamp(r.job.start_s, UTC).isoformat()
-                    best = "" if optimum is None else f"{optimum[i]:.3f}"
-                    out.writerow(
-                        [
-                            "true",
-                            trace_kind,
-                            f"{hours:g}",
-                            start,
-                            policy,
-                            f"{r.carbon_g:.3f}",
-                            f"{r.energy_j:.1f}",
-                            f"{r.jct_s / 3600.0:.4f}",
-                            r.moves,
-                            r.pauses,
-                            r.finished,
-                            best,
-                        ]
-                    )
-    except OSError as e:
-        raise ConfigError(f"--csv {path}: cannot write ({e.strerror or e})") from e
-
-
-def _plots(
-    folder: Path,
-    evaluation: Evaluation,
-    specs: list[PolicySpec],
-    traces: SiteTraces,
-    gpu: GpuProfile,
-    move: MoveModel,
-    optimum: bool,
-) -> list[Path]:
-    from caftm.control.policies import Rules
-    from caftm.sim import simulate_job
-    from caftm.sim.plots import plot_carbon, plot_path, plot_timeline
-
-    totals = {}
-    oracle = []
-    for spec in specs:
-        totals[spec.name] = evaluation.summary(spec.name)["carbon_kg"]
-        if spec.oracle:
-            oracle.append(spec.name)
-    if optimum:
-        totals["optimum"] = evaluation.optimum_summary()["carbon_kg"]
-    first = next(iter(evaluation.results.values()))[0].job  # the first job, replayed in detail
-    replayed = []
-    for spec in specs:
-        rules = Rules(deadline_s=first.deadline_s, move_cost=move.cost(first.checkpoint_gb))
-        replayed.append(
-            simulate_job(
-                spec.build(rules),
-                first,
-                traces,
-                gpu,
-                threshold=spec.threshold,
-                forecast=spec.forecast,
-                tune_gpu=spec.tune_gpu,
-                record=True,
-                name=spec.name,
-            )
+def _check_basis(loaded: TraceSource, asked: Basis | None) -> None:
+    """Refuse an explicit ``--basis`` the files state the other way (their numbers differ by
+    about a third: a silent swap would change every figure)."""
+    provenance = loaded.provenance
+    if asked is None or provenance is None or not provenance.stated_by:
+        return
+    if provenance.basis is not asked:
+        first, how = next(iter(provenance.stated_by.items()))
+        raise ConfigError(
+            f"--basis {asked}: {first} states {provenance.basis} intensities ({how}) and has "
+            f"no {asked} column; drop --basis or give a {asked} trace"
         )
-    shown = next((r for r in replayed if r.policy == "forecast-caftm"), replayed[-1])
-    return [
-        plot_carbon(totals, folder / "carbon_per_policy.png", traces=traces, oracle=oracle),
-        plot_timeline(replayed, folder / "timeline.png", traces=traces),
-        plot_path(shown, folder / "intensity_and_path.png", traces=traces),
-    ]
+
+
+def _check_lengths(shapes: list[JobShape], traces: SiteTraces) -> None:
+    """Refuse a job that runs shorter than one trace step (policies decide once per step)."""
+    step_h = traces.step_s / 3600.0
+    for shape in shapes:
+        run_h = shape.gpu_hours / shape.gpus
+        if run_h < step_h:
+            raise ConfigError(
+                f"--job {shape.gpu_hours:g}: on {shape.gpus} GPU(s) it runs {run_h:g} h at full "
+                f"clock, shorter than the trace's {step_h:g} h step (policies decide once per "
+                f"step); give at least {step_h * shape.gpus:g} GPU-h or a finer trace"
+            )
+
+
+def _utc(time_s: float) -> str:
+    return datetime.fromtimestamp(time_s, UTC).strftime("%Y-%m-%dT%H:%MZ")
+
+
+def _fitting_starts(
+    starts_s: list[float] | None, shapes: list[JobShape], traces: SiteTraces
+) -> tuple[list[float] | None, list[str]]:
+    """The ``--starts`` inside the trace, and a note for each start left out for a job length.
+
+    A start fits a length when the job's whole deadline window lies in the sites' common span.
+
+    Raises:
+        ConfigError: no start fits some length.
+    """
+    if starts_s is None:
+        return None, []
+    span = f"[{_utc(traces.start_s)}, {_utc(traces.end_s)})"
+    notes: list[str] = []
+    inside = [t for t in starts_s if t >= traces.start_s]
+    before = [_utc(t) for t in starts_s if t < traces.start_s]
+    if before:
+        notes.append(
+            f"--starts {', '.join(before)}: before the sites' common span {span}: left out"
+        )
+    for shape in shapes:
+        window_s = shape.deadline_factor * shape.gpu_hours * 3600.0 / shape.gpus
+        late = [_utc(t) for t in inside if t + window_s > traces.end_s]
+        what = f"a {shape.gpu_hours:g} GPU-h job (deadline window {window_s / 3600:g} h)"
+        if len(late) == len(inside):
+            raise ConfigError(
+                f"--starts: none leaves room for {what} in the sites' common span {span}"
+            )
+        if late:
+            notes.append(
+                f"--starts {', '.join(late)}: {what} would run past the end of the sites' "
+                f"common span {span}: left out for that length"
+            )
+    return inside, notes
+
+
+def _starts_note(
+    chosen: Mapping[tuple[str, float], npt.NDArray[np.float64]],
+    given: list[float] | None,
+    every_h: float,
+) -> str:
+    """One line saying which starts were simulated for each job length."""
+    parts = []
+    for (_, hours), array in chosen.items():
+        first, last = _utc(array.min()), _utc(array.max())
+        parts.append(
+            f"{hours:g} GPU-h: {array.size}, " + (f"{first} to {last}" if array.size > 1 else first)
+        )
+    how = "as given by --starts" if given is not None else f"every {every_h:g} h where they fit"
+    return f"starts {how}: {'; '.join(parts)}"

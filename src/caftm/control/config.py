@@ -3,8 +3,8 @@
 Example (see ``examples/config.yaml``)::
 
     sites: [KR, FR, "gcp:europe-west1"]      # zones or cloud regions; the first is the start
-    threshold: {mode: absolute, value_g_per_kwh: 400, hysteresis_fraction: 0.1}
-    policy: {name: caftm, eta: 0.5, min_dwell_s: 1800, deadline: 2026-12-01T00:00:00Z}
+    threshold: {mode: relative, percentile: 75, hysteresis_fraction: 0.1}
+    policy: {name: planner, deadline: 2026-12-01T00:00:00Z}   # the default policy
     migration: {checkpoint_s: 60, transfer_s: 120, restart_s: 120, margin_g: 5}
 
 Environment variables ``CAFTM_<SECTION>_<KEY>`` override a section's key (value parsed as YAML),
@@ -33,7 +33,7 @@ from caftm.errors import ConfigError
 from caftm.gpu.base import KnobKind
 
 PolicyName = Literal[
-    "caftm", "forecast-caftm", "suspend-resume", "greedy-cleanest", "carbon-agnostic"
+    "planner", "caftm", "forecast-caftm", "suspend-resume", "greedy-cleanest", "carbon-agnostic"
 ]
 
 
@@ -83,18 +83,22 @@ class SiteConfig(_Section):
 
 
 class ThresholdConfig(_Section):
-    """θ: see :mod:`caftm.control.threshold`."""
+    """θ: see :mod:`caftm.control.threshold`. The default is relative (a percentile of the
+    forecast): scale-free, as every shipped default (``value_g_per_kwh`` is read only when
+    ``mode: absolute`` is asked for)."""
 
-    mode: ThresholdMode = ThresholdMode.ABSOLUTE
+    mode: ThresholdMode = ThresholdMode.RELATIVE
     value_g_per_kwh: float = Field(default=400.0, ge=0.0, le=2500.0)
     percentile: float = Field(default=75.0, ge=0.0, le=100.0)
     hysteresis_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
 
 
 class PolicyConfig(_Section):
-    """Which policy, and the rules every policy obeys."""
+    """Which policy, and the rules every policy obeys. The default, ``planner``, plans to the
+    ``deadline`` (without one: 1.1× the job's expected length, see
+    :mod:`caftm.control.planner`); ``eta`` weighs the GPU optimiser of the other policies only."""
 
-    name: PolicyName = "caftm"
+    name: PolicyName = "planner"
     eta: float = Field(default=0.5, ge=0.0, le=1.0, allow_inf_nan=False)
     min_dwell_s: float = Field(default=1800.0, ge=0.0)
     reoptimize_ci_fraction: float = Field(default=0.15, gt=0.0)

@@ -25,6 +25,7 @@ from caftm.control.config import ControllerConfig
 from caftm.control.dispatch import dispatch
 from caftm.control.hooks import GpuOptimizer, Hooks, WindowMeter
 from caftm.control.observe import RefresherView, band, observe, outlooks, remaining_work_s
+from caftm.control.planning import GpuCurve
 from caftm.control.policies import Policy
 from caftm.control.profiling import Profiler
 from caftm.control.states import (
@@ -39,6 +40,7 @@ from caftm.control.states import (
 )
 from caftm.control.threshold import ThresholdMode, ThresholdSpec
 from caftm.control.windows import ClosedWindow, WindowLog
+from caftm.errors import ConfigError
 from caftm.gpu.base import KnobKind, Measurement
 from caftm.gpu.cost import MAX_INTENSITY_G_PER_KWH, CostWeights
 from caftm.records import Event, RunStatus, State
@@ -76,6 +78,7 @@ class Controller:
         power_w, idle_power_w: power estimates (W) until windows measure the real one.
         clock: POSIX seconds now (inject a fake one in tests and simulation).
         simulated: the run (GPU or signals) is simulated; recorded in the ledger.
+        step_time_s: a first estimate of the step time, s (measured windows replace it).
     """
 
     def __init__(
@@ -100,6 +103,7 @@ class Controller:
         idle_power_w: float = 100.0,
         clock: Callable[[], float] | None = None,
         simulated: bool = False,
+        step_time_s: float | None = None,
     ) -> None:
         self.policy = policy
         self.threshold = threshold or ThresholdSpec()
@@ -139,7 +143,9 @@ class Controller:
         self._windows = WindowLog(meter, knob, ledger)
         self._drift = False
         self._checkpoint_ok: bool | None = None
-        self._step_time_s: float | None = None
+        self._step_time_s: float | None = step_time_s
+        self._curve: tuple[object, GpuCurve | None] | None = None
+        self._plan_recorded: object = None
         self._windows_seen = 0
         refresher.add_listener(self._on_refresh)
 
@@ -431,6 +437,7 @@ class Controller:
             obs = self._observe(now)
             step = self.policy.decide(self._ctx, obs)
             self._apply(step, obs)
+            self._record_plan(now)
             if not step.changed and not step.actions:
                 return
             now = self._clock()
@@ -451,7 +458,35 @@ class Controller:
             drift=self._drift,
             checkpoint_ok=self._checkpoint_ok,
             finished=finished,
+            gpu_curve=self._gpu_curve(),
         )
+
+    def _gpu_curve(self) -> GpuCurve | None:
+        """The GPU's speed and power per setting from the optimiser's fitted model, once it has
+        settled (None before, or without an optimiser: the planner then plans at one power)."""
+        optimizer = self.optimizer
+        if optimizer is None or not self._profiler.settled:
+            return None
+        key = getattr(optimizer, "probes_used", None)
+        if self._curve is not None and self._curve[0] == key:
+            return self._curve[1]
+        curve = None
+        settings = getattr(optimizer, "settings", None)
+        predict = getattr(optimizer, "predict", None)
+        if settings is not None and predict is not None:
+            try:
+                points = [predict(float(s)) for s in sorted(settings, reverse=True)]
+                t0 = points[0][0]
+                curve = GpuCurve(
+                    tuple(float(s) for s in sorted(settings, reverse=True)),
+                    tuple(t0 / t for t, _ in points),
+                    tuple(p for _, p in points),
+                    self.idle_power_w,
+                )
+            except (ConfigError, ZeroDivisionError, ValueError):
+                curve = None
+        self._curve = (key, curve)
+        return curve
 
     def _outlooks(self, now: float) -> tuple[SiteOutlook, ...]:
         """Every site's latest reading and its forecast from ``now`` on."""
@@ -515,6 +550,20 @@ class Controller:
         self._windows.write("event", lambda ledger, run_id: ledger.record_event(run_id, event))
         if self.hooks.on_event is not None:
             self.hooks.on_event(event)
+
+    def _record_plan(self, now: float) -> None:
+        """Store the planner's plan in the ledger whenever it makes a new one."""
+        current = getattr(self.policy, "current", None)
+        if current is None or current is self._plan_recorded:
+            return
+        self._plan_recorded = current
+        from caftm.control.planner import plan_record
+
+        unit = "W" if self.knob is KnobKind.POWER else "MHz"
+        record = plan_record(current, deadline_s=self.policy.rules.deadline_s, unit=unit)
+        self._windows.write(
+            "plan", lambda ledger, run_id: ledger.record_plan(run_id, utc_from_s(now), record)
+        )
 
     # -- actions ---------------------------------------------------------------------------------
     def _run_actions(self, actions: tuple[object, ...], now: float) -> None:
@@ -603,8 +652,13 @@ class Controller:
 
     # -- persistence -----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, object]:
-        """JSON-able state for a checkpoint."""
-        return {"control": self._ctx.to_dict(), "steps": self._steps}
+        """JSON-able state for a checkpoint (with the deadline in force: a default one set by
+        the planner stays the same on every leg)."""
+        return {
+            "control": self._ctx.to_dict(),
+            "steps": self._steps,
+            "deadline_s": self.policy.rules.deadline_s,
+        }
 
     def load_state_dict(self, data: dict[str, object]) -> None:
         """Restore from :meth:`state_dict` (before :meth:`start`): the step count and decision
@@ -616,6 +670,9 @@ class Controller:
         steps = data.get("steps")
         if isinstance(steps, int):
             self._steps = steps
+        deadline = data.get("deadline_s")
+        if isinstance(deadline, int | float) and self.policy.rules.deadline_s is None:
+            self.policy.rules = replace(self.policy.rules, deadline_s=float(deadline))
 
 
 class _ControllerActions:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Protocol
 
+from caftm.control.planning import GpuCurve
 from caftm.control.states import Band, Observation, SiteOutlook
 from caftm.control.threshold import ThresholdSpec, compute_band
 
@@ -131,6 +132,7 @@ def observe(
     drift: bool = False,
     checkpoint_ok: bool | None = None,
     finished: bool = False,
+    gpu_curve: GpuCurve | None = None,
 ) -> Observation:
     """The observation at ``now_s`` for a run at ``site`` (see :class:`Observation`)."""
     site_outlooks = outlooks(view, now_s)
@@ -158,4 +160,5 @@ def observe(
         power_w=power_w,
         idle_power_w=idle_power_w,
         finished=finished,
+        gpu_curve=gpu_curve,
     )

@@ -8,6 +8,10 @@ call the same ``policy.decide(ctx, obs)``.
 ==================  ==================================  ====================================
 policy              suspends when                       then
 ==================  ==================================  ====================================
+``planner``         its plan's next hour moves or       plans site, waits and GPU setting to
+(the default)       waits (re-planned each hour over    the deadline (default 1.1× the job's
+                    the forecasts; see                  expected length) over forecasts:
+                    :mod:`caftm.control.planner`)       the offline optimum's solver
 ``caftm``           CI ≥ θ                              move to the best site by net saving
                                                         (current intensities), else pause
                                                         until clean (deadline-bounded)
@@ -84,6 +88,10 @@ class Policy(abc.ABC):
     def decide(self, ctx: ControlState, obs: Observation) -> Step:
         """The next state and actions (the pure transition with this policy's answers)."""
         return transition(ctx, obs, self)
+
+    def next_decision_s(self, now_s: float) -> float:
+        """When this policy wants to decide again while training (inf: at the next poll)."""
+        return math.inf
 
     @abc.abstractmethod
     def suspend_reason(self, ctx: ControlState, obs: Observation) -> str | None:
@@ -254,9 +262,12 @@ class CarbonAgnostic(Policy):
         return Plan(PlanKind.STAY, "carbon-agnostic")
 
 
+# the planner builds on Policy and Rules above; imported here so the registry holds it
+from caftm.control.planner import Planner  # noqa: E402
+
 POLICIES: dict[str, type[Policy]] = {
     cls.name: cls
-    for cls in (CAFTM, ForecastAwareCAFTM, SuspendResume, GreedyCleanest, CarbonAgnostic)
+    for cls in (Planner, CAFTM, ForecastAwareCAFTM, SuspendResume, GreedyCleanest, CarbonAgnostic)
 }
 
 

@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from caftm.control.planning import GpuCurve
 from caftm.records import RunStatus, State
 
 
@@ -62,6 +63,8 @@ class Observation:
         finished: the run is ending (training finished, or the process moves, pauses, fails).
         end_status: why it ends: ``finished``/``completed``, ``moved``, ``paused``, ``failed``.
         preempted: the process was told to stop (SIGTERM/SIGINT): checkpoint before it does.
+        gpu_curve: the GPU's speed and power per setting for the whole job (None: unknown; the
+            planner then plans with the current power only).
     """
 
     now_s: float
@@ -78,6 +81,7 @@ class Observation:
     finished: bool = False
     end_status: RunStatus = RunStatus.FINISHED
     preempted: bool = False
+    gpu_curve: GpuCurve | None = None
 
     def outlook(self, site: str) -> SiteOutlook | None:
         """The outlook of ``site``, or None."""

@@ -6,8 +6,7 @@ Routes::
                              package: no CDN, works offline)
     GET /static/{file}       uPlot (MIT, vendored) and the page's own script and style
     GET /api/jobs            every job and bare run, with totals
-    GET /api/view?job=NAME   one job's view (or ?run=ID); ``&mark=M`` answers
-                             ``{"unchanged": true}`` while the ledger's high-water mark is M
+    GET /api/view?job=NAME   one job's view (or ?run=ID)
     GET /metrics             Prometheus text format, per job (see :mod:`caftm.dashboard.metrics`)
 
 With a token, every route wants it: ``Authorization: Bearer TOKEN``, or ``?token=TOKEN`` once:
@@ -16,11 +15,18 @@ SameSite cookie the page's own requests then carry (so the token stays out of th
 the history and any Referer). With ``hosts``, a request whose ``Host`` names another host is
 refused (400): a page served on loopback cannot be read through a DNS-rebound name. Every answer
 carries ``Referrer-Policy: no-referrer``.
+
+Both API answers carry an ``ETag``; a request whose ``If-None-Match`` names it is answered
+``304 Not Modified`` with no body. A view's tag is the digest of that view's own records (see
+:meth:`caftm.dashboard.model.Watch.fingerprint`), so a finished job's view is not sent again
+while other jobs write.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import json
 import logging
 from collections.abc import Sequence
 from importlib import resources
@@ -108,6 +114,24 @@ class _NoReferrer:
 _NO_REFERRER = (b"referrer-policy", b"no-referrer")
 
 
+def _matches(request: Request, tag: str) -> bool:
+    """Whether the request's ``If-None-Match`` names ``tag``."""
+    given = request.headers.get("if-none-match", "")
+    return any(t.strip().removeprefix("W/") == f'"{tag}"' for t in given.split(","))
+
+
+def _not_modified(tag: str) -> Response:
+    return Response(status_code=304, headers={"etag": f'"{tag}"', "cache-control": "no-cache"})
+
+
+def _tagged(request: Request, tag: str, body: bytes) -> Response:
+    """The JSON ``body`` with its ``ETag``, or 304 when the client holds it already."""
+    if _matches(request, tag):
+        return _not_modified(tag)
+    headers = {"etag": f'"{tag}"', "cache-control": "no-cache"}
+    return Response(body, media_type="application/json", headers=headers)
+
+
 def build_app(
     board: Board,
     *,
@@ -129,7 +153,9 @@ def build_app(
         except CaftmError as e:
             logger.warning("jobs list failed: %s", e)
             return JSONResponse({"error": str(e)}, 503)
-        return JSONResponse({"jobs": listed, "ledger": str(board.ledger.path), "poll_ms": poll_ms})
+        body = {"jobs": listed, "ledger": str(board.ledger.path), "poll_ms": poll_ms}
+        text = json.dumps(body, allow_nan=False, separators=(",", ":")).encode()
+        return _tagged(request, hashlib.sha256(text).hexdigest()[:20], text)
 
     def view(request: Request) -> Response:
         job, run = request.query_params.get("job"), request.query_params.get("run")
@@ -143,10 +169,10 @@ def build_app(
         except CaftmError as e:
             logger.warning("view of %s failed: %s", scope, e)
             return JSONResponse({"error": str(e)}, 503)
-        text = "|".join(str(m) for m in mark)
-        if request.query_params.get("mark") == text:
-            return JSONResponse({"unchanged": True, "mark": text})
-        return JSONResponse({"mark": text, "view": data})
+        if _matches(request, mark):
+            return _not_modified(mark)
+        body = json.dumps({"mark": mark, "view": data}, allow_nan=False, separators=(",", ":"))
+        return _tagged(request, mark, body.encode())
 
     def metrics(request: Request) -> Response:
         try:

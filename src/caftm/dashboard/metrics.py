@@ -13,6 +13,9 @@ itself sets to the scrape job)::
     caftm_job_pauses_total{job_name}                pauses in place
     caftm_job_steps_total{job_name}                 training steps measured
 
+``state`` is the page's state card: the controller's state while a leg runs, else what the job
+is doing between legs (``paused``, ``moving``, ``restarting``) or how it ended.
+
 Built with ``prometheus_client``'s own collector types and exposition, read from the same
 incremental views the page uses.
 """

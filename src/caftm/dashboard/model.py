@@ -8,27 +8,31 @@ to at most ``max_points`` (the browser draws that many, never the whole ledger).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
-from datetime import UTC, datetime
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from caftm.dashboard.series import gapped_index, thin
 from caftm.errors import CaftmError, ConfigError
-from caftm.ledger import EventRecord, JobBook, Ledger
+from caftm.ledger import EventRecord, JobBook, JobStatus, Ledger
 from caftm.ledger.feed import Feed, Scope
 from caftm.report.carbon import (
     BASELINE_ESTIMATE_TEXT,
     BASELINE_TWIN_TEXT,
     agnostic_window_carbon_g,
+    back_to_back_times,
     signal_setup,
     site_outlooks,
 )
-from caftm.report.timeline import job_path
+from caftm.report.timeline import WindowGaps, job_path
 
-__all__ = ["Board", "Watch"]
+__all__ = ["Board", "Watch", "shown_state", "thin", "utc_text"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,13 +42,6 @@ MAX_EVENTS_SHOWN = 100
 
 def _iso(time: datetime | None) -> str | None:
     return None if time is None else time.isoformat()
-
-
-def thin(n: int, max_points: int) -> np.ndarray[Any, np.dtype[np.int64]]:
-    """Indices of at most ``max_points`` of ``n`` samples, evenly spread, first and last kept."""
-    if n <= max_points:
-        return np.arange(n, dtype=np.int64)
-    return np.unique(np.linspace(0, n - 1, max_points).round().astype(np.int64))
 
 
 class Watch:
@@ -59,16 +56,21 @@ class Watch:
         self._window_id = self._event_id = 0
         self.t: list[float] = []
         self.site: list[str] = []
+        self.gap: list[bool] = []  # nothing ran between the window before and this one
         self.intensity: list[float] = []
         self.power_w: list[float] = []
         self.setting: list[float] = []
         self.carbon: list[float] = []
         self.agnostic: list[float] = []
+        self.agnostic_t: list[float] = []  # when the carbon-agnostic run reached each window
         self.knob: str | None = None
-        self.energy_j = self.carbon_g = self.agnostic_g = 0.0
+        self.energy_j = self.carbon_g = self.agnostic_g = self.busy_s = 0.0
         self.steps = 0
         self.events: list[EventRecord] = []
+        self._gaps = WindowGaps()
+        self._origin: datetime | None = None  # the first window's start
         self._outlook: tuple[int, list[dict[str, Any]]] | None = None
+        self.plan: dict[str, Any] | None = None  # a planning policy's newest recorded plan
         threading.Thread(target=self.prepare, daemon=True, name="caftm-prepare").start()
 
     def refresh(self) -> bool:
@@ -76,18 +78,24 @@ class Watch:
         feed = self.board.feed
         rows = feed.windows(self.scope, after_id=self._window_id)
         events = feed.events(self.scope, after_id=self._event_id)
+        self._gaps.add_events(events)  # read after the windows: a pause before any of them
         if rows:
             if not self.setup.sites:  # a bare run: its sites are those its windows name
                 self.setup = signal_setup({}, [r.site for r in rows])
+            if self._origin is None:
+                self._origin = rows[0].time - timedelta(seconds=rows[0].duration_s)
+            durations = [r.duration_s for r in rows]
+            when = back_to_back_times(self._origin, durations, before_s=self.busy_s)
             agnostic = agnostic_window_carbon_g(
-                self.setup,
-                [r.time for r in rows],
-                [r.energy_j for r in rows],
+                self.setup, when, [r.energy_j for r in rows],
                 [(r.site, r.intensity_g_per_kwh) for r in rows],
-            )
+            )  # fmt: skip
+            self.busy_s += sum(durations)
             nan = float("nan")
-            for row, base in zip(rows, agnostic, strict=True):
-                self.t.append(row.time.timestamp())
+            for row, base, at in zip(rows, agnostic, when, strict=True):
+                end = row.time.timestamp()
+                self.gap.append(self._gaps.before(end, row.duration_s, row.run_id))
+                self.t.append(end)
                 self.site.append(row.site)
                 self.intensity.append(nan if row.intensity_g_per_kwh is None
                                       else row.intensity_g_per_kwh)  # fmt: skip
@@ -96,6 +104,7 @@ class Watch:
                 self.setting.append(nan if row.setting is None else row.setting)
                 self.carbon.append(row.carbon_g or 0.0)
                 self.agnostic.append(base)
+                self.agnostic_t.append(at.timestamp())
                 self.energy_j += energy
                 self.carbon_g += row.carbon_g or 0.0
                 self.agnostic_g += base
@@ -105,7 +114,23 @@ class Watch:
         if events:
             self.events.extend(events)
             self._event_id = events[-1].id
-        return bool(rows or events)
+        plan = self._latest_plan()
+        changed_plan = plan != self.plan
+        self.plan = plan
+        return bool(rows or events or changed_plan)
+
+    def _latest_plan(self) -> dict[str, Any] | None:
+        """The newest plan recorded for the job (or run), as the page shows it."""
+        ledger = self.board.ledger
+        if self.scope.job is not None:
+            record = ledger.latest_plan(job=self.scope.job)
+        else:
+            record = ledger.latest_plan(run_id=self.scope.run_id)
+        if record is None:
+            return None
+        deadline = record.get("deadline_s")
+        due = None if deadline is None else datetime.fromtimestamp(float(deadline), UTC)
+        return {"summary": str(record.get("summary") or "no plan"), "deadline": utc_text(due)}
 
     def prepare(self) -> None:
         """Load the intensity source for the job's sites and year (the embedded profiles take
@@ -133,6 +158,17 @@ class Watch:
             return None, "no windows measured yet"
         return self.agnostic_g, BASELINE_ESTIMATE_TEXT.format(site=self.setup.start_site)
 
+    def fingerprint(self) -> str:
+        """A short digest of everything the view is made of: equal digests, equal views (the
+        page's ETag; a finished job keeps its digest while other jobs write)."""
+        parts: list[object] = [self._window_id, self._event_id, self.baseline(), self.plan]
+        if self.scope.job is not None:
+            job = self.board.book.get(self.scope.job)
+            parts += [job.updated_at.isoformat(), job.status.value, job.site, job.message]
+        else:
+            parts.append(self._run_status())
+        return hashlib.sha256(repr(parts).encode()).hexdigest()[:20]
+
     def outlook(self, now: datetime) -> list[dict[str, Any]]:
         """The candidate sites around ``now`` (cached per hour of the job's clock)."""
         hour = int(now.timestamp()) // 3600
@@ -147,7 +183,7 @@ class Watch:
         return self._outlook[1]
 
     def view(self) -> dict[str, Any]:
-        """The whole view as JSON-able data (series thinned to ``max_points``)."""
+        """The whole view as JSON-able data (series thinned to ``max_points``, gaps as null)."""
         book, scope = self.board.book, self.scope
         job = book.get(scope.job) if scope.job is not None else None
         last_event = self.events[-1] if self.events else None
@@ -157,25 +193,45 @@ class Watch:
                 sites.append(site)
         n = len(self.t)
         now = datetime.fromtimestamp(self.t[-1], UTC) if n else None
-        index = thin(n, self.max_points)
-        t = np.asarray(self.t)[index]
+        index = gapped_index(n, self.gap, self.max_points)
+        windows = [i for i in index if i is not None]
         positions = {s: i for i, s in enumerate(sites)}
-        site_index = [positions[self.site[i]] for i in index]
         moves, pauses = job_path(book, scope.job) if scope.job is not None else ([], [])
+        move_marks: list[dict[str, Any]] = [
+            {"left": a.timestamp(), "arrived": b.timestamp(), "from": s, "to": d, "open": False}
+            for a, b, s, d in moves
+        ]
+        pause_marks: list[dict[str, Any]] = [
+            {"start": a.timestamp(), "end": b.timestamp(), "open": False} for a, b in pauses
+        ]
+        if job is not None and last_event is not None:  # a pause or move happening now
+            since = last_event.time.timestamp()
+            if job.status is JobStatus.PAUSED:
+                until = job.pause_until.timestamp() if job.pause_until is not None else None
+                pause_marks.append({"start": since, "end": until, "open": True})
+            elif job.status is JobStatus.MOVING:
+                to = job.site if job.site != last_event.site else None
+                move_marks.append(
+                    {"left": since, "arrived": None, "from": last_event.site, "to": to,
+                     "open": True}
+                )  # fmt: skip
         baseline_g, method = self.baseline()
         unit = _UNITS.get(self.knob or "", "")
-        setting = self.setting[-1] if n else float("nan")
+        setting, setting_time = self._setting_in_force()
+        controller = last_event.to_state.value if last_event is not None else None
         return {
             "name": scope.job or scope.run_id,
             "kind": "job" if job is not None else "run",
             "status": job.status.value if job is not None else self._run_status(),
             "site": job.site if job is not None else (self.site[-1] if n else None),
-            "state": last_event.to_state if last_event is not None else None,
+            "state": shown_state(job.status if job is not None else None, controller),
+            "controller_state": controller,
             "leg": job.leg if job is not None else None,
             "moves": job.moves if job is not None else len(moves),
             "pauses": job.pauses if job is not None else len(pauses),
             "message": job.message if job is not None else "",
             "pause_until": _iso(job.pause_until) if job is not None else None,
+            "pause_until_text": utc_text(job.pause_until) if job is not None else None,
             "now": _iso(now),
             "simulated": self.board.feed.simulated(scope),
             "synthetic": self.setup.synthetic,
@@ -185,7 +241,8 @@ class Watch:
             "sites": sites,
             "intensity_now": _finite(self.intensity[-1]) if n else None,
             "gpu": {
-                "setting": _finite(setting),
+                "setting": setting,
+                "since": utc_text(setting_time),
                 "unit": unit,
                 "knob": self.knob,
                 "power_w": _finite(self.power_w[-1]) if n else None,
@@ -199,20 +256,21 @@ class Watch:
                 "agnostic_method": method,
             },
             "series": {
-                "t": t.tolist(),
-                "site": site_index,
-                "intensity": _list(self.intensity, index),
-                "power_w": _list(self.power_w, index),
-                "setting": _list(self.setting, index),
-                "carbon_cum": _list(np.cumsum(self.carbon), index),
-                "agnostic_cum": _list(np.cumsum(self.agnostic), index),
+                "t": _times(self.t, index),
+                "site": [None if i is None else positions[self.site[i]] for i in index],
+                "intensity": _pick(self.intensity, index),
+                "power_w": _pick(self.power_w, index),
+                "setting": _pick(self.setting, index),
+                "carbon_cum": _pick(np.cumsum(self.carbon), index),
             },
-            "move_marks": [
-                {"left": a.timestamp(), "arrived": b.timestamp(), "from": s, "to": d}
-                for a, b, s, d in moves
-            ],
-            "pause_marks": [{"start": a.timestamp(), "end": b.timestamp()} for a, b in pauses],
+            "agnostic_series": {  # on its own times: the back-to-back run ends earlier
+                "t": _pick(self.agnostic_t, windows),
+                "carbon_cum": _pick(np.cumsum(self.agnostic), windows),
+            },
+            "move_marks": move_marks,
+            "pause_marks": pause_marks,
             "outlook": self.outlook(now) if now is not None else [],
+            "plan": self.plan,  # a planning policy's newest plan (None: no plan recorded)
             "events": [
                 {
                     "id": e.id,
@@ -229,19 +287,63 @@ class Watch:
             "events_total": len(self.events),
         }
 
+    def _setting_in_force(self) -> tuple[float | None, datetime | None]:
+        """The GPU setting the newest record holds (None: device default) and its time: the
+        newest event (the controller's decision, as the event log shows it) unless a window
+        measured after it (a window at the same time as an event predates the decision)."""
+        event = self.events[-1] if self.events else None
+        window_time = self.t[-1] if self.t else None
+        if event is not None and (window_time is None or event.time.timestamp() >= window_time):
+            return event.gpu_setting, event.time
+        if window_time is None:
+            return None, None
+        return _finite(self.setting[-1]), datetime.fromtimestamp(window_time, UTC)
+
     def _run_status(self) -> str:
         run = self.board.ledger.run(str(self.scope.run_id))
         return run.status.value if run is not None else "unknown"
+
+
+def shown_state(status: JobStatus | None, controller: str | None) -> str | None:
+    """What the state card says: the controller's state while a leg runs; between legs (the
+    last run ended, its controller ``done``) what the job is doing: paused, moving, restarting."""
+    if status in (JobStatus.PAUSED, JobStatus.MOVING, JobStatus.RESTARTING):
+        return status.value
+    if status is not None and status.finished:
+        return status.value
+    return controller
+
+
+def utc_text(time: datetime | None) -> str | None:
+    """``2026-06-15 18:00 UTC``: a time as the page and the event log show it (24 h, UTC)."""
+    return None if time is None else f"{time.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
 
 
 def _finite(value: float) -> float | None:
     return value if np.isfinite(value) else None
 
 
-def _list(values: Any, index: np.ndarray[Any, np.dtype[np.int64]]) -> list[float | None]:
-    """``values`` at ``index`` as a JSON list (NaN → null)."""
-    picked = np.asarray(values, dtype=np.float64)[index]
-    return [None if not np.isfinite(v) else float(v) for v in picked]
+def _pick(values: Any, index: Sequence[int | None]) -> list[float | None]:
+    """``values`` at ``index`` as a JSON list (NaN and a None index → null)."""
+    array = np.asarray(values, dtype=np.float64)
+    out: list[float | None] = []
+    for i in index:
+        v = None if i is None else float(array[i])
+        out.append(v if v is not None and np.isfinite(v) else None)
+    return out
+
+
+def _times(t: Sequence[float], index: Sequence[int | None]) -> list[float]:
+    """The x values: each window's time, and a gap's point halfway between its neighbours."""
+    out: list[float] = []
+    for k, i in enumerate(index):
+        if i is not None:
+            out.append(t[i])
+        else:
+            before, after = index[k - 1], index[k + 1]
+            assert before is not None and after is not None  # a gap lies between two windows
+            out.append((t[before] + t[after]) / 2)
+    return out
 
 
 class Board:
@@ -262,7 +364,7 @@ class Board:
         self.max_points = max_points
         self._lock = threading.Lock()
         self._watches: dict[Scope, Watch] = {}
-        self._views: dict[Scope, tuple[tuple[int, int, str], dict[str, Any]]] = {}
+        self._views: dict[Scope, tuple[tuple[int, int, str], str, dict[str, Any]]] = {}
         self._jobs: tuple[tuple[int, int, str], list[dict[str, Any]]] | None = None
 
     def close(self) -> None:
@@ -300,8 +402,9 @@ class Board:
         except CaftmError as e:
             logger.warning("could not prepare the views: %s", e)
 
-    def view(self, scope: Scope) -> tuple[tuple[int, int, str], dict[str, Any]]:
-        """(the ledger's high-water mark, the view of ``scope`` at it).
+    def view(self, scope: Scope) -> tuple[str, dict[str, Any]]:
+        """(the view's digest, the view of ``scope``): the digest changes only when the view
+        does, whatever other jobs write (see :meth:`Watch.fingerprint`).
 
         Raises:
             ConfigError: no such job or run.
@@ -310,13 +413,14 @@ class Board:
             mark = self.feed.high_water()
             cached = self._views.get(scope)
             if cached is not None and cached[0] == mark:
-                return cached
+                return cached[1], cached[2]
             watch = self._watches.get(scope)
             if watch is None:
                 if scope.run_id is not None and self.ledger.run(scope.run_id) is None:
                     raise ConfigError(f"no run {scope.run_id!r} in ledger {self.ledger.path}")
                 watch = self._watches[scope] = Watch(self, scope, max_points=self.max_points)
             watch.refresh()
-            view = watch.view()
-            self._views[scope] = (mark, view)
-            return mark, view
+            digest = watch.fingerprint()
+            view = cached[2] if cached is not None and cached[1] == digest else watch.view()
+            self._views[scope] = (mark, digest, view)
+            return digest, view

@@ -16,6 +16,10 @@ controller action     what happens
 The controller's decision loop runs inside :meth:`~caftm.control.Controller.step`; a stop
 unwinds out of it as soon as the hook fires, so a checkpoint is always complete before a stop is
 requested, and nothing runs after the stop in this process.
+
+The job's accelerated clock (:mod:`caftm.clock`), where the controller runs on one, runs from
+each training step and is held from each checkpoint and from the session's close: starting,
+checkpointing and stopping take their wall duration on the job's timeline, not grid hours.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import time
 from collections.abc import Callable
 
 from caftm._notice import notice
+from caftm.clock import AcceleratedClock, clock_speed
 from caftm.control.controller import Controller
 from caftm.control.hooks import Hooks
 from caftm.control.states import utc_from_s
@@ -95,6 +100,9 @@ class ControllerSession:
         self.refresher_thread = refresher_thread
         self._sleep = sleep
         self._clock = clock
+        job_clock = controller._clock
+        #: the job's accelerated clock: runs while steps run, held otherwise (None: real time)
+        self.job_clock = job_clock if isinstance(job_clock, AcceleratedClock) else None
         self._save: SaveFn | None = None
         self._step = 0
         self.checkpoints_taken = 0
@@ -142,7 +150,9 @@ class ControllerSession:
                 self.knob.close()
 
     def close(self, *, status: RunStatus = RunStatus.FINISHED) -> None:
-        """Close the controller's run and restore the GPU defaults (idempotent)."""
+        """Close the controller's run and restore the GPU defaults (idempotent); the job's
+        clock is held from here (the process ends)."""
+        self.hold_clock()
         try:
             self.controller.close(status=status)
         finally:
@@ -162,6 +172,8 @@ class ControllerSession:
         """
         self._save, self._step = save, step
         self.written_to = None
+        if self.job_clock is not None:
+            self.job_clock.run()  # no-op while it runs already
         try:
             self.controller.step()
             if self.preempt_requested:  # SIGTERM/SIGINT: a complete checkpoint, then stop
@@ -172,6 +184,12 @@ class ControllerSession:
         finally:
             self._save = None
         return None
+
+    def hold_clock(self) -> None:
+        """Hold the job's accelerated clock until the next step (a checkpoint is written, the
+        process stops); nothing on real time."""
+        if self.job_clock is not None:
+            self.job_clock.hold()
 
     # -- checkpoint content ----------------------------------------------------------------
     def state_dict(self) -> dict[str, object]:
@@ -193,6 +211,7 @@ class ControllerSession:
         if planned is not None and self.on_move_planned is not None:
             self.on_move_planned(planned)
         self.moving_to = planned
+        self.hold_clock()  # writing it takes its wall time on the job's timeline
         try:
             self._save()
         finally:
@@ -224,7 +243,9 @@ class ControllerSession:
             raise _SegmentEnd(StopRequest(Outcome.PAUSED, self._step, until_s=until_s))
         wait_s = max(0.0, until_s - self._clock())
         notice("step %d: pausing in place until %s", self._step, _when(until_s))
-        self._sleep(wait_s)
+        if self.job_clock is not None:
+            self.job_clock.run()  # waiting is grid time: it passes at the clock's speed
+        self._sleep(wait_s / clock_speed(self._clock))
 
 
 def _when(time_s: float) -> str:

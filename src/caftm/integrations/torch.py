@@ -238,6 +238,8 @@ class CarbonAwareTraining:
         tb: TracebackType | None,
     ) -> None:
         self._entered = False
+        if self.session is not None:
+            self.session.hold_clock()  # the last checkpoint and the process's end: 1×
         self._signals.restore()
         self._loop_left_cleanly = exc_type is None  # no stop request: training is complete
         interrupted = exc_type is not None and issubclass(exc_type, KeyboardInterrupt)
@@ -257,10 +259,11 @@ class CarbonAwareTraining:
                     self.gpu.knob.close()
         finally:
             self.store.close()
-        if exc_type is None and self.rank == 0:
-            request = self.stop_request or StopRequest(Outcome.COMPLETED, self.steps_done)
-            write_outcome(request)
-            self._write_status(force=True)
+        if self.rank == 0:
+            if exc_type is None:
+                request = self.stop_request or StopRequest(Outcome.COMPLETED, self.steps_done)
+                write_outcome(request)
+            self._write_status(force=True)  # the last word, with the job's clock held
 
     # -- the step path -----------------------------------------------------------------------
     def step(self) -> None:
@@ -284,6 +287,8 @@ class CarbonAwareTraining:
         every = self.checkpoint_every_steps
         due = every is not None and self.steps_done % every == 0
         if due and self.stop_request is None and self.steps_done != self._saved_step:
+            if self.session is not None:
+                self.session.hold_clock()  # until the next step: writing takes its wall time
             if self.config.checkpoint.async_save:
                 self.store.save_async(self.state, step=self.steps_done)
             else:
@@ -371,6 +376,8 @@ class CarbonAwareTraining:
                 energy_j=controller.energy_j,
                 clock_s=controller._clock(),
             )
+            if self.session.job_clock is not None:  # the supervisor follows the job's clock
+                status["clock"] = self.session.job_clock.to_env()
         write_status(status, self._status_path)
 
     @staticmethod

@@ -80,6 +80,7 @@ class LegRunner:
                 standby.abandon(sup.executor, str(e))
             return sup.outcomes.fail_over(job, site, e)
         store_url = spec.store_url(site)
+        sup.hold_clock()  # a worker starting up takes its wall time on the job's clock
         start_step = sup.latest_step(store_url)
         handle = standby.running(sup.executor) if standby is not None else None
         launch = self.launch(job.name, leg, site) if handle is None else None
@@ -196,8 +197,10 @@ class LegRunner:
             if now >= next_cancel_check:  # one ledger read serves the cancel check and the view
                 next_cancel_check = now + CANCEL_POLL_S
                 stored = sup.book.get(job.name)
+                status = sup.executor.status(ref)
+                sup.follow_worker_clock(status)  # the worker knows when it trains
                 if sup.on_update is not None:
-                    sup.on_update(JobView(stored, sup.executor.status(ref), sup.clock()))
+                    sup.on_update(JobView(stored, status, sup.clock()))
                 if not sup.cancelled and stored.cancel_requested:
                     sup.cancelled = True
                     notice("job %s: cancelling; the worker checkpoints first", job.name)
@@ -210,11 +213,16 @@ class LegRunner:
 
     def end(self, leg: int, site: str, exit_code: int) -> LegEnd:
         """How the leg ended, as its executor tells (an unreadable outcome counts as none)."""
+        ref = self.sup.leg_ref(leg, site)
         try:
-            request = self.sup.executor.outcome(self.sup.leg_ref(leg, site))
+            request = self.sup.executor.outcome(ref)
         except ExecutorError as e:
             notice("%s; counting the leg as crashed", e, warning=True)
             request = None
+        # the job's clock as the worker left it (held since its last checkpoint), then held
+        # through whatever comes next (a transfer, a restart), until a worker trains again
+        self.sup.follow_worker_clock(self.sup.executor.status(ref))
+        self.sup.hold_clock()
         return LegEnd(request, exit_code)
 
     def worker_env(self, leg: int, site: str, store_url: str, files: Path) -> dict[str, str]:

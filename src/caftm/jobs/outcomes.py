@@ -213,6 +213,14 @@ class OutcomeTable:
     def wait_pause(self, job: JobRecord) -> JobRecord:
         """Wait until the pause ends, the grid is clean again, or the job is cancelled."""
         sup = self.sup
+        sup.run_clock()  # waiting is grid time; held again when a worker starts
+        try:
+            return self._wait_pause(job)
+        finally:
+            sup.hold_clock()
+
+    def _wait_pause(self, job: JobRecord) -> JobRecord:
+        sup = self.sup
         until = job.pause_until.timestamp() if job.pause_until is not None else sup.clock()
         recheck_s = sup.spec.controller.migration.pause_recheck_s
         next_check = sup.clock() + recheck_s

@@ -18,6 +18,7 @@ supervisor killed with ``kill -9`` and started again picks the job up where it w
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import os
@@ -28,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from caftm._files import atomic_write_json
 from caftm._notice import notice
 from caftm.clock import AcceleratedClock, FakeClock
 from caftm.control.states import utc_from_s
@@ -42,9 +44,12 @@ from caftm.jobs.view import JobView
 from caftm.ledger.jobs import JobBook, JobRecord, JobStatus
 from caftm.ledger.store import Ledger, pid_alive
 
-__all__ = ["Supervisor"]
+__all__ = ["CLOCK_FILE", "Supervisor"]
 
 log = logging.getLogger(__name__)
+
+#: The job's accelerated clock as the supervisor last left it (in the job's workdir).
+CLOCK_FILE = "clock.json"
 
 
 class Supervisor:
@@ -188,9 +193,8 @@ class Supervisor:
                 spec=description,
             )
         else:
-            clock_text = job.spec.get("clock")
             if self._fake_clock is None:
-                self._clock = AcceleratedClock.from_env(clock_text) if clock_text else time.time
+                self._clock = self._stored_clock(job)
             owner = job.supervisor_pid
             if (
                 owner is not None
@@ -226,8 +230,55 @@ class Supervisor:
         else:
             start = self.spec.job.clock_start
             origin_s = start.timestamp() if start is not None else time.time()
-            self._clock = AcceleratedClock.starting_at(origin_s, speed)
+            # held: the first worker is still to start (see caftm.clock)
+            self._clock = AcceleratedClock.starting_at(origin_s, speed, running=False)
+            self._save_clock()
         return self._clock
+
+    def _stored_clock(self, job: JobRecord) -> Callable[[], float]:
+        """The job's clock as the last supervisor left it (its clock file), else as created."""
+        text = job.spec.get("clock")
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            saved = json.loads((self.spec.workdir / CLOCK_FILE).read_text(encoding="utf-8"))
+            text = saved.get("clock") or text
+        try:
+            return AcceleratedClock.from_env(text) if text else time.time
+        except CaftmError as e:
+            notice("job %s: %s; the job's clock starts again from its creation", job.name, e,
+                   warning=True)  # fmt: skip
+            created = job.spec.get("clock")
+            return AcceleratedClock.from_env(created) if created else time.time
+
+    # -- the job's accelerated clock (see caftm.clock) ----------------------------------------
+    def run_clock(self) -> None:
+        """Run the job's accelerated clock at its speed (the job waits out a pause)."""
+        if isinstance(self._clock, AcceleratedClock) and not self._clock.running:
+            self._clock.run()
+            self._save_clock()
+
+    def hold_clock(self) -> None:
+        """Hold the job's accelerated clock at 1× (no worker trains: starts, stops, moves) and
+        keep it for a restarted supervisor."""
+        if isinstance(self._clock, AcceleratedClock):
+            self._clock.hold()
+            self._save_clock()
+
+    def follow_worker_clock(self, status: dict[str, Any]) -> None:
+        """Take the job's clock from a worker's live status: the worker knows when it trained."""
+        text = status.get("clock")
+        if isinstance(self._clock, AcceleratedClock) and isinstance(text, str):
+            try:
+                self._clock.follow(text)
+            except CaftmError as e:
+                log.warning("job %s: ignoring the worker's clock: %s", self.spec.name, e)
+
+    def _save_clock(self) -> None:
+        """Keep the clock's anchor where a restarted supervisor finds it (best effort)."""
+        if isinstance(self._clock, AcceleratedClock):
+            try:
+                atomic_write_json(self.spec.workdir / CLOCK_FILE, {"clock": self._clock.to_env()})
+            except OSError as e:
+                log.warning("cannot keep job %s's clock: %s", self.spec.name, e)
 
     def _release(self) -> None:
         try:

@@ -174,7 +174,8 @@ def describe_job(spec: JobSpec) -> JobDescription:
     if spec.job.clock_speed:
         description.notes.append(
             f"accelerated clock: {spec.job.clock_speed:g}× from "
-            f"{utc_from_s(clock_s).strftime('%Y-%m-%d %H:%M UTC')}"
+            f"{utc_from_s(clock_s).strftime('%Y-%m-%d %H:%M UTC')} while it trains or pauses "
+            "(1× while workers start or stop and checkpoints move)"
         )
     now = readings.get(start)
     if now is not None and math.isfinite(now) and theta.mode.value == "absolute":

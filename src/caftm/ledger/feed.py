@@ -111,7 +111,7 @@ class Feed:
         return [event_record(r) for r in rows]
 
     def high_water(self) -> tuple[int, int, str]:
-        """(highest window id, highest event id, latest job or run change): what a viewer
+        """(highest window id, highest event id, latest job, run or plan change): what a viewer
         compares to know whether anything at all changed since it last looked."""
         rows = self.ledger._read(
             "SELECT (SELECT COALESCE(MAX(id), 0) FROM windows),"
@@ -119,6 +119,7 @@ class Feed:
             " (SELECT COALESCE(MAX(updated_at), '') FROM jobs)"
             " || '|' || (SELECT COUNT(*) FROM runs WHERE ended_at IS NOT NULL)"
             " || '|' || (SELECT COUNT(*) FROM legs WHERE ended_at IS NOT NULL)"
+            " || '|' || (SELECT COALESCE(MAX(id), 0) FROM plans)"
         )
         windows, events, changed = rows[0]
         return int(windows), int(events), str(changed)

@@ -5,6 +5,8 @@ version  what it added
 =======  ===================================================================================
 0 / 1    ``runs``, ``windows``, ``events`` (ledgers written before versioning read as 0)
 2        ``jobs``, ``legs``, ``transfers``; ``runs`` gains ``job``, ``leg``, ``pid``, ``host``
+3        ``plans``: the planner's current plan, one row per new plan (``plan_json`` carries its
+         own format version, ``v``; see :func:`caftm.control.planner.plan_record`)
 =======  ===================================================================================
 
 A ledger is migrated when opened for writing; a ledger of a newer version is refused.
@@ -16,7 +18,7 @@ import sqlite3
 
 __all__ = ["SCHEMA_VERSION", "migrate"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _V1 = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -66,6 +68,14 @@ CREATE INDEX IF NOT EXISTS legs_job ON legs(job, leg);
 CREATE INDEX IF NOT EXISTS transfers_job ON transfers(job, id);
 """
 
+_V3_TABLES = """
+CREATE TABLE IF NOT EXISTS plans (
+    id INTEGER PRIMARY KEY, run_id TEXT NOT NULL REFERENCES runs(run_id), time TEXT NOT NULL,
+    plan_json TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS plans_run ON plans(run_id, id);
+"""
+
 _RUN_COLUMNS_V2 = (("job", "TEXT"), ("leg", "INTEGER"), ("pid", "INTEGER"), ("host", "TEXT"))
 
 
@@ -94,6 +104,7 @@ def migrate(db: sqlite3.Connection) -> int:
             db.execute(f"ALTER TABLE runs ADD COLUMN {name} {kind}")
     _run_script(db, _V2_TABLES)
     db.execute("CREATE INDEX IF NOT EXISTS runs_job ON runs(job, leg)")
+    _run_script(db, _V3_TABLES)
     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     return found
 

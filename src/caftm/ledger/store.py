@@ -24,6 +24,7 @@ import socket
 import sqlite3
 import threading
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -404,6 +405,32 @@ class Ledger:
             " intensity_g_per_kwh, carbon_g, site, phase) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             (run_id, _iso(time), duration_s, steps, setting, knob, energy, ci, carbon, site, phase),
         )
+
+    def record_plan(self, run_id: str, time: datetime, plan: Mapping[str, object]) -> None:
+        """Store the run's current plan (a JSON-able mapping with its format version ``v``)."""
+        self._write(
+            "INSERT INTO plans (run_id, time, plan_json) VALUES (?, ?, ?)",
+            (run_id, _iso(time), json.dumps(dict(plan), sort_keys=True)),
+        )
+
+    def latest_plan(
+        self, *, run_id: str | None = None, job: str | None = None
+    ) -> dict[str, Any] | None:
+        """The newest plan of a run, or of a job's runs (None: no plan recorded)."""
+        if run_id is not None:
+            rows = self._read(
+                "SELECT plan_json FROM plans WHERE run_id = ? ORDER BY id DESC LIMIT 1", (run_id,)
+            )
+        else:
+            rows = self._read(
+                "SELECT p.plan_json FROM plans p JOIN runs r ON p.run_id = r.run_id "
+                "WHERE r.job = ? ORDER BY p.id DESC LIMIT 1",
+                (job,),
+            )
+        if not rows:
+            return None
+        found: dict[str, Any] = json.loads(rows[0][0])
+        return found
 
     # -- reading ------------------------------------------------------------------------------
     def runs(self, *, outside_jobs: bool = False) -> list[RunSummary]:

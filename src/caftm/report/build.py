@@ -9,24 +9,26 @@ embedded profiles) and the job's configuration.
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Sequence
+from datetime import datetime, timedelta
 from itertools import accumulate
 
 from caftm._units import J_PER_KWH
 from caftm.errors import ConfigError
-from caftm.ledger import JobBook, Ledger, RunSummary, WindowRecord
+from caftm.ledger import EventRecord, JobBook, Ledger, RunSummary, WindowRecord
 from caftm.ledger.feed import Feed, Scope
 from caftm.report.carbon import (
     BASELINE_ESTIMATE_TEXT,
     BASELINE_TWIN_TEXT,
     SignalSetup,
     agnostic_window_carbon_g,
+    back_to_back_times,
     signal_setup,
     site_outlooks,
 )
 from caftm.report.figures import carbon_png, gpu_png, outlook_png, png_bytes, series_png
 from caftm.report.html import ReportFigure, ReportInput, ReportTable
-from caftm.report.timeline import timeline_figure
+from caftm.report.timeline import WindowGaps, timeline_figure
 
 __all__ = ["ledger_report", "resolve_target"]
 
@@ -50,8 +52,33 @@ def resolve_target(ledger: Ledger, target: str) -> Scope:
         ) from None
 
 
-def _fmt(value: float | None, fmt: str = ".3g") -> str:
+def _fmt(value: float | int | None, fmt: str = ".3g") -> str:
+    """``value`` formatted, or "—" where the ledger holds none (never "None")."""
     return "—" if value is None else format(value, fmt)
+
+
+def _steps(start: int | None, end: int | None) -> str:
+    """A leg's steps, ``200 → 400``; "—" for a step not recorded."""
+    return f"{_fmt(start, 'd')} → {_fmt(end, 'd')}"
+
+
+def _gapped(
+    windows: Sequence[WindowRecord], events: Sequence[EventRecord], values: Sequence[float | None]
+) -> tuple[list[datetime], list[float]]:
+    """Times and values with a NaN point (a break in the line, step lines included) where
+    nothing ran between two windows (:class:`~caftm.report.timeline.WindowGaps`)."""
+    nan = float("nan")
+    times: list[datetime] = []
+    out: list[float] = []
+    gaps = WindowGaps(events)
+    for w, value in zip(windows, values, strict=True):
+        # at the previous window's end: a step line stops there
+        if gaps.before(w.time.timestamp(), w.duration_s, w.run_id):
+            times.append(times[-1])
+            out.append(nan)
+        times.append(w.time)
+        out.append(nan if value is None else value)
+    return times, out
 
 
 def ledger_report(ledger: Ledger, target: str) -> ReportInput:
@@ -64,6 +91,7 @@ def ledger_report(ledger: Ledger, target: str) -> ReportInput:
     book, feed = JobBook(ledger), Feed(ledger)
     job = book.get(scope.job) if scope.job is not None else None
     windows = feed.windows(scope)
+    events = feed.events(scope)
     if not windows:
         raise ConfigError(f"{target!r} has no measured window yet: nothing to report")
     setup = signal_setup(job.spec if job else {}, [w.site for w in windows])
@@ -98,17 +126,18 @@ def ledger_report(ledger: Ledger, target: str) -> ReportInput:
                                           if setup.synthetic else "")
         + "; solid before the middle of the job, dotted the forecast from it; θ dashed.",
     ))  # fmt: skip
+    power = [(w.energy_j / w.duration_s) if w.energy_j and w.duration_s > 0 else None
+             for w in windows]  # fmt: skip
+    gap_times, settings = _gapped(windows, events, [w.setting for w in windows])
     figures.append(ReportFigure(
         "GPU setting and power", gpu_png(
-            times, [w.setting for w in windows],
-            [(w.energy_j / w.duration_s) if w.energy_j and w.duration_s > 0 else None
-             for w in windows], unit),
+            gap_times, list(settings), list(_gapped(windows, events, power)[1]), unit),
         ("SIMULATED GPU: power from the GPU model, not a meter. " if simulated else "")
         + f"Setting in {unit or 'default units'}; power = window energy / window duration.",
     ))  # fmt: skip
     figures.append(ReportFigure(
         "carbon so far against a carbon-agnostic run",
-        carbon_png(times, list(accumulate(carbon)), baseline_cum,
+        carbon_png(gap_times, _gapped(windows, events, list(accumulate(carbon)))[1], baseline_cum,
                    agnostic_label="carbon-agnostic " + method.split(":")[0]),
         f"Carbon-agnostic run: {method}.",
     ))  # fmt: skip
@@ -167,13 +196,14 @@ def _baseline(
         cumulative = list(accumulate(w.carbon_g or 0.0 for w in twin_windows))
         curve = ([w.time for w in twin_windows], cumulative)
         return total, BASELINE_TWIN_TEXT.format(twin=twin.name), curve
-    times = [w.time for w in windows]
+    origin = windows[0].time - timedelta(seconds=windows[0].duration_s)
+    times = back_to_back_times(origin, [w.duration_s for w in windows])
     per_window = agnostic_window_carbon_g(
         setup, times, [w.energy_j for w in windows],
         [(w.site, w.intensity_g_per_kwh) for w in windows],
     )  # fmt: skip
     cumulative = list(accumulate(per_window))
-    curve = (times, cumulative)
+    curve = (times, cumulative)  # on the times of a run without pauses or moves
     return cumulative[-1], BASELINE_ESTIMATE_TEXT.format(site=setup.start_site), curve
 
 
@@ -184,15 +214,15 @@ def _tables(ledger: Ledger, book: JobBook, feed: Feed, scope: Scope) -> list[Rep
             "Legs", ("leg", "site", "status", "started (UTC)", "ended (UTC)", "steps", "message"),
             [(str(leg.leg), leg.site, leg.status.value, f"{leg.started_at:%Y-%m-%d %H:%M:%S}",
               "—" if leg.ended_at is None else f"{leg.ended_at:%Y-%m-%d %H:%M:%S}",
-              f"{leg.start_step}→{leg.end_step}", leg.message)
+              _steps(leg.start_step, leg.end_step), leg.message or "—")
              for leg in book.legs(scope.job)],
         ))  # fmt: skip
         transfers = book.transfers(scope.job)
         if transfers:
             tables.append(ReportTable(
                 "Checkpoint transfers", ("leg", "from", "to", "step", "bytes", "s", "status"),
-                [(str(t.leg), t.src_site, t.dst_site, str(t.step), str(t.bytes),
-                  _fmt(t.seconds), t.status) for t in transfers],
+                [(str(t.leg), t.src_site, t.dst_site, _fmt(t.step, "d"), _fmt(t.bytes, "d"),
+                  _fmt(t.seconds), str(t.status)) for t in transfers],
             ))  # fmt: skip
     events = feed.events(scope)
     shown = events[-MAX_EVENTS:]

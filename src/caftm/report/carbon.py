@@ -5,10 +5,12 @@ dashboard alike.
 
 - when the ledger holds the job's carbon-agnostic twin (a job named ``<job>-agnostic``, as the
   demo runs), the twin's own measured carbon;
-- otherwise an estimate: each of the job's measured windows, with the energy it measured, at
-  the *start site's* intensity at the same time (from the job's intensity source; where that
-  source cannot answer, the intensity last recorded at the start site). It keeps the job's
-  own GPU setting and times, so it credits moves and pauses only, not GPU tuning.
+- otherwise an estimate: the job's measured windows run back to back from its first window's
+  start, at the *start site*, with no pause and no move (:func:`back_to_back_times`); each
+  window's measured energy at the start site's intensity at the time such a run would have
+  reached it (from the job's intensity source; where that source cannot answer, the intensity
+  last recorded at the start site). It keeps the job's own GPU setting and energy, so it credits
+  moves and pauses (waiting for cleaner hours), not GPU tuning.
 
 **Outlook**: each candidate site's intensity over the hours before a time (history) and its
 forecast after it, from the source the job was configured with (offline sources answer at
@@ -35,6 +37,7 @@ __all__ = [
     "SignalSetup",
     "SiteOutlook",
     "agnostic_window_carbon_g",
+    "back_to_back_times",
     "signal_setup",
     "site_outlooks",
 ]
@@ -43,8 +46,9 @@ logger = logging.getLogger(__name__)
 
 BASELINE_TWIN_TEXT = "measured: its carbon-agnostic twin job {twin!r} ran in the same ledger"
 BASELINE_ESTIMATE_TEXT = (
-    "estimated: each window's measured energy at the start site {site}'s intensity at the same "
-    "time (the job's own GPU setting and times; credits moves and pauses, not GPU tuning)"
+    "estimated: the job's windows run back to back at the start site {site} from its start, "
+    "without its pauses and moves, each window's measured energy at {site}'s intensity when "
+    "that run would have reached it (credits moves and pauses, not GPU tuning)"
 )
 
 
@@ -129,6 +133,9 @@ def site_outlooks(
                 ahead = source.forecast(zone, now, timedelta(hours=after_h))
             except NotImplementedError:
                 ahead = []
+            except CaftmError as e:  # the history still shows
+                logger.info("no forecast for site %s (zone %s): %s", site, zone, e)
+                ahead = []
         except CaftmError as e:
             logger.warning("no outlook for site %s (zone %s): %s", site, zone, e)
             out.append(SiteOutlook(site, zone, None, [], [], 0, "unavailable"))
@@ -142,6 +149,21 @@ def site_outlooks(
     return out
 
 
+def back_to_back_times(
+    origin: datetime, durations_s: Sequence[float], *, before_s: float = 0.0
+) -> list[datetime]:
+    """When each window would have ended in a run that never paused or moved: ``origin`` (the
+    job's first window's start) plus every window's duration so far.
+
+    Args:
+        origin: the start of the job's first window (UTC).
+        durations_s: each window's duration (s), in order.
+        before_s: the durations of the windows before these (an incremental caller's total).
+    """
+    ends = before_s + np.cumsum(np.asarray(durations_s, dtype=np.float64))
+    return [origin + timedelta(seconds=float(s)) for s in ends]
+
+
 def agnostic_window_carbon_g(
     setup: SignalSetup,
     times: Sequence[datetime],
@@ -151,7 +173,8 @@ def agnostic_window_carbon_g(
     """Per window, the carbon (g) its measured energy would have emitted at the start site.
 
     Args:
-        times: each window's time (the job's clock).
+        times: when each window ran in the carbon-agnostic run (the job's clock; see
+            :func:`back_to_back_times`).
         energies_j: each window's measured energy (None: not metered, counts 0).
         recorded: each window's (site, recorded intensity), the fallback where the source
             cannot answer: the start site's last recorded intensity.

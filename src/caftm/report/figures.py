@@ -1,14 +1,17 @@
-"""The report's figures as PNG bytes (matplotlib, Agg): sites' intensities with θ, the GPU
-setting and power, and carbon so far against the carbon-agnostic baseline.
+"""The report's figures (matplotlib, Agg): sites' intensities with θ, the GPU setting and
+power, and carbon so far against the carbon-agnostic baseline; ``*_figure`` builds one (the
+caller closes it), ``*_png`` its PNG bytes.
 
-The job's path across sites is :func:`caftm.report.timeline.timeline_figure` (one home).
+Every legend stands outside the plotting area (constrained layout makes room for it), so it
+never covers data; time axes read 24 h UTC (``time (UTC)``), as the event log does. The job's
+path across sites is :func:`caftm.report.timeline.timeline_figure` (one home).
 """
 
 from __future__ import annotations
 
 import io
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from caftm.report.carbon import SiteOutlook
@@ -16,7 +19,18 @@ from caftm.report.carbon import SiteOutlook
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["carbon_png", "gpu_png", "outlook_png", "png_bytes", "series_png"]
+__all__ = [
+    "carbon_figure",
+    "carbon_png",
+    "gpu_figure",
+    "gpu_png",
+    "legend_outside",
+    "outlook_figure",
+    "outlook_png",
+    "png_bytes",
+    "series_png",
+    "time_axis",
+]
 
 
 def png_bytes(fig: Figure, *, dpi: int = 100) -> bytes:
@@ -37,10 +51,33 @@ def _axes(title: str, height: float = 3.0) -> tuple[Figure, Any]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(10, height))
+    fig, ax = plt.subplots(figsize=(10, height), layout="constrained")
     ax.set_title(title, loc="left")
     ax.grid(alpha=0.3)
     return fig, ax
+
+
+def time_axis(ax: Any) -> None:
+    """A time x axis in 24 h UTC, labelled so (matplotlib's dates are UTC unless told)."""
+    import matplotlib.dates as mdates
+
+    locator = mdates.AutoDateLocator(tz=UTC)  # type: ignore[no-untyped-call]
+    ax.xaxis.set_major_locator(locator)
+    concise = mdates.ConciseDateFormatter(locator, tz=UTC)  # type: ignore[no-untyped-call]
+    ax.xaxis.set_major_formatter(concise)
+    ax.set_xlabel("time (UTC)")
+
+
+def legend_outside(fig: Figure, *axes: Any) -> None:
+    """One legend for ``axes``' labelled lines, right of the plot (never over the data)."""
+    handles: list[Any] = []
+    labels: list[str] = []
+    for ax in axes:
+        h, label = ax.get_legend_handles_labels()
+        handles += h
+        labels += label
+    if handles:
+        fig.legend(handles, labels, loc="outside right upper", fontsize=8)
 
 
 def outlook_png(
@@ -50,6 +87,17 @@ def outlook_png(
     span: tuple[datetime, datetime] | None = None,
     title: str = "intensity at each candidate site",
 ) -> bytes:
+    """:func:`outlook_figure` as PNG bytes."""
+    return png_bytes(outlook_figure(outlooks, threshold_g_per_kwh, span=span, title=title))
+
+
+def outlook_figure(
+    outlooks: Sequence[SiteOutlook],
+    threshold_g_per_kwh: float | None,
+    *,
+    span: tuple[datetime, datetime] | None = None,
+    title: str = "intensity at each candidate site",
+) -> Figure:
     """Each site's intensity (solid: history, dotted: forecast), θ dashed, the job's span shaded."""
     fig, ax = _axes(title)
     for o in outlooks:
@@ -80,10 +128,9 @@ def outlook_png(
     if span is not None:
         ax.axvspan(span[0], span[1], color="0.92", zorder=0, label="the job ran")
     ax.set_ylabel("gCO2eq/kWh")
-    ax.legend(loc="upper right", fontsize=8, ncol=2)
-    fig.autofmt_xdate()
-    fig.tight_layout()
-    return png_bytes(fig)
+    time_axis(ax)
+    legend_outside(fig, ax)
+    return fig
 
 
 def gpu_png(
@@ -94,6 +141,18 @@ def gpu_png(
     *,
     title: str = "GPU setting and power",
 ) -> bytes:
+    """:func:`gpu_figure` as PNG bytes."""
+    return png_bytes(gpu_figure(times, setting, power_w, unit, title=title))
+
+
+def gpu_figure(
+    times: Sequence[datetime],
+    setting: Sequence[float | None],
+    power_w: Sequence[float | None],
+    unit: str,
+    *,
+    title: str = "GPU setting and power",
+) -> Figure:
     """The GPU setting (step, left axis, ``unit``) and power (W, right axis) over time."""
     fig, ax = _axes(title)
     nan = float("nan")
@@ -114,10 +173,9 @@ def gpu_png(
         label="power (W)",
     )
     right.set_ylabel("power (W)")
-    fig.legend(loc="upper right", fontsize=8)
-    fig.autofmt_xdate()
-    fig.tight_layout()
-    return png_bytes(fig)
+    time_axis(ax)
+    legend_outside(fig, ax, right)
+    return fig
 
 
 def carbon_png(
@@ -128,16 +186,29 @@ def carbon_png(
     agnostic_label: str = "carbon-agnostic run (estimate)",
     title: str = "carbon so far against a carbon-agnostic run",
 ) -> bytes:
+    """:func:`carbon_figure` as PNG bytes."""
+    return png_bytes(
+        carbon_figure(times, carbon_cum_g, agnostic, agnostic_label=agnostic_label, title=title)
+    )
+
+
+def carbon_figure(
+    times: Sequence[datetime],
+    carbon_cum_g: Sequence[float],
+    agnostic: tuple[Sequence[datetime], Sequence[float]] | None,
+    *,
+    agnostic_label: str = "carbon-agnostic run (estimate)",
+    title: str = "carbon so far against a carbon-agnostic run",
+) -> Figure:
     """Cumulative carbon of the job and of the baseline (``(times, g)``, on its own times)."""
     fig, ax = _axes(title)
     ax.plot(times, carbon_cum_g, color="tab:green", lw=2, label="this job")
     if agnostic is not None:
         ax.plot(agnostic[0], agnostic[1], color="tab:red", ls="--", lw=1.5, label=agnostic_label)
     ax.set_ylabel("gCO2eq")
-    ax.legend(loc="upper left", fontsize=8)
-    fig.autofmt_xdate()
-    fig.tight_layout()
-    return png_bytes(fig)
+    time_axis(ax)
+    legend_outside(fig, ax)
+    return fig
 
 
 def series_png(
@@ -151,6 +222,5 @@ def series_png(
     fig, ax = _axes(title)
     ax.plot(times, [float("nan") if v is None else v for v in values], "o-", ms=3)
     ax.set_ylabel(ylabel)
-    fig.autofmt_xdate()
-    fig.tight_layout()
+    time_axis(ax)
     return png_bytes(fig)

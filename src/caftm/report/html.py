@@ -81,9 +81,14 @@ def _e(text: object) -> str:
     return html.escape(str(text), quote=True)
 
 
+def _cell(value: object) -> str:
+    """A cell's text: "—" for a value not recorded (never "None")."""
+    return "—" if value is None else _e(value)
+
+
 def _table(header: tuple[str, ...], rows: list[tuple[str, ...]], cls: str = "") -> str:
     head = "".join(f"<th>{_e(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>" for row in rows)
+    body = "".join("<tr>" + "".join(f"<td>{_cell(c)}</td>" for c in row) + "</tr>" for row in rows)
     return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 

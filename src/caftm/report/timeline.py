@@ -2,13 +2,18 @@
 
 Drawn from the ledger alone: each measured window gives a time (the job's clock), a site and
 the intensity there; the controller's events give the pauses (from entering ``paused`` to the
-next run's start) and the legs give the moves.
+next run's start) and the legs give the moves. No line is drawn across a gap where nothing ran
+(:class:`WindowGaps`: another leg, a recorded pause, or idle time far beyond the run's pace).
 """
 
 from __future__ import annotations
 
+import bisect
 import itertools
-from dataclasses import dataclass
+import statistics
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,11 +21,21 @@ from typing import TYPE_CHECKING
 from caftm.errors import ConfigError
 from caftm.ledger.feed import Feed, Scope
 from caftm.ledger.jobs import JobBook
+from caftm.ledger.store import EventRecord
+from caftm.records import State
+from caftm.report.figures import time_axis
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["JobTimeline", "job_path", "job_timeline", "plot_timeline", "timeline_figure"]
+__all__ = [
+    "JobTimeline",
+    "WindowGaps",
+    "job_path",
+    "job_timeline",
+    "plot_timeline",
+    "timeline_figure",
+]
 
 
 @dataclass(frozen=True)
@@ -33,6 +48,62 @@ class JobTimeline:
     pauses: list[tuple[datetime, datetime]]
     simulated: bool
     threshold_g_per_kwh: float | None = None
+    gaps: list[bool] = field(default_factory=list)  # per point: nothing ran just before it
+
+
+#: idle time counts as a gap past this many times the window's expected span
+IDLE_FACTOR = 5.0
+#: how many of a run's latest windows set its pace
+PACE_WINDOWS = 32
+
+
+class WindowGaps:
+    """Decides, window by window in the order they were recorded, whether nothing ran just
+    before each one: the job changed run (a move or a restart), a recorded pause began since
+    the window before, or (for ledgers without events) the time since the window before is
+    over :data:`IDLE_FACTOR` times what the run's pace predicts.
+
+    The pace is the clock seconds per measured GPU second between a run's consecutive windows
+    (median of its latest :data:`PACE_WINDOWS`): about 1 on the real clock, hundreds on an
+    accelerated job clock (``CAFTM_CLOCK``), where windows lie grid minutes apart but each
+    measures seconds. A run's second window has no pace to go by, so only a run change or a
+    pause ends a line there. Only past windows decide, so fed incrementally (the dashboard) or
+    all at once (the report) it gives the same answers.
+    """
+
+    def __init__(self, events: Iterable[EventRecord] = ()) -> None:
+        self._last: tuple[float, str] | None = None  # the last window (end s, run)
+        self._paces: deque[float] = deque(maxlen=PACE_WINDOWS)
+        self._pauses: list[float] = []  # when each recorded pause began (s), sorted
+        self.add_events(events)
+
+    def add_events(self, events: Iterable[EventRecord]) -> None:
+        """Note the pauses among ``events`` (give every event before the windows after it)."""
+        for e in events:
+            if e.to_state == State.PAUSED and e.from_state != State.PAUSED:
+                bisect.insort(self._pauses, e.time.timestamp())
+
+    def before(self, end_s: float, duration_s: float, run: str) -> bool:
+        """Whether nothing ran between the last window given and this one (``end_s``: its end
+        on the job's clock; ``duration_s``: its measured GPU seconds; ``run``: its run)."""
+        last, self._last = self._last, (end_s, run)
+        if last is None:
+            return False
+        last_end, last_run = last
+        if run != last_run:
+            self._paces.clear()
+            return True
+        k = bisect.bisect_left(self._pauses, last_end)
+        if k < len(self._pauses) and self._pauses[k] < end_s:
+            return True
+        span_s = end_s - last_end
+        if self._paces and duration_s > 0:
+            expected_s = statistics.median(self._paces) * duration_s
+            if span_s > IDLE_FACTOR * expected_s:
+                return True
+        if duration_s > 0:
+            self._paces.append(span_s / duration_s)
+        return False
 
 
 def job_timeline(book: JobBook, name: str) -> JobTimeline:
@@ -41,14 +112,19 @@ def job_timeline(book: JobBook, name: str) -> JobTimeline:
     theta = threshold.get("value_g_per_kwh") if threshold.get("mode") == "absolute" else None
     feed, scope = Feed(book.ledger), Scope.of_job(name)
     windows = sorted(feed.windows(scope), key=lambda w: (w.time, w.id))
-    points = [
-        (w.time, w.site, w.intensity_g_per_kwh)
-        for w in windows
-        if w.intensity_g_per_kwh is not None
-    ]
+    finder = WindowGaps(feed.events(scope))
+    points: list[tuple[datetime, str, float]] = []
+    gaps: list[bool] = []
+    pending_gap = False
+    for w in windows:
+        pending_gap = finder.before(w.time.timestamp(), w.duration_s, w.run_id) or pending_gap
+        if w.intensity_g_per_kwh is not None:
+            points.append((w.time, w.site, w.intensity_g_per_kwh))
+            gaps.append(pending_gap)
+            pending_gap = False
     simulated = feed.simulated(scope)
     moves, pauses = job_path(book, name)
-    return JobTimeline(name, points, moves, pauses, simulated, theta)
+    return JobTimeline(name, points, moves, pauses, simulated, theta, gaps)
 
 
 def job_path(
@@ -100,15 +176,15 @@ def timeline_figure(book: JobBook, names: list[str]) -> Figure:
     import matplotlib.pyplot as plt
 
     timelines = [job_timeline(book, name) for name in names]
-    fig, axes = plt.subplots(len(timelines), 1, figsize=(10, 3.2 * len(timelines)), squeeze=False)
+    fig, axes = plt.subplots(len(timelines), 1, figsize=(10, 3.2 * len(timelines)),
+                             squeeze=False, layout="constrained")  # fmt: skip
     colours: dict[str, str] = {}
     palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, timeline in zip(axes[:, 0], timelines, strict=True):
         sites = list(dict.fromkeys(site for _, site, _ in timeline.points))
         for site in sites:
             colour = colours.setdefault(site, palette[len(colours) % len(palette)])
-            xs = [t for t, s, _ in timeline.points if s == site]
-            ys = [ci for _, s, ci in timeline.points if s == site]
+            xs, ys = _site_line(timeline, site)
             ax.plot(xs, ys, "o-", ms=3, lw=2, color=colour, label=f"at {site}")
         for start, end in timeline.pauses:
             ax.axvspan(start, end, color="0.85", zorder=0)
@@ -127,9 +203,28 @@ def timeline_figure(book: JobBook, names: list[str]) -> Figure:
         simulated = " — SIMULATED GPU" if timeline.simulated else ""
         ax.set_title(f"job {timeline.name}: carbon intensity where it ran{simulated}", loc="left")
         ax.set_ylabel("gCO2eq/kWh")
-        ax.legend(loc="upper right", fontsize=8)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, fontsize=8)
         ax.grid(alpha=0.3)
+        time_axis(ax)
+        ax.set_xlabel("")
     axes[-1, 0].set_xlabel("time (UTC, the job's clock)")
-    fig.autofmt_xdate()
-    fig.tight_layout()
     return fig
+
+
+def _site_line(timeline: JobTimeline, site: str) -> tuple[list[datetime], list[float]]:
+    """The points at ``site``, with NaN (a break in the line) wherever the job was elsewhere
+    or nothing ran."""
+    xs: list[datetime] = []
+    ys: list[float] = []
+    previous_here = False
+    for k, (t, s, ci) in enumerate(timeline.points):
+        here = s == site
+        if here:
+            gap = timeline.gaps[k] if k < len(timeline.gaps) else False
+            if xs and (gap or not previous_here):
+                xs.append(t)
+                ys.append(float("nan"))
+            xs.append(t)
+            ys.append(ci)
+        previous_here = here
+    return xs, ys

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeAlias
@@ -42,6 +42,15 @@ VALUE_COLUMNS = (
 EM_ESTIMATED = "data estimated"
 DATE_COLUMNS = ("date", "date_utc", "day")
 HOUR_COLUMNS = ("hour", "hour_utc", "hour_of_day", "hr")
+#: Calendar helper columns some exports carry beside the time (derived from it): never read.
+CALENDAR_COLUMNS = frozenset(
+    {
+        "year", "month", "day", "weekday", "week_day", "day_of_week", "dayofweek", "dow",
+        "week", "weekofyear", "week_of_year", "day_of_year", "dayofyear", "doy", "quarter",
+        "weekend", "is_weekend", "month_name", "day_name", "season", "holiday", "is_holiday",
+        "hour", "hour_utc", "hour_of_day",  # not "hr": the zone of Croatia
+    }
+)  # fmt: skip
 _TRUE = {"true", "1", "yes", "t"}
 
 
@@ -51,7 +60,10 @@ class RawSeries:
 
     Attributes:
         basis: the basis the file states for these values (a column named "... (LCA)",
-            "..._direct"), or None where it does not say.
+            "..._direct", or else the file's name), or None where it does not say.
+        basis_from: where the file states it ("column 'X'", "file name"); empty when unsaid.
+        timezone: how the file's times were read as UTC (e.g. "column 'Datetime (UTC)' says
+            UTC", "'date' + 'hour' carry no timezone: taken as UTC").
         missing: where (line or row) each value without a number (empty cell, NaN) was read.
         notes: what the reader assumed that a user should be told.
     """
@@ -64,6 +76,8 @@ class RawSeries:
     basis: Basis | None = None
     missing: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
+    basis_from: str = ""
+    timezone: str = ""
 
 
 _Column: TypeAlias = "list[str] | npt.NDArray[np.float64] | _Timestamps"
@@ -200,6 +214,7 @@ def _parse_columns(
     if date_col is not None and hour_col is not None:
         times = _parse_date_hour(path, date_col, hour_col, columns, where, notes)
         time_cols = {date_col, hour_col}
+        timezone = f"{date_col!r} + {hour_col!r} carry no timezone: taken as UTC"
     else:
         time_col = _find(header, TIME_COLUMNS)
         if time_col is None:
@@ -207,11 +222,19 @@ def _parse_columns(
                 f"{path}: no time column; expected one of 'datetime_utc', 'Datetime (UTC)', "
                 f"'timestamp', or 'date' with 'hour' (header: {header[:6]})"
             )
-        times = _parse_times(path, time_col, columns[time_col](), where)
+        times, timezone = _parse_times(path, time_col, columns[time_col](), where)
         time_cols = {time_col}
     zone_col = _find(header, ZONE_COLUMNS)
-    others = [name for name in header if name not in time_cols]
+    helpers = [n for n in header if n.lower() in CALENDAR_COLUMNS and n not in time_cols]
+    if helpers:
+        notes.append(
+            f"{path.name}: {', '.join(repr(n) for n in helpers)} read as calendar helper "
+            "column(s) derived from the time: not read"
+        )
+    others = [name for name in header if name not in time_cols and name not in helpers]
     single = zone_col is None and others and all(_is_value_column(name) for name in others)
+    named = _stated_basis(path.stem, strict=True)
+    named_from = "the file name" if named is not None else ""
     if zone_col is None and not single:  # wide: one column per zone
         if not others:
             raise DataError(f"{path}: no zone columns beside {', '.join(sorted(time_cols))}")
@@ -219,9 +242,12 @@ def _parse_columns(
         for zone in others:
             values = _parse_values(path, zone, columns[zone](), where)
             rows = np.arange(times.size)
-            out.append(_checked(path, zone, times, values, None, rows, where, None, notes))
+            series = _checked(path, zone, times, values, None, rows, where, named, notes)
+            out.append(replace(series, basis_from=named_from, timezone=timezone))
         return out
     value_col, stated = _value_column(path, header, basis)
+    stated_from = f"column {value_col!r}" if stated is not None else named_from
+    stated = stated if stated is not None else named
     if single:  # one zone per file, no zone column: the zone is the file's name
         zones_text = [path.stem] * times.size
         notes.append(f"{path.name} has no zone column: its values are taken as zone {path.stem}")
@@ -247,7 +273,8 @@ def _parse_columns(
             raise DataError(f"{path} {where(bad)}: empty zone in column {zone_col!r}")
         rows = np.flatnonzero(zone_array == zone)
         est = None if estimated is None else estimated[rows]
-        out.append(_checked(path, zone, times[rows], values[rows], est, rows, where, stated, notes))
+        series = _checked(path, zone, times[rows], values[rows], est, rows, where, stated, notes)
+        out.append(replace(series, basis_from=stated_from, timezone=timezone))
     return out
 
 
@@ -255,12 +282,16 @@ def _tokens(name: str) -> set[str]:
     return set("".join(c if c.isalnum() else " " for c in name.lower()).split())
 
 
-def _stated_basis(name: str) -> Basis | None:
-    """The basis a column's name states ("... (LCA)", "ci_lifecycle", "..._direct"), if any."""
+def _stated_basis(name: str, *, strict: bool = False) -> Basis | None:
+    """The basis a column's name states ("... (LCA)", "ci_lifecycle", "..._direct"), if any;
+    ``strict``: None where the name holds words of both (a file name such as "direct_vs_lca")."""
     tokens = _tokens(name)
-    if tokens & {"lca", "lifecycle"}:
+    lifecycle, direct = bool(tokens & {"lca", "lifecycle"}), "direct" in tokens
+    if strict and lifecycle and direct:
+        return None
+    if lifecycle:
         return Basis.LIFECYCLE
-    if "direct" in tokens:
+    if direct:
         return Basis.DIRECT
     return None
 
@@ -284,8 +315,9 @@ def _parse_date_hour(
 ) -> npt.NDArray[np.int64]:
     """Epoch seconds from a date column and an hour column.
 
-    Hours 0..23 start the hour; a file whose hours run 1..24 (never 0) numbers each hour by its
-    end ("hour ending"), so hour h starts at h - 1. Dates carry no timezone: they are UTC.
+    Hours are numbers (``7``) or clock times (``07:00``). Hours 0..23 start the hour; a file whose
+    hours run 1..24 (never 0) numbers each hour by its end ("hour ending"), so hour h starts at
+    h - 1. Dates carry no timezone: they are UTC (said in a note).
     """
     dates, hours_raw = columns[date_col](), columns[hour_col]()
     if isinstance(dates, _Timestamps):
@@ -305,26 +337,55 @@ def _parse_date_hour(
         raise DataError(f"{path}: column {date_col!r} must hold dates (YYYY-MM-DD)")
     if isinstance(hours_raw, _Timestamps):
         raise DataError(f"{path}: column {hour_col!r} must hold hour numbers 0..23 or 1..24")
-    hours = _parse_values(path, hour_col, hours_raw, where, check=False)
+    offsets_s = _hour_offsets_s(path, hour_col, hours_raw, where)
+    ending = bool(offsets_s.size) and offsets_s.min() >= 3600 and offsets_s.max() == 86_400
+    if ending:
+        distinct = np.unique(offsets_s)
+        step_s = int(np.diff(distinct).min()) if distinct.size > 1 else 3600
+        offsets_s = offsets_s - step_s
+        notes.append(
+            f"{path.name}: hours run 1..24, read as hour ending (hour h covers h-1..h UTC)"
+        )
+    out_of_range = np.flatnonzero((offsets_s < 0) | (offsets_s >= 86_400))
+    if out_of_range.size:
+        i = int(out_of_range[0])
+        raise DataError(
+            f"{path} {where(i)}: column {hour_col!r}: hour {offsets_s[i] / 3600:g} is outside "
+            "0..23 (or 1..24 for hour ending)"
+        )
+    notes.append(f"{path.name}: {date_col!r} and {hour_col!r} carry no timezone: taken as UTC")
+    return day_s + offsets_s
+
+
+def _hour_offsets_s(path: Path, hour_col: str, raw: _Column, where: Where) -> npt.NDArray[np.int64]:
+    """Seconds into the day of each hour cell: a whole number (``7``) or a clock time
+    (``07:00``, ``07:30:00``, ``24:00`` for hour ending)."""
+    if isinstance(raw, list) and any(":" in text for text in raw):
+        out = np.empty(len(raw), dtype=np.int64)
+        for i, text in enumerate(raw):
+            parts = text.strip().split(":")
+            try:
+                numbers = [int(p) for p in parts]
+            except ValueError:
+                numbers = []
+            if (
+                not 1 <= len(numbers) <= 3
+                or any(n < 0 for n in numbers)
+                or any(n > 59 for n in numbers[1:])
+            ):
+                raise DataError(
+                    f"{path} {where(i)}: column {hour_col!r}: {text!r} is not an hour "
+                    "(expected 0..23 or HH:MM)"
+                )
+            h, m, sec = (*numbers, 0, 0)[:3]
+            out[i] = h * 3600 + m * 60 + sec
+        return out
+    hours = _parse_values(path, hour_col, raw, where, check=False)
     bad = np.flatnonzero(~np.isfinite(hours) | (hours != np.round(hours)))
     if bad.size:
         i = int(bad[0])
         raise DataError(f"{path} {where(i)}: column {hour_col!r}: {hours[i]!r} is not an hour")
-    ending = bool(hours.size) and hours.min() >= 1 and hours.max() == 24
-    if ending:
-        hours = hours - 1
-        notes.append(
-            f"{path.name}: hours run 1..24, read as hour ending (hour h covers h-1..h UTC)"
-        )
-    out_of_range = np.flatnonzero((hours < 0) | (hours > 23))
-    if out_of_range.size:
-        i = int(out_of_range[0])
-        raise DataError(
-            f"{path} {where(i)}: column {hour_col!r}: hour {hours[i]:g} is outside 0..23 "
-            "(or 1..24 for hour ending)"
-        )
-    notes.append(f"{path.name}: {date_col!r} and {hour_col!r} carry no timezone: taken as UTC")
-    return day_s + hours.astype(np.int64) * 3600
+    return hours.astype(np.int64) * 3600
 
 
 def _value_column(path: Path, header: list[str], basis: Basis) -> tuple[str, Basis | None]:
@@ -353,18 +414,23 @@ def _value_column(path: Path, header: list[str], basis: Basis) -> tuple[str, Bas
     )
 
 
-def _parse_times(path: Path, column: str, raw: _Column, where: Where) -> npt.NDArray[np.int64]:
+def _parse_times(
+    path: Path, column: str, raw: _Column, where: Where
+) -> tuple[npt.NDArray[np.int64], str]:
+    """Epoch seconds of a time column, and how its times were read as UTC (for the notes)."""
     says_utc = "utc" in column.lower()
+    said = f"column {column!r} says UTC"
     if isinstance(raw, _Timestamps):
         if not raw.zone_aware and not says_utc:
             raise DataError(
                 f"{path}: column {column!r} holds timestamps without timezone; store them "
                 "as UTC-aware timestamps or name the column 'datetime_utc'"
             )
-        return raw.seconds
+        return raw.seconds, "timestamps with a timezone" if raw.zone_aware else said
     if not isinstance(raw, list):
         raise DataError(f"{path}: time column {column!r} must hold ISO 8601 text or timestamps")
     out = np.empty(len(raw), dtype=np.int64)
+    naive = 0
     for i, text in enumerate(raw):
         try:
             moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
@@ -380,8 +446,9 @@ def _parse_times(path: Path, column: str, raw: _Column, where: Where) -> npt.NDA
                     "does not say UTC; add 'Z' or '+00:00', or name the column 'datetime_utc'"
                 )
             moment = moment.replace(tzinfo=UTC)
+            naive += 1
         out[i] = int(moment.timestamp())
-    return out
+    return out, said if naive else "UTC offsets written in the file"
 
 
 def _parse_values(

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
@@ -32,7 +33,7 @@ from caftm.errors import ConfigError, DataError, ProviderError
 from caftm.signals._trace_files import RawSeries, read_trace_file
 from caftm.signals.base import Basis, IntensitySource, Kind, Reading, as_utc, utcnow
 
-__all__ = ["GapPolicy", "LookupMethod", "TraceSource", "load_trace"]
+__all__ = ["GapPolicy", "LookupMethod", "TraceProvenance", "TraceSource", "load_trace"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +47,57 @@ FloatArray = npt.NDArray[np.float64]
 STEP_S = 3600
 #: Most values (zones x steps) a loaded trace may hold: 50 M float64 = 400 MB.
 MAX_GRID_CELLS = 50_000_000
+
+
+@dataclass(frozen=True)
+class TraceProvenance:
+    """What :func:`load_trace` read and assumed, for every output that shows the trace's figures.
+
+    Attributes:
+        files: the files' names, in the order given.
+        basis: the basis the values were read as.
+        basis_asked: what the caller asked for (None: nothing asked).
+        stated_by: file name → where it states its basis ("column 'X'", "file name").
+        unstated: files that state neither direct nor lifecycle.
+        timezones: file name → how its times were read as UTC.
+        notes: everything else the loader assumed (rows without a value, resampling, ...).
+    """
+
+    files: tuple[str, ...]
+    basis: Basis
+    basis_asked: Basis | None
+    stated_by: dict[str, str]
+    unstated: tuple[str, ...]
+    timezones: dict[str, str]
+    notes: tuple[str, ...]
+
+    def basis_line(self) -> str:
+        """One line naming the basis and who states it, e.g. ``basis: not stated by X.csv``."""
+        parts = []
+        if self.stated_by:
+            parts.append(f"{self.basis} (stated by {_grouped(self.stated_by, '{how} of {files}')})")
+        if self.unstated:
+            taken = f", taken as {self.basis_asked} as asked" if self.basis_asked else ""
+            parts.append(f"not stated by {_names(self.unstated)}{taken}")
+        return "basis: " + "; ".join(parts)
+
+    def timezone_line(self) -> str:
+        """One line saying how each file's times were read as UTC."""
+        return f"times: UTC ({_grouped(self.timezones, '{files}: {how}')})"
+
+
+def _names(names: Sequence[str]) -> str:
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+
+def _grouped(how_by_file: dict[str, str], template: str) -> str:
+    """``{file: how}`` as ``template`` per answer, joined by "; " (files sharing one together)."""
+    files_by_how: dict[str, list[str]] = {}
+    for name, how in how_by_file.items():
+        files_by_how.setdefault(how, []).append(name)
+    return "; ".join(
+        template.format(how=how, files=_names(names)) for how, names in files_by_how.items()
+    )
 
 
 class TraceSource(IntensitySource):
@@ -106,6 +158,8 @@ class TraceSource(IntensitySource):
         self.kind = kind
         self.label = label
         self.on_gap: GapPolicy = on_gap
+        #: What the loader read and assumed (set by :func:`load_trace`; None when built in code).
+        self.provenance: TraceProvenance | None = None
 
     # -- shape -------------------------------------------------------------------------------
 
@@ -234,7 +288,7 @@ class TraceSource(IntensitySource):
             if self.estimated is not None:
                 cols = np.clip(((grid - self.start_s) // self.step_s).astype(np.intp), 0, None)
                 estimated = self.estimated[:, cols]
-        return TraceSource(
+        resampled = TraceSource(
             self._zones,
             self.start,
             step_s,
@@ -245,6 +299,8 @@ class TraceSource(IntensitySource):
             label=f"{self.label} resampled to {step_s} s",
             on_gap=self.on_gap,
         )
+        resampled.provenance = self.provenance
+        return resampled
 
     # -- IntensitySource ---------------------------------------------------------------------
 
@@ -340,7 +396,7 @@ class TraceSource(IntensitySource):
 def load_trace(
     paths: str | Path | Sequence[str | Path],
     *,
-    basis: Basis = Basis.LIFECYCLE,
+    basis: Basis | None = None,
     zones: Sequence[str] | None = None,
     on_gap: GapPolicy = "raise",
     step_s: int | None = STEP_S,
@@ -352,9 +408,12 @@ def load_trace(
     averaged onto it: each step's value is the mean of the values in it, and a step missing any
     of them is a gap (``step_s=None`` keeps the files' own steps). ``basis`` picks the LCA
     (default) or direct column where a file has both (an Electricity Maps export); a file whose
-    one intensity column states its basis is read as that basis; files stating different bases
-    are refused. What was assumed (basis not stated, times taken as UTC, rows without a value,
-    resampling) is recorded as the source's notes (:meth:`~IntensitySource.take_notes`).
+    one intensity column (or else its name, e.g. ``ci_2022_lca.csv``) states its basis is read as
+    that basis; files stating different bases are refused. A file stating neither is read as
+    ``basis`` and said to be unstated (its readings carry lifecycle when ``basis`` is None). What
+    was assumed (basis, times taken as UTC, calendar columns left out, rows without a value,
+    resampling) is recorded as the source's notes (:meth:`~IntensitySource.take_notes`) and in
+    :attr:`TraceSource.provenance`.
 
     Raises:
         DataError: a file is missing, malformed, has naive non-UTC times, values < 0 or
@@ -368,20 +427,30 @@ def load_trace(
         raise ConfigError(f"trace step must be positive, got {step_s} s")
     series: list[RawSeries] = []
     for item in items:
-        series.extend(read_trace_file(Path(item), basis=basis))
+        series.extend(read_trace_file(Path(item), basis=basis or Basis.LIFECYCLE))
     notes = list(dict.fromkeys(n for s in series for n in s.notes))
-    basis = _one_basis(series, basis, notes)
+    read_as = _one_basis(series, basis, notes)
     notes += [_missing_note(s) for s in series if s.missing]
     if step_s is not None:
         series = [_to_step(s, step_s, notes) for s in series]
-    trace = _assemble(series, items, basis=basis, zones=zones, on_gap=on_gap)
+    trace = _assemble(series, items, basis=read_as, zones=zones, on_gap=on_gap)
     for note in notes:
         trace.note(note)
+    trace.provenance = TraceProvenance(
+        files=tuple(dict.fromkeys(Path(p).name for p in items)),
+        basis=read_as,
+        basis_asked=basis,
+        stated_by={s.path.name: s.basis_from for s in series if s.basis is not None},
+        unstated=tuple(dict.fromkeys(s.path.name for s in series if s.basis is None)),
+        timezones={s.path.name: s.timezone for s in series},
+        notes=tuple(notes),
+    )
     return trace
 
 
-def _one_basis(series: list[RawSeries], asked: Basis, notes: list[str]) -> Basis:
-    """The basis of the loaded values: what the files state, else ``asked`` (said in a note).
+def _one_basis(series: list[RawSeries], asked: Basis | None, notes: list[str]) -> Basis:
+    """The basis of the loaded values: what the files state, else ``asked`` (said in a note),
+    else lifecycle as a placeholder (the note says the basis is not stated).
 
     Raises:
         DataError: files state different bases (their numbers differ by about a third).
@@ -393,13 +462,19 @@ def _one_basis(series: list[RawSeries], asked: Basis, notes: list[str]) -> Basis
             f"{by[Basis.DIRECT]} holds direct and {by[Basis.LIFECYCLE]} lifecycle intensities; "
             "they differ by about a third: load them separately"
         )
+    unsaid = list(dict.fromkeys(s.path.name for s in series if s.basis is None))
+    names = ", ".join(unsaid[:3]) + (" ..." if len(unsaid) > 3 else "")
     if stated:
         (basis,) = stated
-        if basis is not asked:
+        if asked is not None and basis is not asked:
             notes.append(f"the trace states {basis} intensities (not {asked}): read as {basis}")
+        if unsaid:
+            notes.append(f"{names} do(es) not say direct or lifecycle: taken as {basis}")
         return basis
-    unsaid = sorted({s.path.name for s in series})
-    notes.append(f"{', '.join(unsaid[:3])} do(es) not say direct or lifecycle: taken as {asked}")
+    if asked is None:
+        notes.append(f"{names} do(es) not say direct or lifecycle: basis not stated")
+        return Basis.LIFECYCLE
+    notes.append(f"{names} do(es) not say direct or lifecycle: taken as {asked}")
     return asked
 
 
@@ -435,7 +510,7 @@ def _to_step(s: RawSeries, step_s: int, notes: list[str]) -> RawSeries:
         f"{step_s / 60:g}-minute steps (mean of the {per_bin} values in each; a step missing "
         "any of them is a gap)"
     )
-    return RawSeries(s.path, s.zone, starts.astype(np.int64), values, estimated, s.basis)
+    return replace(s, times_s=starts.astype(np.int64), values=values, estimated=estimated)
 
 
 def _assemble(

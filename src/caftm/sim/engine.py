@@ -123,6 +123,8 @@ class SimRun:
         self.best: float | None = None
         self.checkpoint_ok: bool | None = None
         self.idle_power_w = gpu.idle_power_w * job.gpus
+        # without tuning the GPU (as a controller without an optimiser) only the default is known
+        self.curve = (gpu if tune_gpu else gpu.default_only()).curve(job.gpus)
 
     # -- what the observation needs ----------------------------------------------------------------
     @property
@@ -274,6 +276,7 @@ def simulate_job(
             best_setting=run.best,
             checkpoint_ok=run.checkpoint_ok,
             finished=run.done_s >= run.work_s,
+            gpu_curve=run.curve,
         )
         step = policy.decide(ctx, obs)
         if step.changed:
@@ -294,6 +297,7 @@ def simulate_job(
         if step.changed or step.actions:
             continue
         next_s = grid_start_s + (math.floor((now_s - grid_start_s) / tick_s) + 1) * tick_s
+        next_s = min(next_s, policy.next_decision_s(now_s))  # a planned stop within the step
         if next_s > traces.end_s:  # the trace ends before the job does
             result.finish_s = run.now_s
             return result

@@ -35,7 +35,7 @@ from caftm.errors import ConfigError
 from caftm.sim.engine import JobResult, simulate_job
 from caftm.sim.gpu_profile import GpuProfile
 from caftm.sim.job import MoveModel, SimJob
-from caftm.sim.optimum import solve
+from caftm.sim.optimum import slots_needed, solve
 from caftm.sim.policy_specs import PolicySpec
 from caftm.sim.site_traces import SiteTraces
 
@@ -123,11 +123,12 @@ class Evaluation:
         captured, saving, jct_up, jct_h, below = [], [], [], [], 0
         moves = pauses = days = 0.0
         carbon_total = energy_total = 0.0
-        for (scenario, hours), optimum in self.optimum_g.items():
+        for scenario, hours in self.starts_s:  # captured_pct is NaN where no optimum was solved
             if scenario not in names:
                 continue
             base_c, base_t, _ = self.arrays(scenario, hours, "carbon-agnostic")
             c, t, m = self.arrays(scenario, hours, policy)
+            optimum = self.optimum_g.get((scenario, hours), np.full_like(base_c, np.nan))
             gap = base_c - optimum
             with np.errstate(divide="ignore", invalid="ignore"):
                 captured.append(np.where(gap > 0, (base_c - c) / gap * 100.0, np.nan))
@@ -295,12 +296,12 @@ def evaluate(
         done = [row for group in groups for row in _run_group(group)]
     for s, j, p, rows in done:
         evaluation.results[(scenarios[s].name, shapes[j].gpu_hours, specs[p].name)] = rows
-    if optimum:
-        for s, scenario in enumerate(scenarios):
-            for j, shape in enumerate(shapes):
-                key = (scenario.name, shape.gpu_hours)
-                chosen = starts[(s, j)]
-                evaluation.starts_s[key] = np.array(chosen)
+    for s, scenario in enumerate(scenarios):
+        for j, shape in enumerate(shapes):
+            key = (scenario.name, shape.gpu_hours)
+            chosen = starts[(s, j)]
+            evaluation.starts_s[key] = np.array(chosen)
+            if optimum:
                 evaluation.optimum_g[key] = optimum_carbon(scenario, shape, chosen, gpu, move)
     _WORK.clear()
     evaluation.seconds = time.perf_counter() - started
@@ -323,7 +324,7 @@ def optimum_carbon(
     traces = scenario.traces
     work_s = shape.gpu_hours * HOUR_S / shape.gpus
     deadline_s = shape.deadline_factor * work_s
-    slots = math.floor(deadline_s / traces.step_s + 1e-9)
+    slots = slots_needed(deadline_s, traces.step_s)  # a partial last slot counts
     cols = []
     for t in starts:
         offset = (t - traces.start_s) / traces.step_s

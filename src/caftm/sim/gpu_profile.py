@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from caftm.control.planning import GpuCurve
 from caftm.errors import ConfigError
 from caftm.gpu.base import KnobKind
 from caftm.gpu.cost import CostWeights, step_cost_array
@@ -152,6 +153,16 @@ class GpuProfile:
             self.eta,
             self.ref_intensity_g_per_kwh,
             self.ref_power_w,
+        )
+
+    def curve(self, gpus: int = 1) -> GpuCurve:
+        """The planner's view of this GPU for a job on ``gpus`` devices (powers summed)."""
+        speed = self.step_time_s[0] / self.step_time_s
+        return GpuCurve(
+            tuple(float(s) for s in self.settings),
+            tuple(float(v) for v in speed),
+            tuple(float(p) * gpus for p in self.power_w),
+            self.idle_power_w * gpus,
         )
 
     def energy_per_work(self) -> FloatArray:

@@ -1,10 +1,14 @@
 """PNG plots of a simulation: carbon per policy, one job's site/state timeline, and each site's
 intensity with the job's path drawn on it. Every title says SIMULATED (and SYNTHETIC when the
-trace is generated, ORACLE for policies that see the future). Uses matplotlib's Agg backend."""
+trace is generated, ORACLE for policies that see the future); every figure's footer (and its PNG
+``Description`` text) holds the notes: the basis, how times were read as UTC, what the loader
+and the simulator assumed (:meth:`~caftm.sim.site_traces.SiteTraces.assumptions` by default).
+Uses matplotlib's Agg backend."""
 
 from __future__ import annotations
 
 import logging
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,9 +33,17 @@ def _pyplot() -> Any:
     return plt
 
 
-def _save(fig: Any, path: Path) -> Path:
+def _save(fig: Any, path: Path, notes: Sequence[str]) -> Path:
+    """Lay ``fig`` out with ``notes`` as a footer and write it, the notes also as PNG text."""
+    width_in, height_in = fig.get_size_inches()
+    lines = [part for note in notes for part in textwrap.wrap(note, int(width_in * 19)) or [""]]
+    footer_in = 0.11 * len(lines) + 0.08 if lines else 0.0
+    fig.set_size_inches(width_in, height_in + footer_in)
+    fig.tight_layout(rect=(0.0, footer_in / (height_in + footer_in), 1.0, 1.0))
+    if lines:
+        fig.text(0.005, 0.005, "\n".join(lines), fontsize=6.5, color="#444", va="bottom")
     try:
-        fig.savefig(path, format="png")
+        fig.savefig(path, format="png", metadata={"Description": "\n".join(notes)})
     except OSError as e:
         raise ConfigError(f"cannot write plot {path}: {e.strerror or e}") from e
     return path
@@ -46,7 +58,12 @@ def _hours(times_s: Any, origin_s: float) -> Any:
 
 
 def plot_carbon(
-    totals_kg: dict[str, float], path: Path, *, traces: SiteTraces, oracle: Sequence[str] = ()
+    totals_kg: dict[str, float],
+    path: Path,
+    *,
+    traces: SiteTraces,
+    oracle: Sequence[str] = (),
+    notes: Sequence[str] | None = None,
 ) -> Path:
     """Bar chart of total carbon (kg) per policy (and the optimum) into ``path``."""
     plt = _pyplot()
@@ -57,16 +74,21 @@ def plot_carbon(
         ax.bar(range(len(names)), [totals_kg[n] for n in names], color=colors)
         labels = [f"{n}\n(ORACLE)" if n in oracle else n for n in names]
         ax.set_xticks(range(len(names)), labels, rotation=30, ha="right", fontsize=8)
-        ax.set_ylabel("carbon, kgCO2eq (all jobs)")
+        ax.set_ylabel(f"carbon, kgCO2eq (all jobs; {traces.basis_label})")
         ax.set_title(f"Carbon per policy — {_tag(traces)}", fontsize=10)
         ax.grid(axis="y", alpha=0.3)
-        fig.tight_layout()
-        return _save(fig, path)
+        return _save(fig, path, traces.assumptions() if notes is None else notes)
     finally:
         plt.close(fig)
 
 
-def plot_timeline(results: Sequence[JobResult], path: Path, *, traces: SiteTraces) -> Path:
+def plot_timeline(
+    results: Sequence[JobResult],
+    path: Path,
+    *,
+    traces: SiteTraces,
+    notes: Sequence[str] | None = None,
+) -> Path:
     """One row per policy: where the job was (colour = site) and what it did (training solid,
     paused pale, moving faint) over its hours."""
     if not results:
@@ -95,13 +117,14 @@ def plot_timeline(results: Sequence[JobResult], path: Path, *, traces: SiteTrace
         ax.set_title(
             f"One {job.gpu_hours:g} GPU-h job from {job.start_site} — {_tag(traces)}", fontsize=10
         )
-        fig.tight_layout()
-        return _save(fig, path)
+        return _save(fig, path, traces.assumptions() if notes is None else notes)
     finally:
         plt.close(fig)
 
 
-def plot_path(result: JobResult, path: Path, *, traces: SiteTraces) -> Path:
+def plot_path(
+    result: JobResult, path: Path, *, traces: SiteTraces, notes: Sequence[str] | None = None
+) -> Path:
     """Each site's intensity over the job's window, with the job's path (the site it drew power
     at) drawn over it."""
     plt = _pyplot()
@@ -133,13 +156,12 @@ def plot_path(result: JobResult, path: Path, *, traces: SiteTraces) -> Path:
                 linewidth=3.0,
             )
         ax.set_xlabel("hours since the job started (black: the job's path)")
-        ax.set_ylabel("gCO2eq/kWh")
+        ax.set_ylabel(f"gCO2eq/kWh ({traces.basis_label})")
         ax.legend(fontsize=7, ncol=min(6, len(traces.sites)))
         ax.grid(alpha=0.3)
         ax.set_title(
             f"Intensity per site and the path of {result.policy} — {_tag(traces)}", fontsize=10
         )
-        fig.tight_layout()
-        return _save(fig, path)
+        return _save(fig, path, traces.assumptions() if notes is None else notes)
     finally:
         plt.close(fig)

@@ -4,6 +4,10 @@ threshold and forecast it runs with.
 ================================  =========================================================
 name                              what
 ================================  =========================================================
+``planner`` (the default)        plans site, waits and GPU setting to the deadline over our
+                                  forecast, re-planned hourly (the optimum's solver)
+``planner-oracle``                the same with a perfect forecast (ORACLE)
+``planner-flat``                  the same with no forecast (current values held)
 ``carbon-agnostic``               stays at the start site, GPU at its default clock
 ``gpu-only``                      stays, never pauses; the GPU setting tuned to the intensity
 ``seed-caftm``                    the seed's rule: absolute θ (400 g/kWh), then the site
@@ -27,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from caftm.control.migration import Plan, PlanKind
+from caftm.control.planner import Planner
 from caftm.control.policies import (
     CAFTM,
     CarbonAgnostic,
@@ -70,12 +75,17 @@ class PolicySpec:
         return self.forecast == "oracle"
 
 
-_DEFAULT = ThresholdSpec()  # the shipped default: absolute, 400 g/kWh, 10 % hysteresis
+_DEFAULT = ThresholdSpec()  # the seed's: absolute, 400 g/kWh, 10 % hysteresis
 _AUTO = ThresholdSpec(ThresholdMode.AUTO)
+#: the planner reads no θ; a relative band (a percentile of the forecast) keeps it scale-free
+_RELATIVE = ThresholdSpec(ThresholdMode.RELATIVE)
 
 SPECS: dict[str, PolicySpec] = {
     s.name: s
     for s in (
+        PolicySpec("planner", Planner, _RELATIVE, "ours"),
+        PolicySpec("planner-oracle", Planner, _RELATIVE, "oracle"),
+        PolicySpec("planner-flat", Planner, _RELATIVE, "none"),
         PolicySpec("carbon-agnostic", CarbonAgnostic, _DEFAULT),
         PolicySpec("gpu-only", GpuOnly, _DEFAULT),
         PolicySpec("seed-caftm", CAFTM, _DEFAULT),
@@ -90,6 +100,9 @@ SPECS: dict[str, PolicySpec] = {
 
 #: The optimum's name in tables and results.
 OPTIMUM = "optimum"
+
+#: The policy a job with no ``policy:`` section gets (``default`` in ``caftm simulate --policies``).
+DEFAULT_POLICY = "planner"
 
 
 def get_specs(names: list[str] | None) -> list[PolicySpec]:

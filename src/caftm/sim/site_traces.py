@@ -12,7 +12,9 @@ forecasts in one of three ways:
 
 Forecasts are computed only when a policy reads them (:class:`LazyForecast`: a policy that never
 reaches its Migration plan never pays for one) and memoised per (zone, hour), so every job and
-policy replaying the same trace shares them. :class:`TraceView` is the
+policy replaying the same trace shares them. :meth:`SiteTraces.assumptions` lists, one line each,
+what every output of a simulation must state: the basis, how times were read as UTC, the loader's
+notes and the span trimmed to where every site has data. :class:`TraceView` is the
 :class:`~caftm.control.observe.SignalView` of one simulated run.
 """
 
@@ -72,13 +74,19 @@ class SiteTraces:
         rows = [trace.zone_index(z) for z in self.zones]
         values = trace.values[rows]
         complete = np.flatnonzero(np.all(np.isfinite(values), axis=0))
+        self.step_s = float(trace.step_s)
         if complete.size == 0:
-            raise ConfigError(f"{trace.label}: no hour where every site {self.sites} has a value")
+            raise ConfigError(
+                f"{trace.label}: no hour where every site has a value ({self._spans(values)})"
+            )
         first, last = int(complete[0]), int(complete[-1])  # the span where every site has data
         self.values: FloatArray = np.ascontiguousarray(values[:, first : last + 1])
         self.start_s = float(trace.start_s + first * trace.step_s)
-        self.step_s = float(trace.step_s)
         self.n_steps = last - first + 1
+        #: What the simulator changed in the trace (the span trimmed to where every site has data).
+        self.notes: list[str] = []
+        if first > 0 or last < trace.n_steps - 1:
+            self.notes.append(self._trimmed_note(values, first, last))
         for site, zone, row in zip(self.sites, self.zones, self.values, strict=True):
             gaps = np.flatnonzero(np.isnan(row))
             if gaps.size:
@@ -94,6 +102,52 @@ class SiteTraces:
         self._outlooks: dict[tuple[str, int], tuple[SiteOutlook, ...]] = {}
         self._readings: dict[int, dict[str, float]] = {}
         self._per_day = int(86_400 // self.step_s)
+
+    def _span(self, first: int, end: int) -> str:
+        """Trace columns ``first`` to ``end`` (exclusive) as ``[start, end)`` in UTC."""
+
+        def when(col: int) -> str:
+            moment = datetime.fromtimestamp(self.trace.start_s + col * self.trace.step_s, UTC)
+            return moment.strftime("%Y-%m-%dT%H:%MZ")
+
+        return f"[{when(first)}, {when(end)})"
+
+    def _spans(self, values: FloatArray, first: int = -1, last: int = -1) -> str:
+        """Each site's span with data (only those reaching outside ``first..last``, when given)."""
+        out = []
+        for site, row in zip(self.sites, values, strict=True):
+            have = np.flatnonzero(np.isfinite(row))
+            if not have.size:
+                out.append(f"{site} has no value")
+            elif first < 0 or have[0] < first or have[-1] > last:
+                out.append(f"{site} has {self._span(int(have[0]), int(have[-1]) + 1)}")
+        return "; ".join(out)
+
+    def _trimmed_note(self, values: FloatArray, first: int, last: int) -> str:
+        """The note saying which sites' data the common span cut, and where."""
+        cut = self._spans(values, first, last)
+        span = self._span(first, last + 1)
+        return f"sites trimmed to their common span {span}" + (f": {cut}" if cut else "")
+
+    def assumptions(self) -> list[str]:
+        """What every output of a simulation states: the basis, how the times were read as UTC,
+        the loader's notes and what the simulator trimmed (one line each)."""
+        provenance = self.trace.provenance
+        if provenance is None:
+            made = "generated" if self.synthetic else "built in code"
+            lines = [f"basis: {self.trace.basis} ({made})", f"times: UTC ({made})"]
+            return lines + self.notes
+        lines = [provenance.basis_line(), provenance.timezone_line()]
+        return lines + [n for n in provenance.notes if n not in lines] + self.notes
+
+    @property
+    def basis_label(self) -> str:
+        """``lifecycle``, ``direct``, or ``basis not stated`` (files that say neither, and no
+        basis asked for); for axis labels."""
+        provenance = self.trace.provenance
+        if provenance is not None and not provenance.stated_by and provenance.basis_asked is None:
+            return "basis not stated"
+        return str(self.trace.basis)
 
     @property
     def synthetic(self) -> bool:
