@@ -2,8 +2,10 @@
 CarbonAwareTraining; it writes wall-clock marks the benchmark reads:
 
 * ``save-<step>``: when a checkpoint of that step starts being written (the source's suspend);
+* ``saved-<step>``: when it is complete;
 * ``first-step``: when the first step after a restore ends (the destination's first step);
-* ``leg-first-step-<start step>``: when a leg's first step ends (restored or not).
+* ``leg-first-step-<start step>``: when a leg's first step ends (restored or not);
+* ``built-<pid>``: when a worker has its model built (a standby then waits for its go).
 
     python _migration_worker.py --config JOB.yaml --mb 1024 --marks DIR
 """
@@ -11,6 +13,7 @@ CarbonAwareTraining; it writes wall-clock marks the benchmark reads:
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -45,12 +48,14 @@ def main() -> int:
     args = parser.parse_args()
     config = ControllerConfig.from_yaml(args.config)
     model = Blob(int(args.mb * 1e6))
+    (args.marks / f"built-{os.getpid()}").write_text(repr(time.time()))  # ready to restore
     with CarbonAwareTraining(config, model=model) as caftm:
         save = caftm.save
 
         def marked_save() -> None:
             (args.marks / f"save-{caftm.steps_done}").write_text(repr(time.time()))
             save()
+            (args.marks / f"saved-{caftm.steps_done}").write_text(repr(time.time()))
 
         caftm.save = marked_save  # type: ignore[method-assign]
         resumed = caftm.start_step > 0

@@ -1,29 +1,43 @@
-"""Migration benchmark: a whole move on the local executor against a raw copy of its bytes.
+"""Migration benchmark: the downtime of a move on the local executor against a raw copy.
 
 A job holding S bytes of parameters starts at a dirty site (KR) beside a clean one (FR) on a
-SYNTHETIC trace and the SIMULATED GPU; the controller suspends and moves it. Timed, wall clock:
+SYNTHETIC trace and the SIMULATED GPU; the controller suspends and moves it, with the shipped
+defaults (``direct_moves``: the worker writes its last checkpoint straight into FR's store;
+``standby_workers``: FR's worker starts while that checkpoint is written and waits for the go).
+Timed, wall clock:
 
-* ``migration_s``: from the source worker starting its checkpoint to the destination worker
-  finishing its first step: checkpoint (write + fsync + sha256), the worker's exit, the
-  supervisor's transfer (copy, read-back sha256 at the destination, fsync), the new worker's
-  start (Python + torch import), restore (read + verify) and one step;
-* ``raw_copy_s``: ``shutil.copyfile`` of a file of the same S bytes + fsync, on the same disk,
-  in the same run (the least any move of those bytes costs);
-* ``overhead_ratio_<size>`` = migration_s / raw_copy_s (medians of ``ROUNDS``), and the parts
-  (``checkpoint_s``, ``transfer_s``, ``restart_s``) that explain it.
+* ``downtime_s_<size>``: from the source worker's last step (its checkpoint starts) to the
+  destination worker's first step after its restore: checkpoint (write + fsync, sha256 of each
+  block while it is written), the worker's exit, the supervisor's check and go, the restore
+  (one read, verified) and one step. The destination's interpreter, imports and model
+  construction overlap the checkpoint;
+* ``raw_copy_s_<size>``: ``shutil.copyfile`` of a file of the same S bytes + fsync, on the same
+  disk, in the same run (the least any move of those bytes costs);
+* ``downtime_ratio_<size>`` = downtime / raw copy (medians of ``ROUNDS``), and the parts
+  (``checkpoint_s``: last step → the source leg's end, of which ``checkpoint_write_s`` the
+  checkpoint's write, the rest the worker's exit; ``restart_s``: the destination leg's
+  recorded start, i.e. its go → its first step; ``standby_ready_before_go_s``: how long the
+  destination's worker had its model built before its go — negative when it was still
+  starting, so the go waited for it);
+* ``transfer_s_1GB`` and ``transfer_ratio_1GB``: ``transfer_latest`` of the 1 GB checkpoint
+  between two local stores (the supervisor's copy when a worker cannot write into the
+  destination: read, sha256 and write in one pass, fsync) over a raw copy of the same bytes.
 
 On the ``ray`` executor (where Ray is installed; run it in a network namespace with only ``lo``:
 ``bash .ci/isolated python bench/run.py migration``; with ``CAFTM_BENCH_ONLY_RAY=1`` only these are
 measured, the local figures on file kept), a local cluster of two nodes, sites KR (head)
 and FR (worker), is started and stopped by the benchmark:
 
-* ``ray_leg_start_s``: a leg's submission (the supervisor records it, then submits the Ray job) to
-  its first training step on the FR node (Ray scheduling, the worker's start, one step), median of
-  ``RAY_LEG_ROUNDS``;
-* ``ray_overhead_ratio_1GB``: the whole 1 GB migration above, KR → FR on Ray, over a raw copy of
-  the same bytes (medians of ``ROUNDS``), with its parts as for the local executor.
+* ``ray_downtime_s_1GB`` and ``ray_downtime_ratio_1GB``: the 1 GB move above, KR → FR on Ray;
+* ``ray_leg_start_s``: in those moves, the FR leg's recorded start (the supervisor's go to its
+  standby worker, which Ray started during the checkpoint) to its first step (median);
+* ``ray_leg_cold_start_s``: a one-site job's first leg, submission to first step (Ray
+  scheduling, the worker's start, one step; nothing to overlap it with), median of
+  ``RAY_LEG_ROUNDS``.
 
-Everything runs under the system temp directory and is deleted afterwards.
+The machine's 1-minute load average is recorded at the start and the end (these are wall-clock
+figures; on a shared machine they vary with the load). Everything runs under the system temp
+directory and is deleted afterwards.
 """
 
 from __future__ import annotations
@@ -106,20 +120,25 @@ def _migrate_once(mb: float, job: dict[str, Any] | None = None) -> dict[str, flo
         marks = tmp / "marks"
         saves = sorted(marks.glob("save-*"), key=lambda p: int(p.name.split("-")[1]))
         save_start = float(saves[0].read_text())
+        saved = float((marks / saves[0].name.replace("save-", "saved-")).read_text())
         first_step = float((marks / "first-step").read_text())
         with Ledger(spec.ledger_path) as ledger:
             book = JobBook(ledger)
             transfer = next(t for t in book.transfers("bench") if t.status == "done")
             legs = book.legs("bench")
-        assert transfer.seconds is not None and legs[0].ended_at is not None
-        transfer_s = transfer.seconds
-        moved_bytes = transfer.bytes or 0
+        assert legs[0].ended_at is not None
+        go = legs[1].started_at.timestamp()
+        built = max(float(p.read_text()) for p in marks.glob("built-*"))  # the destination's
         return {
-            "migration_s": first_step - save_start,
-            "transfer_s": transfer_s,
+            "standby_ready_before_go_s": go - built,
+            "downtime_s": first_step - save_start,
             "checkpoint_s": legs[0].ended_at.timestamp() - save_start,
+            "checkpoint_write_s": saved - save_start,
             "restart_s": first_step - legs[1].started_at.timestamp(),
-            "bytes": float(moved_bytes),
+            "supervisor_transfer_s": transfer.seconds or 0.0,
+            "direct": float(transfer.message == "written by the worker"),
+            "standby": float((tmp / "work" / "bench" / "leg-0002" / "standby.json").exists()),
+            "bytes": float(transfer.bytes or 0),
         }
 
 
@@ -139,6 +158,23 @@ def _raw_copy_s(size_bytes: int) -> float:
         return time.perf_counter() - started
 
 
+def _transfer_once(mb: float) -> tuple[float, float, int]:
+    """(transfer_latest of a real checkpoint of ``mb`` MB, raw copy of its bytes, its bytes)."""
+    sys.path.insert(0, str(HERE))
+    from _migration_worker import Blob
+    from caftm.checkpoint import CheckpointStore, TrainingState, transfer_latest
+
+    with tempfile.TemporaryDirectory(prefix="caftm-bench-transfer-") as folder:
+        src, dst = Path(folder) / "KR", Path(folder) / "FR"
+        with CheckpointStore(str(src)) as store:
+            info = store.save(TrainingState(model=Blob(int(mb * 1e6)), rng=False), step=1)
+        started = time.perf_counter()
+        result = transfer_latest(str(src), str(dst))
+        seconds = time.perf_counter() - started
+        assert result is not None and result.step == 1
+    return seconds, _raw_copy_s(info.size_bytes), info.size_bytes
+
+
 Result = dict[str, float | int | str | bool]
 
 
@@ -150,12 +186,28 @@ def _measure(result: Result, label: str, mb: float, *, prefix: str = "",
         copies.append(_raw_copy_s(int(moves[-1]["bytes"])))
     median = {k: statistics.median(m[k] for m in moves) for k in moves[0]}
     raw = statistics.median(copies)
-    result[f"{prefix}overhead_ratio_{label}"] = round(median["migration_s"] / raw, 3)
-    result[f"{prefix}migration_s_{label}"] = round(median["migration_s"], 3)
+    result[f"{prefix}downtime_ratio_{label}"] = round(median["downtime_s"] / raw, 3)
+    result[f"{prefix}downtime_s_{label}"] = round(median["downtime_s"], 3)
+    result[f"{prefix}downtime_s_max_{label}"] = round(max(m["downtime_s"] for m in moves), 3)
     result[f"{prefix}raw_copy_s_{label}"] = round(raw, 3)
-    for part in ("checkpoint_s", "transfer_s", "restart_s"):
+    parts = ("checkpoint_s", "checkpoint_write_s", "restart_s", "supervisor_transfer_s",
+             "standby_ready_before_go_s")  # fmt: skip
+    for part in parts:
         result[f"{prefix}{part}_{label}"] = round(median[part], 3)
     result[f"{prefix}bytes_{label}"] = int(median["bytes"])
+    result[f"{prefix}direct_writes_{label}"] = int(sum(m["direct"] for m in moves))
+    result[f"{prefix}standby_starts_{label}"] = int(sum(m["standby"] for m in moves))
+    if prefix == "ray_":
+        result["ray_leg_start_s"] = round(median["restart_s"], 3)
+
+
+def _measure_transfer(result: Result) -> None:
+    runs = [_transfer_once(SIZES_MB["1GB"]) for _ in range(ROUNDS)]
+    transfer = statistics.median(r[0] for r in runs)
+    raw = statistics.median(r[1] for r in runs)
+    result["transfer_s_1GB"] = round(transfer, 3)
+    result["transfer_raw_copy_s_1GB"] = round(raw, 3)
+    result["transfer_ratio_1GB"] = round(transfer / raw, 3)
 
 
 def _ray_leg_start_once(job: dict[str, Any]) -> float:
@@ -194,8 +246,8 @@ def _ray(result: Result) -> None:
         job = {"executor": "ray", "ray": {"address": cluster.address}}
         _ray_leg_start_once(job)  # the first leg on a fresh node also sets up Ray's worker pool
         starts = [_ray_leg_start_once(job) for _ in range(RAY_LEG_ROUNDS)]
-        result["ray_leg_start_s"] = round(statistics.median(starts), 3)
-        result["ray_leg_start_s_max"] = round(max(starts), 3)
+        result["ray_leg_cold_start_s"] = round(statistics.median(starts), 3)
+        result["ray_leg_cold_start_s_max"] = round(max(starts), 3)
         result["ray_leg_rounds"] = RAY_LEG_ROUNDS
         _measure(result, "1GB", SIZES_MB["1GB"], prefix="ray_", job=job)
     finally:
@@ -212,7 +264,13 @@ def run() -> Result:
         kept = json.loads(on_file.read_text()) if on_file.exists() else {}
         result.update({k: v for k, v in kept.items() if not k.startswith("ray_")})
     else:
+        # CAFTM_BENCH_SIZES=1GB: measure only these sizes
+        wanted = os.environ.get("CAFTM_BENCH_SIZES", ",".join(SIZES_MB)).split(",")
         for label, mb in SIZES_MB.items():
-            _measure(result, label, mb)
+            if label in wanted:
+                _measure(result, label, mb)
+        _measure_transfer(result)
     _ray(result)
+    result["load_average_at_end"] = round(os.getloadavg()[0], 2)
+    result["cpu_count"] = os.cpu_count() or 0
     return result

@@ -1,16 +1,16 @@
 """The two ends of a checkpoint transfer: source readers and destination writers ("sinks").
 
-A local sink writes a temp file, reads each appended range back in a reader thread and hashes
-it in the checksum pool while the copy goes on, starts the disk writeback in the background,
-and renames the file into place after an fsync. An fsspec sink writes one object, which appears
-whole when it closes; on failure the upload is aborted (or the partial object removed).
+A local sink writes a temp file, starts the disk writeback in the background, and renames the
+file into place after an fsync (the copier hashes each piece as it passes: one pass). An fsspec
+sink writes one object, which appears whole when it closes; on failure the upload is aborted
+(or the partial object removed).
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
+import mmap
 import os
 import re
 import uuid
@@ -19,7 +19,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import BinaryIO
 
 from caftm.checkpoint._backend import Backend, FsspecBackend, LocalBackend
-from caftm.checkpoint.checksum import TreeHasher
 from caftm.errors import CheckpointError, ExecutorError
 
 __all__ = [
@@ -53,10 +52,12 @@ class SourceDamaged(Exception):
 
 
 class FdReader:
-    """A local source file read with the OS (kernel copy possible)."""
+    """A local source file, read through a memory map: its pieces are hashed and written
+    straight from the page cache (no copy into a buffer first)."""
 
     def __init__(self, path: str) -> None:
         self._file = open(path, "rb", buffering=0)  # noqa: SIM115 - closed by close()
+        self._map: mmap.mmap | None = None
 
     def fileno(self) -> int:
         return self._file.fileno()
@@ -64,7 +65,23 @@ class FdReader:
     def read(self, n: int) -> bytes:
         return self._file.read(n) or b""
 
+    def readinto(self, buffer: memoryview) -> int:
+        return self._file.readinto(buffer) or 0
+
+    def pieces(self, size: int, chunk_bytes: int) -> Iterator[memoryview]:
+        """The first ``size`` bytes (fewer when the file is shorter) in ``chunk_bytes`` views."""
+        if size <= 0:
+            return
+        self._map = mmap.mmap(self.fileno(), 0, access=mmap.ACCESS_READ)
+        self._map.madvise(mmap.MADV_SEQUENTIAL)
+        view = memoryview(self._map)[:size]
+        for start in range(0, view.nbytes, chunk_bytes):
+            yield view[start : start + chunk_bytes]
+
     def close(self) -> None:
+        if self._map is not None:
+            with contextlib.suppress(BufferError):  # views still held: unmapped when freed
+                self._map.close()
         self._file.close()
 
 
@@ -94,70 +111,35 @@ def open_source(src: Backend, path: str) -> Iterator[FdReader | BinaryIO]:
 class LocalSink:
     """A local file written under a temp name, fsynced, then renamed into place.
 
-    Each appended range is read back from the file by a reader thread and hashed in the
-    checksum pool, pipelined with the copy; the file is written back to disk in the background
-    every :data:`_FLUSH_EVERY_BYTES`, so the final fsync has little left to wait for.
+    The file is written back to disk in the background every :data:`_FLUSH_EVERY_BYTES`, so
+    the final fsync has little left to wait for. The copier hashes the pieces it writes.
     """
 
     def __init__(self, path: str) -> None:
         self.path = path
         self.temp = f"{path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self._file = open(self.temp, "xb+", buffering=0)  # noqa: SIM115 - closed by commit/abort
-        self._hasher = TreeHasher(max_pending_blocks=2)
-        self._appended = 0
+        self._file = open(self.temp, "xb", buffering=0)  # noqa: SIM115 - closed by commit/abort
         self._unflushed = 0
-        self._reader = ThreadPoolExecutor(1, thread_name_prefix="caftm-transfer-readback")
         self._flusher = ThreadPoolExecutor(1, thread_name_prefix="caftm-transfer-sync")
-        self._reads: list[Future[None]] = []
         self._flushing: Future[None] | None = None
 
-    def fileno(self) -> int:
-        return self._file.fileno()
-
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         view = memoryview(data)
+        size = view.nbytes
         while view.nbytes:
             view = view[self._file.write(view) or 0 :]
-        self.appended(len(data))
-
-    def appended(self, n: int) -> None:
-        """Queue the read-back of the ``n`` bytes just added at the end of the file."""
-        pending = []
-        for read in self._reads:
-            if read.done():
-                read.result()  # raises what the reader met
-            else:
-                pending.append(read)
-        self._reads = pending
-        self._reads.append(self._reader.submit(self._read_back, self._appended, n))
-        self._appended += n
-        self._unflushed += n
+        self._unflushed += size
         if self._unflushed >= _FLUSH_EVERY_BYTES and (
             self._flushing is None or self._flushing.done()
         ):
+            if self._flushing is not None:
+                self._flushing.result()  # raises what the last writeback met
             self._flushing = self._flusher.submit(os.fdatasync, self._file.fileno())
             self._unflushed = 0
 
-    def _read_back(self, offset: int, n: int) -> None:
-        while n > 0:
-            data = os.pread(self._file.fileno(), n, offset)
-            if not data:
-                raise OSError(errno.EIO, f"{n} bytes just written are missing")
-            self._hasher.update(data)
-            offset += len(data)
-            n -= len(data)
-
-    def sha256(self) -> str:
-        """The checksum of what was read back (waits for the reader and the hashing pool)."""
-        return self._hasher.hexdigest()
-
     def _settle(self) -> None:
-        """Wait for the reader and flusher threads; raise the first error either met."""
-        self._reader.shutdown(wait=True)
+        """Wait for the background writeback; raise what it met."""
         self._flusher.shutdown(wait=True)
-        reads, self._reads = self._reads, []
-        for read in reads:
-            read.result()
         if self._flushing is not None:
             flushing, self._flushing = self._flushing, None
             flushing.result()
@@ -185,7 +167,7 @@ class FsspecSink:
         self.path = path
         self._file = self.fs.open(path, "wb")
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         self._file.write(data)
 
     def commit(self) -> None:

@@ -7,7 +7,6 @@ manifests, streams and verifies each other data file, then writes the manifests 
 from __future__ import annotations
 
 import contextlib
-import errno
 import functools
 import os
 import time
@@ -27,13 +26,47 @@ from caftm.checkpoint._transfer_files import (
     open_source,
     remove_stale_temps,
 )
+from caftm.checkpoint.checksum import BLOCK_BYTES, TreeHasher
 from caftm.checkpoint.manifest import MANIFEST_NAME, FileEntry, Manifest
 from caftm.errors import CheckpointError
 
 __all__ = ["Copied", "Part", "StepCopier"]
 
 _T = TypeVar("_T")
-_NO_KERNEL_COPY = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF}
+#: blocks of the checksum still hashing while the copy reads on (bounds the buffers in use)
+_PENDING_BLOCKS = 2
+
+
+def _buffered_pieces(reader: object, size: int, chunk_bytes: int) -> Iterator[memoryview]:
+    """The first ``size`` bytes of ``reader`` (fewer at its end), read into reused buffers.
+
+    A buffer comes round again only after its block was hashed: the hasher waits so that at
+    most :data:`_PENDING_BLOCKS` blocks are pending, and the ring holds one more block's worth.
+    """
+    per_block = -(-BLOCK_BYTES // chunk_bytes)
+    ring: list[bytearray] = []
+    count = (_PENDING_BLOCKS + 1) * per_block + 1
+    left, index = size, 0
+    while left > 0:
+        if len(ring) < count:
+            ring.append(bytearray(chunk_bytes))
+        view = memoryview(ring[index % count])[: min(chunk_bytes, left)]
+        index += 1
+        got = _read_into(reader, view)
+        if not got:
+            return
+        left -= got
+        yield view[:got]
+
+
+def _read_into(reader: object, view: memoryview) -> int:
+    """Read up to ``len(view)`` bytes into ``view``; returns how many (0: end of file)."""
+    readinto = getattr(reader, "readinto", None)
+    if readinto is not None:
+        return int(readinto(view) or 0)
+    data = reader.read(view.nbytes)  # type: ignore[attr-defined]
+    view[: len(data)] = data
+    return len(data)
 
 
 @dataclass(frozen=True)
@@ -199,42 +232,28 @@ class StepCopier:
     ) -> str | None:
         """Copy one file piece by piece; a reader never sees it partial under its final name.
 
-        Returns the sha256 (tree) of the file as read back from a local destination while it
-        was written, or None for other destinations (read back after they close).
+        Returns the sha256 (tree) of the bytes written to a local destination, hashed from each
+        piece as it passes (one pass: no read-back); None for other destinations (they are
+        read back after they close: an object store is not trusted to keep what it was sent).
         """
         with open_source(src, src_path) as reader, self._sink(dst, dst_path) as sink:
+            hasher = None
+            if isinstance(sink, LocalSink):
+                hasher = TreeHasher(max_pending_blocks=_PENDING_BLOCKS)
+            if isinstance(reader, FdReader):
+                pieces = reader.pieces(size, self.chunk_bytes)
+            else:
+                pieces = _buffered_pieces(reader, size, self.chunk_bytes)
             left = size
-            if isinstance(sink, LocalSink) and isinstance(reader, FdReader):
-                left = self._kernel_copy(reader, sink, dst_path, size)
-            while left > 0:
-                piece = reader.read(min(self.chunk_bytes, left))
-                if not piece:
-                    raise SourceDamaged(f"{src.url(src_path)} ended {left} bytes early")
+            for piece in pieces:
+                if hasher is not None:
+                    hasher.update(piece)
                 self._dst("write", dst_path, dst, functools.partial(sink.write, piece))
-                left -= len(piece)
-                self._advance(len(piece), copied=True)
-        return sink.sha256() if isinstance(sink, LocalSink) else None
-
-    def _kernel_copy(self, reader: FdReader, sink: LocalSink, path: str, size: int) -> int:
-        """Copy local to local in the kernel (``copy_file_range``); returns bytes left."""
-        left = size
-        while left > 0:
-            try:
-                n = os.copy_file_range(reader.fileno(), sink.fileno(), min(self.chunk_bytes, left))
-                if n:
-                    sink.appended(n)
-            except OSError as e:
-                if e.errno in _NO_KERNEL_COPY and left == size:
-                    return left  # not supported between these filesystems: copy by reading
-                raise TransferError(
-                    f"cannot move step {self.step} to {self.dst_url}: cannot write "
-                    f"{path}: {cause(e)}"
-                ) from e
-            if n == 0:
-                break
-            left -= n
-            self._advance(n, copied=True)
-        return left
+                left -= piece.nbytes
+                self._advance(piece.nbytes, copied=True)
+            if left:
+                raise SourceDamaged(f"{src.url(src_path)} ended {left} bytes early")
+            return None if hasher is None else hasher.hexdigest()
 
     @contextlib.contextmanager
     def _sink(self, dst: Backend, path: str) -> Iterator[Sink]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import struct
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -321,6 +322,46 @@ def _byte_view(tensor: torch.Tensor) -> memoryview:
         return memoryview(b"")
     flat = tensor.reshape(-1).view(torch.uint8)
     return memoryview(flat.numpy()).cast("B")  # type: ignore[arg-type]
+
+
+_DTYPES_BY_SAFETENSORS_NAME = {code: dtype for dtype, code in _SAFETENSORS_DTYPES.items()}
+
+
+def load_tensor_view(view: memoryview, *, name: str) -> dict[str, torch.Tensor]:
+    """Parse a safetensors file mapped into memory (and verified): each tensor is copied out
+    once, straight from ``view`` (which the caller may unmap afterwards).
+
+    ``view`` must be writable (e.g. a private ``mmap.ACCESS_COPY`` mapping); nothing is written.
+
+    Raises:
+        CheckpointError: The bytes are not a valid safetensors file; ``name`` says which.
+    """
+    try:
+        (header_len,) = struct.unpack_from("<Q", view, 0)
+        if header_len > view.nbytes - 8:
+            raise ValueError(f"header of {header_len} bytes in a file of {view.nbytes}")
+        header = json.loads(bytes(view[8 : 8 + header_len]))
+        if not isinstance(header, dict):
+            raise ValueError("the header is not an object")
+        start, size = 8 + header_len, view.nbytes - 8 - header_len
+        tensors: dict[str, torch.Tensor] = {}
+        for key, info in header.items():
+            if key == "__metadata__":
+                continue
+            dtype = _DTYPES_BY_SAFETENSORS_NAME[info["dtype"]]
+            shape = [int(n) for n in info["shape"]]
+            begin, end = (int(n) for n in info["data_offsets"])
+            itemsize = torch.empty((), dtype=dtype).element_size()
+            if not 0 <= begin <= end <= size or end - begin != math.prod(shape) * itemsize:
+                raise ValueError(f"{key}: data_offsets {[begin, end]} do not fit its shape")
+            if begin == end:
+                tensors[key] = torch.empty(shape, dtype=dtype)
+                continue
+            raw = torch.frombuffer(view, dtype=torch.uint8, count=end - begin, offset=start + begin)
+            tensors[key] = raw.clone().view(dtype).reshape(shape)
+    except (struct.error, ValueError, KeyError, TypeError, RuntimeError) as e:
+        raise CheckpointError(f"{name} is not a valid safetensors file: {e!r}") from e
+    return tensors
 
 
 def load_tensor_file(data: bytes, *, name: str) -> dict[str, torch.Tensor]:

@@ -38,7 +38,7 @@ from types import TracebackType
 from typing import Any
 
 from caftm._notice import notice
-from caftm.checkpoint._backend import Backend, open_backend
+from caftm.checkpoint._backend import Backend, LocalBackend, open_backend
 from caftm.checkpoint._ints import as_int
 from caftm.checkpoint.layout import read_manifest, step_dir_name, step_numbers
 from caftm.checkpoint.manifest import (
@@ -57,6 +57,7 @@ from caftm.checkpoint.serialize import (
     decode_tree,
     encode_tree,
     load_tensor_file,
+    load_tensor_view,
     tensor_file_buffers,
 )
 from caftm.checkpoint.state import TrainingState
@@ -406,8 +407,9 @@ class CheckpointStore:
     def load(self, checkpoint: CheckpointInfo | int) -> dict[str, Any]:
         """Read, verify and decode a checkpoint's state tree (not applied to anything).
 
-        Every file is read once into memory, its size and sha256 checked against the manifest
-        re-read from storage, and only then parsed.
+        Every file is read once (a local tensors file straight from the page cache, mapped),
+        its size and sha256 checked against the manifest re-read from storage, and only then
+        parsed.
 
         Raises:
             ConfigError: ``checkpoint`` is not a CheckpointInfo or a step >= 0.
@@ -422,10 +424,23 @@ class CheckpointStore:
         if self.owner is not None:
             self.owner.check(manifest, where=self.url)
         payload: dict[str, bytes] = {}
+        tensors: dict[str, Any] | None = None
         for name in REQUIRED_FILES:
             entry = manifest.file(name)
+            path = self._step_file(step, name)
             try:
-                data = self._backend.read_bytes(self._step_file(step, name))
+                backend = self._backend
+                if (
+                    name == TENSORS_NAME
+                    and isinstance(backend, LocalBackend)
+                    and (backend.size(path) > 0)
+                ):
+                    # one pass over the page cache: verified, then each tensor copied out once
+                    with backend.mapped(path) as view:
+                        entry.check(view, where=where)
+                        tensors = load_tensor_view(view, name=f"{where}/{name}")
+                    continue
+                data = self._backend.read_bytes(path)
             except OSError as e:
                 raise CheckpointError(f"cannot read {where}/{name}: {e}") from e
             entry.check(data, where=where)
@@ -437,7 +452,8 @@ class CheckpointStore:
                 raise CheckpointError(f"{where}/{STATE_NAME} has an unknown format version")
         except (ValueError, KeyError, TypeError, RecursionError) as e:
             raise CheckpointError(f"{where}/{STATE_NAME} is malformed: {e}") from e
-        tensors = load_tensor_file(payload.pop(TENSORS_NAME), name=f"{where}/{TENSORS_NAME}")
+        if tensors is None:
+            tensors = load_tensor_file(payload.pop(TENSORS_NAME), name=f"{where}/{TENSORS_NAME}")
         tree = decode_tree(structure, tensors)
         if not isinstance(tree, dict) or tree.get("step") != step:
             raise CheckpointError(f"{where}/{STATE_NAME} does not hold the state of step {step}")

@@ -14,10 +14,11 @@ How a step moves, and why each file is safe to trust:
    the destination) are kept: an interrupted transfer resumes file by file.
 2. The destination's manifests of the step are deleted before any of its files is rewritten.
 3. Each other data file is streamed in ``chunk_bytes`` pieces (never whole in memory) to a temp
-   name that is fsynced and renamed (local), or to an object that appears whole on close
-   (object stores), then read back from the destination and checked against the manifest. A
-   mismatch whose cause is the source marks that step damaged (an older complete step is tried);
-   otherwise it is a :class:`~caftm.errors.CheckpointError` about the destination.
+   name that is fsynced and renamed (local: each piece hashed as it passes, one pass over the
+   bytes), or to an object that appears whole on close (object stores: read back from the
+   destination), and checked against the manifest. A mismatch whose cause is the source marks
+   that step damaged (an older complete step is tried); otherwise it is a
+   :class:`~caftm.errors.CheckpointError` about the destination.
 4. Only when every rank's data files verify are the manifests written, byte for byte the
    source's, so ``CheckpointStore.latest()`` at the destination never sees a half-copied step.
 5. ``prune_source=True`` then deletes the source's copy of the step.
@@ -54,7 +55,7 @@ from caftm.checkpoint.layout import (
 from caftm.checkpoint.manifest import MANIFEST_NAME
 from caftm.errors import CheckpointError, ConfigError
 
-__all__ = ["TransferError", "TransferResult", "transfer_latest"]
+__all__ = ["TransferError", "TransferResult", "transfer_latest", "written_at_destination"]
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +74,8 @@ class TransferResult:
         dst_url: The destination store's root.
         ranks: Rank sub-stores moved (1 without DDP).
         pruned_source: Whether the source's copy of the step was deleted.
+        written_by_worker: The worker wrote the step straight into the destination's store
+            (:func:`written_at_destination`); ``bytes`` then counts what it wrote.
     """
 
     step: int
@@ -84,6 +87,7 @@ class TransferResult:
     dst_url: str
     ranks: int = 1
     pruned_source: bool = False
+    written_by_worker: bool = False
 
     @property
     def bytes_per_s(self) -> float:
@@ -189,6 +193,37 @@ def transfer_latest(
     where = "on every rank " if ranks[0].name is not None else ""
     detail = f" ({'; '.join(reasons)})" if reasons else ""
     raise CheckpointError(f"no complete checkpoint {where}at {src_url}{detail}")
+
+
+def written_at_destination(
+    dst_url: str,
+    step: int,
+    *,
+    dst_storage_options: dict[str, Any] | None = None,
+    dst_filesystem: Any = None,
+) -> TransferResult | None:
+    """The move of ``step`` when the worker wrote it straight into the destination's store.
+
+    Cheap: reads listings and manifests only (the restore verifies every byte as it reads it).
+    Returns None when ``step`` is not the newest step complete there (on every rank under DDP):
+    then it must be copied.
+
+    Raises:
+        ConfigError: ``dst_url`` or the options are malformed.
+    """
+    started = time.monotonic()
+    try:
+        dst = open_backend(dst_url, storage_options=dst_storage_options, filesystem=dst_filesystem)
+        stores = [store for _, store in rank_backends(dst)]
+        if next(complete_steps(stores), None) != step:
+            return None
+        size = sum(read_manifest(store, step)[0].size_bytes for store in stores)
+    except CheckpointError as e:
+        logger.debug("%s does not hold step %d: %s", dst_url, step, e)
+        return None
+    return TransferResult(step=step, bytes=size, seconds=time.monotonic() - started, files=0,
+                          skipped_bytes=0, src_url="", dst_url=dst_url, ranks=len(stores),
+                          written_by_worker=True)  # fmt: skip
 
 
 def _check_options(bandwidth_bytes_per_s: float | None, chunk_bytes: int) -> None:

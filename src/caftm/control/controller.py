@@ -31,6 +31,7 @@ from caftm.control.profiling import Profiler
 from caftm.control.states import (
     Band,
     ControlState,
+    Migrate,
     Observation,
     SiteOutlook,
     StartProfiling,
@@ -353,6 +354,26 @@ class Controller:
         now = self._clock()
         obs = replace(self._observe(now), preempted=True)
         self._apply(self.policy.decide(self._ctx, obs), obs)
+
+    def planned_move(self) -> str | None:
+        """Where training moves once the checkpoint being taken is complete (None: it stays or
+        pauses): the policy asked ahead, nothing applied or recorded.
+
+        Lets a worker write that checkpoint straight into the destination's store, and its
+        supervisor start the destination's worker meanwhile.
+        """
+        if self._ctx.state is not State.SUSPEND:
+            return None
+        ctx, obs = self._ctx, replace(self._observe(self._clock()), checkpoint_ok=True)
+        for _ in range(3):  # Suspend → Migration → Migrate(dest) or not
+            step = self.policy.decide(ctx, obs)
+            for action in step.actions:
+                if isinstance(action, Migrate):
+                    return action.dest
+            if not step.changed:
+                return None
+            ctx = step.state
+        return None
 
     def _on_refresh(self, _refresher: IntensityRefresher) -> None:
         self._check_at_step = 0  # new readings: re-check on the next step

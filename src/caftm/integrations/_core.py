@@ -108,6 +108,13 @@ class ControllerSession:
         self.checkpoints_taken = 0
         #: set (e.g. by a signal handler) to checkpoint and stop after the current step
         self.preempt_requested = False
+        #: set by an integration that can write a checkpoint into another site's store: called
+        #: with the destination before the checkpoint of a move is taken
+        self.on_move_planned: Callable[[str], None] | None = None
+        #: while that checkpoint is taken: the site training moves to once it is complete
+        self.moving_to: str | None = None
+        #: set by the integration's save when it wrote the checkpoint into that site's store
+        self.written_to: str | None = None
         old = controller.hooks
         controller.hooks = Hooks(
             apply_setting=self._apply_setting,
@@ -164,6 +171,7 @@ class ControllerSession:
             A stop request (the loop must stop now), or None to carry on.
         """
         self._save, self._step = save, step
+        self.written_to = None
         if self.job_clock is not None:
             self.job_clock.run()  # no-op while it runs already
         try:
@@ -199,15 +207,32 @@ class ControllerSession:
     def _checkpoint(self) -> None:
         if self._save is None:
             raise CaftmError("checkpoint requested outside a training step")
+        planned = self.controller.planned_move() if self.on_move_planned is not None else None
+        if planned is not None and self.on_move_planned is not None:
+            self.on_move_planned(planned)
+        self.moving_to = planned
         self.hold_clock()  # writing it takes its wall time on the job's timeline
-        self._save()
+        try:
+            self._save()
+        finally:
+            self.moving_to = None
         self.checkpoints_taken += 1
 
+    def _save_here(self) -> None:
+        """The checkpoint went to a site training does not go to after all: write it here too."""
+        if self.written_to is not None and self._save is not None:
+            log.info("step %d: the policy changed its plan; checkpointing here too", self._step)
+            self.written_to = None
+            self._save()
+
     def _migrate(self, dest: str) -> None:
+        if self.written_to != dest:
+            self._save_here()
         notice("step %d: checkpoint complete, moving to %s", self._step, dest)
         raise _SegmentEnd(StopRequest(Outcome.MOVED, self._step, dest=dest))
 
     def _pause(self, until_s: float) -> None:
+        self._save_here()
         if not self.pause_in_place:
             # a supervisor re-checks the grid itself while no worker runs: hand it the pause's
             # end (the deadline-bound latest start), not the controller's next re-check

@@ -28,6 +28,7 @@ step (see :mod:`caftm.integrations.ddp`).
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -45,14 +46,15 @@ from caftm.checkpoint.owner import JobIdentity
 from caftm.checkpoint.state import Stateful
 from caftm.control.config import ControllerConfig
 from caftm.control.controller import Controller
-from caftm.errors import ConfigError
+from caftm.errors import CheckpointError, ConfigError
 from caftm.gpu import GpuBackend
 from caftm.integrations._core import ControllerSession, Outcome, StopRequest
 from caftm.integrations._gpu import GpuSetup
 from caftm.integrations._signals import PreemptionSignals
 from caftm.integrations._unsaved import refuse_unsaved_scheduler
 from caftm.integrations.ddp import DistributedSteps, world
-from caftm.jobs.protocol import ENV_STATUS_FILE, write_outcome, write_status
+from caftm.jobs.protocol import ENV_SITE_STORES, ENV_STATUS_FILE, write_outcome, write_status
+from caftm.jobs.standby import wait_for_go
 from caftm.records import RunStatus
 from caftm.signals.base import IntensitySource
 
@@ -192,6 +194,10 @@ class CarbonAwareTraining:
             self._shared_store = CheckpointStore(
                 _rank_url(config.checkpoint.url, 0, self.world_size), keep_last=None, owner=owner
             )
+        self._owner = owner
+        self._moving_to: str | None = None
+        if self.session is not None and self.world_size == 1:
+            self.session.on_move_planned = self._announce_move
         self._steps = DistributedSteps(self.session, self.rank, self.world_size, tuning)
         self._signals = PreemptionSignals(self._on_signal)
 
@@ -207,6 +213,7 @@ class CarbonAwareTraining:
             raise
 
     def _enter(self) -> CarbonAwareTraining:
+        wait_for_go()  # a standby (started before its move was done) waits for the supervisor
         self.start_step = self.steps_done = self._steps.restore(
             self.store, self.state, self._shared_store, self._shared_state
         )
@@ -292,6 +299,8 @@ class CarbonAwareTraining:
         if self.gpu is not None:
             self.gpu.run_simulated_step()
         self.stop_request = self._steps.after_step(self.steps_done, self.save)
+        if self.stop_request is None:
+            self._moving_to = None  # a move announced but not made (the checkpoint failed)
         if self._status_path is not None:
             self._write_status()
         every = self.checkpoint_every_steps
@@ -313,9 +322,37 @@ class CarbonAwareTraining:
         """
         if not self._restored:
             self._refuse("save")
+        dest = self.session.moving_to if self.session is not None else None
+        if dest is not None and self._save_at(dest):
+            return
         if self.steps_done != self._saved_step:
             self.store.save(self.state, step=self.steps_done)
             self._saved_step = self.steps_done
+
+    def _announce_move(self, dest: str) -> None:
+        """The checkpoint about to be taken is a move's: tell the supervisor (its status)."""
+        self._moving_to = dest
+        self._write_status(force=True)
+
+    def _save_at(self, site: str) -> bool:
+        """Write the checkpoint straight into ``site``'s store (``$CAFTM_SITE_STORES``); False
+        when there is none or it cannot take it (the checkpoint is then written here)."""
+        try:
+            url = json.loads(os.environ.get(ENV_SITE_STORES) or "{}").get(site)
+        except (ValueError, AttributeError):
+            url = None
+        if not isinstance(url, str) or url == self.store.url:
+            return False
+        try:
+            with CheckpointStore(url, keep_last=self.store.keep_last, owner=self._owner) as store:
+                store.save(self.state, step=self.steps_done)
+        except (CheckpointError, ConfigError) as e:
+            notice("cannot write the checkpoint of step %d straight into %s's store (%s); "
+                   "writing it here", self.steps_done, site, e, warning=True)  # fmt: skip
+            return False
+        assert self.session is not None
+        self.session.written_to = site
+        return True
 
     def _on_signal(self, signum: int) -> None:
         """SIGTERM/SIGINT: checkpoint at the end of this mini-batch and stop (rank 0 decides)."""
@@ -348,6 +385,8 @@ class CarbonAwareTraining:
         }
         if self._restored:
             status["start_step"] = self.start_step  # the step restored (0: a fresh start)
+        if self._moving_to is not None:
+            status["moving_to"] = self._moving_to
         if self.session is not None:
             controller = self.session.controller
             status.update(

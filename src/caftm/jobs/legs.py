@@ -1,8 +1,15 @@
 """A leg's life under the supervisor: start its worker at the job's site, watch it to its end
-(forwarding a stop or a cancel, showing progress), and ask the executor how it ended."""
+(forwarding a stop or a cancel, showing progress), and ask the executor how it ended.
+
+When the worker says it is moving (its status names ``moving_to``), the next leg's worker is
+started at the destination at once, as a standby (:mod:`caftm.jobs.standby`): the next
+:meth:`LegRunner.start` there lets it go instead of starting a fresh one; anything else
+abandons it.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -18,6 +25,7 @@ from caftm.jobs.cancel import close_cancelled
 from caftm.jobs.executors import LegLaunch, WorkerHandle
 from caftm.jobs.executors.base import LOG_FILE, OUTCOME_FILE, STATUS_FILE
 from caftm.jobs.protocol import Outcome, StopRequest
+from caftm.jobs.standby import StandbyLeg
 from caftm.jobs.view import JobView
 from caftm.ledger.jobs import JobRecord, JobStatus, LegStatus
 from caftm.ledger.spool import SPOOL_FILE, import_spool
@@ -39,6 +47,8 @@ CANCEL_POLL_S = 0.25
 SPOOL_IMPORT_S = 5.0
 #: the least time between two writes of a running job's step to the ledger (s)
 STEP_WRITE_S = 2.0
+#: seconds between two reads of a running worker's status (is it moving?)
+MOVE_POLL_S = 0.1
 
 
 @dataclass
@@ -73,43 +83,45 @@ class LegRunner:
         #: the step each leg's worker said it restored, as recorded
         self._restored: dict[int, int] = {}
         self._step_written_at = -math.inf
+        #: the next leg's worker, started at a move's destination before the move is done
+        self.standby: StandbyLeg | None = None
 
     def start(self, job: JobRecord) -> JobRecord:
-        """Start the next leg at the job's site and follow it to its end (see the outcomes)."""
+        """Start the next leg at the job's site and follow it to its end (see the outcomes);
+        a standby waiting there for this leg is let go instead."""
         sup = self.sup
         spec = sup.spec
         leg = job.leg + 1
         site = job.site
+        standby, self.standby = self.standby, None
+        if standby is not None and (standby.leg, standby.site) != (leg, site):
+            standby.abandon(sup.executor, f"leg {leg} starts at {site}")
+            standby = None
         try:
             sup.executor.check_site(site)
         except ExecutorError as e:
+            if standby is not None:
+                standby.abandon(sup.executor, str(e))
             return sup.outcomes.fail_over(job, site, e)
-        files = sup.leg_dir(leg)
-        files.mkdir(parents=True, exist_ok=True)
-        sup.executor.prepare(sup.leg_ref(leg, site))
         store_url = spec.store_url(site)
         sup.hold_clock()  # a worker starting up takes its wall time on the job's clock
-        launch = LegLaunch(
-            job.name,
-            leg,
-            site,
-            spec.job.command,
-            self.worker_env(leg, site, store_url, files),
-            spec.cwd,
-            files / LOG_FILE,
-            spec.job.grace_s,
-        )
         start_step = sup.latest_step(store_url)
+        handle = standby.running(sup.executor) if standby is not None else None
+        launch = self.launch(job.name, leg, site) if handle is None else None
         sup.book.start_leg(job.name, leg, site=site, executor=sup.executor.name,
                            start_step=start_step)  # fmt: skip
         job = sup.book.update(
             job.name, leg=leg, status=JobStatus.RUNNING, store_url=store_url, pause_until=None
         )
-        try:
-            handle = sup.executor.start(launch)
-        except ExecutorError as e:
-            sup.outcomes.end_leg(job.name, leg, LegStatus.CRASHED, message=str(e))
-            return sup.outcomes.fail(job, str(e))
+        if standby is not None and handle is not None:
+            standby.go()  # recorded first: the worker finds its leg in the ledger
+        else:
+            assert launch is not None
+            try:
+                handle = sup.executor.start(launch)
+            except ExecutorError as e:
+                sup.outcomes.end_leg(job.name, leg, LegStatus.CRASHED, message=str(e))
+                return sup.outcomes.fail(job, str(e))
         sup.book.update_leg(
             job.name, leg, pid=handle.pid, host=handle.host, external_id=handle.external_id,
             node=handle.node,
@@ -117,12 +129,58 @@ class LegRunner:
         log.info("job %s: leg %d started at %s (%s)", job.name, leg, site, handle.external_id)
         return self.finish(job, leg, site, handle)
 
+    def launch(self, name: str, leg: int, site: str, extra_env: dict[str, str] | None = None
+               ) -> LegLaunch:  # fmt: skip
+        """What starts leg ``leg`` at ``site`` (its folder made, old outcome and status gone)."""
+        spec = self.sup.spec
+        files = self.sup.leg_dir(leg)
+        files.mkdir(parents=True, exist_ok=True)
+        self.sup.executor.prepare(self.sup.leg_ref(leg, site))
+        env = self.worker_env(leg, site, spec.store_url(site), files)
+        env.update(extra_env or {})
+        return LegLaunch(name, leg, site, spec.job.command, env, spec.cwd, files / LOG_FILE,
+                         spec.job.grace_s)  # fmt: skip
+
+    # -- standby -----------------------------------------------------------------------------------
+    def _prestart(self, job: JobRecord, leg: int, site: str, dest: str) -> None:
+        """The worker of ``leg`` moves to ``dest``: start the next leg there, standing by."""
+        sup = self.sup
+        if dest == site or dest in sup.excluded or dest not in sup.spec.controller.site_zones():
+            return
+        try:
+            sup.executor.check_site(dest)
+        except ExecutorError as e:
+            log.info("job %s: no standby worker at %s: %s", job.name, dest, e)
+            return
+        standby = StandbyLeg(sup.leg_dir(leg + 1), leg + 1, dest)
+        standby.start(sup.executor, self.launch(job.name, leg + 1, dest, standby.env))
+        self.standby = standby
+        log.info("job %s: leg %d moves to %s; its next worker starts there now", job.name, leg,
+                 dest)  # fmt: skip
+
+    def abandon_standby(self, why: str) -> None:
+        """Stop a standby worker, if one waits (the move it waited for will not happen)."""
+        standby, self.standby = self.standby, None
+        if standby is not None:
+            standby.abandon(self.sup.executor, why)
+
+    def _moving_to(self, leg: int, site: str) -> str | None:
+        """The site the running worker of ``leg`` said it moves to (None: it did not)."""
+        try:
+            status = self.sup.executor.status(self.sup.leg_ref(leg, site))
+        except (ExecutorError, OSError, ValueError, json.JSONDecodeError):
+            return None
+        dest = status.get("moving_to")
+        return dest if isinstance(dest, str) and dest else None
+
     def finish(self, job: JobRecord, leg: int, site: str, handle: WorkerHandle) -> JobRecord:
         """Watch a started (or adopted) leg to its end and act on how it ended."""
         sup = self.sup
         code = self.watch(job, leg, site, handle)
         self.import_spool(leg)  # before the leg's runs are closed
         end = self.end(job.name, leg, site, code)
+        if end.request is None or end.request.outcome is not Outcome.MOVED or sup.cancelled:
+            self.abandon_standby(f"leg {leg} did not move")
         if sup.cancelled:
             return close_cancelled(sup.book, job, (leg, end))
         request = end.request
@@ -149,14 +207,21 @@ class LegRunner:
         """Wait for the worker to end; forward a stop or a cancel; report progress."""
         sup = self.sup
         ref = sup.leg_ref(leg, site)
-        next_cancel_check = 0.0
+        next_cancel_check = next_move_check = 0.0
         next_import = sup.monotonic() + SPOOL_IMPORT_S
         stop_sent_at: float | None = None
+        standby_wanted = sup.executor.takes_standby and sup.spec.job.standby_workers
         while True:
             code = sup.executor.poll(handle)
             if code is not None:
                 return code
             now = sup.monotonic()
+            if standby_wanted and self.standby is None and now >= next_move_check:
+                next_move_check = now + MOVE_POLL_S
+                dest = self._moving_to(leg, site)
+                if dest is not None:
+                    standby_wanted = False
+                    self._prestart(job, leg, site, dest)
             if sup.stopped_by is not None and stop_sent_at is None:
                 notice("job %s: %s received; the worker checkpoints and stops", job.name,
                        sup.stopped_by)  # fmt: skip
@@ -247,7 +312,9 @@ class LegRunner:
         sup = self.sup
         env = dict(os.environ)
         env.update(sup.spec.job.env)
-        for name in (protocol.ENV_JOB_DIGEST, protocol.ENV_ADOPT_CHECKPOINTS_OF):
+        for name in (protocol.ENV_JOB_DIGEST, protocol.ENV_ADOPT_CHECKPOINTS_OF,
+                     protocol.ENV_STANDBY_FILE, protocol.ENV_STANDBY_TOKEN,
+                     protocol.ENV_SITE_STORES):  # fmt: skip
             env.pop(name, None)  # a parent supervisor's job is not this one
         env.update(sup.spec.identity.to_env())
         env.update(
@@ -262,6 +329,11 @@ class LegRunner:
                 "PYTHONUNBUFFERED": "1",
             }
         )
+        if sup.spec.job.direct_moves and sup.spec.job.bandwidth_mb_per_s is None:
+            # a moving worker writes its last checkpoint straight into the destination's store
+            # (not with an emulated link: the supervisor's transfer paces that)
+            sites = sup.spec.controller.site_zones()
+            env[protocol.ENV_SITE_STORES] = json.dumps({s: sup.spec.store_url(s) for s in sites})
         env.pop(protocol.ENV_EXCLUDE_SITES, None)
         excluded = sorted(sup.excluded - {site})
         if excluded:

@@ -6,8 +6,10 @@ a leg ends     the supervisor
 completed      marks the job SUCCEEDED (running it again trains nothing); a worker that
                says nothing and exits with 0 counts as completed
 moved          transfers the newest complete checkpoint to the destination's store
-               (verified there), then starts the next leg at the destination; when the
-               destination cannot take it, stays at the source (that site excluded) and says why
+               (verified there; nothing to copy when the worker wrote it there itself),
+               then starts the next leg at the destination (letting its standby worker go);
+               when the destination cannot take it, stays at the source (that site
+               excluded, the standby stopped) and says why
 paused         waits until the worker's ``until_s``, re-checking the site's intensity
                while no worker runs (absolute θ: resumes early once it is clean), and
                starts the next leg here
@@ -158,7 +160,7 @@ class OutcomeTable:
     def move(self, job: JobRecord, leg: int, src: str, dest: str) -> JobRecord:
         """Transfer the newest checkpoint from ``src`` to ``dest`` and set the job there; when
         ``dest`` cannot take it, stay at ``src`` with ``dest`` excluded."""
-        from caftm.checkpoint import transfer_latest
+        from caftm.checkpoint.transfer import transfer_latest, written_at_destination
 
         sup = self.sup
         spec = sup.spec
@@ -170,7 +172,8 @@ class OutcomeTable:
         bandwidth = spec.job.bandwidth_mb_per_s
         try:
             sup.executor.check_site(dest)
-            result = transfer_latest(
+            # the worker may have written this step straight into the destination's store
+            result = written_at_destination(dst_url, job.step) or transfer_latest(
                 src_url,
                 dst_url,
                 bandwidth_bytes_per_s=None if bandwidth is None else bandwidth * 1e6,
@@ -180,6 +183,7 @@ class OutcomeTable:
             seconds = time.perf_counter() - started
             sup.book.finish_transfer(transfer_id, status=TransferStatus.FAILED, message=str(e),
                                      seconds=seconds)  # fmt: skip
+            sup.legs.abandon_standby(f"the move to {dest} failed")
             sup.excluded.add(dest)
             notice("job %s cannot move to %s (%s); staying at %s, %s excluded", job.name, dest,
                    e, src, dest, warning=True)  # fmt: skip
@@ -188,11 +192,14 @@ class OutcomeTable:
         seconds = time.perf_counter() - started
         size = 0 if result is None else result.bytes
         step = None if result is None else result.step
+        direct = result is not None and result.written_by_worker
         sup.book.finish_transfer(transfer_id, status=TransferStatus.DONE, size_bytes=size,
-                                 seconds=seconds, step=step)  # fmt: skip
+                                 seconds=seconds, step=step,
+                                 message="written by the worker" if direct else "")  # fmt: skip
         sup.book.count(job.name, "moves")
-        notice("job %s moved %s → %s with the checkpoint of step %s (%.1f MB in %.1f s)",
-               job.name, src, dest, "—" if step is None else step, size / 1e6, seconds)  # fmt: skip
+        how = "written there by the worker" if direct else f"{size / 1e6:.1f} MB in {seconds:.1f} s"
+        notice("job %s moved %s → %s with the checkpoint of step %s (%s)",
+               job.name, src, dest, "—" if step is None else step, how)  # fmt: skip
         return sup.book.update(job.name, status=JobStatus.RESTARTING, site=dest,
                                store_url=dst_url, message=f"moved {src} → {dest}")  # fmt: skip
 

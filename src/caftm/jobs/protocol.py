@@ -18,6 +18,10 @@ variable                meaning
 ``CAFTM_EXCLUDE_SITES``  sites this leg must not move to (comma-separated; e.g. a full store)
 ``CAFTM_CLOCK``         an accelerated clock shared by the job (see :mod:`caftm.clock`)
 ``CAFTM_GRACE_S``       seconds the worker has to checkpoint after SIGTERM/SIGINT
+``CAFTM_SITE_STORES``   every site's checkpoint store (JSON object): a moving worker may write its
+                        last checkpoint straight into the destination's (``job.direct_moves``)
+``CAFTM_STANDBY_FILE``  set on a worker started before its move is done: it waits for the go in
+``CAFTM_STANDBY_TOKEN``  this file before restoring (:mod:`caftm.jobs.standby`)
 ======================  ==========================================================================
 
 Checkpoints record their job, and a worker restores only its own (:mod:`caftm.checkpoint.owner`).
@@ -53,6 +57,9 @@ from caftm._protocol_env import (
     ENV_LEG,
     ENV_OUTCOME_FILE,
     ENV_SITE,
+    ENV_SITE_STORES,
+    ENV_STANDBY_FILE,
+    ENV_STANDBY_TOKEN,
     ENV_STATUS_FILE,
     worker_leg,
 )
@@ -69,6 +76,9 @@ __all__ = [
     "ENV_LEG",
     "ENV_OUTCOME_FILE",
     "ENV_SITE",
+    "ENV_SITE_STORES",
+    "ENV_STANDBY_FILE",
+    "ENV_STANDBY_TOKEN",
     "ENV_STATUS_FILE",
     "Outcome",
     "StopRequest",

@@ -148,6 +148,12 @@ class JobSection(BaseModel):
         backoff_s: wait before the first restart after a crash (doubles each time, ≤ 5 min).
         bandwidth_mb_per_s: emulate a wide-area link when moving checkpoints (MB/s).
         prune_after_move: delete the source's copy once the destination verified it.
+        direct_moves: a moving worker writes its last checkpoint straight into the
+            destination's store (one pass instead of a write and a copy); where it cannot
+            (unreachable, full), it writes it at the source and the supervisor copies it.
+            Off while ``bandwidth_mb_per_s`` emulates a link.
+        standby_workers: start the destination's worker while the checkpoint is written and
+            moved (it waits for the verified checkpoint; :mod:`caftm.jobs.standby`).
         clock_speed: run on an accelerated clock (virtual seconds per wall second).
         clock_start: the accelerated clock's start (default: now).
         adopt_checkpoints_of: continue from checkpoints this job's stores hold of that job
@@ -171,6 +177,8 @@ class JobSection(BaseModel):
     backoff_s: float = Field(default=5.0, ge=0.0, le=3600.0)
     bandwidth_mb_per_s: float | None = Field(default=None, gt=0.0)
     prune_after_move: bool = False
+    direct_moves: bool = True
+    standby_workers: bool = True
     clock_speed: float | None = Field(default=None, gt=0.0, le=1e7)
     clock_start: AwareDatetime | None = None
     adopt_checkpoints_of: str | None = Field(default=None, min_length=1, max_length=64)

@@ -140,6 +140,7 @@ class Supervisor:
             notice("%s", e, warning=True)
             return self.book.get(job.name)
         finally:
+            self.legs.abandon_standby("the supervisor stops")
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
             self._release()

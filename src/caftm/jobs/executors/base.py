@@ -117,6 +117,9 @@ class Executor(ABC):
     """Starts and watches workers; see the module docstring."""
 
     name: ClassVar[str]
+    #: whether a leg's worker may be started before its move is done (a standby; the worker
+    #: must see the standby file the supervisor writes in the leg's folder)
+    takes_standby: ClassVar[bool] = False
 
     @classmethod
     def from_job(cls, job: JobSection) -> Self:

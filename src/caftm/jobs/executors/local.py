@@ -47,6 +47,7 @@ class LocalExecutor(LegFolderExecutor):
     """Workers as subprocesses of this process (see the module docstring)."""
 
     name: ClassVar[str] = "local"
+    takes_standby: ClassVar[bool] = True
 
     def __init__(self) -> None:
         self._children: dict[int, subprocess.Popen[bytes]] = {}

@@ -85,6 +85,7 @@ class RayExecutor(LegFolderExecutor):
     """
 
     name: ClassVar[str] = "ray"
+    takes_standby: ClassVar[bool] = True
 
     def __init__(self, config: RaySection | None = None) -> None:
         self.config = config or RaySection()
