@@ -37,7 +37,7 @@ from caftm.sim.gpu_profile import GpuProfile
 from caftm.sim.job import MoveModel, SimJob
 from caftm.sim.optimum import solve
 from caftm.sim.policy_specs import PolicySpec
-from caftm.sim.site_traces import SiteTraces
+from caftm.sim.site_traces import ForecastMode, ForecastTable, SiteTraces
 
 log = logging.getLogger(__name__)
 
@@ -222,6 +222,44 @@ def _run_group(
     return [_run_one(task) for task in tasks]
 
 
+def _build_table(task: tuple[int, int, ForecastMode]) -> ForecastTable:
+    i, row, mode = task
+    traces: list[SiteTraces] = _TABLES["traces"]  # type: ignore[assignment]
+    return traces[i].build_table(row, mode)
+
+
+_TABLES: dict[str, object] = {}  # set before forking: what the forecast workers read
+
+
+def prepare_forecasts(
+    traces: Sequence[SiteTraces], modes: Sequence[ForecastMode], *, processes: int = 1
+) -> int:
+    """Fill every site's forecast table for ``modes`` (each distinct series once, in worker
+    processes when ``processes > 1``), so that jobs forked afterwards share them. Returns how
+    many tables were computed."""
+    todo: dict[tuple[str, int, float, int], tuple[int, int, ForecastMode]] = {}
+    for i, t in enumerate(traces):
+        for mode in modes:
+            for row in t.missing_tables(mode):
+                todo.setdefault(t.table_key(row, mode), (i, row, mode))
+    if not todo:
+        return 0
+    tasks = list(todo.values())
+    _TABLES["traces"] = list(traces)
+    try:
+        if processes > 1 and len(tasks) > 1:
+            with ProcessPoolExecutor(max_workers=processes, mp_context=get_context("fork")) as pool:
+                tables = list(pool.map(_build_table, tasks))
+        else:
+            tables = [_build_table(task) for task in tasks]
+    finally:
+        _TABLES.clear()
+    for key, table in zip(todo, tables, strict=True):
+        for t in traces:
+            t.forecast_cache.setdefault(key, table)
+    return len(tasks)
+
+
 def evaluate(
     scenarios: Sequence[Scenario],
     shapes: Sequence[JobShape],
@@ -280,13 +318,15 @@ def evaluate(
     )
     # a policy that forecasts runs each scenario's shapes in one worker (they share its forecast
     # cache); others one (policy, scenario, shape) per task; the slow ones first
+    n = processes or min(4, len(os.sched_getaffinity(0)))
+    modes = [m for m in ("ours", "oracle") if any(spec.forecast == m for spec in specs)]
+    prepare_forecasts([sc.traces for sc in scenarios], modes, processes=n)
     groups: list[list[tuple[int, int, int]]] = []
     for p, spec in enumerate(specs):
         for s in range(len(scenarios)):
             cells = [(s, j, p) for j in range(len(shapes))]
             groups.extend([cells] if spec.forecast == "ours" else [[c] for c in cells])
     groups.sort(key=lambda g: specs[g[0][2]].forecast != "ours")
-    n = processes or min(4, len(os.sched_getaffinity(0)))
     evaluation = Evaluation()
     if n > 1:
         with ProcessPoolExecutor(max_workers=n, mp_context=get_context("fork")) as pool:
