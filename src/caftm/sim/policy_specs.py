@@ -91,6 +91,9 @@ SPECS: dict[str, PolicySpec] = {
 #: The optimum's name in tables and results.
 OPTIMUM = "optimum"
 
+#: The policy a job with no ``policy:`` section gets (the shipped default).
+DEFAULT_POLICY = "forecast-caftm"
+
 
 def get_specs(names: list[str] | None) -> list[PolicySpec]:
     """The specs named (all when None), in the order given.
