@@ -406,7 +406,8 @@ def evaluate(
     # a policy that forecasts runs each scenario's shapes in one worker (they share its forecast
     # cache); others one (policy, scenario, shape) per task; the slow ones first
     n = processes or min(4, len(os.sched_getaffinity(0)))
-    modes = [m for m in ("ours", "oracle") if any(spec.forecast == m for spec in specs)]
+    wanted: tuple[ForecastMode, ...] = ("ours", "oracle")
+    modes = [m for m in wanted if any(spec.forecast == m for spec in specs)]
     prepare_forecasts([sc.traces for sc in scenarios], modes, processes=n)
     groups: list[list[tuple[int, int, int]]] = []
     for p, spec in enumerate(specs):
