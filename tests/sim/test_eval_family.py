@@ -81,7 +81,7 @@ def test_shared_forecast_tables_give_the_same_decisions_as_fitting_each_hour(
     cost = MoveModel().cost(2.0)
     decisions = 0
     for spec in get_specs(["forecast-caftm", "forecast-caftm-auto"]):
-        for day in (3, 40, 41, 150, 300):
+        for day in (3, 41, 150):
             job = SimJob(24.0, "KR", batched.start_s + day * 86_400.0 + 5 * 3600.0)
             runs = []
             for traces in (batched, per_hour):
@@ -97,7 +97,7 @@ def test_shared_forecast_tables_give_the_same_decisions_as_fitting_each_hour(
             ]
             assert a.carbon_g == pytest.approx(b.carbon_g, rel=1e-12)
             decisions += len(a.events)
-    assert decisions > 40  # the jobs did decide (KR is dirty: they suspend and plan)
+    assert decisions > 20  # the jobs did decide (KR is dirty: they suspend and plan)
     assert len(per_hour._per_hour) > 0  # the reference path fitted per hour
 
 
