@@ -33,8 +33,9 @@ family's multi-site cases of each case's median); ``captured_pct_dirty_sets`` (m
 dirty cases); ``captured_pct_wait_only`` (median over the single-site jobs);
 ``captured_pct_cross_year`` (median over the cross-year jobs, both bases);
 ``jct_increase_pct`` and ``jct_increase_p90_pct`` (over every job of that factor);
-over everything: ``deadline_miss_pct``, ``beats_optimum_jobs`` (the bench fails unless 0: a policy
-beating the optimum is a bug), ``worse_than_agnostic_pct`` (jobs > 1 % above carbon-agnostic).
+over everything: ``deadline_miss_pct``, ``beats_optimum_jobs`` (on-time jobs below the optimum for
+their deadline; the bench fails unless 0: a policy beating the optimum is a bug; a late job counts
+as missed instead), ``worse_than_agnostic_pct`` (jobs > 1 % above carbon-agnostic).
 Every other policy's figures beside them, prefixed by its name (``greedy_cleanest_...``).
 ``sim_seconds``/``sim_cpu_seconds``: the headline evaluation (both factors; wall and CPU time,
 workers included); ``bench_seconds``: the whole bench, family included.
