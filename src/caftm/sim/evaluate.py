@@ -6,11 +6,17 @@ solves the offline optimum for every job at once (:func:`~caftm.sim.optimum.solv
 an :class:`Evaluation` whose :meth:`~Evaluation.summary` gives, per policy and scenario:
 
 * ``captured_pct`` — median over jobs of the share of the optimum's carbon saving over
-  carbon-agnostic that the policy achieves: ``(C_agnostic − C) / (C_agnostic − C_optimum)``, %;
+  carbon-agnostic that the policy achieves: ``(C_agnostic − C) / (C_agnostic − C_optimum)``, %,
+  counted only on jobs where the optimum saves at least :data:`ELIGIBLE_SAVING` of
+  carbon-agnostic's carbon (a share of a saving of nothing means nothing); ``left_out_jobs``
+  says how many were left out;
 * ``saving_pct`` — median carbon saved against carbon-agnostic, %;
 * ``jct_increase_pct`` — median completion-time increase against carbon-agnostic, %;
 * ``migrations_per_day`` — moves per day of job (total moves / total completion days);
-* ``beats_optimum`` — jobs on which the policy emitted less than the optimum (must be 0).
+* ``beats_optimum`` — jobs on which the policy emitted less than the optimum (must be 0);
+* ``deadline_miss_pct`` — jobs finishing after their deadline (or not at all), %;
+* ``worse_than_agnostic_pct`` — jobs emitting more than :data:`WORSE_MARGIN` above
+  carbon-agnostic, %.
 
 Jobs run in worker processes when ``processes > 1`` (forked: the traces are shared).
 Units: s, h, g, %.
@@ -37,12 +43,68 @@ from caftm.sim.gpu_profile import GpuProfile
 from caftm.sim.job import MoveModel, SimJob
 from caftm.sim.optimum import slots_needed, solve
 from caftm.sim.policy_specs import PolicySpec
-from caftm.sim.site_traces import SiteTraces
+from caftm.sim.site_traces import ForecastMode, ForecastTable, SiteTraces
 
 log = logging.getLogger(__name__)
 
 #: Relative slack when checking that no policy beats the optimum (float32 rounding of the DP).
 OPTIMUM_RTOL = 1e-5
+#: A job counts towards a captured share only where the optimum saves at least this fraction.
+ELIGIBLE_SAVING = 0.02
+#: A job is "worse than carbon-agnostic" above this fraction more carbon.
+WORSE_MARGIN = 0.01
+
+
+@dataclass(frozen=True)
+class JobFigures:
+    """One policy's jobs side by side with carbon-agnostic's and the optimum's (one entry per
+    job; carbon in g)."""
+
+    carbon_g: npt.NDArray[np.float64]
+    agnostic_g: npt.NDArray[np.float64]
+    optimum_g: npt.NDArray[np.float64]
+    jct_ratio: npt.NDArray[np.float64]  # completion time over carbon-agnostic's
+    missed: npt.NDArray[np.bool_]  # finished after the deadline, or not at all
+
+    @property
+    def eligible(self) -> npt.NDArray[np.bool_]:
+        """Jobs where the optimum saves at least :data:`ELIGIBLE_SAVING`."""
+        out: npt.NDArray[np.bool_] = (self.agnostic_g - self.optimum_g) >= (
+            ELIGIBLE_SAVING * self.agnostic_g
+        )
+        return out
+
+    def captured_pct(self) -> npt.NDArray[np.float64]:
+        """Share of the optimum's saving captured, % (eligible jobs only)."""
+        ok = self.eligible
+        base, gap = self.agnostic_g[ok], self.agnostic_g[ok] - self.optimum_g[ok]
+        out: npt.NDArray[np.float64] = (base - self.carbon_g[ok]) / gap * 100.0
+        return out
+
+    @property
+    def left_out(self) -> int:
+        """Jobs not counted in :meth:`captured_pct`."""
+        return int(np.sum(~self.eligible))
+
+    @property
+    def beats_optimum(self) -> int:
+        """On-time jobs emitting less than the optimum (a late job is counted as missed)."""
+        below = self.carbon_g < self.optimum_g * (1.0 - OPTIMUM_RTOL)
+        return int(np.sum(below & ~self.missed))
+
+    @property
+    def worse_than_agnostic(self) -> int:
+        return int(np.sum(self.carbon_g > self.agnostic_g * (1.0 + WORSE_MARGIN)))
+
+
+def concat(parts: Sequence[JobFigures]) -> JobFigures:
+    """Several :class:`JobFigures` as one."""
+    return JobFigures(
+        *(
+            np.concatenate([getattr(p, name) for p in parts])
+            for name in ("carbon_g", "agnostic_g", "optimum_g", "jct_ratio", "missed")
+        )
+    )
 
 
 @dataclass(frozen=True)
@@ -117,10 +179,27 @@ class Evaluation:
     def scenarios(self) -> list[str]:
         return list(dict.fromkeys(key[0] for key in self.results))
 
+    def figures(self, policy: str, scenarios: Sequence[str] | None = None) -> JobFigures:
+        """``policy``'s jobs over ``scenarios`` (default all) beside carbon-agnostic and the
+        optimum (needs the optimum)."""
+        names = list(scenarios or self.scenarios())
+        parts = []
+        for (scenario, hours), optimum in self.optimum_g.items():
+            if scenario not in names:
+                continue
+            base_c, base_t, _ = self.arrays(scenario, hours, "carbon-agnostic")
+            c, t, _ = self.arrays(scenario, hours, policy)
+            rows = self.results[(scenario, hours, policy)]
+            missed = np.array(
+                [not r.finished or r.finish_s > r.job.deadline_s + 1e-6 for r in rows], dtype=bool
+            )
+            parts.append(JobFigures(c, base_c, optimum, t / base_t, missed))
+        return concat(parts)
+
     def summary(self, policy: str, scenarios: Sequence[str] | None = None) -> dict[str, float]:
         """The figures of the module docstring for ``policy`` over ``scenarios`` (default all)."""
         names = list(scenarios or self.scenarios())
-        captured, saving, jct_up, jct_h, below = [], [], [], [], 0
+        saving, jct_up, jct_h, below, counted = [], [], [], 0, False
         moves = pauses = days = 0.0
         carbon_total = energy_total = 0.0
         for scenario, hours in self.starts_s:  # captured_pct is NaN where no optimum was solved
@@ -129,9 +208,7 @@ class Evaluation:
             base_c, base_t, _ = self.arrays(scenario, hours, "carbon-agnostic")
             c, t, m = self.arrays(scenario, hours, policy)
             optimum = self.optimum_g.get((scenario, hours), np.full_like(base_c, np.nan))
-            gap = base_c - optimum
-            with np.errstate(divide="ignore", invalid="ignore"):
-                captured.append(np.where(gap > 0, (base_c - c) / gap * 100.0, np.nan))
+            counted = counted or (scenario, hours) in self.optimum_g
             saving.append((base_c - c) / base_c * 100.0)
             jct_up.append((t / base_t - 1.0) * 100.0)
             jct_h.append(t / HOUR_S)
@@ -143,8 +220,14 @@ class Evaluation:
             days += float(np.nansum(t)) / (24 * HOUR_S)
             carbon_total += float(c.sum())
         cat = np.concatenate
+        figures = self.figures(policy, names) if counted else None
         return {
-            "captured_pct": _median(cat(captured)) if captured else math.nan,
+            "captured_pct": _median(figures.captured_pct()) if figures else math.nan,
+            "left_out_jobs": float(figures.left_out) if figures else math.nan,
+            "deadline_miss_pct": float(np.mean(figures.missed)) * 100.0 if figures else math.nan,
+            "worse_than_agnostic_pct": (
+                figures.worse_than_agnostic / figures.carbon_g.size * 100.0 if figures else math.nan
+            ),
             "saving_pct": _median(cat(saving)) if saving else math.nan,
             "jct_increase_pct": _median(cat(jct_up)) if jct_up else math.nan,
             "migrations_per_day": moves / days if days else math.nan,
@@ -223,6 +306,44 @@ def _run_group(
     return [_run_one(task) for task in tasks]
 
 
+def _build_table(task: tuple[int, int, ForecastMode]) -> ForecastTable:
+    i, row, mode = task
+    traces: list[SiteTraces] = _TABLES["traces"]  # type: ignore[assignment]
+    return traces[i].build_table(row, mode)
+
+
+_TABLES: dict[str, object] = {}  # set before forking: what the forecast workers read
+
+
+def prepare_forecasts(
+    traces: Sequence[SiteTraces], modes: Sequence[ForecastMode], *, processes: int = 1
+) -> int:
+    """Fill every site's forecast table for ``modes`` (each distinct series once, in worker
+    processes when ``processes > 1``), so that jobs forked afterwards share them. Returns how
+    many tables were computed."""
+    todo: dict[tuple[str, int, float, int], tuple[int, int, ForecastMode]] = {}
+    for i, t in enumerate(traces):
+        for mode in modes:
+            for row in t.missing_tables(mode):
+                todo.setdefault(t.table_key(row, mode), (i, row, mode))
+    if not todo:
+        return 0
+    tasks = list(todo.values())
+    _TABLES["traces"] = list(traces)
+    try:
+        if processes > 1 and len(tasks) > 1:
+            with ProcessPoolExecutor(max_workers=processes, mp_context=get_context("fork")) as pool:
+                tables = list(pool.map(_build_table, tasks))
+        else:
+            tables = [_build_table(task) for task in tasks]
+    finally:
+        _TABLES.clear()
+    for key, table in zip(todo, tables, strict=True):
+        for t in traces:
+            t.forecast_cache.setdefault(key, table)
+    return len(tasks)
+
+
 def evaluate(
     scenarios: Sequence[Scenario],
     shapes: Sequence[JobShape],
@@ -264,7 +385,11 @@ def evaluate(
             if starts_s is None:
                 chosen = start_times(scenario.traces, window, every_s)
             else:
-                chosen = [t for t in starts_s if t + window <= scenario.traces.end_s]
+                chosen = [
+                    t
+                    for t in starts_s
+                    if scenario.traces.start_s <= t and t + window <= scenario.traces.end_s
+                ]
             if not chosen:
                 raise ConfigError(
                     f"no start time leaves room for a {shape.gpu_hours:g} GPU-h job (deadline "
@@ -281,13 +406,16 @@ def evaluate(
     )
     # a policy that forecasts runs each scenario's shapes in one worker (they share its forecast
     # cache); others one (policy, scenario, shape) per task; the slow ones first
+    n = processes or min(4, len(os.sched_getaffinity(0)))
+    wanted: tuple[ForecastMode, ...] = ("ours", "oracle")
+    modes = [m for m in wanted if any(spec.forecast == m for spec in specs)]
+    prepare_forecasts([sc.traces for sc in scenarios], modes, processes=n)
     groups: list[list[tuple[int, int, int]]] = []
     for p, spec in enumerate(specs):
         for s in range(len(scenarios)):
             cells = [(s, j, p) for j in range(len(shapes))]
             groups.extend([cells] if spec.forecast == "ours" else [[c] for c in cells])
     groups.sort(key=lambda g: specs[g[0][2]].forecast != "ours")
-    n = processes or min(4, len(os.sched_getaffinity(0)))
     evaluation = Evaluation()
     if n > 1:
         with ProcessPoolExecutor(max_workers=n, mp_context=get_context("fork")) as pool:

@@ -10,12 +10,16 @@ forecasts in one of three ways:
   :func:`~caftm.signals.forecast.forecast_readings` does for a live source.
 * ``oracle`` — the trace's own next 24 hours (a perfect forecast; labelled ORACLE in outputs).
 
-Forecasts are computed only when a policy reads them (:class:`LazyForecast`: a policy that never
-reaches its Migration plan never pays for one) and memoised per (zone, hour), so every job and
-policy replaying the same trace shares them. :meth:`SiteTraces.assumptions` lists, one line each,
-what every output of a simulation must state: the basis, how times were read as UTC, the loader's
-notes and the span trimmed to where every site has data. :class:`TraceView` is the
-:class:`~caftm.control.observe.SignalView` of one simulated run.
+Forecasts are computed once per site for every hour of the trace at a time
+(:func:`~caftm.signals.forecast_batch.forecast_origins`: the same models, fitted at every origin
+at once) and kept in a :class:`ForecastCache` that every job, policy and site set replaying the
+same series shares (:func:`caftm.sim.evaluate.evaluate` fills it before forking its workers, so
+they all read one copy). A policy sees them through :class:`LazyForecast`, which costs nothing
+until it is read. ``batch_forecasts=False`` fits one model per (site, hour) instead, as a live
+source would (the reference path; decisions agree). :meth:`SiteTraces.assumptions` lists,
+one line each, what every output of a simulation must state: the basis, how times were read as
+UTC, the loader's notes and the span trimmed to where every site has data. :class:`TraceView` is
+the :class:`~caftm.control.observe.SignalView` of one simulated run.
 """
 
 from __future__ import annotations
@@ -32,12 +36,17 @@ from caftm.control.states import SiteOutlook
 from caftm.errors import ConfigError
 from caftm.signals.base import MAX_PLAUSIBLE_G_PER_KWH
 from caftm.signals.forecast import CANDIDATES, select_model
+from caftm.signals.forecast_batch import forecast_origins
 from caftm.signals.traces import TraceSource
 
 log = logging.getLogger(__name__)
 
 ForecastMode = Literal["none", "ours", "oracle"]
 FloatArray = npt.NDArray[np.float64]
+#: A site's forecasts at every column: values ``(columns, horizon)`` and how many are valid.
+ForecastTable = tuple[FloatArray, npt.NDArray[np.int64]]
+#: Forecast tables by :meth:`SiteTraces.table_key` (one dict, shared).
+ForecastCache = dict[tuple[str, int, float, int], ForecastTable]
 
 HISTORY_DAYS = 35
 HORIZON_H = 24
@@ -62,7 +71,8 @@ class SiteTraces:
         trace: TraceSource,
         sites: Mapping[str, str],
         *,
-        forecast_cache: dict[tuple[str, str, int], tuple[float, ...]] | None = None,
+        forecast_cache: ForecastCache | None = None,
+        batch_forecasts: bool = True,
     ) -> None:
         if not sites:
             raise ConfigError("simulation needs at least one site")
@@ -96,8 +106,10 @@ class SiteTraces:
                     f"the first at {when.isoformat()}; the simulator needs complete series"
                 )
         self.index = {s: i for i, s in enumerate(self.sites)}
-        #: (mode, zone, column) → forecast; pass one dict to several SiteTraces to share it
-        self.forecast_cache = {} if forecast_cache is None else forecast_cache
+        #: every site's forecast at every hour; pass one cache to several SiteTraces to share it
+        self.forecast_cache = ForecastCache() if forecast_cache is None else forecast_cache
+        self.batch_forecasts = batch_forecasts
+        self._per_hour: dict[tuple[str, int, int], tuple[float, ...]] = {}
         self._models: dict[tuple[int, int], str] = {}
         self._outlooks: dict[tuple[str, int], tuple[SiteOutlook, ...]] = {}
         self._readings: dict[int, dict[str, float]] = {}
@@ -208,13 +220,68 @@ class SiteTraces:
         return cast("tuple[float, ...]", LazyForecast(self, row, col, mode, length))
 
     def compute_forecast(self, row: int, col: int, mode: ForecastMode) -> tuple[float, ...]:
-        """The forecast values (memoised in :attr:`forecast_cache`)."""
-        key = (mode, self.zones[row], col)
-        cached = self.forecast_cache.get(key)
+        """The forecast values (from the shared table, or fitted for this hour alone)."""
+        if self.batch_forecasts and mode != "none":
+            values, lengths = self.forecast_table(row, mode)
+            return tuple(values[col, : lengths[col]].tolist())
+        key = (mode, row, col)
+        cached = self._per_hour.get(key)
         if cached is None:
             cached = self._oracle(row, col) if mode == "oracle" else self._ours(row, col)
-            self.forecast_cache[key] = cached
+            self._per_hour[key] = cached
         return cached
+
+    def table_key(self, row: int, mode: ForecastMode) -> tuple[str, int, float, int]:
+        """What identifies a site's forecast table: its series (by content), grid and mode."""
+        return (mode, hash(self.values[row].tobytes()), self.start_s, int(self.step_s))
+
+    def forecast_table(self, row: int, mode: ForecastMode) -> ForecastTable:
+        """Site ``row``'s forecast at every column (computed once, kept in the shared cache)."""
+        key = self.table_key(row, mode)
+        table = self.forecast_cache.get(key)
+        if table is None:
+            table = self.build_table(row, mode)
+            self.forecast_cache[key] = table
+        return table
+
+    def missing_tables(self, mode: ForecastMode) -> list[int]:
+        """Rows whose ``mode`` table is not in the cache yet."""
+        return [
+            r for r in range(len(self.sites)) if self.table_key(r, mode) not in self.forecast_cache
+        ]
+
+    def build_table(self, row: int, mode: ForecastMode) -> ForecastTable:
+        """``(values (columns, horizon), lengths (columns,))``: the forecast made at each column
+        (its first ``lengths[col]`` values; 0: none), as :meth:`forecast_at` and :meth:`_ours`."""
+        steps = HORIZON_H * 3600 // int(self.step_s)
+        n = self.n_steps
+        series = self.values[row]
+        cols = np.arange(n)
+        if mode == "oracle":
+            padded = np.concatenate([series, np.full(steps, np.nan)])
+            values = padded[cols[:, None] + np.arange(steps)[None, :]]
+            return values, np.minimum(steps, n - cols)
+        values = np.full((n, steps), np.nan)
+        lengths = np.where(cols >= 2 * self._per_day, steps, 0)
+        usable = cols[lengths > 0]
+        window = HISTORY_DAYS * self._per_day
+        names = np.array([self._model(row, int(c)) for c in usable]) if usable.size else usable
+        for name in dict.fromkeys(names.tolist()):
+            at = usable[names == name]
+            values[at] = forecast_origins(
+                series, int(self.step_s), at, model=name, window_steps=window, horizon_steps=steps
+            )
+        failed = usable[np.isnan(values[usable]).all(axis=1)]  # the model could not fit there
+        if failed.size:
+            values[failed] = forecast_origins(
+                series,
+                int(self.step_s),
+                failed,
+                model="seasonal_naive",
+                window_steps=window,
+                horizon_steps=steps,
+            )
+        return np.clip(values, 0.0, MAX_PLAUSIBLE_G_PER_KWH), lengths
 
     def _oracle(self, row: int, col: int) -> tuple[float, ...]:
         steps = HORIZON_H * 3600 // int(self.step_s)
