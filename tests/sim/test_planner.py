@@ -127,9 +127,11 @@ def test_the_planners_first_plan_is_the_optimums_plan() -> None:
 
 def _lying_cache(traces: SiteTraces, value: float) -> None:
     """Every 'ours' forecast of every site says: clean (``value``) from the next hour on."""
-    for zone in traces.zones:
-        for col in range(traces.n_steps):
-            traces.forecast_cache[("ours", zone, col)] = (500.0,) + (value,) * 23
+    for row in range(len(traces.sites)):
+        values = np.full((traces.n_steps, 24), value)
+        values[:, 0] = 500.0
+        lengths = np.full(traces.n_steps, 24, dtype=np.int64)
+        traces.forecast_cache[traces.table_key(row, "ours")] = (values, lengths)
 
 
 def test_the_deadline_holds_when_the_forecast_lies() -> None:
