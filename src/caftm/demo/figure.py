@@ -23,10 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from caftm.errors import ConfigError
 from caftm.ledger.feed import Feed, Scope
 from caftm.ledger.jobs import JobBook
-from caftm.report.figures import time_axis
+from caftm.report.figures import save_png, time_axis
 from caftm.report.timeline import job_path
 
 if TYPE_CHECKING:
@@ -134,16 +133,7 @@ def plot_demo(book: JobBook, pairs: list[tuple[str, str]], path: Path) -> Path:
     Raises:
         ConfigError: an unknown job, or the PNG cannot be written there.
     """
-    import matplotlib.pyplot as plt
-
-    fig = demo_figure(book, pairs)
-    try:
-        fig.savefig(path, dpi=100)
-    except OSError as e:
-        raise ConfigError(f"cannot write the demo figure {path}: {e.strerror or e}") from e
-    finally:
-        plt.close(fig)
-    return path
+    return save_png(demo_figure(book, pairs), path, what="the demo figure")
 
 
 def demo_figure(book: JobBook, pairs: list[tuple[str, str]]) -> Figure:

@@ -14,9 +14,12 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from caftm.errors import ConfigError
 from caftm.report.carbon import SiteOutlook
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from matplotlib.figure import Figure
 
 __all__ = [
@@ -28,6 +31,7 @@ __all__ = [
     "outlook_figure",
     "outlook_png",
     "png_bytes",
+    "save_png",
     "series_png",
     "time_axis",
 ]
@@ -43,6 +47,23 @@ def png_bytes(fig: Figure, *, dpi: int = 100) -> bytes:
     finally:
         plt.close(fig)
     return buffer.getvalue()
+
+
+def save_png(fig: Figure, path: Path, *, what: str, dpi: int = 100) -> Path:
+    """Write the figure to ``path`` as PNG and close it; returns the path.
+
+    Raises:
+        ConfigError: it cannot be written there (``what`` names the figure in the message).
+    """
+    import matplotlib.pyplot as plt
+
+    try:
+        fig.savefig(path, dpi=dpi, format="png")
+    except OSError as e:
+        raise ConfigError(f"cannot write {what} {path}: {e.strerror or e}") from e
+    finally:
+        plt.close(fig)
+    return path
 
 
 def _axes(title: str, height: float = 3.0) -> tuple[Figure, Any]:

@@ -18,12 +18,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from caftm.errors import ConfigError
 from caftm.ledger.feed import Feed, Scope
 from caftm.ledger.jobs import JobBook
 from caftm.ledger.store import EventRecord
 from caftm.records import State
-from caftm.report.figures import time_axis
+from caftm.report.figures import save_png, time_axis
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -152,16 +151,7 @@ def plot_timeline(book: JobBook, names: list[str], path: Path) -> Path:
     Raises:
         ConfigError: an unknown job, or the PNG cannot be written there.
     """
-    import matplotlib.pyplot as plt
-
-    fig = timeline_figure(book, names)
-    try:
-        fig.savefig(path, dpi=110)
-    except OSError as e:
-        raise ConfigError(f"cannot write the timeline {path}: {e.strerror or e}") from e
-    finally:
-        plt.close(fig)
-    return path
+    return save_png(timeline_figure(book, names), path, what="the timeline", dpi=110)
 
 
 def timeline_figure(book: JobBook, names: list[str]) -> Figure:
