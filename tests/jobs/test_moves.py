@@ -183,9 +183,9 @@ def test_a_standby_leaves_without_training_when_its_move_is_off(tmp_path: Path, 
     with pytest.raises(SystemExit) as left:
         wait_for_go(env, stale_s=30)
     assert left.value.code == EXIT_STANDBY_LEFT
-    assert wait_for_go({}) is False  # no standby: nothing to wait for
+    assert wait_for_go({}) is None  # no standby: nothing to wait for
     path.write_text(json.dumps({"token": "mine", "go": True}))
-    assert wait_for_go(env) is True
+    assert wait_for_go(env) == {"token": "mine", "go": True}
 
 
 def test_moves_need_no_standby_or_direct_write(

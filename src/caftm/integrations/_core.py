@@ -191,6 +191,17 @@ class ControllerSession:
         if self.job_clock is not None:
             self.job_clock.hold()
 
+    def follow_clock(self, text: str) -> None:
+        """Take the job's accelerated clock as the supervisor has it now (its ``CAFTM_CLOCK``
+        value), in place: the controller and its refresher read the same clock. Nothing on
+        real time.
+
+        Raises:
+            ConfigError: the text is malformed.
+        """
+        if self.job_clock is not None:
+            self.job_clock.follow(text)
+
     # -- checkpoint content ----------------------------------------------------------------
     def state_dict(self) -> dict[str, object]:
         """The controller's state (for ``TrainingState(stateful=...)``)."""

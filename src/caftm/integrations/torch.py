@@ -44,6 +44,7 @@ from caftm.checkpoint import CheckpointStore, TrainingState
 from caftm.checkpoint.layout import rank_dir_name
 from caftm.checkpoint.owner import JobIdentity
 from caftm.checkpoint.state import Stateful
+from caftm.clock import CLOCK_ENV
 from caftm.control.config import ControllerConfig
 from caftm.control.controller import Controller
 from caftm.errors import CheckpointError, ConfigError
@@ -54,7 +55,7 @@ from caftm.integrations._signals import PreemptionSignals
 from caftm.integrations._unsaved import refuse_unsaved_scheduler
 from caftm.integrations.ddp import DistributedSteps, world
 from caftm.jobs.protocol import ENV_SITE_STORES, ENV_STATUS_FILE, write_outcome, write_status
-from caftm.jobs.standby import wait_for_go
+from caftm.jobs.standby import go_clock, wait_for_go
 from caftm.records import RunStatus
 from caftm.signals.base import IntensitySource
 
@@ -213,7 +214,9 @@ class CarbonAwareTraining:
             raise
 
     def _enter(self) -> CarbonAwareTraining:
-        wait_for_go()  # a standby (started before its move was done) waits for the supervisor
+        go = wait_for_go()  # a standby (started before its move was done) waits for its go
+        if go is not None:
+            self._take_job_clock(go_clock(go))
         self.start_step = self.steps_done = self._steps.restore(
             self.store, self.state, self._shared_store, self._shared_state
         )
@@ -247,6 +250,16 @@ class CarbonAwareTraining:
         if self._notices is not None:  # later fate lines reach the supervisor at once
             self._notices.on_record = lambda: self._write_status(force=True)
         return self
+
+    def _take_job_clock(self, text: str | None) -> None:
+        """A standby takes the job's clock as it stood at its go: the one it started with was
+        read while the source worker still trained, and the job's clock must not run backwards
+        from one leg to the next."""
+        if text is None:
+            return
+        os.environ[CLOCK_ENV] = text  # what reads the clock from here on reads this one
+        if self.session is not None:
+            self.session.follow_clock(text)
 
     def __exit__(
         self,

@@ -114,7 +114,9 @@ class LegRunner:
             job.name, leg=leg, status=JobStatus.RUNNING, store_url=store_url, pause_until=None
         )
         if standby is not None and handle is not None:
-            standby.go()  # recorded first: the worker finds its leg in the ledger
+            # recorded first: the worker finds its leg in the ledger; it takes the job's clock
+            # as it stands now (the one it started with was read before the source's last steps)
+            standby.go(self._clock_env())
         else:
             assert launch is not None
             try:
@@ -338,11 +340,17 @@ class LegRunner:
         excluded = sorted(sup.excluded - {site})
         if excluded:
             env[protocol.ENV_EXCLUDE_SITES] = ",".join(excluded)
-        if isinstance(sup.clock, AcceleratedClock):
-            env[CLOCK_ENV] = sup.clock.to_env()
+        clock = self._clock_env()
+        if clock is not None:
+            env[CLOCK_ENV] = clock
         else:
             env.pop(CLOCK_ENV, None)
         return env
+
+    def _clock_env(self) -> str | None:
+        """The job's accelerated clock as it stands now (``CAFTM_CLOCK``); None: real time."""
+        clock = self.sup.clock
+        return clock.to_env() if isinstance(clock, AcceleratedClock) else None
 
 
 def _step(value: object) -> int | None:

@@ -9,12 +9,16 @@ worker calls :func:`wait_for_go`:
 =================================================  ==========================================
 the standby file                                   :func:`wait_for_go`
 =================================================  ==========================================
-says ``go`` (the supervisor verified the move)     returns: restore the newest checkpoint
+says ``go`` (the supervisor verified the move)     returns the go: take its clock, restore
 is removed (the move was abandoned)                exits with :data:`EXIT_STANDBY_LEFT`
 holds another token (another leg took over)        exits with :data:`EXIT_STANDBY_LEFT`
 was not touched for ``stale_s`` (supervisor gone)  exits with :data:`EXIT_STANDBY_LEFT`
 the worker's parent process changed                exits with :data:`EXIT_STANDBY_LEFT`
 =================================================  ==========================================
+
+The go carries the job's clock as it stands at that moment (``clock``, a ``CAFTM_CLOCK`` value,
+or None for real time): the clock the standby was started with was read before the source worker's
+last steps, and the job's clock must not run backwards from one leg to the next.
 
 A standby leaves before it trains, restores or records anything. The supervisor touches the file
 every :data:`HEARTBEAT_S` while the move is in flight (:class:`StandbyLeg`), records the leg in
@@ -32,7 +36,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from caftm._files import atomic_write_json
 from caftm._notice import notice
@@ -48,6 +52,7 @@ __all__ = [
     "STALE_S",
     "STANDBY_FILE",
     "StandbyLeg",
+    "go_clock",
     "wait_for_go",
 ]
 
@@ -67,10 +72,11 @@ STOP_GRACE_S = 5.0
 
 def wait_for_go(
     env: Mapping[str, str] | None = None, *, poll_s: float = 0.01, stale_s: float = STALE_S
-) -> bool:
+) -> dict[str, Any] | None:
     """In a worker: wait until the supervisor lets this standby restore and train.
 
-    Returns False at once when this worker is no standby (run alone, or an ordinary leg).
+    Returns the supervisor's go (the standby file; :func:`go_clock` reads the job's clock from
+    it), or None at once when this worker is no standby (run alone, or an ordinary leg).
 
     Raises:
         SystemExit: (:data:`EXIT_STANDBY_LEFT`) the move was abandoned, another leg took over,
@@ -79,7 +85,7 @@ def wait_for_go(
     environment = os.environ if env is None else env
     path_text = environment.get(ENV_STANDBY_FILE)
     if not path_text:
-        return False
+        return None
     path, token, parent = Path(path_text), environment.get(ENV_STANDBY_TOKEN, ""), os.getppid()
     log.info("standing by at %s for the supervisor's go", path)
     while True:
@@ -94,7 +100,7 @@ def wait_for_go(
         if not isinstance(data, dict) or data.get("token") != token:
             _leave("another worker took this leg")
         if data.get("go") is True:
-            return True
+            return data
         if time.time() - touched_s > stale_s:
             _leave(f"its supervisor has not answered for {stale_s:.0f} s")
         if os.getppid() != parent:
@@ -102,7 +108,14 @@ def wait_for_go(
         time.sleep(poll_s)
 
 
-def _leave(why: str) -> None:
+def go_clock(go: Mapping[str, Any]) -> str | None:
+    """The job's clock (its ``CAFTM_CLOCK`` value) as it stood at the supervisor's go; None
+    where the job runs on real time."""
+    text = go.get("clock")
+    return text if isinstance(text, str) and text else None
+
+
+def _leave(why: str) -> NoReturn:
     notice("standby worker leaves without training: %s", why)
     raise SystemExit(EXIT_STANDBY_LEFT)
 
@@ -170,14 +183,16 @@ class StandbyLeg:
             return None
         return handle
 
-    def go(self) -> None:
-        """Let the worker restore and train (the move is done and verified)."""
+    def go(self, clock: str | None) -> None:
+        """Let the worker restore and train (the move is done and verified), on the job's clock
+        as it stands now (``clock``: its ``CAFTM_CLOCK`` value; None: real time)."""
         self._stop.set()
-        self._write(go=True)
+        self._write(go=True, clock=clock)
 
-    def _write(self, *, go: bool) -> None:
+    def _write(self, *, go: bool, clock: str | None = None) -> None:
         atomic_write_json(self.path, {"token": self.token, "leg": self.leg, "site": self.site,
-                                      "since_unix_s": self.since_s, "go": go})  # fmt: skip
+                                      "since_unix_s": self.since_s, "go": go,
+                                      "clock": clock})  # fmt: skip
 
     def abandon(self, executor: Executor, why: str) -> None:
         """Stop the standby (its file removed, then SIGTERM, SIGKILL after a grace)."""
