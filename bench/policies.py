@@ -209,7 +209,7 @@ def headline_every_h() -> float:
 def family_every_h(headline_h: float | None = None) -> int:
     """Hours between the family's starts: :data:`FAMILY_EVERY_H`, thinned like the headline's."""
     ratio = (headline_h or headline_every_h()) / HEADLINE_EVERY_H
-    return max(1, round(FAMILY_EVERY_H * ratio))
+    return max(1, min(round(FAMILY_EVERY_H * ratio), 365 * 24 // 2))  # two starts at least
 
 
 def family_starts(every_h: int = FAMILY_EVERY_H) -> list[float]:
