@@ -148,7 +148,7 @@ def test_no_simulated_policy_beats_the_optimum_on_synthetic_jobs() -> None:
 def test_a_steady_slower_clock_does_not_beat_the_optimum_at_a_tight_deadline() -> None:
     # one site at a constant intensity, a 1.1 deadline: gpu-only runs a steady efficient clock
     # (about 1/1.1 of full speed); an optimum that moves in whole 15-min units per hour can only
-    # mix 0.75 and 1.0 and was beaten (by 0.08 % here, 0.8 % on HK 2022) (found on the bench's single-site sets)
+    # mix 0.75 and 1.0 and was beaten (0.08 % here, 0.8 % on HK 2022 in the bench)
     from tests.control.conftest import synthetic_source
 
     traces = SiteTraces(synthetic_source({"A": [420.0] * 60}), {"A": "A"})
