@@ -37,6 +37,8 @@ over everything: ``deadline_miss_pct``, ``beats_optimum_jobs`` (on-time jobs bel
 their deadline; the bench fails unless 0: a policy beating the optimum is a bug; a late job counts
 as missed instead), ``worse_than_agnostic_pct`` (jobs > 1 % above carbon-agnostic).
 Every other policy's figures beside them, prefixed by its name (``greedy_cleanest_...``).
+``headline_start_every_h``/``family_start_every_h``/``thinned``: the sampling
+(``CAFTM_BENCH_EVERY_H`` thins it for a quick run; the family keeps two starts at least).
 ``sim_seconds``/``sim_cpu_seconds``: the headline evaluation (both factors; wall and CPU time,
 workers included); ``bench_seconds``: the whole bench, family included.
 """
