@@ -99,3 +99,20 @@ def test_the_bench_fails_when_a_policy_beats_the_optimum() -> None:
     assert figures.beats_optimum == figures.carbon_g.size and not figures.missed.any()
     with pytest.raises(AssertionError, match="teleport"):
         bench.check_optimum([honest, cheating])
+
+
+def test_the_starts_thin_with_the_environment_and_refuse_a_bad_value(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(bench.EVERY_H_ENV, raising=False)
+    assert bench.headline_every_h() == 6.0
+    assert bench.family_every_h() == bench.FAMILY_EVERY_H
+    monkeypatch.setenv(bench.EVERY_H_ENV, "24")
+    assert bench.headline_every_h() == 24.0
+    assert bench.family_every_h() == bench.FAMILY_EVERY_H * 4
+    monkeypatch.setenv(bench.EVERY_H_ENV, "10000")  # the family keeps two starts
+    assert len(bench.family_starts(bench.family_every_h())) == 2
+    for bad in ("0", "1.5", "six"):
+        monkeypatch.setenv(bench.EVERY_H_ENV, bad)
+        with pytest.raises(ValueError, match=bench.EVERY_H_ENV):
+            bench.headline_every_h()

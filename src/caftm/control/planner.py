@@ -56,8 +56,8 @@ from caftm.records import State
 DEFAULT_DEADLINE_FACTOR = 1.1
 #: Plan slots, s (the forecasts' step).
 SLOT_S = HOUR_S
-#: Progress units per slot (15 min of full-clock work).
-UNITS_PER_SLOT = 4
+#: Progress units per slot (5 min of full-clock work: see caftm.sim.optimum.UNITS_PER_SLOT).
+UNITS_PER_SLOT = 12
 #: Slots of the plan read and kept (the first is carried out; the rest are shown).
 PLAN_STEPS_KEPT = 12
 

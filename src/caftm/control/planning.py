@@ -225,6 +225,9 @@ class PlanningProblem:
         self.move_downtime_s = float(move_downtime_s)
         self.move_kwh = curve.idle_power_w * move_downtime_s / J_PER_KWH
         self._tables: dict[float, _Tables] = {}
+        self._stacked_memo: (
+            tuple[tuple[float, ...], tuple[FloatArray, FloatArray, npt.NDArray[np.int64]]] | None
+        ) = None
         self.max_speed = max(curve.speed)
 
     def tables(self, span_s: float) -> _Tables:
@@ -269,64 +272,53 @@ class PlanningProblem:
         r_max = work_units
         inf = np.inf
         n = len(self.spans_s)
-        caps = [self.tables(span).run.size - 1 for span in self.spans_s]
+        runs, ends, caps = self._stacked()
         before = np.concatenate([[0], np.cumsum(caps)])  # units doable before slot h
         after = before[-1] - before  # units doable from slot h on (no move)
-        nxt: FloatArray = np.full((n_jobs, n_sites, r_max + 1), inf, dtype=dtype)
-        nxt[:, :, 0] = 0.0
-        out = [nxt]
+        # every slot's costs at once: (slots, rows, jobs, sites, k), inf where the energy is
+        c_all = np.ascontiguousarray(np.moveaxis(ci[:, :n, :], 1, 0)).astype(dtype)
+        cr_all = _times_all(c_all, runs, dtype)
+        ce_all = _times_all(c_all, ends, dtype)
         move_kwh = np.asarray(self.move_kwh, dtype=dtype)
+        # during the solve, index 0 (nothing left) is inf: reaching it is a finishing slot,
+        # costed by ``end``; it is set to 0 in what is returned
+        nxt: FloatArray = np.full((n_jobs, n_sites, r_max + 1), inf, dtype=dtype)
+        out = [nxt]
         for h in range(n - 1, -1, -1):
-            t = self.tables(self.spans_s[h])
             # only what is left of the work reachable from the start and able to finish matters
-            lo = max(0, r_max - int(before[h]))
+            lo = max(1, r_max - int(before[h]))
             hi = min(r_max, int(after[h]))
             value: FloatArray = np.full((n_jobs, n_sites, r_max + 1), inf, dtype=dtype)
             if lo <= hi:
-                c: FloatArray = ci[:, h, :].astype(dtype)[:, :, None]  # (jobs, sites, 1)
-                future = nxt.copy()
-                future[:, :, 0] = inf  # reaching 0 is a finishing slot, costed by ``end``
-                both = self._best_in_slot(future, c, t.runs, t.ends, lo, hi)
-                full, moved = both[0], both[1]
-                arrive = moved.min(axis=1, keepdims=True)  # the best site to move to
-                value[:, :, lo : hi + 1] = np.minimum(full, arrive + c * move_kwh)
-            value[:, :, 0] = 0.0
+                c = c_all[h][:, :, None]  # (jobs, sites, 1)
+                both = _best_in_slot(nxt, cr_all[h], ce_all[h], int(caps[h]), lo, hi)
+                arrive = both[1].min(axis=1, keepdims=True)  # the best site to move to
+                value[:, :, lo : hi + 1] = np.minimum(both[0], arrive + c * move_kwh)
             if keep:
                 out.append(value)
             nxt = value
-        if not keep:
-            return [nxt]
-        out.reverse()
-        return out
+        kept = out if keep else [nxt]
+        for v in kept:
+            v[:, :, 0] = 0.0
+        kept.reverse()
+        return kept
 
-    @staticmethod
-    def _best_in_slot(
-        future: FloatArray, c: FloatArray, run: FloatArray, end: FloatArray, lo: int, hi: int
-    ) -> FloatArray:
-        """Least cost to have ``r`` (``lo ≤ r ≤ hi``) left at the slot's start and do some units
-        in it here, for each row of ``run``/``end`` (a slot without and with a move):
-        ``(rows, jobs, sites, hi − lo + 1)``."""
-        rows = run.shape[0]
-        width = hi - lo + 1
-        best = np.full((rows, *future.shape[:-1], width), np.inf, dtype=future.dtype)
-        k_max = min(run.shape[1] - 1, hi)
-        cr = _times(c, run, future.dtype)  # (rows, jobs, sites, k)
-        for k in range(k_max + 1):
-            first = max(lo, k)  # r from first to hi draws on future[r - k]
-            if first > hi:
-                continue
-            np.minimum(
-                best[..., first - lo :],
-                future[None, ..., first - k : hi + 1 - k] + cr[..., k : k + 1],
-                out=best[..., first - lo :],
-            )
-        first, last = max(1, lo), min(k_max, hi)
-        if first <= last:
-            ce = _times(c, end[:, first : last + 1], future.dtype)
-            np.minimum(
-                best[..., first - lo : last - lo + 1], ce, out=best[..., first - lo : last - lo + 1]
-            )
-        return best
+    def _stacked(self) -> tuple[FloatArray, FloatArray, npt.NDArray[np.int64]]:
+        """Every slot's energy tables padded to one width with inf: runs and ends
+        ``(slots, 2, k)`` (row 1: after a move) and each slot's most units without a move."""
+        key = tuple(self.spans_s)
+        if self._stacked_memo is not None and self._stacked_memo[0] == key:
+            return self._stacked_memo[1]
+        tables = [self.tables(span) for span in self.spans_s]
+        caps = np.array([t.run.size - 1 for t in tables], dtype=np.int64)
+        width = int(max(t.runs.shape[1] for t in tables))
+        runs = np.full((len(tables), 2, width), np.inf)
+        ends = np.full((len(tables), 2, width), np.inf)
+        for h, t in enumerate(tables):
+            runs[h, :, : t.runs.shape[1]] = t.runs
+            ends[h, :, : t.ends.shape[1]] = t.ends
+        self._stacked_memo = (key, (runs, ends, caps))
+        return runs, ends, caps
 
     def solve(
         self,
@@ -409,9 +401,41 @@ class PlanningProblem:
         return tuple(steps)
 
 
-def _times(c: FloatArray, energy: FloatArray, dtype: npt.DTypeLike) -> FloatArray:
-    """``c × energy`` as ``(rows, jobs, sites, k)``, inf where the energy is (even at c = 0)."""
-    finite = np.isfinite(energy)
-    product = c[None] * np.where(finite, energy, 0.0)[:, None, None, :].astype(dtype)
-    out: FloatArray = np.where(finite[:, None, None, :], product, np.inf).astype(dtype)
+def _times_all(c: FloatArray, energy: FloatArray, dtype: npt.DTypeLike) -> FloatArray:
+    """``c × energy`` of every slot: c ``(slots, jobs, sites)``, energy ``(slots, rows, k)`` →
+    ``(slots, rows, jobs, sites, k)``, inf where the energy is (even at c = 0)."""
+    finite = np.isfinite(energy)[:, :, None, None, :]
+    product = c[:, None, :, :, None] * np.where(np.isfinite(energy), energy, 0.0)[
+        :, :, None, None, :
+    ].astype(dtype)
+    out: FloatArray = np.where(finite, product, np.inf).astype(dtype)
     return out
+
+
+def _best_in_slot(
+    future: FloatArray, cr: FloatArray, ce: FloatArray, k_cap: int, lo: int, hi: int
+) -> FloatArray:
+    """Least cost to have ``r`` (``1 ≤ lo ≤ r ≤ hi``) left at the slot's start and do ``k`` units
+    in it here, for each row of ``cr``/``ce`` (a slot without and with a move):
+    ``(rows, jobs, sites, hi − lo + 1)``. ``future[..., r − k]``: from the next slot on (inf at
+    0); ``ce[..., r]``: the work ends in this slot (``k = r``); ``k_cap``: most units here."""
+    width = hi - lo + 1
+    k_max = min(k_cap, hi)
+    best = np.full((cr.shape[0], *future.shape[:-1], width), np.inf, dtype=future.dtype)
+    for k in range(k_max + 1):
+        first = max(lo, k)  # r from first to hi draws on future[r - k]
+        if first > hi:
+            continue
+        np.minimum(
+            best[..., first - lo :],
+            future[None, ..., first - k : hi + 1 - k] + cr[..., k : k + 1],
+            out=best[..., first - lo :],
+        )
+    first, last = lo, min(k_max, hi)
+    if first <= last:
+        np.minimum(
+            best[..., first - lo : last - lo + 1],
+            ce[..., first : last + 1],
+            out=best[..., first - lo : last - lo + 1],
+        )
+    return best

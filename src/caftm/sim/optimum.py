@@ -9,7 +9,7 @@ with their downtime at idle power, the deadline hard (``deadline_factor ×`` the
 The same costs as the simulator (:mod:`caftm.sim.engine`) on a coarser clock. Where the two
 differ the optimum is given the freer choice — mixing settings and idling within a slot, the meter
 stopping when the job ends, any GPU setting — and in the simulator moves start on the grid as
-here. One restriction remains: progress moves in whole units per slot (15 min of work by default),
+here. One restriction remains: progress moves in whole units per slot (5 min of work by default),
 so the DP is a lower bound up to that grid; the bench checks on every job that no simulated policy
 beats it. Vectorised over start times: one call solves every job of one shape. :func:`brute_force`
 enumerates the same problem independently, for tests.
@@ -36,8 +36,9 @@ log = logging.getLogger(__name__)
 
 FloatArray = npt.NDArray[np.float64]
 
-#: Progress units per slot (a slot of 1 h: 15-minute units of full-clock work).
-UNITS_PER_SLOT = 4
+#: Progress units per slot (a slot of 1 h: 5-minute units of full-clock work; 4 let a steady
+#: slower clock beat the optimum at a 1.1 deadline).
+UNITS_PER_SLOT = 12
 
 
 def slot_energy_j(
