@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich import box
 from rich.console import Group
 from rich.live import Live
 from rich.table import Table
@@ -195,11 +196,13 @@ def comparison_table(result: DemoResult) -> Table:
     """caftm against carbon-agnostic: carbon, energy, completion, moves, pauses, parameters."""
     table = Table(
         title="caftm against carbon-agnostic (SIMULATED GPU, SYNTHETIC intensities)",
-        title_justify="left",
-    )
-    for column in ("job", "carbon g", "energy kWh", "completes after", "moves", "pauses",
-                   "GPU clock changes", "sites"):  # fmt: skip
-        table.add_column(column, justify="left" if column in ("job", "sites") else "right")
+        title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True,
+    )  # fmt: skip
+    longest = max((len(name) for name in result.jobs), default=3)
+    table.add_column("job", no_wrap=True, min_width=longest)  # a job's name is never cut
+    for column in ("carbon g", "energy kWh", "done after", "moves", "pauses", "clock changes"):
+        table.add_column(column, justify="right")
+    table.add_column("sites", overflow="fold")
     for name, job in result.jobs.items():
         table.add_row(
             name, f"{job['carbon_g']:.3f}", f"{job['energy_j'] / 3.6e6:.4f}",
