@@ -64,7 +64,7 @@ def test_demo_moves_pauses_tunes_and_saves_carbon_under_cpu_load(
     assert "caftm against carbon-agnostic" in text
     assert "job wait saved" in text and "met its deadline" in text
     said = done.stdout + done.stderr  # fate lines: on stderr, or above the live display
-    assert "moved KR →" in said and "paused at DE" in said
+    assert "moved KR →" in said and "paused at DE" in said, said[-3000:]
     # the figure, read back: a move of seconds on the job's clock, no line across a gap
     with Ledger(tmp_path / "demo" / "ledger.sqlite", read_only=True) as ledger:
         book = JobBook(ledger)

@@ -637,7 +637,10 @@ class Controller:
         """Learn speed and power from a finished Tolerance window; check drift when due."""
         if closed is None or closed.time_s <= 0:
             return
-        self._step_time_s = closed.time_s / closed.steps
+        # the pace on the controller's clock: what the rest of the job takes on the timeline
+        # its deadline and plans live on (an accelerated job clock included)
+        paced_s = closed.clock_s if closed.clock_s > 0 else closed.time_s
+        self._step_time_s = paced_s / closed.steps
         if closed.energy_j is None:
             return
         self.power_w = closed.energy_j / closed.time_s

@@ -25,13 +25,16 @@ _WINDOW = "caftm-window"
 
 @dataclass(frozen=True, slots=True)
 class ClosedWindow:
-    """A finished window: ``energy_j`` is None without a meter. Times in s, energy in J."""
+    """A finished window: ``energy_j`` is None without a meter. Times in s, energy in J;
+    ``time_s`` as the meter measured it, ``clock_s`` on the controller's clock (the two differ
+    under an accelerated job clock, where the job's pace is what plans must use)."""
 
     steps: int
     time_s: float
     energy_j: float | None
     setting: float | None
     site: str
+    clock_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +118,7 @@ class WindowLog:
             "tolerance",
             p.site,
         )
-        return ClosedWindow(p.steps, time_s, energy_j, p.setting, p.site)
+        return ClosedWindow(p.steps, time_s, energy_j, p.setting, p.site, p.end_s - p.start_s)
 
     def record(
         self,

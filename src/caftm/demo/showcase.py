@@ -5,10 +5,11 @@ Two small carbon-aware jobs run on the embedded (SYNTHETIC) profiles with an acc
 moves take their wall time, see :mod:`caftm.clock`) and the SIMULATED GPU, each beside its
 carbon-agnostic twin:
 
-- ``move``: starts in KR among KR, JP-TK, DE, FR and CA-ON; KR is above θ, so after profiling
-  the GPU clock it checkpoints and moves to a cleaner site;
-- ``wait``: runs only in DE under a deadline; DE is above θ at the start and clean a few hours
-  later, so it pauses until then.
+- ``move``: starts in KR among KR, JP-TK, DE, FR and CA-ON; the shipped planner (the policy a
+  job with no ``policy:`` gets) sees cleaner sites, so after profiling the GPU it checkpoints and
+  moves to one;
+- ``wait``: runs only in DE under a deadline; DE is dirty at the start and clean a few hours
+  later, so the planner pauses until then and runs the GPU slower in the slack.
 
 The twins (policy ``carbon-agnostic``) stay where they start at default clocks. All four run at
 once, each in its own process per leg, and the final parameters of each job are compared with
@@ -34,6 +35,7 @@ from caftm.jobs.supervisor import Supervisor
 from caftm.jobs.view import JobView
 from caftm.ledger import JobBook, JobRecord, JobStatus, Ledger
 from caftm.ledger.feed import Feed, Scope
+from caftm.sim.policy_specs import DEFAULT_POLICY
 
 __all__ = ["DEMO_SITES", "DEMO_SPEED", "DemoResult", "run_showcase"]
 
@@ -130,9 +132,9 @@ def write_jobs(workdir: Path, *, speed: float = DEMO_SPEED) -> dict[str, Path]:
     workdir.mkdir(parents=True, exist_ok=True)
     deadline = DEMO_DEADLINE
     plans = {
-        "move": (list(DEMO_SITES), "caftm", None),
-        "move-agnostic": (list(DEMO_SITES), "carbon-agnostic", None),
-        "wait": (["DE"], "caftm", deadline),
+        "move": (list(DEMO_SITES), DEFAULT_POLICY, deadline),
+        "move-agnostic": (list(DEMO_SITES), "carbon-agnostic", deadline),
+        "wait": (["DE"], DEFAULT_POLICY, deadline),
         "wait-agnostic": (["DE"], "carbon-agnostic", deadline),
     }
     paths = {}
