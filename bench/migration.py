@@ -111,11 +111,8 @@ def _migrate_once(mb: float, job: dict[str, Any] | None = None) -> dict[str, flo
         tmp = Path(folder)
         config = _job(tmp, mb, job)
         spec = load_job(config)
-        supervisor = Supervisor(spec)
-        try:
+        with Supervisor(spec) as supervisor:
             job = supervisor.run()
-        finally:
-            supervisor.close()
         assert job.status.value == "succeeded" and job.moves == 1, (job.status, job.message)
         marks = tmp / "marks"
         saves = sorted(marks.glob("save-*"), key=lambda p: int(p.name.split("-")[1]))
@@ -217,11 +214,8 @@ def _ray_leg_start_once(job: dict[str, Any]) -> float:
         config = _job(tmp, 1.0, job, sites=["FR"], total_steps=3,
                       policy={"name": "carbon-agnostic"})  # fmt: skip
         spec = load_job(config)
-        supervisor = Supervisor(spec)
-        try:
+        with Supervisor(spec) as supervisor:
             record = supervisor.run()
-        finally:
-            supervisor.close()
         assert record.status.value == "succeeded", (record.status, record.message)
         first_step = float((tmp / "marks" / "leg-first-step-0").read_text())
         with Ledger(spec.ledger_path) as ledger:

@@ -178,11 +178,8 @@ def run_job(config: Path) -> tuple[JobRecord, JobBook]:
     from caftm.jobs.supervisor import Supervisor
 
     spec = load_job(config)
-    supervisor = Supervisor(spec)
-    try:
+    with Supervisor(spec) as supervisor:
         job = supervisor.run()
-    finally:
-        supervisor.close()
     return job, JobBook(Ledger(spec.ledger_path))
 
 

@@ -35,11 +35,8 @@ HERE = Path(__file__).parent
 
 
 def _supervise(config: Path) -> JobRecord:
-    supervisor = Supervisor(load_job(config))
-    try:
+    with Supervisor(load_job(config)) as supervisor:
         return supervisor.run()
-    finally:
-        supervisor.close()
 
 
 class _Background:

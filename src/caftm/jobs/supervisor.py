@@ -193,6 +193,12 @@ class Supervisor:
         if self._own_ledger:
             self.ledger.close()
 
+    def __enter__(self) -> Supervisor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # -- claiming ----------------------------------------------------------------------------------
     def _claim(self) -> JobRecord:
         spec = self.spec
