@@ -22,6 +22,14 @@ def leg_of_time(book: JobBook, name: str) -> dict[float, int]:
     }
 
 
+def leg_at(legs: dict[float, int], x: float) -> int:
+    """The leg of the window ending nearest ``x`` (within a millisecond: keys are rounded)."""
+    times = np.fromiter(legs, dtype=float)
+    nearest = float(times[np.argmin(np.abs(times - x))])
+    assert abs(nearest - x) < 1e-8, f"no window ends at {x!r}"
+    return legs[nearest]
+
+
 def joins_across_legs(line: Any, legs: dict[float, int]) -> list[tuple[float, float]]:
     """The segments ``line`` draws between points of two different legs (should be none)."""
     xs = np.asarray(line.get_xdata(), dtype=float)
@@ -30,7 +38,7 @@ def joins_across_legs(line: Any, legs: dict[float, int]) -> list[tuple[float, fl
     joins = []
     for i in range(len(xs) - 1):
         if drawn[i] and drawn[i + 1]:
-            a, b = legs[round(xs[i], 9)], legs[round(xs[i + 1], 9)]
+            a, b = leg_at(legs, xs[i]), leg_at(legs, xs[i + 1])
             if a != b:
                 joins.append((xs[i], xs[i + 1]))
     return joins
