@@ -1,6 +1,11 @@
-"""The demo worker with its move's checkpoint held open: before writing a manifest (the last
-file of a checkpoint) of step ≥ ``$HOLD_SAVE_FROM`` it waits until ``$HOLD_SAVE_RELEASE``
-exists (up to 300 s), so a test sees what happens while a move's checkpoint is written.
+"""The demo worker with a checkpoint held open: before writing a manifest (the last file of a
+checkpoint) of step ≥ ``$HOLD_SAVE_FROM`` it waits, up to 300 s, so that a test sees (or
+kills) what happens while that checkpoint is written.
+
+- ``$HOLD_SAVE_RELEASE``: the wait ends once this file exists (without it: only a kill or the
+  300 s end it);
+- ``$HOLD_SAVE_MARKER``: the worker first writes the held step to this file; once it exists,
+  later checkpoints (of this leg or the next) are not held.
 
     python held_save_worker.py --config JOB.yaml --checkpoint-every N
 """
@@ -17,16 +22,28 @@ from caftm.checkpoint._backend import LocalBackend
 from caftm.demo.worker import main
 
 _write_file = LocalBackend.write_file
+_HOLD_S = 300.0
+
+
+def _hold(step: int) -> None:
+    """Wait before the manifest of ``step`` as the environment says (or return at once)."""
+    if step < int(os.environ.get("HOLD_SAVE_FROM", "0")):
+        return
+    marker = os.environ.get("HOLD_SAVE_MARKER")
+    if marker:
+        if Path(marker).exists():
+            return  # held once already
+        Path(marker).write_text(str(step), encoding="utf-8")
+    release = os.environ.get("HOLD_SAVE_RELEASE")
+    deadline = time.monotonic() + _HOLD_S
+    while time.monotonic() < deadline and not (release and Path(release).exists()):
+        time.sleep(0.01)
 
 
 def _held_write(self: LocalBackend, path: str, buffers: Sequence[memoryview]) -> tuple[int, str]:
     name = Path(path)
-    step = int(name.parent.name.rsplit("-", 1)[1]) if name.parent.name.startswith("step-") else 0
-    release = Path(os.environ["HOLD_SAVE_RELEASE"])
-    if name.name == "MANIFEST.json" and step >= int(os.environ.get("HOLD_SAVE_FROM", "0")):
-        deadline = time.monotonic() + 300
-        while not release.exists() and time.monotonic() < deadline:
-            time.sleep(0.01)
+    if name.name == "MANIFEST.json" and name.parent.name.startswith("step-"):
+        _hold(int(name.parent.name.rsplit("-", 1)[1]))
     return _write_file(self, path, buffers)
 
 

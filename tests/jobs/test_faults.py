@@ -104,7 +104,7 @@ def test_worker_kill9_mid_checkpoint(tmp_path: Path, reference: dict[str, torch.
     marker = tmp_path / "saving"
     command = [
         sys.executable,
-        str(HERE / "slow_save_worker.py"),
+        str(HERE / "held_save_worker.py"),
         "--config",
         str(tmp_path / "kc.yaml"),
         "--checkpoint-every",
@@ -115,7 +115,7 @@ def test_worker_kill9_mid_checkpoint(tmp_path: Path, reference: dict[str, torch.
         "kc",
         policy="carbon-agnostic",
         command=command,
-        job={"env": {"SLOW_SAVE_FROM": "300", "SLOW_SAVE_MARKER": str(marker)}},
+        job={"env": {"HOLD_SAVE_FROM": "300", "HOLD_SAVE_MARKER": str(marker)}},
     )
     book = _book(config)
     background = _Background(config)

@@ -40,10 +40,9 @@ from caftm.sim.policy_specs import DEFAULT_POLICY
 __all__ = ["DEMO_SITES", "DEMO_SPEED", "DemoResult", "run_showcase"]
 
 DEMO_SITES = ("KR", "JP-TK", "DE", "FR", "CA-ON")
-#: A June afternoon: DE is above θ from 15:00 until about 06:00 the next day (embedded profiles).
+#: A June afternoon: DE is dirty from 15:00 until about 06:00 the next day (embedded profiles).
 DEMO_START = datetime(2026, 6, 15, 15, tzinfo=UTC)
 DEMO_STEPS = 1500
-THRESHOLD_G_PER_KWH = 400.0
 #: Grid seconds per wall second of training or pause (1800: a wall second is half a grid hour;
 #: a busy machine trains slower, and so for more grid hours: this leaves the pausing job room)
 DEMO_SPEED = 1800.0
@@ -87,7 +86,8 @@ class DemoResult:
 def _job_dict(name: str, sites: list[str], policy: str, *, deadline: datetime | None,
               speed: float) -> dict[str, Any]:  # fmt: skip
     """One job file's content; its paths are relative to the file's folder (where the worker runs,
-    and what :func:`~caftm.jobs.spec.load_job` resolves them against)."""
+    and what :func:`~caftm.jobs.spec.load_job` resolves them against). It sets only what its
+    policy reads: no θ (the shipped planner plans over forecasts, the twins never stop)."""
     policy_section: dict[str, Any] = {"name": policy, "min_dwell_s": 0}
     if deadline is not None:
         policy_section["deadline"] = deadline.isoformat()
@@ -111,7 +111,6 @@ def _job_dict(name: str, sites: list[str], policy: str, *, deadline: datetime | 
         },
         "sites": sites,
         "total_steps": DEMO_STEPS,
-        "threshold": {"mode": "absolute", "value_g_per_kwh": THRESHOLD_G_PER_KWH},
         "policy": policy_section,
         # a checkpoint of this model is a few kB: moving it takes seconds, not minutes
         "migration": {
