@@ -65,9 +65,13 @@ class NoticeRecorder(logging.Handler):
         self.on_record: Callable[[], None] | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
+        self.add(record.getMessage())
+
+    def add(self, line: str) -> None:
+        """Keep one line (on one line, at most 500 characters), as if it had been logged."""
         if len(self.lines) >= self.limit:
             return
-        self.lines.append(" ".join(record.getMessage().split())[:500])
+        self.lines.append(" ".join(line.split())[:500])
         if self.on_record is not None:
             self.on_record()
 

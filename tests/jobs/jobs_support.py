@@ -22,7 +22,7 @@ from typing import Any
 import torch
 import yaml
 
-from caftm.checkpoint import CheckpointStore
+from caftm.checkpoint import CheckpointStore, TrainingState
 from caftm.jobs.spec import JobSpec, load_job
 from caftm.ledger import JobBook, JobRecord, Ledger
 
@@ -144,12 +144,33 @@ def final_model(
     return model
 
 
+def damage_a_checkpoint(spec: JobSpec, site: str, step: int, *, rank: int | None = None) -> None:
+    """A checkpoint of ``step`` owned by the job in ``site``'s store (DDP: a rank's), with its
+    tensors cut to 0 bytes (as a full disk or a kill during the write leaves it)."""
+    url = spec.store_url(site)
+    if rank is not None:
+        url = f"{url}/rank-{rank:05d}"
+    with CheckpointStore(url, keep_last=None, owner=spec.identity) as store:
+        info = store.save(TrainingState(extra={"seeded": step}, rng=False), step=step)
+    folder = Path(url) / Path(info.path).name
+    damaged = [f for f in folder.iterdir() if f.name != "MANIFEST.json" and f.stat().st_size]
+    damaged[0].write_bytes(b"")
+
+
 def assert_identical(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
     """Bit-identical tensors, same names and dtypes."""
     assert a.keys() == b.keys()
     for key in a:
         assert a[key].dtype == b[key].dtype, key
         assert torch.equal(a[key], b[key]), f"{key} differs"
+
+
+def caftm_cli(*args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
+    """``caftm ARGS`` run to its end on a wide terminal (200 columns)."""
+    return subprocess.run(
+        [sys.executable, "-m", "caftm.cli", *args], capture_output=True, text=True,
+        timeout=timeout_s, env={**os.environ, "COLUMNS": "200"},
+    )  # fmt: skip
 
 
 def supervise_cli(config: Path, **kwargs: Any) -> subprocess.Popen[str]:

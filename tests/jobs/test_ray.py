@@ -22,6 +22,7 @@ from tests.jobs.jobs_support import (
     Gate,
     LineReader,
     assert_identical,
+    caftm_cli,
     final_model,
     kill_group,
     supervise_cli,
@@ -208,13 +209,6 @@ def test_a_worker_node_killed_during_a_leg(
 
 
 # -- what the terminal and the ledger say (issue 18) ---------------------------------------------
-def _caftm(*args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "caftm.cli", *args], capture_output=True, text=True,
-        timeout=timeout_s, env={**os.environ, "COLUMNS": "200"},
-    )  # fmt: skip
-
-
 @pytest.mark.parametrize(
     ("asked", "named"),
     [({"num_gpus": 1}, "num_gpus: 1"), ({"resources": {"fast-disk": 2}}, "resources.fast-disk: 2")],
@@ -224,7 +218,7 @@ def test_validate_names_a_resource_no_node_of_the_cluster_offers(
 ) -> None:
     ray = {"address": cluster.address, **asked}
     config = write_job(tmp_path, "rayask", job={"executor": "ray", "ray": ray})
-    run = _caftm("validate", str(config))
+    run = caftm_cli("validate", str(config))
     assert run.returncode == 2, run.stdout + run.stderr
     [line] = run.stderr.strip().splitlines()
     assert named in line and "no live node of site KR offers" in line, line
@@ -315,7 +309,7 @@ def test_cancel_says_so_when_it_cannot_reach_the_cluster(tmp_path: Path) -> None
                 spec=spec.to_dict())  # fmt: skip
     book.start_leg("raygone", 1, site="KR", executor="ray", start_step=0)
     book.update_leg("raygone", 1, external_id="caftm-raygone-leg1-00000000")
-    run = _caftm("cancel", str(config))
+    run = caftm_cli("cancel", str(config))
     assert run.returncode == 2, run.stdout + run.stderr
     [line] = run.stderr.strip().splitlines()
     assert "cannot stop leg 1 of job raygone" in line and "not marked cancelled" in line, line

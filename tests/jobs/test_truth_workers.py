@@ -12,37 +12,28 @@ import sys
 from pathlib import Path
 
 import pytest
-from tests.jobs.jobs_support import Gate, book_of, kill_group, supervise_cli, wait_for, write_job
+from tests.jobs.jobs_support import (
+    Gate,
+    book_of,
+    caftm_cli,
+    damage_a_checkpoint,
+    kill_group,
+    supervise_cli,
+    wait_for,
+    write_job,
+)
 
-from caftm.checkpoint import CheckpointStore, TrainingState
-from caftm.jobs.spec import JobSpec, load_job
+from caftm.jobs.spec import load_job
 from caftm.ledger import JobStatus, LegStatus
 
 pytestmark = pytest.mark.slow
-
-
-def damage_a_checkpoint(spec: JobSpec, site: str, step: int) -> None:
-    """A checkpoint of ``step`` owned by the job in ``site``'s store, with its tensors cut to
-    0 bytes (as a full disk or a kill during the write leaves it)."""
-    with CheckpointStore(spec.store_url(site), keep_last=None, owner=spec.identity) as store:
-        info = store.save(TrainingState(extra={"seeded": step}, rng=False), step=step)
-    folder = Path(spec.store_url(site)) / Path(info.path).name
-    damaged = [f for f in folder.iterdir() if f.name != "MANIFEST.json" and f.stat().st_size]
-    damaged[0].write_bytes(b"")
-
-
-def _caftm(*args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "caftm.cli", *args], capture_output=True, text=True,
-        timeout=timeout_s, env={**os.environ, "COLUMNS": "200"},
-    )  # fmt: skip
 
 
 def test_a_skipped_checkpoint_and_a_fresh_start_reach_the_run_terminal(tmp_path: Path) -> None:
     config = write_job(tmp_path, "fate", policy="carbon-agnostic", steps=40, every=1000)
     spec = load_job(config)
     damage_a_checkpoint(spec, "KR", 20)
-    run = _caftm("run", "--quiet", str(config), timeout_s=300)
+    run = caftm_cli("run", "--quiet", str(config), timeout_s=300)
     assert run.returncode == 0, run.stdout + run.stderr
     skipped = [line for line in run.stderr.splitlines() if "skipping checkpoint" in line]
     assert len(skipped) == 1 and "0 bytes" in skipped[0] and "leg 1 at KR" in skipped[0]
@@ -51,7 +42,7 @@ def test_a_skipped_checkpoint_and_a_fresh_start_reach_the_run_terminal(tmp_path:
     book = book_of(config)
     [leg] = book.legs("fate")
     assert (leg.start_step, leg.end_step) == (0, 40)  # not the damaged 20
-    status = _caftm("status", str(config))  # the job file finds its ledger
+    status = caftm_cli("status", str(config))  # the job file finds its ledger
     assert status.returncode == 0, status.stderr
     assert "0→40" in status.stdout and "20→" not in status.stdout
     book.ledger.close()

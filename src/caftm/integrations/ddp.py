@@ -19,7 +19,9 @@ its own sampler position, RNGs and the controller's state into ``<url>/rank-0000
 rank writes only its own sampler position, RNGs and extras into ``<url>/rank-<r>``. On resume the
 ranks agree on the newest step that every rank completed (an all-reduce MIN), so a crash between
 two ranks' writes falls back to the previous step; ranks other than 0 read the shared state from
-rank 0's checkpoint of that step. Pauses in place keep the other ranks waiting in the broadcast:
+rank 0's checkpoint of that step. After the restore the other ranks hand rank 0 their fate
+lines (a checkpoint of theirs skipped as damaged, ...), which rank 0 reports to a supervisor.
+Pauses in place keep the other ranks waiting in the broadcast:
 set the process group's ``timeout`` above the longest pause.
 """
 
@@ -32,6 +34,7 @@ from collections.abc import Callable
 import torch
 import torch.distributed as dist
 
+from caftm._notice import NoticeRecorder
 from caftm.checkpoint import CheckpointStore, TrainingState
 from caftm.control.config import MAX_SITE_NAME_BYTES
 from caftm.control.hooks import Hooks
@@ -211,6 +214,24 @@ class DistributedSteps:
 
     def _apply_local(self, setting: float | None) -> None:
         apply_knob_setting(None if self.gpu is None else self.gpu.knob, setting)
+
+    # -- fate lines ----------------------------------------------------------------------------
+    def gather_notices(self, recorder: NoticeRecorder | None) -> None:
+        """Give rank 0's recorder the fate lines every other rank recorded so far (a checkpoint
+        of its own skipped as damaged, a GPU-control fallback), each prefixed with its rank.
+
+        Every rank calls it at the same point (after the restore); one process: nothing.
+        """
+        if self.world_size == 1:
+            return
+        lines = list(recorder.lines) if recorder is not None else []
+        gathered: list[object] | None = [None] * self.world_size if self.rank == 0 else None
+        dist.gather_object(lines, gathered, dst=0)
+        if gathered is None or recorder is None:
+            return
+        for rank, theirs in enumerate(gathered[1:], start=1):
+            for line in theirs if isinstance(theirs, list) else []:
+                recorder.add(f"rank {rank}: {line}")
 
     # -- resume --------------------------------------------------------------------------------
     def restore(

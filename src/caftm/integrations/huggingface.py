@@ -19,6 +19,10 @@ seen and puts the RNGs back where the uninterrupted run had them, loading every 
 verifies the latest checkpoint in the store and writes it out as a Trainer checkpoint folder.
 Under fp16 the Trainer's ``GradScaler`` (reached through the accelerated optimiser's
 ``scaler``) is captured too and written back as the Trainer's ``scaler.pt``.
+
+Under ``caftm run`` the callback keeps the supervisor's live status (step, step restored,
+controller) and writes how the leg ended; its fate lines (a checkpoint skipped as damaged, a
+fresh start although the store holds checkpoints) reach the supervisor's terminal.
 """
 
 from __future__ import annotations
@@ -37,8 +41,9 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 
 from caftm.checkpoint import CheckpointStore, TrainingState
 from caftm.errors import CheckpointError, ConfigError
-from caftm.integrations._core import ControllerSession, StopRequest
+from caftm.integrations._core import ControllerSession, Outcome, StopRequest
 from caftm.integrations._state import TreeHolder
+from caftm.integrations._supervised import SupervisorReport, notice_fresh_start
 from caftm.records import RunStatus
 
 __all__ = ["CarbonAwareTrainerCallback"]
@@ -69,6 +74,10 @@ class CarbonAwareTrainerCallback(TrainerCallback):
         self.store = store
         self.stop_request: StopRequest | None = None
         self._started = False
+        #: the supervisor's live status and the leg's outcome (nothing when run alone)
+        self._report = SupervisorReport()
+        self._start_step: int | None = None
+        self._state: TrainerState | None = None
 
     # -- resume --------------------------------------------------------------------------------
     def resume_checkpoint(self, directory: str | Path) -> str | None:
@@ -78,6 +87,7 @@ class CarbonAwareTrainerCallback(TrainerCallback):
         Also restores the controller's state. Raises CheckpointError for a checkpoint that is
         not a Hugging Face one.
         """
+        self._attach()  # a checkpoint skipped as damaged is a fate line
         holder = TreeHolder()
         state = TrainingState(stateful={"huggingface": holder}, rng=False)
         info = self.store.restore_latest(state)
@@ -104,6 +114,26 @@ class CarbonAwareTrainerCallback(TrainerCallback):
         log.info("resuming from caftm checkpoint %s (step %d) via %s", info.path, info.step, folder)
         return str(folder)
 
+    # -- the supervisor's view -----------------------------------------------------------------
+    def _attach(self) -> None:
+        self._report.attach()
+        if self._report.notices is not None:
+            self._report.notices.on_record = lambda: self._write_status(force=True)
+
+    def _write_status(self, *, force: bool = False) -> None:
+        if not self._report.supervised:
+            return
+        request = self.stop_request
+        outcome = Outcome.RUNNING if request is None else request.outcome
+        fields: dict[str, object] = {"outcome": outcome.value}
+        if self._state is not None:
+            fields["step"] = self._state.global_step
+            fields["total_steps"] = self._state.max_steps or None
+        if self._start_step is not None:
+            fields["start_step"] = self._start_step  # the step restored (0: a fresh start)
+        started = self._start_step is not None
+        self._report.write(fields, self.session if started else None, force=force)
+
     # -- hooks ---------------------------------------------------------------------------------
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
@@ -114,9 +144,15 @@ class CarbonAwareTrainerCallback(TrainerCallback):
                 "caftm.integrations.torch.CarbonAwareTraining"
             )
         self.stop_request = None
+        self._state = state
+        self._attach()
         if not self._started:
+            if state.global_step == 0:  # the Trainer restored its checkpoint by now
+                notice_fresh_start(self.store)
             self.session.start()
             self._started = True
+            self._start_step = state.global_step
+            self._write_status(force=True)
 
     def on_step_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
@@ -133,6 +169,7 @@ class CarbonAwareTrainerCallback(TrainerCallback):
         if stop is not None:
             self.stop_request = stop
             control.should_training_stop = True
+        self._write_status(force=stop is not None)
         return control
 
     def on_train_end(
@@ -142,8 +179,15 @@ class CarbonAwareTrainerCallback(TrainerCallback):
             RunStatus.FINISHED if self.stop_request is None
             else RunStatus(self.stop_request.outcome.value)
         )  # fmt: skip
-        self.session.close(status=status)
-        self._started = False
+        try:
+            self.session.close(status=status)
+        finally:
+            self._started = False
+            self._report.write_outcome(
+                self.stop_request or StopRequest(Outcome.COMPLETED, state.global_step)
+            )
+            self._write_status(force=True)
+            self._report.detach()
 
 
 def _capture(state: TrainerState, objects: dict[str, Any]) -> dict[str, Any]:

@@ -24,13 +24,19 @@ uninterrupted run did not do mid-epoch), before it for an end-of-epoch checkpoin
 
 One process only: under a multi-process strategy every rank would run its own controller, so
 ``fit`` is refused (ConfigError) before the controller starts; for DDP use
-:class:`caftm.integrations.torch.CarbonAwareTraining`.
+:class:`caftm.integrations.torch.CarbonAwareTraining`. Training data outside a
+:class:`ResumableDataLoader` is refused the same way (a resume would restart its epoch and, with
+a shuffling sampler, draw another order) unless ``allow_unsaved_state=True``.
+
+Under ``caftm run`` the callback keeps the supervisor's live status (step, step restored,
+controller) and writes how the leg ended; its fate lines (a checkpoint skipped as damaged, a
+fresh start although the store holds checkpoints) reach the supervisor's terminal.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import lightning.pytorch as pl
@@ -40,8 +46,10 @@ from torch.utils.data import DataLoader, Sampler
 from caftm.checkpoint import CheckpointInfo, CheckpointStore, ResumableSampler, TrainingState
 from caftm.checkpoint.rng import capture_rng_state, restore_rng_state
 from caftm.errors import CheckpointError, ConfigError
-from caftm.integrations._core import ControllerSession, StopRequest
+from caftm.integrations._core import ControllerSession, Outcome, StopRequest
 from caftm.integrations._state import TreeHolder
+from caftm.integrations._supervised import SupervisorReport, notice_fresh_start
+from caftm.integrations._unsaved import OPT_OUT
 from caftm.records import RunStatus
 
 __all__ = ["CaftmCheckpointIO", "CarbonAwareCallback", "ResumableDataLoader"]
@@ -190,20 +198,33 @@ class CarbonAwareCallback(pl.Callback):
         session: the controller and its side effects (see :class:`ControllerSession`); its
             state travels in every checkpoint.
         store: where checkpoints go.
+        allow_unsaved_state: train data outside a :class:`ResumableDataLoader` (a resume then
+            restarts its epoch, in another order if it shuffles) instead of refusing to start.
 
     Attributes:
         stop_request: why the last ``fit`` stopped early (None: it ran to its end).
         checkpoint_io: the plugin to pass to ``Trainer(plugins=[...])``.
     """
 
-    def __init__(self, session: ControllerSession, store: CheckpointStore) -> None:
+    def __init__(
+        self,
+        session: ControllerSession,
+        store: CheckpointStore,
+        *,
+        allow_unsaved_state: bool = False,
+    ) -> None:
         self.session = session
         self.store = store
+        self.allow_unsaved_state = allow_unsaved_state
         self.checkpoint_io = CaftmCheckpointIO(store)
         self.stop_request: StopRequest | None = None
         self._rng_to_restore: dict[str, Any] | None = None
         self._saved_at_epoch_end = False
         self._last_step = -1
+        #: the supervisor's live status and the leg's outcome (nothing when run alone)
+        self._report = SupervisorReport()
+        self._start_step: int | None = None
+        self._trainer: pl.Trainer | None = None
 
     @property
     def state_key(self) -> str:
@@ -214,7 +235,37 @@ class CarbonAwareCallback(pl.Callback):
 
         The checkpoint is read and verified here once; ``fit`` then loads it from memory.
         """
+        self._attach()  # a checkpoint skipped as damaged is a fate line
         return LATEST if self.checkpoint_io.find_latest() is not None else None
+
+    # -- the supervisor's view ---------------------------------------------------------------
+    def _attach(self) -> None:
+        self._report.attach()
+        if self._report.notices is not None:
+            self._report.notices.on_record = lambda: self._write_status(force=True)
+
+    def _write_status(self, *, force: bool = False) -> None:
+        if not self._report.supervised:
+            return
+        trainer = self._trainer
+        fields: dict[str, object] = {"outcome": self._outcome().value}
+        if trainer is not None:
+            fields["step"] = trainer.global_step
+            fields["total_steps"] = trainer.max_steps if trainer.max_steps > 0 else None
+        if self._start_step is not None:
+            fields["start_step"] = self._start_step  # the step restored (0: a fresh start)
+        started = self._start_step is not None
+        self._report.write(fields, self.session if started else None, force=force)
+
+    def _outcome(self) -> Outcome:
+        return Outcome.RUNNING if self.stop_request is None else self.stop_request.outcome
+
+    def _end(self, request: StopRequest | None) -> None:
+        """The last word to a supervisor: how the leg ended (None: it failed), the status."""
+        if request is not None:
+            self._report.write_outcome(request)
+        self._write_status(force=True)
+        self._report.detach()
 
     # -- checkpoint content -------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -236,6 +287,10 @@ class CarbonAwareCallback(pl.Callback):
             self._rng_to_restore = rng  # after the resumed iterator exists: on_train_start
 
     # -- hooks --------------------------------------------------------------------------------
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._trainer = trainer
+        self._attach()  # before Lightning loads a checkpoint (ckpt_path given directly)
+
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.world_size > 1:  # every rank would run its own controller and diverge
             raise ConfigError(
@@ -251,7 +306,14 @@ class CarbonAwareCallback(pl.Callback):
             )
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self.allow_unsaved_state:
+            _refuse_unresumable_loaders(trainer)  # before the controller starts
+        self._trainer = trainer
+        if trainer.global_step == 0:
+            notice_fresh_start(self.store)
         self.session.start()
+        self._start_step = trainer.global_step  # restored by now (0: a fresh start)
+        self._write_status(force=True)
         if self._rng_to_restore is not None:
             restore_rng_state(self._rng_to_restore)
             self._rng_to_restore = None
@@ -278,31 +340,54 @@ class CarbonAwareCallback(pl.Callback):
         if stop is not None:
             self.stop_request = stop
             trainer.should_stop = True
+        self._write_status(force=stop is not None)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.session.close(
-            status=RunStatus.FINISHED if self.stop_request is None else RunStatus.SUSPENDED
-        )
+        try:
+            self.session.close(
+                status=RunStatus.FINISHED if self.stop_request is None else RunStatus.SUSPENDED
+            )
+        finally:
+            self._end(self.stop_request or StopRequest(Outcome.COMPLETED, trainer.global_step))
 
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:
-        self.session.close(status=RunStatus.FAILED)
+        try:
+            self.session.close(status=RunStatus.FAILED)
+        finally:
+            self._end(None)
+
+
+def _all_train_loaders(trainer: pl.Trainer) -> list[Any]:
+    loaders = trainer.train_dataloader
+    if loaders is None:
+        return []
+    if isinstance(loaders, dict):
+        return list(loaders.values())
+    if isinstance(loaders, list | tuple):
+        return list(loaders)
+    return [loaders]
 
 
 def _train_loaders(trainer: pl.Trainer) -> list[ResumableDataLoader]:
-    loaders = trainer.train_dataloader
-    flat: Iterable[Any]
-    if isinstance(loaders, dict):
-        flat = loaders.values()
-    elif isinstance(loaders, list | tuple):
-        flat = loaders
-    else:
-        flat = [loaders]
-    found = [loader for loader in flat if isinstance(loader, ResumableDataLoader)]
-    if not found:
-        raise ConfigError(
-            "CarbonAwareCallback needs the training data in a ResumableDataLoader "
-            "(caftm.integrations.lightning) to resume mid-epoch"
-        )
-    return found
+    """The training loaders whose position a checkpoint records."""
+    return [loader for loader in _all_train_loaders(trainer)
+            if isinstance(loader, ResumableDataLoader)]  # fmt: skip
+
+
+def _refuse_unresumable_loaders(trainer: pl.Trainer) -> None:
+    """Refuse training data whose position a checkpoint cannot record.
+
+    Raises:
+        ConfigError: a training loader is not a :class:`ResumableDataLoader`.
+    """
+    for loader in _all_train_loaders(trainer):
+        if not isinstance(loader, ResumableDataLoader):
+            sampler = type(getattr(loader, "sampler", None)).__name__
+            raise ConfigError(
+                f"the training DataLoader (sampler {sampler}) is not a ResumableDataLoader: a "
+                "resume would restart its epoch and draw another order; pass "
+                "ResumableDataLoader(dataset, sampler=ResumableSampler(len(dataset), ...)) as "
+                f"train_dataloaders, or CarbonAwareCallback(..., {OPT_OUT}) to accept that"
+            )

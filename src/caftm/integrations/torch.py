@@ -27,19 +27,17 @@ step (see :mod:`caftm.integrations.ddp`).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import signal
-import time
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import torch
 
-from caftm._notice import NoticeRecorder, notice
+from caftm._notice import notice
 from caftm.checkpoint import CheckpointStore, TrainingState
 from caftm.checkpoint.layout import rank_dir_name
 from caftm.checkpoint.owner import JobIdentity
@@ -52,9 +50,10 @@ from caftm.gpu import GpuBackend
 from caftm.integrations._core import ControllerSession, Outcome, StopRequest
 from caftm.integrations._gpu import GpuSetup
 from caftm.integrations._signals import PreemptionSignals
+from caftm.integrations._supervised import SupervisorReport, notice_fresh_start
 from caftm.integrations._unsaved import refuse_unsaved_scheduler
 from caftm.integrations.ddp import DistributedSteps, world
-from caftm.jobs.protocol import ENV_SITE_STORES, ENV_STATUS_FILE, write_outcome, write_status
+from caftm.jobs.protocol import ENV_SITE_STORES
 from caftm.jobs.standby import go_clock, wait_for_go
 from caftm.records import RunStatus
 from caftm.signals.base import IntensitySource
@@ -141,14 +140,12 @@ class CarbonAwareTraining:
             self.gpu = gpu
         elif gpu is not None:
             self.gpu = GpuSetup.from_config(config, gpu, knob_state_dir=knob_state_dir)
-        self._status_path = os.environ.get(ENV_STATUS_FILE) or None
-        self._status_written_s = 0.0
         #: under a supervisor, fate lines (warnings) go into the status it prints from
-        self._notices = NoticeRecorder() if self._status_path and self.rank == 0 else None
+        self._report = SupervisorReport(rank=self.rank)
         #: True when caftm tunes the GPU; False observes only (``gpu.control: off``)
         self.controls_gpu = self.gpu is not None and config.gpu.control == "auto"
         if self.gpu is not None and self.controls_gpu and not self.gpu.can_set:
-            with self._recording():
+            with self._report.recording():
                 notice(
                     "%s: this process may not change GPU settings (needs root or "
                     "CAP_SYS_ADMIN); falling back to gpu.control: off (energy metered, moves "
@@ -204,13 +201,11 @@ class CarbonAwareTraining:
 
     # -- lifecycle ---------------------------------------------------------------------------
     def __enter__(self) -> CarbonAwareTraining:
-        if self._notices is not None:
-            self._notices.attach()  # until __exit__
+        self._report.attach()  # until __exit__
         try:
             return self._enter()
         except BaseException:
-            if self._notices is not None:
-                self._notices.detach()
+            self._report.detach()
             raise
 
     def _enter(self) -> CarbonAwareTraining:
@@ -220,13 +215,10 @@ class CarbonAwareTraining:
         self.start_step = self.steps_done = self._steps.restore(
             self.store, self.state, self._shared_store, self._shared_state
         )
-        if self.start_step == 0 and self.rank == 0 and self.store.steps_present():
-            notice(
-                "starting from step 0 although %s holds checkpoints: none of them is complete "
-                "and intact",
-                self.store.url,
-                warning=True,
-            )
+        # the other ranks' fate lines (a checkpoint of theirs skipped, ...) go into rank 0's
+        self._steps.gather_notices(self._report.notices)
+        if self.start_step == 0 and self.rank == 0:
+            notice_fresh_start(self.store)
         if self.gpu is not None:
             self.gpu.meter.start()
             log.info("%s", self.gpu.describe())
@@ -247,8 +239,8 @@ class CarbonAwareTraining:
         self._entered = self._restored = True
         self._signals.install()
         self._write_status(force=True)
-        if self._notices is not None:  # later fate lines reach the supervisor at once
-            self._notices.on_record = lambda: self._write_status(force=True)
+        if self._report.notices is not None:  # later fate lines reach the supervisor at once
+            self._report.notices.on_record = lambda: self._write_status(force=True)
         return self
 
     def _take_job_clock(self, text: str | None) -> None:
@@ -289,11 +281,10 @@ class CarbonAwareTraining:
                     self.gpu.knob.close()
         finally:
             self.store.close()
-            if self._notices is not None:
-                self._notices.detach()
-        if exc_type is None and self.rank == 0:
+            self._report.detach()
+        if exc_type is None:
             request = self.stop_request or StopRequest(Outcome.COMPLETED, self.steps_done)
-            write_outcome(request)
+            self._report.write_outcome(request)
         # the last word, whatever ended the loop: the step reached, the job's clock held
         self._write_status(force=True)
 
@@ -314,8 +305,7 @@ class CarbonAwareTraining:
         self.stop_request = self._steps.after_step(self.steps_done, self.save)
         if self.stop_request is None:
             self._moving_to = None  # a move announced but not made (the checkpoint failed)
-        if self._status_path is not None:
-            self._write_status()
+        self._write_status()
         every = self.checkpoint_every_steps
         due = every is not None and self.steps_done % every == 0
         if due and self.stop_request is None and self.steps_done != self._saved_step:
@@ -381,15 +371,10 @@ class CarbonAwareTraining:
 
     def _write_status(self, *, force: bool = False) -> None:
         """Keep the supervisor's live view current (at most every half second)."""
-        if self._status_path is None or self.rank != 0:
+        if not self._report.supervised:
             return
-        now = time.monotonic()
-        if not force and now - self._status_written_s < 0.5:
-            return
-        self._status_written_s = now
-        status: dict[str, object] = {
+        fields: dict[str, object] = {
             "step": self.steps_done,
-            "notices": list(self._notices.lines) if self._notices is not None else [],
             "total_steps": self.total_steps,
             "outcome": self.outcome.value,
             "simulated_gpu": self.simulated_gpu,
@@ -397,29 +382,10 @@ class CarbonAwareTraining:
             "knob": self.config.gpu.knob.value,
         }
         if self._restored:
-            status["start_step"] = self.start_step  # the step restored (0: a fresh start)
+            fields["start_step"] = self.start_step  # the step restored (0: a fresh start)
         if self._moving_to is not None:
-            status["moving_to"] = self._moving_to
-        if self.session is not None:
-            controller = self.session.controller
-            status.update(
-                site=controller.site,
-                state=controller.state.value,
-                setting=controller.setting,
-                intensity_g_per_kwh=controller.current_intensity_g_per_kwh,
-                carbon_g=controller.carbon_g,
-                energy_j=controller.energy_j,
-                clock_s=controller._clock(),
-            )
-            if self.session.job_clock is not None:  # the supervisor follows the job's clock
-                status["clock"] = self.session.job_clock.to_env()
-        write_status(status, self._status_path)
-
-    def _recording(self) -> contextlib.AbstractContextManager[object]:
-        """Record fate lines in the block (under a supervisor; else nothing)."""
-        if self._notices is None:
-            return contextlib.nullcontext()
-        return self._notices.recording()
+            fields["moving_to"] = self._moving_to
+        self._report.write(fields, self.session, force=force)
 
     @staticmethod
     def _refuse(method: str) -> None:
