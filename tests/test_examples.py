@@ -86,3 +86,15 @@ def test_the_readme_loop_trains_and_a_second_run_resumes_at_its_end(tmp_path: Pa
 
     assert run() == "completed at step 24 (resumed from step 0)"
     assert run() == "completed at step 24 (resumed from step 24)"  # nothing trained twice
+
+
+def test_the_readme_explains_the_jobs_accelerated_clock() -> None:
+    """Not only examples/job.yaml: the README says how to set the clock and what it holds."""
+    from caftm.jobs.spec import JobSection
+
+    readme = (EXAMPLES.parent / "README.md").read_text(encoding="utf-8")
+    for key in ("clock_speed", "clock_start"):
+        assert f"`job.{key}:" in readme and key in JobSection.model_fields, key
+    explained = " ".join(readme.split())  # wrapped lines joined
+    assert "while a worker starts or stops and while a checkpoint is written" in explained
+    assert "`caftm validate` shows the clock it will use" in explained

@@ -180,10 +180,11 @@ def test_a_pause_shows_while_it_happens_then_closes(
     assert errors == []
 
 
+@pytest.mark.parametrize("size", SIZES)
 def test_jobs_are_chosen_by_keyboard_and_by_the_address(
-    nap_server: Any, nap: Nap, chromium: Any
+    nap_server: Any, nap: Nap, chromium: Any, size: dict[str, int]
 ) -> None:
-    context, page, errors = _page(chromium, PHONE)
+    context, page, errors = _page(chromium, size)
     try:
         page.goto(nap_server.url)
         _rendered(page, "other")  # the newest job first

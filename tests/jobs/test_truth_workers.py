@@ -112,3 +112,31 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text()[:64]
+
+
+def test_ctrl_c_while_training_exits_130_and_counts_the_preemption(tmp_path: Path) -> None:
+    gate = Gate(tmp_path, 30)
+    config = write_job(tmp_path, "ctrlc", policy="carbon-agnostic", every=1000,
+                       job={"env": gate.env})  # fmt: skip
+    process = supervise_cli(config)
+    try:
+        gate.wait_reached()
+        os.killpg(process.pid, signal.SIGINT)  # Ctrl-C reaches the terminal's process group
+        wait_for(lambda: "SIGTERM received" in (load_job(config).workdir / "leg-0001" /
+                 "worker.log").read_text(), 60, what="the worker to get SIGTERM")  # fmt: skip
+        gate.open()
+        out, _ = process.communicate(timeout=120)
+    finally:
+        kill_group(process)
+    assert process.returncode == 130, out
+    assert "Traceback" not in out
+    book = book_of(config)
+    [leg] = book.legs("ctrlc")
+    assert (leg.status, leg.end_step) == (LegStatus.PREEMPTED, 30), leg
+    job = book.get("ctrlc")
+    assert (job.status, job.step, job.preemptions, job.crashes) == (
+        JobStatus.RESTARTING, 30, 1, 0)  # fmt: skip
+    book.ledger.close()
+    status = caftm_cli("status", str(config))
+    assert status.returncode == 0, status.stderr
+    assert "1 preemptions" in status.stdout and "0 preemptions" not in status.stdout
