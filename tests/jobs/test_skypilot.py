@@ -184,3 +184,152 @@ def test_a_leg_writes_a_postgres_ledger_directly_and_spools_otherwise(tmp_path: 
         del os.environ["CAFTM_STATUS_FILE"]
     assert isinstance(writer, SpoolWriter) and writer.path == leg / SPOOL_FILE
     writer.close()
+
+
+# -- legs launched on this machine: only SkyPilot's launch/status/cancel replaced ---------------
+SKY_LOCAL = Path(__file__).with_name("sky_local.py")
+_BUCKET = "caftm-legs"
+
+
+@pytest.fixture
+def local_sky(
+    tmp_path: Path, sky_env: dict[str, str], s3_endpoint: str
+) -> dict[str, str]:  # fmt: skip
+    """The environment of ``sky_local.py``: SkyPilot's seeded catalog, its managed jobs on this
+    machine, and fsspec's S3 options (for the supervisor and the jobs controller; a leg's worker
+    gets them from the job's ``env`` only)."""
+    import s3fs
+
+    s3 = {"ENDPOINT_URL": s3_endpoint, "KEY": "testing", "SECRET": "testing"}
+    fs = s3fs.S3FileSystem(key="testing", secret="testing", skip_instance_cache=True,
+                           client_kwargs={"endpoint_url": s3_endpoint})  # fmt: skip
+    for bucket in (_BUCKET, "ckpt"):
+        if not fs.exists(bucket):
+            fs.mkdir(bucket)
+    (tmp_path / "sky").mkdir()
+    env = {k: v for k, v in sky_env.items() if not k.startswith(("CAFTM_", "FSSPEC_"))}
+    env.update({f"FSSPEC_S3_{k}": v for k, v in s3.items()})
+    env["CAFTM_TEST_SKY_HOME"] = str(tmp_path / "sky")
+    return env
+
+
+def _local_sky_job(
+    tmp: Path, env: dict[str, str], name: str, *, sites: tuple[str, ...], policy: str,
+    steps: int = 200, job_env: dict[str, str] | None = None,
+) -> Path:  # fmt: skip
+    """A SkyPilot job whose legs run through ``sky_local.py``: checkpoint stores and leg folders
+    in the S3 bucket; the worker's job file is its own copy, shipped as the task's ``workdir``,
+    whose ledger is a file on the VM (the supervisor's ledger is out of its reach)."""
+    import yaml
+
+    stores = {site: f"s3://ckpt/{name}/{site.replace(':', '-')}" for site in sites}
+    s3_env = {k: v for k, v in env.items() if k.startswith("FSSPEC_S3_")}
+    vm_code = tmp / "vm-code"
+    vm_code.mkdir()
+    command = [sys.executable, str(Path(__file__).with_name("paced_worker.py")), "--config",
+               "job.yaml", "--checkpoint-every", "50"]  # fmt: skip
+    skypilot = {"bucket": f"s3://{_BUCKET}", "workdir": str(vm_code)}
+    config = write_job(
+        tmp, name, sites=sites, policy=policy, steps=steps, command=command,
+        job={"executor": "skypilot", "skypilot": skypilot, "stores": stores,
+             "env": {**s3_env, **(job_env or {})}},
+    )  # fmt: skip
+    worker_copy = yaml.safe_load(config.read_text())
+    worker_copy["ledger"]["path"] = "vm-ledger.sqlite"
+    (vm_code / "job.yaml").write_text(yaml.safe_dump(worker_copy))
+    return config
+
+
+def _caftm(
+    env: dict[str, str], *args: str, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(SKY_LOCAL), "caftm", *args], capture_output=True,
+                          text=True, timeout=timeout, env=env)  # fmt: skip
+
+
+def _spooled_windows(env: dict[str, str], job: str) -> dict[str, dict[str, object]]:
+    """Every window the job's legs spooled into the bucket, by key."""
+    import fsspec
+
+    options = {"endpoint_url": env["FSSPEC_S3_ENDPOINT_URL"], "key": "testing", "secret": "testing"}
+    fs, _ = fsspec.core.url_to_fs(f"s3://{_BUCKET}", skip_instance_cache=True, **options)
+    windows = {}
+    for path in fs.glob(f"{_BUCKET}/caftm-jobs/{job}/leg-*/ledger-spool.jsonl"):
+        for line in fs.cat_file(path).decode().splitlines():
+            record = json.loads(line)
+            if record["kind"] == "window":
+                windows[record["key"]] = record
+    return windows
+
+
+def _ledger_windows(ledger: object, job: str) -> list[tuple[object, ...]]:
+    rows: list[tuple[object, ...]] = ledger._read(  # type: ignore[attr-defined]
+        "SELECT w.spool_key, w.energy_j, w.carbon_g, r.host, w.steps FROM windows w"
+        " JOIN runs r ON r.run_id = w.run_id WHERE r.job = ?", (job,),
+    )  # fmt: skip
+    return rows
+
+
+def test_skypilot_legs_that_reach_only_their_bucket_bring_their_carbon_home(
+    tmp_path: Path, local_sky: dict[str, str]
+) -> None:
+    from caftm.dashboard.model import Board
+    from caftm.jobs.spec import load_job
+    from caftm.ledger import JobBook, JobStatus, Ledger, LegStatus
+    from caftm.ledger.feed import Scope
+    from caftm.report.build import ledger_report
+
+    config = _local_sky_job(tmp_path, local_sky, "skyhome", sites=SITES[:2],
+                            policy="greedy-cleanest")  # fmt: skip
+    done = _caftm(local_sky, "run", "--quiet", str(config))
+    assert done.returncode == 0, done.stdout + done.stderr
+    spec = load_job(config)
+    with Ledger(spec.ledger_path) as ledger:
+        book = JobBook(ledger)
+        job = book.get("skyhome")
+        legs = book.legs("skyhome")
+        assert job.status is JobStatus.SUCCEEDED and job.moves >= 1, job.message
+        assert all(leg.executor == "skypilot" and leg.external_id for leg in legs)
+        assert legs[-1].status is LegStatus.COMPLETED
+        rows = _ledger_windows(ledger, "skyhome")
+        totals = book.totals("skyhome")
+        # every window each leg spooled into its bucket folder is in the ledger, exactly once
+        spooled = _spooled_windows(local_sky, "skyhome")
+        assert len(spooled) >= len(legs) and sorted(str(r[0]) for r in rows) == sorted(spooled)
+        assert all(r[1] is not None and r[2] is not None and float(str(r[2])) > 0 for r in rows)
+        assert {str(r[3]) for r in rows} == {os.uname().nodename}  # written by the VMs' workers
+        legs_with_windows = {str(w["run_id"]) for w in spooled.values()}
+        assert len(legs_with_windows) == len(legs)  # one run per leg, each measured
+        assert totals.carbon_g is not None and totals.energy_j is not None
+        assert totals.carbon_g == pytest.approx(sum(float(str(r[2])) for r in rows))
+        # the report and the dashboard show them
+        report = ledger_report(ledger, "skyhome")
+        summary = dict(report.summary)
+        assert summary["windows"] == str(len(rows))
+        assert summary["carbon"] == f"{totals.carbon_g:.4g} gCO2eq"
+        (legs_table,) = [t for t in report.tables if t.title == "Legs"]
+        assert [row[0] for row in legs_table.rows] == [str(leg.leg) for leg in legs]
+    board = Board(spec.ledger_path)
+    try:
+        _, view = board.view(Scope.of_job("skyhome"))
+    finally:
+        board.close()
+    assert view["totals"]["windows"] == len(rows)
+    assert view["totals"]["carbon_g"] == pytest.approx(totals.carbon_g)
+    assert any(t is not None for t in view["series"]["t"])
+    # `caftm status` (the plain CLI: it reads the ledger only) shows the legs and their carbon
+    status = subprocess.run(
+        [sys.executable, "-m", "caftm.cli", "status", str(config)], capture_output=True,
+        text=True, timeout=120, env={**local_sky, "COLUMNS": "200"},
+    )  # fmt: skip
+    assert status.returncode == 0, status.stderr
+    assert f"carbon {totals.carbon_g:.2f} g" in status.stdout, status.stdout
+    assert f"energy {totals.energy_j / 3.6e6:.4f} kWh" in status.stdout
+    for leg in legs:
+        assert f"{leg.external_id}" in status.stdout
+    # the VMs reached only the bucket: no ledger file on their disks, none named in their env
+    home = Path(local_sky["CAFTM_TEST_SKY_HOME"])
+    assert not list(home.glob("jobs/*/vm/**/*.sqlite*"))
+    for env_file in home.glob("jobs/*/worker-env.json"):
+        assert str(spec.ledger_path) not in env_file.read_text()
+        assert json.loads(env_file.read_text())["CAFTM_LEDGER"] == "spool:"
