@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -333,3 +334,67 @@ def test_skypilot_legs_that_reach_only_their_bucket_bring_their_carbon_home(
     for env_file in home.glob("jobs/*/worker-env.json"):
         assert str(spec.ledger_path) not in env_file.read_text()
         assert json.loads(env_file.read_text())["CAFTM_LEDGER"] == "spool:"
+
+
+def test_cancel_without_a_supervisor_stops_a_skypilot_leg_through_skypilot(
+    tmp_path: Path, local_sky: dict[str, str]
+) -> None:
+    from tests.jobs.jobs_support import Gate, wait_for
+
+    from caftm.jobs.spec import load_job
+    from caftm.ledger import JobBook, JobStatus, Ledger, LegStatus
+    from caftm.ledger.store import pid_alive
+
+    gate = Gate(tmp_path, 60)  # the test's hand on the worker, not a path for its data
+    config = _local_sky_job(tmp_path, local_sky, "skycx", sites=SITES[1:2],
+                            policy="carbon-agnostic", job_env=gate.env)  # fmt: skip
+    supervisor = subprocess.Popen(
+        [sys.executable, str(SKY_LOCAL), "caftm", "run", "--quiet", str(config)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=local_sky,
+        start_new_session=True,
+    )  # fmt: skip
+    worker = gate.wait_reached()
+    os.kill(supervisor.pid, signal.SIGKILL)  # the supervisor only: the managed job runs on
+    supervisor.wait()
+    spec = load_job(config)
+    home = Path(local_sky["CAFTM_TEST_SKY_HOME"])
+    # SkyPilot cannot be asked: the cancel says so in one line, exit 2, and marks nothing
+    unreachable = _caftm({**local_sky, "CAFTM_TEST_SKY_HOME": str(tmp_path / "nowhere")},
+                         "cancel", str(config), timeout=120)  # fmt: skip
+    assert unreachable.returncode == 2, unreachable.stdout + unreachable.stderr
+    errors = [line for line in unreachable.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and "cannot stop leg 1 of job skycx (skypilot 1)" in errors[0]
+    assert "may still run" in errors[0] and "Traceback" not in unreachable.stderr
+    with Ledger(spec.ledger_path) as ledger:
+        assert JobBook(ledger).get("skycx").status is JobStatus.RUNNING
+    assert pid_alive(worker)
+    # SkyPilot reachable: its cancel stops the worker after its checkpoint
+    cancel = subprocess.Popen(
+        [sys.executable, str(SKY_LOCAL), "caftm", "cancel", str(config)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=local_sky,
+    )  # fmt: skip
+    log = home / "jobs" / "1" / "vm" / "home" / "worker.log"
+    wait_for(lambda: "SIGTERM received" in log.read_text(), what="SkyPilot's cancel at the worker")
+    gate.open()
+    out, err = cancel.communicate(timeout=120)
+    assert cancel.returncode == 0, out + err
+    assert "leg 1 stopped through skypilot after step 60" in out, out
+    assert (home / "jobs" / "1" / "status").read_text().strip() == "CANCELLED"
+    wait_for(lambda: not pid_alive(worker), what="the worker's end")
+    with Ledger(spec.ledger_path) as ledger:
+        book = JobBook(ledger)
+        job = book.get("skycx")
+        (leg,) = book.legs("skycx")
+        assert job.status is JobStatus.CANCELLED and job.step == 60, job.message
+        assert leg.status is LegStatus.CANCELLED and leg.end_step == 60
+        # the stopped leg's measurements came home too, each once; its run is closed
+        rows = _ledger_windows(ledger, "skycx")
+        assert sorted(str(r[0]) for r in rows) == sorted(_spooled_windows(local_sky, "skycx"))
+        assert rows and all(r[2] is not None for r in rows)
+        assert all(r.status != "running" for r in ledger.runs())
+    import fsspec
+
+    options = {"endpoint_url": local_sky["FSSPEC_S3_ENDPOINT_URL"], "key": "testing",
+               "secret": "testing"}  # fmt: skip
+    fs, root = fsspec.core.url_to_fs(spec.store_url(SITES[1]), skip_instance_cache=True, **options)
+    assert fs.exists(f"{root}/step-{60:09d}/MANIFEST.json")  # it checkpointed before it stopped

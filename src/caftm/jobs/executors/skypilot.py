@@ -106,7 +106,7 @@ class SkyManagedJobs:
         sky.get(
             sky.jobs.cancel(
                 job_ids=[int(job_id)], graceful=graceful,
-                graceful_timeout=graceful_timeout,  # type: ignore[arg-type]
+                graceful_timeout=graceful_timeout,
             )
         )  # fmt: skip
 
