@@ -5,6 +5,7 @@ python sky_vm.py HOME ID
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -23,6 +24,7 @@ _IMAGE_ENV = ("PATH", "PYTHONPATH", "LANG", "LC_ALL", "TMPDIR")
 
 
 def set_status(folder: Path, status: str) -> None:
+    """Record the job's status (``TERMINAL`` ones end it)."""
     tmp = folder / "status.tmp"
     tmp.write_text(status + "\n")
     tmp.replace(folder / "status")
@@ -84,6 +86,7 @@ def controller(home: Path, job_id: str) -> int:
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
+    (folder / "pids.json").write_text(json.dumps({"controller": os.getpid(), "worker": worker.pid}))
     set_status(folder, "RUNNING")
     cancel, kill_at = folder / "cancel.json", float("inf")
     cancelled = False
@@ -106,6 +109,19 @@ def controller(home: Path, job_id: str) -> int:
     code = worker.returncode
     set_status(folder, "CANCELLED" if cancelled else "SUCCEEDED" if code == 0 else "FAILED")
     return 0
+
+
+def stop_all(home: Path) -> None:
+    """SIGKILL every job of ``home`` still running, its worker and its controller (a test's
+    teardown: a failed test leaves no VM behind)."""
+    for pids in home.glob("jobs/*/pids.json"):
+        if (pids.parent / "status").read_text().strip() in TERMINAL:
+            continue
+        known = json.loads(pids.read_text())
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(known["worker"], signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(known["controller"], signal.SIGKILL)
 
 
 if __name__ == "__main__":

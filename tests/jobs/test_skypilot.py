@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -195,11 +196,12 @@ _BUCKET = "caftm-legs"
 @pytest.fixture
 def local_sky(
     tmp_path: Path, sky_env: dict[str, str], s3_endpoint: str
-) -> dict[str, str]:  # fmt: skip
+) -> Iterator[dict[str, str]]:  # fmt: skip
     """The environment of ``sky_local.py``: SkyPilot's seeded catalog, its managed jobs on this
     machine, and fsspec's S3 options (for the supervisor and the jobs controller; a leg's worker
-    gets them from the job's ``env`` only)."""
-    import s3fs
+    gets them from the job's ``env`` only). Jobs left running are killed at the end."""
+    s3fs = pytest.importorskip("s3fs")
+    from tests.jobs.sky_vm import stop_all
 
     s3 = {"ENDPOINT_URL": s3_endpoint, "KEY": "testing", "SECRET": "testing"}
     fs = s3fs.S3FileSystem(key="testing", secret="testing", skip_instance_cache=True,
@@ -211,7 +213,10 @@ def local_sky(
     env = {k: v for k, v in sky_env.items() if not k.startswith(("CAFTM_", "FSSPEC_"))}
     env.update({f"FSSPEC_S3_{k}": v for k, v in s3.items()})
     env["CAFTM_TEST_SKY_HOME"] = str(tmp_path / "sky")
-    return env
+    try:
+        yield env
+    finally:
+        stop_all(tmp_path / "sky")
 
 
 def _local_sky_job(
@@ -353,9 +358,11 @@ def test_cancel_without_a_supervisor_stops_a_skypilot_leg_through_skypilot(
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=local_sky,
         start_new_session=True,
     )  # fmt: skip
-    worker = gate.wait_reached()
-    os.kill(supervisor.pid, signal.SIGKILL)  # the supervisor only: the managed job runs on
-    supervisor.wait()
+    try:
+        worker = gate.wait_reached()
+    finally:
+        os.kill(supervisor.pid, signal.SIGKILL)  # the supervisor only: the managed job runs on
+        supervisor.wait()
     spec = load_job(config)
     home = Path(local_sky["CAFTM_TEST_SKY_HOME"])
     # SkyPilot cannot be asked: the cancel says so in one line, exit 2, and marks nothing
@@ -374,9 +381,13 @@ def test_cancel_without_a_supervisor_stops_a_skypilot_leg_through_skypilot(
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=local_sky,
     )  # fmt: skip
     log = home / "jobs" / "1" / "vm" / "home" / "worker.log"
-    wait_for(lambda: "SIGTERM received" in log.read_text(), what="SkyPilot's cancel at the worker")
-    gate.open()
-    out, err = cancel.communicate(timeout=120)
+    try:
+        wait_for(lambda: "SIGTERM received" in log.read_text(), what="SkyPilot's cancel at it")
+        gate.open()
+        out, err = cancel.communicate(timeout=120)
+    finally:
+        cancel.kill()  # (ended already unless the test failed)
+        cancel.wait()
     assert cancel.returncode == 0, out + err
     assert "leg 1 stopped through skypilot after step 60" in out, out
     assert (home / "jobs" / "1" / "status").read_text().strip() == "CANCELLED"
