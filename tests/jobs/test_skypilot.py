@@ -221,7 +221,7 @@ def local_sky(
 
 def _local_sky_job(
     tmp: Path, env: dict[str, str], name: str, *, sites: tuple[str, ...], policy: str,
-    steps: int = 200, job_env: dict[str, str] | None = None,
+    steps: int = 200, job_env: dict[str, str] | None = None, ledger: str | None = None,
 ) -> Path:  # fmt: skip
     """A SkyPilot job whose legs run through ``sky_local.py``: checkpoint stores and leg folders
     in the S3 bucket; the worker's job file is its own copy, shipped as the task's ``workdir``,
@@ -238,7 +238,7 @@ def _local_sky_job(
     config = write_job(
         tmp, name, sites=sites, policy=policy, steps=steps, command=command,
         job={"executor": "skypilot", "skypilot": skypilot, "stores": stores,
-             "env": {**s3_env, **(job_env or {})}},
+             "env": {**s3_env, **(job_env or {})}}, ledger=ledger,
     )  # fmt: skip
     worker_copy = yaml.safe_load(config.read_text())
     worker_copy["ledger"]["path"] = "vm-ledger.sqlite"
@@ -270,46 +270,55 @@ def _spooled_windows(env: dict[str, str], job: str) -> dict[str, dict[str, objec
 
 def _ledger_windows(ledger: object, job: str) -> list[tuple[object, ...]]:
     rows: list[tuple[object, ...]] = ledger._read(  # type: ignore[attr-defined]
-        "SELECT w.spool_key, w.energy_j, w.carbon_g, r.host, w.steps FROM windows w"
+        "SELECT w.spool_key, w.energy_j, w.carbon_g, r.host, r.run_id FROM windows w"
         " JOIN runs r ON r.run_id = w.run_id WHERE r.job = ?", (job,),
     )  # fmt: skip
     return rows
 
 
-def test_skypilot_legs_that_reach_only_their_bucket_bring_their_carbon_home(
-    tmp_path: Path, local_sky: dict[str, str]
+def test_skypilot_legs_carbon_reaches_the_central_ledger(
+    tmp_path: Path, local_sky: dict[str, str], ledger_location: str
 ) -> None:
+    """A SQLite ledger is out of a VM's reach: each leg spools into its bucket folder and the
+    supervisor imports it; a PostgreSQL ledger the legs write directly."""
     from caftm.dashboard.model import Board
     from caftm.jobs.spec import load_job
     from caftm.ledger import JobBook, JobStatus, Ledger, LegStatus
     from caftm.ledger.feed import Scope
     from caftm.report.build import ledger_report
 
-    config = _local_sky_job(tmp_path, local_sky, "skyhome", sites=SITES[:2],
-                            policy="greedy-cleanest")  # fmt: skip
+    spooling = not ledger_location.startswith("postgresql")
+    name = "skyhome" if spooling else "skyhome-pg"  # the S3 server serves the whole module
+    home = Path(local_sky["CAFTM_TEST_SKY_HOME"])
+    config = _local_sky_job(tmp_path, local_sky, name, sites=SITES[:2],
+                            policy="greedy-cleanest", ledger=ledger_location)  # fmt: skip
     done = _caftm(local_sky, "run", "--quiet", str(config))
     assert done.returncode == 0, done.stdout + done.stderr
     spec = load_job(config)
     with Ledger(spec.ledger_path) as ledger:
         book = JobBook(ledger)
-        job = book.get("skyhome")
-        legs = book.legs("skyhome")
+        job = book.get(name)
+        legs = book.legs(name)
         assert job.status is JobStatus.SUCCEEDED and job.moves >= 1, job.message
         assert all(leg.executor == "skypilot" and leg.external_id for leg in legs)
         assert legs[-1].status is LegStatus.COMPLETED
-        rows = _ledger_windows(ledger, "skyhome")
-        totals = book.totals("skyhome")
-        # every window each leg spooled into its bucket folder is in the ledger, exactly once
-        spooled = _spooled_windows(local_sky, "skyhome")
-        assert len(spooled) >= len(legs) and sorted(str(r[0]) for r in rows) == sorted(spooled)
+        rows = _ledger_windows(ledger, name)
+        totals = book.totals(name)
+        # every window a leg spooled into its bucket folder is in the ledger, exactly once
+        spooled = _spooled_windows(local_sky, name)
+        assert sorted(str(r[0]) for r in rows if r[0] is not None) == sorted(spooled)
+        if spooling:
+            assert len(spooled) >= len(legs) and all(r[0] is not None for r in rows)
+        else:  # written straight into PostgreSQL, nothing spooled
+            logs = "".join(p.read_text() for p in home.glob("jobs/*/vm/home/worker.log"))
+            assert rows and not spooled and all(r[0] is None for r in rows), logs
         assert all(r[1] is not None and r[2] is not None and float(str(r[2])) > 0 for r in rows)
         assert {str(r[3]) for r in rows} == {os.uname().nodename}  # written by the VMs' workers
-        legs_with_windows = {str(w["run_id"]) for w in spooled.values()}
-        assert len(legs_with_windows) == len(legs)  # one run per leg, each measured
+        assert len({r[4] for r in rows}) == len(legs)  # one run per leg, each measured
         assert totals.carbon_g is not None and totals.energy_j is not None
         assert totals.carbon_g == pytest.approx(sum(float(str(r[2])) for r in rows))
         # the report and the dashboard show them
-        report = ledger_report(ledger, "skyhome")
+        report = ledger_report(ledger, name)
         summary = dict(report.summary)
         assert summary["windows"] == str(len(rows))
         assert summary["carbon"] == f"{totals.carbon_g:.4g} gCO2eq"
@@ -317,7 +326,7 @@ def test_skypilot_legs_that_reach_only_their_bucket_bring_their_carbon_home(
         assert [row[0] for row in legs_table.rows] == [str(leg.leg) for leg in legs]
     board = Board(spec.ledger_path)
     try:
-        _, view = board.view(Scope.of_job("skyhome"))
+        _, view = board.view(Scope.of_job(name))
     finally:
         board.close()
     assert view["totals"]["windows"] == len(rows)
@@ -333,12 +342,14 @@ def test_skypilot_legs_that_reach_only_their_bucket_bring_their_carbon_home(
     assert f"energy {totals.energy_j / 3.6e6:.4f} kWh" in status.stdout
     for leg in legs:
         assert f"{leg.external_id}" in status.stdout
-    # the VMs reached only the bucket: no ledger file on their disks, none named in their env
-    home = Path(local_sky["CAFTM_TEST_SKY_HOME"])
+    # the VMs wrote no ledger file on their disks; with SQLite, theirs was named nowhere
     assert not list(home.glob("jobs/*/vm/**/*.sqlite*"))
-    for env_file in home.glob("jobs/*/worker-env.json"):
-        assert str(spec.ledger_path) not in env_file.read_text()
-        assert json.loads(env_file.read_text())["CAFTM_LEDGER"] == "spool:"
+    env_files = list(home.glob("jobs/*/worker-env.json"))
+    assert len(env_files) == len(legs)
+    for env_file in env_files:
+        told = json.loads(env_file.read_text())["CAFTM_LEDGER"]
+        assert told == ("spool:" if spooling else ledger_location)
+        assert not spooling or str(spec.ledger_path) not in env_file.read_text()
 
 
 def test_cancel_without_a_supervisor_stops_a_skypilot_leg_through_skypilot(
