@@ -8,7 +8,7 @@ task with SkyPilot's own code as for a cloud. What a VM would be, here:
 - a folder ``$CAFTM_TEST_SKY_HOME/jobs/ID/vm`` as its disk: ``home/`` its home, the task's
   ``workdir`` copied to ``home/sky_workdir`` (the ``run`` command's working directory);
 - the task's ``file_mounts`` (the bucket) as folders of that disk, each file uploaded to the
-  bucket whenever it changed (checked every ``TICK_S``) and once more when the worker ends. A
+  bucket whenever it changed (checked every ``sky_vm.TICK_S``) and once more when the worker ends. A
   real mount may upload a file only once it is closed (goofys, rclone's cache): the supervisor's
   imports while a leg runs then find less, its import at the leg's end the same;
 - the worker's environment: the task's ``envs`` over this machine's ``PATH``/``PYTHONPATH`` (its
