@@ -420,3 +420,11 @@ def test_cancel_without_a_supervisor_stops_a_skypilot_leg_through_skypilot(
                "secret": "testing"}  # fmt: skip
     fs, root = fsspec.core.url_to_fs(spec.store_url(SITES[1]), skip_instance_cache=True, **options)
     assert fs.exists(f"{root}/step-{60:09d}/MANIFEST.json")  # it checkpointed before it stopped
+
+
+def test_a_managed_job_status_this_skypilot_does_not_name_is_watched_on() -> None:
+    from caftm.jobs.executors.skypilot import _terminal
+
+    assert _terminal(None) and _terminal("CANCELLED") and _terminal("FAILED_SETUP")
+    assert not _terminal("RUNNING") and not _terminal("RECOVERING")
+    assert not _terminal("A_STATUS_OF_A_LATER_SKYPILOT")  # not taken for an end

@@ -112,8 +112,12 @@ class SkyManagedJobs:
 
 
 def _terminal(status: str | None) -> bool:
-    """Whether a managed job in ``status`` has ended (an unknown job has)."""
-    return status is None or bool(sky.jobs.ManagedJobStatus[status].is_terminal())
+    """Whether a managed job in ``status`` has ended (an unknown job has; a status this
+    SkyPilot does not name has not)."""
+    if status is None:
+        return True
+    known = sky.jobs.ManagedJobStatus.__members__.get(status)
+    return known is not None and bool(known.is_terminal())
 
 
 class SkyPilotExecutor(LegFolderExecutor):
