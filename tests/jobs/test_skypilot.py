@@ -422,9 +422,15 @@ def test_cancel_without_a_supervisor_stops_a_skypilot_leg_through_skypilot(
     assert fs.exists(f"{root}/step-{60:09d}/MANIFEST.json")  # it checkpointed before it stopped
 
 
-def test_a_managed_job_status_this_skypilot_does_not_name_is_watched_on() -> None:
-    from caftm.jobs.executors.skypilot import _terminal
-
-    assert _terminal(None) and _terminal("CANCELLED") and _terminal("FAILED_SETUP")
-    assert not _terminal("RUNNING") and not _terminal("RECOVERING")
-    assert not _terminal("A_STATUS_OF_A_LATER_SKYPILOT")  # not taken for an end
+def test_a_managed_job_status_this_skypilot_does_not_name_is_watched_on(
+    sky_env: dict[str, str],
+) -> None:
+    check = (
+        "from caftm.jobs.executors.skypilot import _terminal as t\n"
+        "assert t(None) and t('CANCELLED') and t('FAILED_SETUP')\n"
+        "assert not t('RUNNING') and not t('RECOVERING')\n"
+        "assert not t('A_STATUS_OF_A_LATER_SKYPILOT')  # not taken for an end\n"
+    )  # SkyPilot imported in a subprocess, as everywhere in this module
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True,
+                          timeout=120, env=sky_env)  # fmt: skip
+    assert done.returncode == 0, done.stderr
