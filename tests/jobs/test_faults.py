@@ -1,5 +1,6 @@
 """Faults around a supervised job; each ends with the job finished and its parameters
-bit-identical to an uninterrupted run's, and no dead leg shown as running."""
+bit-identical to an uninterrupted run's, and no dead leg shown as running — on both ledger
+backends (``ledger_location``: a SQLite file, a PostgreSQL database)."""
 
 from __future__ import annotations
 
@@ -83,9 +84,12 @@ def _finished_cleanly(book: JobBook, name: str) -> None:
     assert all(r.status != "running" for r in book.ledger.runs())
 
 
-def test_worker_kill9_mid_step(tmp_path: Path, reference: dict[str, torch.Tensor]) -> None:
+def test_worker_kill9_mid_step(
+    tmp_path: Path, reference: dict[str, torch.Tensor], ledger_location: str
+) -> None:
     gate = Gate(tmp_path, 120)
-    config = write_job(tmp_path, "k9", policy="carbon-agnostic", job={"env": gate.env})
+    config = write_job(tmp_path, "k9", policy="carbon-agnostic", job={"env": gate.env},
+                       ledger=ledger_location)  # fmt: skip
     book = _book(config)
     background = _Background(config)
     pid = gate.wait_reached()
@@ -100,7 +104,9 @@ def test_worker_kill9_mid_step(tmp_path: Path, reference: dict[str, torch.Tensor
     assert_identical(final_model(load_job(config), job.site), reference)
 
 
-def test_worker_kill9_mid_checkpoint(tmp_path: Path, reference: dict[str, torch.Tensor]) -> None:
+def test_worker_kill9_mid_checkpoint(
+    tmp_path: Path, reference: dict[str, torch.Tensor], ledger_location: str
+) -> None:
     marker = tmp_path / "saving"
     command = [
         sys.executable,
@@ -116,6 +122,7 @@ def test_worker_kill9_mid_checkpoint(tmp_path: Path, reference: dict[str, torch.
         policy="carbon-agnostic",
         command=command,
         job={"env": {"HOLD_SAVE_FROM": "300", "HOLD_SAVE_MARKER": str(marker)}},
+        ledger=ledger_location,
     )
     book = _book(config)
     background = _Background(config)
@@ -135,10 +142,12 @@ def test_worker_kill9_mid_checkpoint(tmp_path: Path, reference: dict[str, torch.
     assert_identical(final_model(load_job(config), job.site), reference)
 
 
-def test_worker_sigterm_is_a_preemption(tmp_path: Path, reference: dict[str, torch.Tensor]) -> None:
+def test_worker_sigterm_is_a_preemption(
+    tmp_path: Path, reference: dict[str, torch.Tensor], ledger_location: str
+) -> None:
     gate = Gate(tmp_path, 137)
     config = write_job(tmp_path, "pre", policy="carbon-agnostic", every=1000,
-                       job={"env": gate.env})  # fmt: skip
+                       job={"env": gate.env}, ledger=ledger_location)  # fmt: skip
     book = _book(config)
     background = _Background(config)
     pid = gate.wait_reached()
@@ -157,11 +166,14 @@ def test_worker_sigterm_is_a_preemption(tmp_path: Path, reference: dict[str, tor
     assert_identical(final_model(load_job(config), job.site), reference)
 
 
-def test_transfer_interrupted_halfway(tmp_path: Path, reference: dict[str, torch.Tensor]) -> None:
+def test_transfer_interrupted_halfway(
+    tmp_path: Path, reference: dict[str, torch.Tensor], ledger_location: str
+) -> None:
     # a slow link: the checkpoint (~25 kB) takes seconds to cross it; the supervisor dies midway.
     # FR is always clean and KR never: one move
     write_trace(tmp_path / "trace.csv", sites=("KR", "FR"), period_h=10_000)
-    config = write_job(tmp_path, "xfer", sites=("KR", "FR"), job={"bandwidth_mb_per_s": 0.004})
+    config = write_job(tmp_path, "xfer", sites=("KR", "FR"), job={"bandwidth_mb_per_s": 0.004},
+                       ledger=ledger_location)  # fmt: skip
     first = supervise_cli(config)
     book = _book(config)
 
@@ -190,7 +202,7 @@ def test_transfer_interrupted_halfway(tmp_path: Path, reference: dict[str, torch
 
 @pytest.mark.parametrize("kind", ["unwritable", "full"])
 def test_destination_store_unwritable_or_full(
-    tmp_path: Path, reference: dict[str, torch.Tensor], kind: str
+    tmp_path: Path, reference: dict[str, torch.Tensor], kind: str, ledger_location: str
 ) -> None:
     bad = tmp_path / "bad"
     if kind == "unwritable":
@@ -209,7 +221,8 @@ def test_destination_store_unwritable_or_full(
     try:
         # FR is always clean, KR never: the job wants to move at once, but FR cannot take it
         write_trace(tmp_path / "trace.csv", sites=("KR", "FR"), period_h=10_000)
-        config = write_job(tmp_path, "dst", sites=("KR", "FR"), job={"stores": {"FR": store}})
+        config = write_job(tmp_path, "dst", sites=("KR", "FR"), job={"stores": {"FR": store}},
+                           ledger=ledger_location)  # fmt: skip
         job = _supervise(config)
     finally:
         if kind == "full":
@@ -252,12 +265,14 @@ def test_supervisor_kill9_during_a_leg(
 
 
 def test_supervisor_kill9_during_a_pause(
-    tmp_path: Path, reference: dict[str, torch.Tensor]
+    tmp_path: Path, reference: dict[str, torch.Tensor], ledger_location: str
 ) -> None:
-    # one site, dirty for the first 12 h of the trace, clean after: the job pauses until then
+    # one site, dirty for the first hours of the trace, clean after: the job pauses until then
+    # (12 h, 24 s at the job clock's speed; 6 h on PostgreSQL, to keep the suite's time)
+    dirty_h = 6 if ledger_location.startswith("postgresql") else 12
     trace = tmp_path / "trace.csv"
     lines = ["time,KR"] + [
-        f"2026-03-{1 + h // 24:02d}T{h % 24:02d}:00:00+00:00,{500 if h < 12 else 50}"
+        f"2026-03-{1 + h // 24:02d}T{h % 24:02d}:00:00+00:00,{500 if h < dirty_h else 50}"
         for h in range(24 * 5)
     ]
     trace.write_text("\n".join(lines) + "\n")
@@ -269,6 +284,7 @@ def test_supervisor_kill9_during_a_pause(
         speed=1800,
         extra={"policy": {"deadline": "2026-03-03T00:00:00Z"}},
         step_clock=False,  # the supervisor waits the pause out on the job's accelerated clock
+        ledger=ledger_location,
     )
     first = supervise_cli(config)
     book = _book(config)

@@ -8,13 +8,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from caftm._notice import notice
-from caftm.errors import ExecutorError
+from caftm.errors import ExecutorError, LedgerError
 from caftm.jobs.executors.base import EXIT_UNKNOWN, leg_folder
 from caftm.ledger.jobs import JobBook, JobRecord, JobStatus, LegStatus
 from caftm.ledger.store import pid_alive
 
 if TYPE_CHECKING:
-    from caftm.jobs.executors import Executor
+    from caftm.jobs.executors import Executor, LegRef
     from caftm.jobs.legs import LegEnd
 
 __all__ = ["cancel_job", "close_cancelled"]
@@ -62,6 +62,7 @@ def cancel_job(book: JobBook, name: str, *, executor: Executor | None = None) ->
                 request = engine.outcome(ref)
             except ExecutorError:
                 request = None
+            _import_spool(book, ref)  # a remote leg's measurements, before it is closed
             end = LegEnd(request, EXIT_UNKNOWN if code is None else code, engine.status(ref))
         except ExecutorError as e:
             raise ExecutorError(
@@ -80,6 +81,20 @@ def cancel_job(book: JobBook, name: str, *, executor: Executor | None = None) ->
         stopped.append(f"leg {leg.leg} {how} after step {end.reached}")
     job = close_cancelled(book, book.get(name), None, quiet=True)
     return f"job {name} {job.message}" + (f" ({'; '.join(stopped)})" if stopped else "")
+
+
+def _import_spool(book: JobBook, ref: LegRef) -> None:
+    """Bring what the stopped leg spooled (a worker that could not reach the ledger) into it."""
+    from caftm.ledger.spool import SPOOL_FILE, import_spool
+
+    path = ref.folder / SPOOL_FILE
+    if not path.exists():
+        return
+    try:
+        import_spool(book.ledger, path)
+    except LedgerError as e:
+        notice("leg %d of job %s: its measurements were not imported: %s", ref.leg, ref.job, e,
+               warning=True)  # fmt: skip
 
 
 def close_cancelled(

@@ -6,11 +6,15 @@ job's accelerators, spot or not), job recovery within the region (``FAILOVER``, 
 a preempted or failed VM there), the checkpoint bucket mounted, the worker protocol's variables as
 ``envs``, and the worker command as ``run``. It is launched, watched and cancelled through
 SkyPilot's Python API (``sky.jobs.launch``, ``sky.jobs.queue``, ``sky.jobs.cancel``), which needs
-the user's cloud credentials (``sky check``).
+the user's cloud credentials (``sky check``); those three calls are :class:`ManagedJobs`, the one
+seam between caftm and where a leg runs (tests put a local launcher there).
 
 The worker runs on a cloud VM: its outcome and status files go to ``job.skypilot.bucket``
 (mounted at ``mount_path``), from which the supervisor copies them back; checkpoint stores must be
-URLs both the VM and the supervisor reach (``s3://…``, ``gs://…``). Before any launch, caftm
+URLs both the VM and the supervisor reach (``s3://…``, ``gs://…``). A VM reaches the bucket, not
+the supervisor's ledger file: its worker writes the supervisor's PostgreSQL (where the ledger is
+one) or spools its measurements into the leg's folder in the bucket, which the supervisor fetches
+and imports (:mod:`caftm.ledger.spool`). Before any launch, caftm
 refuses a region SkyPilot does not know and an accelerator the region does not offer, using
 SkyPilot's own catalog, with one line.
 """
@@ -24,7 +28,7 @@ import shlex
 import signal
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import sky
 
@@ -36,6 +40,7 @@ from caftm.jobs.executors.base import (
     STATUS_FILE,
     LegFolderExecutor,
     LegLaunch,
+    LegRef,
     WorkerHandle,
 )
 from caftm.jobs.spec import SkyPilotSection
@@ -44,11 +49,12 @@ from caftm.ledger.spool import SPOOL_FILE, remote_worker_ledger
 if TYPE_CHECKING:
     from typing import Self
 
+    from caftm.jobs.protocol import StopRequest
     from caftm.jobs.spec import JobSection
     from caftm.ledger.jobs import LegRecord
     from caftm.regions import Region
 
-__all__ = ["SkyPilotExecutor"]
+__all__ = ["ManagedJobs", "SkyManagedJobs", "SkyPilotExecutor"]
 
 log = logging.getLogger(__name__)
 
@@ -63,21 +69,77 @@ _PROTOCOL = (
 _STATUS_EVERY_S = 5.0
 
 
+class ManagedJobs(Protocol):
+    """Where a leg's task runs: launch it, ask how it stands, cancel it (SkyPilot's managed jobs,
+    :class:`SkyManagedJobs`; any failure raises, the executor says it in one line)."""
+
+    def launch(self, task: Any, name: str) -> str:
+        """Launch ``task`` (a validated ``sky.Task``) as ``name``; returns the job's id."""
+        ...
+
+    def status(self, job_id: str) -> str | None:
+        """The job's ``sky.jobs.ManagedJobStatus`` name; None: no such job."""
+        ...
+
+    def cancel(self, job_id: str, *, graceful: bool, graceful_timeout: int | None) -> None:
+        """Cancel the job (``graceful``: SIGTERM first, SIGKILL after ``graceful_timeout`` s)."""
+        ...
+
+
+class SkyManagedJobs:
+    """:class:`ManagedJobs` through SkyPilot's API server (the user's ``sky`` setup)."""
+
+    def launch(self, task: Any, name: str) -> str:
+        job_ids, _ = sky.get(sky.jobs.launch(task, name=name))
+        return str(job_ids[0] if isinstance(job_ids, list) else job_ids)
+
+    def status(self, job_id: str) -> str | None:
+        records = sky.get(sky.jobs.queue(refresh=False, skip_finished=False, job_ids=[int(job_id)]))
+        for record in records:
+            fields = record if isinstance(record, dict) else vars(record)
+            if str(fields.get("job_id")) == job_id:
+                status = fields.get("status")
+                return None if status is None else str(getattr(status, "name", status))
+        return None
+
+    def cancel(self, job_id: str, *, graceful: bool, graceful_timeout: int | None) -> None:
+        sky.get(
+            sky.jobs.cancel(
+                job_ids=[int(job_id)], graceful=graceful,
+                graceful_timeout=graceful_timeout,
+            )
+        )  # fmt: skip
+
+
+def _terminal(status: str | None) -> bool:
+    """Whether a managed job in ``status`` has ended (an unknown job has; a status this
+    SkyPilot does not name has not)."""
+    if status is None:
+        return True
+    known = sky.jobs.ManagedJobStatus.__members__.get(status)
+    return known is not None and bool(known.is_terminal())
+
+
 class SkyPilotExecutor(LegFolderExecutor):
     """Legs as SkyPilot managed jobs (see the module docstring).
 
     Args:
         config: the ``job.skypilot`` section.
         job_env: the job's own ``env`` (passed to every leg).
+        managed_jobs: where legs run (default: SkyPilot's managed jobs).
     """
 
     name: ClassVar[str] = "skypilot"
 
     def __init__(
-        self, config: SkyPilotSection | None = None, job_env: dict[str, str] | None = None
+        self,
+        config: SkyPilotSection | None = None,
+        job_env: dict[str, str] | None = None,
+        managed_jobs: ManagedJobs | None = None,
     ) -> None:
         self.config = config or SkyPilotSection()
         self.job_env = dict(job_env or {})
+        self.managed_jobs: ManagedJobs = managed_jobs or SkyManagedJobs()
 
     @classmethod
     def from_job(cls, job: JobSection) -> Self:
@@ -173,7 +235,7 @@ class SkyPilotExecutor(LegFolderExecutor):
             )
 
     # -- tasks -------------------------------------------------------------------------------------
-    def remote_leg_dir(self, launch: LegLaunch) -> tuple[str, str]:
+    def remote_leg_dir(self, launch: LegLaunch | LegRef) -> tuple[str, str]:
         """The leg's folder for its outcome and status: (path on the VM, bucket URL)."""
         relative = f"caftm-jobs/{launch.job}/leg-{launch.leg:04d}"
         bucket = (self.config.bucket or "").rstrip("/")
@@ -248,17 +310,16 @@ class SkyPilotExecutor(LegFolderExecutor):
         task = self.build_task(launch)
         name = f"{self.config.name_prefix}{launch.job}-leg{launch.leg}"
         try:
-            job_ids, _ = sky.get(sky.jobs.launch(task, name=name))
+            job_id = self.managed_jobs.launch(task, name)
         except Exception as e:
             raise ExecutorError(
                 f"cannot launch leg {launch.leg} of job {launch.job} at {launch.site} "
                 f"with SkyPilot: {_first_line(e)}"
             ) from e
-        job_id = job_ids[0] if isinstance(job_ids, list) else job_ids
         _, remote = self.remote_leg_dir(launch)
         return WorkerHandle(
             self.name,
-            str(job_id),
+            job_id,
             node=launch.site,
             extra={
                 "remote": remote,
@@ -268,24 +329,15 @@ class SkyPilotExecutor(LegFolderExecutor):
             },
         )
 
-    def _record(self, job_id: str) -> dict[str, Any] | None:
-        records = sky.get(sky.jobs.queue(refresh=False, skip_finished=False, job_ids=[int(job_id)]))
-        for record in records:
-            fields = record if isinstance(record, dict) else vars(record)
-            if str(fields.get("job_id")) == job_id:
-                return dict(fields)
-        return None
-
     def poll(self, handle: WorkerHandle) -> int | None:
         if handle.exit_code is not None:
             return handle.exit_code
         try:
-            record = self._record(handle.external_id)
+            status = self.managed_jobs.status(handle.external_id)
         except Exception as e:
             log.warning("cannot ask SkyPilot about job %s: %s", handle.external_id, e)
             return None
-        status = None if record is None else record.get("status")
-        terminal = status is None or bool(status.is_terminal())
+        terminal = _terminal(status)
         now = time.monotonic()
         if terminal or now - float(handle.extra.get("fetched", 0.0)) > _STATUS_EVERY_S:  # type: ignore[arg-type]
             handle.extra["fetched"] = now
@@ -293,18 +345,28 @@ class SkyPilotExecutor(LegFolderExecutor):
             self._fetch(handle, (*ending, SPOOL_FILE))
         if not terminal:
             return None
-        name = getattr(status, "name", "")
-        code = 0 if name == "SUCCEEDED" else -signal.SIGTERM if name == "CANCELLED" else 1
+        code = 0 if status == "SUCCEEDED" else -signal.SIGTERM if status == "CANCELLED" else 1
         handle.exit_code = code
         return code
 
     def _fetch(self, handle: WorkerHandle, names: tuple[str, ...]) -> None:
         """Copy the leg's status/outcome files from the bucket to where the supervisor reads."""
+        if "remote" not in handle.extra or "local" not in handle.extra:
+            return  # adopted: :meth:`outcome` reads what the bucket holds when the leg ends
+        self._copy_home(str(handle.extra["remote"]), Path(str(handle.extra["local"])), names)
+
+    def outcome(self, leg: LegRef) -> StopRequest | None:
+        """The leg's outcome, its status and its spool fetched from the bucket first (a leg
+        adopted, or stopped by ``caftm cancel``, was never fetched by this process)."""
+        _, remote = self.remote_leg_dir(leg)
+        self._copy_home(remote, leg.folder, (STATUS_FILE, OUTCOME_FILE, SPOOL_FILE))
+        return super().outcome(leg)
+
+    @staticmethod
+    def _copy_home(remote: str, local: Path, names: tuple[str, ...]) -> None:
+        """Copy the files ``names`` the bucket holds from ``remote`` into ``local``."""
         import fsspec
 
-        if "remote" not in handle.extra or "local" not in handle.extra:
-            return  # adopted: the supervisor reads what the bucket holds when the leg ends
-        remote, local = str(handle.extra["remote"]), Path(str(handle.extra["local"]))
         for name in names:
             try:
                 with fsspec.open(f"{remote}/{name}", "rb") as fh:
@@ -320,11 +382,9 @@ class SkyPilotExecutor(LegFolderExecutor):
         grace_s = handle.extra.get("grace_s", 30.0)
         graceful = signum != signal.SIGKILL  # the worker checkpoints on SIGTERM first
         try:
-            sky.get(
-                sky.jobs.cancel(
-                    job_ids=[int(handle.external_id)], graceful=graceful,
-                    graceful_timeout=math.ceil(float(grace_s)) if graceful else None,  # type: ignore[arg-type]
-                )
+            self.managed_jobs.cancel(
+                handle.external_id, graceful=graceful,
+                graceful_timeout=math.ceil(float(grace_s)) if graceful else None,  # type: ignore[arg-type]
             )  # fmt: skip
         except Exception as e:
             raise ExecutorError(
@@ -337,12 +397,12 @@ class SkyPilotExecutor(LegFolderExecutor):
         if leg.executor != self.name or not leg.external_id:
             return None
         try:
-            record = self._record(leg.external_id)
+            status = self.managed_jobs.status(leg.external_id)
         except Exception as e:
             raise ExecutorError(
                 f"cannot ask SkyPilot about managed job {leg.external_id}: {_first_line(e)}"
             ) from e
-        if record is None or record["status"].is_terminal():
+        if _terminal(status):
             return None
         handle = WorkerHandle(self.name, leg.external_id, node=leg.site, extra={"grace_s": grace_s})
         self.signal(handle, signal.SIGTERM)
@@ -359,10 +419,10 @@ class SkyPilotExecutor(LegFolderExecutor):
         if leg.executor != self.name or not leg.external_id:
             return None
         try:
-            record = self._record(leg.external_id)
+            status = self.managed_jobs.status(leg.external_id)
         except (CaftmError, Exception):
             return None
-        if record is None or record["status"].is_terminal():
+        if _terminal(status):
             return None
         return WorkerHandle(self.name, leg.external_id, node=leg.site)
 
