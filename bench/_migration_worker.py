@@ -5,7 +5,10 @@ CarbonAwareTraining; it writes wall-clock marks the benchmark reads:
 * ``saved-<step>``: when it is complete;
 * ``first-step``: when the first step after a restore ends (the destination's first step);
 * ``leg-first-step-<start step>``: when a leg's first step ends (restored or not);
-* ``built-<pid>``: when a worker has its model built (a standby then waits for its go).
+* ``built-<pid>``: when a worker has its model built (a standby then waits for its go);
+* ``left-<start step>``: when a leg's worker has left training (its ``with`` block closed: its
+  session and ledger closed, its outcome written), just before its interpreter exits;
+* ``restored-<pid>``: when a worker has restored its checkpoint (before its first step).
 
     python _migration_worker.py --config JOB.yaml --mb 1024 --marks DIR
 """
@@ -59,6 +62,8 @@ def main() -> int:
 
         caftm.save = marked_save  # type: ignore[method-assign]
         resumed = caftm.start_step > 0
+        if resumed:
+            (args.marks / f"restored-{os.getpid()}").write_text(repr(time.time()))
         first = True
         while caftm.running:
             model.chunks[0].data[0] += 1.0  # a "training step": the state changes
@@ -69,6 +74,7 @@ def main() -> int:
             if resumed:
                 (args.marks / "first-step").write_text(repr(time.time()))
                 resumed = False
+    (args.marks / f"left-{caftm.start_step}").write_text(repr(time.time()))
     return 0
 
 
