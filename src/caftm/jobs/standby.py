@@ -34,7 +34,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -45,6 +45,7 @@ from caftm.errors import ExecutorError
 
 if TYPE_CHECKING:
     from caftm.jobs.executors import Executor, LegLaunch, WorkerHandle
+    from caftm.jobs.supervisor import Supervisor
 
 __all__ = [
     "EXIT_STANDBY_LEFT",
@@ -52,6 +53,7 @@ __all__ = [
     "STALE_S",
     "STANDBY_FILE",
     "StandbyLeg",
+    "Standbys",
     "go_clock",
     "wait_for_go",
 ]
@@ -206,3 +208,68 @@ class StandbyLeg:
             executor.stop(handle, STOP_GRACE_S)
         except ExecutorError as e:
             log.warning("could not stop the standby worker of leg %d: %s", self.leg, e)
+
+
+class Standbys:
+    """A supervisor's standby (one at a time): started when its running worker says it moves,
+    taken by the next leg's start (let go there) or abandoned.
+
+    Args:
+        supervisor: whose job it is.
+        launch: what starts a leg's worker (``launch(job, leg, site, extra_env)``).
+    """
+
+    def __init__(
+        self,
+        supervisor: Supervisor,
+        launch: Callable[[str, int, str, dict[str, str]], LegLaunch],
+    ) -> None:
+        self.sup = supervisor
+        self._launch = launch
+        self._standby: StandbyLeg | None = None
+
+    @property
+    def waiting(self) -> bool:
+        """Whether a standby was started and not yet taken or abandoned."""
+        return self._standby is not None
+
+    def take(self) -> StandbyLeg | None:
+        """The standby for the next leg to let go or abandon (None: none waits)."""
+        standby, self._standby = self._standby, None
+        return standby
+
+    def start_if_moving(self, job: str, leg: int, site: str) -> bool:
+        """When the running worker of ``leg`` at ``site`` says it moves, start the next leg at
+        its destination, standing by; returns whether it said so (whether a standby could
+        start there or not)."""
+        dest = self._moving_to(leg, site)
+        if dest is None:
+            return False
+        sup = self.sup
+        if dest == site or dest in sup.excluded or dest not in sup.spec.controller.site_zones():
+            return True
+        try:
+            sup.executor.check_site(dest)
+        except ExecutorError as e:
+            log.info("job %s: no standby worker at %s: %s", job, dest, e)
+            return True
+        standby = StandbyLeg(sup.leg_dir(leg + 1), leg + 1, dest)
+        standby.start(sup.executor, self._launch(job, leg + 1, dest, standby.env))
+        self._standby = standby
+        log.info("job %s: leg %d moves to %s; its next worker starts there now", job, leg, dest)
+        return True
+
+    def abandon(self, why: str) -> None:
+        """Stop a standby worker, if one waits (the move it waited for will not happen)."""
+        standby = self.take()
+        if standby is not None:
+            standby.abandon(self.sup.executor, why)
+
+    def _moving_to(self, leg: int, site: str) -> str | None:
+        """The site the running worker of ``leg`` said it moves to (None: it did not)."""
+        try:
+            status = self.sup.executor.status(self.sup.leg_ref(leg, site))
+        except (ExecutorError, OSError, ValueError):
+            return None
+        dest = status.get("moving_to")
+        return dest if isinstance(dest, str) and dest else None
