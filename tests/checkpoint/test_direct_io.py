@@ -17,7 +17,8 @@ import torch
 from safetensors.torch import load_file
 
 import caftm.checkpoint._backend as backend_module
-from caftm.checkpoint import CheckpointStore, TrainingState
+import caftm.checkpoint._transfer_files as transfer_files
+from caftm.checkpoint import CheckpointStore, TrainingState, transfer_latest
 from caftm.checkpoint._direct import ALIGN, MIN_BYTES, open_direct, read_direct, write_direct
 from caftm.checkpoint.checksum import TreeHasher
 from caftm.checkpoint.manifest import TENSORS_NAME
@@ -172,3 +173,44 @@ def test_direct_writes_and_reads_keep_every_byte_across_chunk_and_block_bounds(
         os.close(fd)
     assert bytes(buffer.numpy()) == data
     assert hasher.hexdigest() == hashlib_tree(data)
+
+
+def test_a_local_copy_of_a_large_checkpoint_goes_past_the_page_cache_both_ways(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not direct_supported(tmp_path):
+        pytest.skip(f"{tmp_path}'s filesystem refuses O_DIRECT")
+    taken: list[int] = []
+    real = transfer_files.open_direct
+
+    def spy(path: str, flags: int, mode: int = 0o644) -> Any:
+        fd = real(path, flags, mode)
+        if fd is not None:
+            taken.append(flags)
+        return fd
+
+    monkeypatch.setattr(transfer_files, "open_direct", spy)
+    saved, restored = model(8), model(None)
+    src, dst = tmp_path / "KR", tmp_path / "FR"
+    with CheckpointStore(str(src)) as store:
+        store.save(TrainingState(model=saved, rng=False), step=6)
+    result = transfer_latest(str(src), str(dst))
+    assert result is not None and result.step == 6
+    assert sorted(taken) == sorted([os.O_RDONLY, os.O_WRONLY | os.O_CREAT | os.O_EXCL])
+    name = Path("step-000000006") / TENSORS_NAME
+    assert (dst / name).read_bytes() == (src / name).read_bytes()
+    with CheckpointStore(str(dst)) as store:
+        assert store.restore_latest(TrainingState(model=restored, rng=False)) is not None
+    assert torch.equal(restored[0].data, saved[0].data)
+
+
+def test_a_damaged_large_source_is_not_copied(tmp_path: Path) -> None:
+    src, dst = tmp_path / "KR", tmp_path / "FR"
+    with CheckpointStore(str(src)) as store:
+        store.save(TrainingState(model=model(9), rng=False), step=2)
+    with open(src / "step-000000002" / TENSORS_NAME, "r+b") as f:
+        f.seek(40 * 2**20)
+        f.write(b"\xff\xfe")
+    with pytest.raises(CheckpointError, match=r"none complete|does not match|damaged"):
+        transfer_latest(str(src), str(dst))
+    assert not (dst / "step-000000002" / "MANIFEST.json").exists()

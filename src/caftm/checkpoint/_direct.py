@@ -20,11 +20,22 @@ import os
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
+import numpy as np
 import torch
 
 from caftm.checkpoint.checksum import TreeHasher
 
-__all__ = ["ALIGN", "MIN_BYTES", "aligned_buffer", "open_direct", "read_direct", "write_direct"]
+__all__ = [
+    "ALIGN",
+    "MIN_BYTES",
+    "address",
+    "aligned_buffer",
+    "aligned_view",
+    "open_direct",
+    "pwrite_all",
+    "read_direct",
+    "write_direct",
+]
 
 #: alignment of O_DIRECT buffers, offsets and lengths (the largest logical block in use)
 ALIGN = 4096
@@ -62,7 +73,18 @@ def _view(tensor: torch.Tensor) -> memoryview:
     return memoryview(tensor.numpy()).cast("B")  # type: ignore[arg-type]
 
 
-def _write_all(fd: int, view: memoryview, offset: int) -> None:
+def aligned_view(nbytes: int) -> memoryview:
+    """A writable page-aligned memoryview of ``nbytes`` (rounded up to :data:`ALIGN`)."""
+    return _view(aligned_buffer(nbytes))
+
+
+def address(view: memoryview) -> int:
+    """Where ``view``'s first byte lies in memory."""
+    return int(np.frombuffer(view, dtype=np.uint8).ctypes.data) if view.nbytes else 0
+
+
+def pwrite_all(fd: int, view: memoryview, offset: int) -> None:
+    """Write all of ``view`` at ``offset`` of a direct file (aligned address and length)."""
     while view.nbytes:
         written = os.pwrite(fd, view, offset)
         if written <= 0 or (written % ALIGN and written != view.nbytes):
@@ -86,7 +108,7 @@ def write_direct(fd: int, buffers: Sequence[memoryview]) -> int:
 
         def flush(length: int) -> None:
             nonlocal current, filled, offset
-            pending[current] = writer.submit(_write_all, fd, views[current][:length], offset)
+            pending[current] = writer.submit(pwrite_all, fd, views[current][:length], offset)
             offset += length
             current, filled = 1 - current, 0
             waiting = pending[current]
