@@ -175,6 +175,8 @@ class CheckpointStore:
         # manifests this store wrote or read, by step: pruning never reads them again
         self._known: dict[int, Manifest] = {}
         self._known_lock = threading.Lock()
+        # read and verified ahead of its restore (prefetch_latest): the checkpoint and its tree
+        self._prefetched: tuple[CheckpointInfo, dict[str, Any]] | None = None
 
     @property
     def url(self) -> str:
@@ -486,8 +488,48 @@ class CheckpointStore:
         """
         return self._load_latest(into_model=False)
 
+    def prefetch_latest(self) -> int | None:
+        """Read and verify the newest complete checkpoint ahead of its restore (a worker that
+        waits for its go does this while it waits); :meth:`restore_latest` then applies it
+        without reading it again if it is still the newest, its manifest unchanged. Nothing is
+        applied here. Returns its step (None: none yet, or it does not load: the restore will
+        say why).
+        """
+        for step in reversed(self._step_numbers()):
+            try:
+                manifest = self._read_manifest(step)
+            except CheckpointError:
+                continue  # incomplete (maybe being written): an older one may be complete
+            held = self._prefetched
+            if held is not None and held[0].step == step and held[0].manifest == manifest:
+                return step
+            self._prefetched = None  # what was held is not the newest any more
+            try:
+                tree, manifest = self._load(step, into_model=True)
+            except CheckpointError as e:
+                logger.debug("not prefetched: %s", e)
+                return None
+            where = self._backend.url(self._step_dir(step))
+            self._prefetched = CheckpointInfo(step=step, path=where, manifest=manifest), tree
+            return step
+        return None
+
+    def _take_prefetched(self, step: int) -> tuple[CheckpointInfo, dict[str, Any]] | None:
+        """The prefetched checkpoint if it is of ``step`` and its manifest is unchanged."""
+        held, self._prefetched = self._prefetched, None
+        if held is None or held[0].step != step:
+            return None
+        try:
+            unchanged = self._read_manifest(step) == held[0].manifest
+        except CheckpointError:
+            return None
+        return held if unchanged else None
+
     def _load_latest(self, *, into_model: bool) -> tuple[CheckpointInfo, dict[str, Any]] | None:
         for step in reversed(self._step_numbers()):
+            held = self._take_prefetched(step) if into_model else None
+            if held is not None:
+                return held
             try:
                 tree, manifest = self._load(step, into_model=into_model)
             except ForeignCheckpoints:

@@ -20,9 +20,13 @@ The go carries the job's clock as it stands at that moment (``clock``, a ``CAFTM
 or None for real time): the clock the standby was started with was read before the source worker's
 last steps, and the job's clock must not run backwards from one leg to the next.
 
-A standby leaves before it trains, restores or records anything. The supervisor touches the file
-every :data:`HEARTBEAT_S` while the move is in flight (:class:`StandbyLeg`), records the leg in
-the ledger only when it says go, and stops an abandoned standby (SIGTERM, then SIGKILL).
+While it waits, a standby may read and verify the newest checkpoint in its store ahead of its
+restore (``while_waiting``; :meth:`~caftm.checkpoint.CheckpointStore.prefetch_latest`): the
+restore after the go applies it without reading it again when it is still the newest,
+unchanged. A standby leaves before it trains, restores or records anything. The supervisor
+touches the file every :data:`HEARTBEAT_S` while the move is in flight (:class:`StandbyLeg`),
+records the leg in the ledger only when it says go, and stops an abandoned standby (SIGTERM,
+then SIGKILL).
 """
 
 from __future__ import annotations
@@ -68,17 +72,25 @@ HEARTBEAT_S = 1.0
 STALE_S = 20.0
 #: a standby's exit code when it leaves without training (EX_TEMPFAIL: nothing was done)
 EXIT_STANDBY_LEFT = 75
+#: how often a standby's ``while_waiting`` runs (s)
+PREPARE_S = 0.05
 #: how long an abandoned standby has to leave before it is killed (s)
 STOP_GRACE_S = 5.0
 
 
 def wait_for_go(
-    env: Mapping[str, str] | None = None, *, poll_s: float = 0.01, stale_s: float = STALE_S
+    env: Mapping[str, str] | None = None,
+    *,
+    poll_s: float = 0.01,
+    stale_s: float = STALE_S,
+    while_waiting: Callable[[], object] | None = None,
 ) -> dict[str, Any] | None:
     """In a worker: wait until the supervisor lets this standby restore and train.
 
     Returns the supervisor's go (the standby file; :func:`go_clock` reads the job's clock from
     it), or None at once when this worker is no standby (run alone, or an ordinary leg).
+    ``while_waiting`` is called every :data:`PREPARE_S` until the go (e.g. to read and verify
+    the newest checkpoint ahead of its restore; it must apply nothing).
 
     Raises:
         SystemExit: (:data:`EXIT_STANDBY_LEFT`) the move was abandoned, another leg took over,
@@ -90,7 +102,11 @@ def wait_for_go(
         return None
     path, token, parent = Path(path_text), environment.get(ENV_STANDBY_TOKEN, ""), os.getppid()
     log.info("standing by at %s for the supervisor's go", path)
+    next_prepare = 0.0
     while True:
+        if while_waiting is not None and time.monotonic() >= next_prepare:
+            while_waiting()
+            next_prepare = time.monotonic() + PREPARE_S
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             touched_s = path.stat().st_mtime
