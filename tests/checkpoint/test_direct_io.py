@@ -6,6 +6,7 @@ filesystem refuses O_DIRECT (tmpfs), the page cache serves, with the same checks
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import itertools
 import os
@@ -214,3 +215,33 @@ def test_a_damaged_large_source_is_not_copied(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match=r"none complete|does not match|damaged"):
         transfer_latest(str(src), str(dst))
     assert not (dst / "step-000000002" / "MANIFEST.json").exists()
+
+
+def test_direct_writes_and_reads_refused_after_the_open_fall_back_to_the_page_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A filesystem that opens with O_DIRECT but refuses the transfers (a block size larger
+    than 4 KiB; played by the direct calls raising EINVAL): the same checkpoint, buffered."""
+    refused: list[str] = []
+
+    def refuse(name: str) -> Any:
+        def call(*args: Any) -> Any:
+            refused.append(name)
+            raise OSError(errno.EINVAL, "Invalid argument")
+
+        return call
+
+    monkeypatch.setattr(backend_module, "write_direct", refuse("write"))
+    monkeypatch.setattr(backend_module, "read_direct", refuse("read"))
+    saved, restored = model(6), model(None)
+    with CheckpointStore(str(tmp_path)) as store:
+        info = store.save(TrainingState(model=saved, rng=False), step=1)
+        assert store.restore_latest(TrainingState(model=restored, rng=False)) is not None
+    folder = tmp_path / "step-000000001"
+    data = (folder / TENSORS_NAME).read_bytes()
+    assert info.manifest.file(TENSORS_NAME).sha256 == hashlib_tree(data)
+    assert torch.equal(restored[0].data, saved[0].data)
+    assert refused == ["write", "read"] or not direct_supported(tmp_path)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        ["MANIFEST.json", TENSORS_NAME, "state.json"]
+    )

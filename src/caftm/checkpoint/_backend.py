@@ -11,6 +11,7 @@ and checksummed in one pass.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -181,8 +182,13 @@ class LocalBackend(Backend):
         try:
             write_direct(fd, buffers)
             os.fsync(fd)
-        finally:
-            os.close(fd)
+        except OSError as e:
+            if e.errno != errno.EINVAL:
+                raise
+            os.close(fd)  # opened, but its writes refused (an odd block size): write buffered
+            os.unlink(temp)
+            return False
+        os.close(fd)
         return True
 
     def read_verified(self, path: str, size: int, sha256: str, *, where: str) -> memoryview:
@@ -197,20 +203,24 @@ class LocalBackend(Backend):
         if actual != size:
             raise CheckpointError(f"{where} is {actual} bytes, manifest says {size}")
         fd = open_direct(path, os.O_RDONLY) if size >= MIN_BYTES else None
-        if fd is None:
+        data: memoryview | None = None
+        if fd is not None:
+            hasher = TreeHasher()
+            try:
+                buffer = read_direct(fd, size, hasher)
+                data = memoryview(buffer.numpy()).cast("B")  # type: ignore[arg-type]
+            except OSError as e:
+                if e.errno != errno.EINVAL:
+                    raise  # EINVAL: opened, but its reads refused (an odd block size)
+            finally:
+                os.close(fd)
+                digest = hasher.hexdigest()  # waits for the blocks in flight, even on failure
+        if data is None:
             with open(path, "rb") as f:
                 data = memoryview(bytearray(f.read()))
             if data.nbytes != size:
                 raise CheckpointError(f"{where} is {data.nbytes} bytes, manifest says {size}")
             digest = tree_sha256([data])
-        else:
-            hasher = TreeHasher()
-            try:
-                buffer = read_direct(fd, size, hasher)
-            finally:
-                os.close(fd)
-                digest = hasher.hexdigest()  # waits for the blocks in flight, even on failure
-            data = memoryview(buffer.numpy()).cast("B")  # type: ignore[arg-type]
         if digest != sha256:
             raise CheckpointError(f"{where} sha256 {digest} != manifest {sha256}")
         return data
