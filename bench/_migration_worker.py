@@ -5,7 +5,12 @@ CarbonAwareTraining; it writes wall-clock marks the benchmark reads:
 * ``saved-<step>``: when it is complete;
 * ``first-step``: when the first step after a restore ends (the destination's first step);
 * ``leg-first-step-<start step>``: when a leg's first step ends (restored or not);
-* ``built-<pid>``: when a worker has its model built (a standby then waits for its go).
+* ``built-<pid>``: when a worker has its model built (a standby then waits for its go);
+* ``left-<start step>``: when a leg's worker has left training (its ``with`` block closed: its
+  session and ledger closed, its outcome written), just before its interpreter exits;
+* ``restored-<pid>``: when a worker has restored its checkpoint (before its first step);
+* ``cpu-built-<pid>``, ``cpu-restored-<pid>``: the worker's CPU seconds (all its threads) at
+  those moments; ``cpu-save-<step>``: the CPU seconds its checkpoint of that step took.
 
     python _migration_worker.py --config JOB.yaml --mb 1024 --marks DIR
 """
@@ -49,16 +54,23 @@ def main() -> int:
     config = ControllerConfig.from_yaml(args.config)
     model = Blob(int(args.mb * 1e6))
     (args.marks / f"built-{os.getpid()}").write_text(repr(time.time()))  # ready to restore
+    (args.marks / f"cpu-built-{os.getpid()}").write_text(repr(time.process_time()))
     with CarbonAwareTraining(config, model=model) as caftm:
         save = caftm.save
 
         def marked_save() -> None:
             (args.marks / f"save-{caftm.steps_done}").write_text(repr(time.time()))
+            cpu = time.process_time()
             save()
             (args.marks / f"saved-{caftm.steps_done}").write_text(repr(time.time()))
+            cpu_s = time.process_time() - cpu
+            (args.marks / f"cpu-save-{caftm.steps_done}").write_text(repr(cpu_s))
 
         caftm.save = marked_save  # type: ignore[method-assign]
         resumed = caftm.start_step > 0
+        if resumed:
+            (args.marks / f"restored-{os.getpid()}").write_text(repr(time.time()))
+            (args.marks / f"cpu-restored-{os.getpid()}").write_text(repr(time.process_time()))
         first = True
         while caftm.running:
             model.chunks[0].data[0] += 1.0  # a "training step": the state changes
@@ -69,6 +81,7 @@ def main() -> int:
             if resumed:
                 (args.marks / "first-step").write_text(repr(time.time()))
                 resumed = False
+    (args.marks / f"left-{caftm.start_step}").write_text(repr(time.time()))
     return 0
 
 

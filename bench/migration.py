@@ -18,7 +18,17 @@ Timed, wall clock:
   checkpoint's write, the rest the worker's exit; ``restart_s``: the destination leg's
   recorded start, i.e. its go → its first step; ``standby_ready_before_go_s``: how long the
   destination's worker had its model built before its go — negative when it was still
-  starting, so the go waited for it);
+  starting, so the go waited for it); the downtime's phases, one after the other:
+  ``checkpoint_write_s``, ``worker_close_s`` (the source's session and ledger closed, its outcome
+  written), ``worker_exit_s`` (its interpreter's exit, until the supervisor recorded the leg's
+  end), ``supervisor_go_s`` (the move checked and recorded, the go given), ``standby_wait_s``
+  (the go waiting for the standby's model), ``restore_s`` (what is left of the restore after
+  the go: read once, verified, loaded) and ``first_step_s``. CPU seconds (all threads of the
+  worker, whatever else the machine runs):
+  ``checkpoint_write_cpu_s`` (the source's write, sha256 included), ``standby_start_cpu_s``
+  (the destination's interpreter, imports and model, overlapped) and ``restore_cpu_s`` (its
+  read, verification and load, partly overlapped: it starts as soon as the checkpoint is
+  complete);
 * ``transfer_s_1GB`` and ``transfer_ratio_1GB``: ``transfer_latest`` of the 1 GB checkpoint
   between two local stores (the supervisor's copy when a worker cannot write into the
   destination: read, sha256 and write in one pass, fsync) over a raw copy of the same bytes.
@@ -126,8 +136,22 @@ def _migrate_once(mb: float, job: dict[str, Any] | None = None) -> dict[str, flo
         assert legs[0].ended_at is not None
         go = legs[1].started_at.timestamp()
         built = max(float(p.read_text()) for p in marks.glob("built-*"))  # the destination's
+        left = float((marks / "left-0").read_text())
+        (restored_mark,) = marks.glob("restored-*")
+        restored = float(restored_mark.read_text())
+        pid = restored_mark.name.removeprefix("restored-")
+        cpu_built = float((marks / f"cpu-built-{pid}").read_text())
         return {
+            "checkpoint_write_cpu_s": float((marks / f"cpu-{saves[0].name}").read_text()),
+            "standby_start_cpu_s": cpu_built,
+            "restore_cpu_s": float((marks / f"cpu-restored-{pid}").read_text()) - cpu_built,
             "standby_ready_before_go_s": go - built,
+            "worker_close_s": left - saved,
+            "worker_exit_s": legs[0].ended_at.timestamp() - left,
+            "supervisor_go_s": go - legs[0].ended_at.timestamp(),
+            "standby_wait_s": max(0.0, built - go),
+            "restore_s": restored - max(go, built),
+            "first_step_s": first_step - restored,
             "downtime_s": first_step - save_start,
             "checkpoint_s": legs[0].ended_at.timestamp() - save_start,
             "checkpoint_write_s": saved - save_start,
@@ -188,7 +212,9 @@ def _measure(result: Result, label: str, mb: float, *, prefix: str = "",
     result[f"{prefix}downtime_s_max_{label}"] = round(max(m["downtime_s"] for m in moves), 3)
     result[f"{prefix}raw_copy_s_{label}"] = round(raw, 3)
     parts = ("checkpoint_s", "checkpoint_write_s", "restart_s", "supervisor_transfer_s",
-             "standby_ready_before_go_s")  # fmt: skip
+             "standby_ready_before_go_s", "worker_close_s", "worker_exit_s", "supervisor_go_s",
+             "standby_wait_s", "restore_s", "first_step_s", "checkpoint_write_cpu_s",
+             "standby_start_cpu_s", "restore_cpu_s")  # fmt: skip
     for part in parts:
         result[f"{prefix}{part}_{label}"] = round(median[part], 3)
     result[f"{prefix}bytes_{label}"] = int(median["bytes"])

@@ -11,12 +11,13 @@ and checksummed in one pass.
 from __future__ import annotations
 
 import contextlib
-import mmap
+import errno
 import os
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
+from caftm.checkpoint._direct import MIN_BYTES, open_direct, read_direct, write_direct
 from caftm.checkpoint.checksum import BLOCK_BYTES, TreeHasher, tree_sha256
 from caftm.errors import CheckpointError, ConfigError
 
@@ -137,23 +138,6 @@ class LocalBackend(Backend):
         with open(path, "rb") as f:
             return tree_sha256(iter(lambda: f.read(BLOCK_BYTES), b""), streaming=True)
 
-    @contextlib.contextmanager
-    def mapped(self, path: str) -> Iterator[memoryview]:
-        """The file mapped into memory, privately (writes would never reach it): read straight
-        from the page cache, without a copy into a buffer. Not for empty files."""
-        with open(path, "rb") as f:
-            mapping = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
-        try:
-            mapping.madvise(mmap.MADV_SEQUENTIAL)
-            view = memoryview(mapping)
-            try:
-                yield view
-            finally:
-                view.release()
-        finally:
-            with contextlib.suppress(BufferError):  # a view still held: unmapped when freed
-                mapping.close()
-
     def make_dir(self, path: str) -> None:
         try:
             created = not os.path.isdir(path)
@@ -170,11 +154,12 @@ class LocalBackend(Backend):
         temp = f"{path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         hashing = _start_hash(buffers)
         try:
-            with open(temp, "wb") as f:
-                for chunk in _chunks(buffers, _WRITE_CHUNK_BYTES):
-                    f.write(chunk)
-                f.flush()
-                os.fsync(f.fileno())
+            if not self._write_direct(temp, buffers):
+                with open(temp, "wb") as f:
+                    for chunk in _chunks(buffers, _WRITE_CHUNK_BYTES):
+                        f.write(chunk)
+                    f.flush()
+                    os.fsync(f.fileno())
             os.replace(temp, path)
         except OSError as e:
             hashing.hexdigest()
@@ -184,6 +169,61 @@ class LocalBackend(Backend):
                 "check free space and permissions (earlier checkpoints are untouched)"
             ) from e
         return sum(b.nbytes for b in buffers), hashing.hexdigest()
+
+    @staticmethod
+    def _write_direct(temp: str, buffers: Sequence[memoryview]) -> bool:
+        """Write a large file past the page cache (:mod:`~caftm.checkpoint._direct`) and fsync
+        it; False (nothing written) where it is small or the filesystem refuses direct I/O."""
+        if sum(b.nbytes for b in buffers) < MIN_BYTES:
+            return False
+        fd = open_direct(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        if fd is None:
+            return False
+        try:
+            write_direct(fd, buffers)
+            os.fsync(fd)
+        except OSError as e:
+            if e.errno != errno.EINVAL:
+                raise
+            os.close(fd)  # opened, but its writes refused (an odd block size): write buffered
+            os.unlink(temp)
+            return False
+        os.close(fd)
+        return True
+
+    def read_verified(self, path: str, size: int, sha256: str, *, where: str) -> memoryview:
+        """The whole file, read once and checked against ``size`` and ``sha256`` (each block
+        hashed as it arrives); a large file is read past the page cache.
+
+        Raises:
+            CheckpointError: its size or checksum differ (``where`` names it).
+            OSError: it cannot be read.
+        """
+        actual = self.size(path)
+        if actual != size:
+            raise CheckpointError(f"{where} is {actual} bytes, manifest says {size}")
+        fd = open_direct(path, os.O_RDONLY) if size >= MIN_BYTES else None
+        data: memoryview | None = None
+        if fd is not None:
+            hasher = TreeHasher()
+            try:
+                buffer = read_direct(fd, size, hasher)
+                data = memoryview(buffer.numpy()).cast("B")  # type: ignore[arg-type]
+            except OSError as e:
+                if e.errno != errno.EINVAL:
+                    raise  # EINVAL: opened, but its reads refused (an odd block size)
+            finally:
+                os.close(fd)
+                digest = hasher.hexdigest()  # waits for the blocks in flight, even on failure
+        if data is None:
+            with open(path, "rb") as f:
+                data = memoryview(bytearray(f.read()))
+            if data.nbytes != size:
+                raise CheckpointError(f"{where} is {data.nbytes} bytes, manifest says {size}")
+            digest = tree_sha256([data])
+        if digest != sha256:
+            raise CheckpointError(f"{where} sha256 {digest} != manifest {sha256}")
+        return data
 
     @staticmethod
     def _discard(path: str) -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from caftm.checkpoint._backend import Backend, LocalBackend
+from caftm.checkpoint._direct import ALIGN, MIN_BYTES
 from caftm.checkpoint._transfer_files import (
     FdReader,
     LocalSink,
@@ -236,12 +237,25 @@ class StepCopier:
         piece as it passes (one pass: no read-back); None for other destinations (they are
         read back after they close: an object store is not trusted to keep what it was sent).
         """
-        with open_source(src, src_path) as reader, self._sink(dst, dst_path) as sink:
+        # past the page cache: a large local file, in whole disk blocks but the last
+        direct = (
+            isinstance(src, LocalBackend) and size >= MIN_BYTES and not self.chunk_bytes % ALIGN
+        )
+        with (
+            open_source(src, src_path) as reader,
+            self._sink(dst, dst_path, direct=direct) as sink,
+        ):
             hasher = None
             if isinstance(sink, LocalSink):
                 hasher = TreeHasher(max_pending_blocks=_PENDING_BLOCKS)
+            pieces: Iterator[memoryview] | None = None
             if isinstance(reader, FdReader):
-                pieces = reader.pieces(size, self.chunk_bytes)
+                # a large local file past the page cache, read and written (each buffer comes
+                # round again only after its block was hashed)
+                ring = (_PENDING_BLOCKS + 1) * -(-BLOCK_BYTES // self.chunk_bytes) + 1
+                pieces = reader.direct_pieces(size, self.chunk_bytes, ring) if direct else None
+                if pieces is None:
+                    pieces = reader.pieces(size, self.chunk_bytes)
             else:
                 pieces = _buffered_pieces(reader, size, self.chunk_bytes)
             left = size
@@ -256,9 +270,9 @@ class StepCopier:
             return None if hasher is None else hasher.hexdigest()
 
     @contextlib.contextmanager
-    def _sink(self, dst: Backend, path: str) -> Iterator[Sink]:
+    def _sink(self, dst: Backend, path: str, *, direct: bool = False) -> Iterator[Sink]:
         """A destination file, committed under ``path`` only when the block ends cleanly."""
-        sink = self._dst("open", path, dst, lambda: open_sink(dst, path))
+        sink = self._dst("open", path, dst, lambda: open_sink(dst, path, direct=direct))
         try:
             yield sink
             self._dst("finish", path, dst, sink.commit)

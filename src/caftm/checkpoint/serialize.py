@@ -20,7 +20,7 @@ import json
 import math
 import struct
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -327,9 +327,12 @@ def _byte_view(tensor: torch.Tensor) -> memoryview:
 _DTYPES_BY_SAFETENSORS_NAME = {code: dtype for dtype, code in _SAFETENSORS_DTYPES.items()}
 
 
-def load_tensor_view(view: memoryview, *, name: str) -> dict[str, torch.Tensor]:
-    """Parse a safetensors file mapped into memory (and verified): each tensor is copied out
-    once, straight from ``view`` (which the caller may unmap afterwards).
+def load_tensor_view(
+    view: memoryview, *, name: str, shared: Callable[[str], bool] | None = None
+) -> dict[str, torch.Tensor]:
+    """Parse a safetensors file in memory (and verified): each tensor is copied out once,
+    straight from ``view``, except those whose key ``shared`` accepts: they are views of
+    ``view`` (which must then stay unchanged while they live; they keep it alive).
 
     ``view`` must be writable (e.g. a private ``mmap.ACCESS_COPY`` mapping); nothing is written.
 
@@ -358,7 +361,9 @@ def load_tensor_view(view: memoryview, *, name: str) -> dict[str, torch.Tensor]:
                 tensors[key] = torch.empty(shape, dtype=dtype)
                 continue
             raw = torch.frombuffer(view, dtype=torch.uint8, count=end - begin, offset=start + begin)
-            tensors[key] = raw.clone().view(dtype).reshape(shape)
+            aligned = (start + begin) % itemsize == 0
+            keep = shared is not None and aligned and shared(key)
+            tensors[key] = (raw if keep else raw.clone()).view(dtype).reshape(shape)
     except (struct.error, ValueError, KeyError, TypeError, RuntimeError) as e:
         raise CheckpointError(f"{name} is not a valid safetensors file: {e!r}") from e
     return tensors

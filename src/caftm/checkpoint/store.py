@@ -175,6 +175,8 @@ class CheckpointStore:
         # manifests this store wrote or read, by step: pruning never reads them again
         self._known: dict[int, Manifest] = {}
         self._known_lock = threading.Lock()
+        # read and verified ahead of its restore (prefetch_latest): the checkpoint and its tree
+        self._prefetched: tuple[CheckpointInfo, dict[str, Any]] | None = None
 
     @property
     def url(self) -> str:
@@ -407,7 +409,7 @@ class CheckpointStore:
     def load(self, checkpoint: CheckpointInfo | int) -> dict[str, Any]:
         """Read, verify and decode a checkpoint's state tree (not applied to anything).
 
-        Every file is read once (a local tensors file straight from the page cache, mapped),
+        Every file is read once (a large local tensors file past the page cache),
         its size and sha256 checked against the manifest re-read from storage, and only then
         parsed.
 
@@ -418,7 +420,10 @@ class CheckpointStore:
         step = _checkpoint_step(checkpoint)
         return self._load(step)[0]
 
-    def _load(self, step: int) -> tuple[dict[str, Any], Manifest]:
+    def _load(self, step: int, *, into_model: bool = False) -> tuple[dict[str, Any], Manifest]:
+        """Read, verify and decode ``step``. ``into_model``: the tree goes to
+        :meth:`TrainingState.restore` at once, which copies the model's tensors into the live
+        model: those are handed over as views of the verified bytes, not copied out first."""
         manifest = self._read_manifest(step)
         where = self._backend.url(self._step_dir(step))
         if self.owner is not None:
@@ -430,15 +435,18 @@ class CheckpointStore:
             path = self._step_file(step, name)
             try:
                 backend = self._backend
-                if (
-                    name == TENSORS_NAME
-                    and isinstance(backend, LocalBackend)
-                    and (backend.size(path) > 0)
-                ):
-                    # one pass over the page cache: verified, then each tensor copied out once
-                    with backend.mapped(path) as view:
-                        entry.check(view, where=where)
-                        tensors = load_tensor_view(view, name=f"{where}/{name}")
+                if name == TENSORS_NAME and isinstance(backend, LocalBackend):
+                    # one pass: read (past the page cache when large), each block hashed as it
+                    # arrives, then parsed from the verified bytes
+                    view = backend.read_verified(
+                        path, entry.size_bytes, entry.sha256, where=f"{where}/{name}"
+                    )
+                    if view.nbytes:
+                        tensors = load_tensor_view(
+                            view, name=f"{where}/{name}", shared=_model_key if into_model else None
+                        )
+                        continue
+                    payload[name] = b""
                     continue
                 data = self._backend.read_bytes(path)
             except OSError as e:
@@ -466,7 +474,7 @@ class CheckpointStore:
             CheckpointError: See :meth:`load` and :meth:`TrainingState.restore`.
         """
         step = _checkpoint_step(checkpoint)
-        tree = self.load(step)
+        tree = self._load(step, into_model=True)[0]
         return state.restore(tree, where=self._backend.url(self._step_dir(step)))
 
     def load_latest(self) -> tuple[CheckpointInfo, dict[str, Any]] | None:
@@ -478,9 +486,52 @@ class CheckpointStore:
         Raises:
             ForeignCheckpoints: the newest intact checkpoint belongs to another job.
         """
+        return self._load_latest(into_model=False)
+
+    def prefetch_latest(self) -> int | None:
+        """Read and verify the newest complete checkpoint ahead of its restore (a worker that
+        waits for its go does this while it waits); :meth:`restore_latest` then applies it
+        without reading it again if it is still the newest, its manifest unchanged. Nothing is
+        applied here. Returns its step (None: none yet, or it does not load: the restore will
+        say why).
+        """
         for step in reversed(self._step_numbers()):
             try:
-                tree, manifest = self._load(step)
+                manifest = self._read_manifest(step)
+            except CheckpointError:
+                continue  # incomplete (maybe being written): an older one may be complete
+            held = self._prefetched
+            if held is not None and held[0].step == step and held[0].manifest == manifest:
+                return step
+            self._prefetched = None  # what was held is not the newest any more
+            try:
+                tree, manifest = self._load(step, into_model=True)
+            except CheckpointError as e:
+                logger.debug("not prefetched: %s", e)
+                return None
+            where = self._backend.url(self._step_dir(step))
+            self._prefetched = CheckpointInfo(step=step, path=where, manifest=manifest), tree
+            return step
+        return None
+
+    def _take_prefetched(self, step: int) -> tuple[CheckpointInfo, dict[str, Any]] | None:
+        """The prefetched checkpoint if it is of ``step`` and its manifest is unchanged."""
+        held, self._prefetched = self._prefetched, None
+        if held is None or held[0].step != step:
+            return None
+        try:
+            unchanged = self._read_manifest(step) == held[0].manifest
+        except CheckpointError:
+            return None
+        return held if unchanged else None
+
+    def _load_latest(self, *, into_model: bool) -> tuple[CheckpointInfo, dict[str, Any]] | None:
+        for step in reversed(self._step_numbers()):
+            held = self._take_prefetched(step) if into_model else None
+            if held is not None:
+                return held
+            try:
+                tree, manifest = self._load(step, into_model=into_model)
             except ForeignCheckpoints:
                 raise  # never fall back past another job's checkpoint
             except CheckpointError as e:
@@ -500,7 +551,7 @@ class CheckpointStore:
             CheckpointError: A verified checkpoint does not fit ``state`` (wrong model, ...),
                 or belongs to another job (:class:`~caftm.checkpoint.owner.ForeignCheckpoints`).
         """
-        loaded = self.load_latest()
+        loaded = self._load_latest(into_model=True)
         if loaded is None:
             return None
         info, tree = loaded
@@ -544,6 +595,11 @@ class CheckpointStore:
                 logger.debug("pruned checkpoint directory %s", directory)
             except (OSError, CheckpointError) as e:
                 logger.warning("could not delete old checkpoint %s: %s", directory, e)
+
+
+def _model_key(key: str) -> bool:
+    """Whether a tensor's key (its path in the captured tree) is one of the model's."""
+    return key.startswith("state.model.")
 
 
 def _checkpoint_step(checkpoint: CheckpointInfo | int) -> int:

@@ -209,7 +209,10 @@ class CarbonAwareTraining:
             raise
 
     def _enter(self) -> CarbonAwareTraining:
-        go = wait_for_go()  # a standby (started before its move was done) waits for its go
+        # a standby (started before its move was done) waits for its go, reading and verifying
+        # the checkpoint as soon as it is complete in its store
+        prefetch = self.store.prefetch_latest if self.world_size == 1 else None
+        go = wait_for_go(while_waiting=prefetch)
         if go is not None:
             self._take_job_clock(go_clock(go))
         self.start_step = self.steps_done = self._steps.restore(

@@ -25,7 +25,7 @@ from caftm.jobs.cancel import close_cancelled
 from caftm.jobs.executors import LegLaunch, WorkerHandle
 from caftm.jobs.executors.base import LOG_FILE, OUTCOME_FILE, STATUS_FILE
 from caftm.jobs.protocol import Outcome, StopRequest
-from caftm.jobs.standby import StandbyLeg
+from caftm.jobs.standby import Standbys
 from caftm.jobs.view import JobView
 from caftm.ledger.jobs import JobRecord, JobStatus, LegStatus
 from caftm.ledger.spool import SPOOL_FILE, import_spool
@@ -84,7 +84,7 @@ class LegRunner:
         self._restored: dict[int, int] = {}
         self._step_written_at = -math.inf
         #: the next leg's worker, started at a move's destination before the move is done
-        self.standby: StandbyLeg | None = None
+        self.standbys = Standbys(supervisor, self.launch)
 
     def start(self, job: JobRecord) -> JobRecord:
         """Start the next leg at the job's site and follow it to its end (see the outcomes);
@@ -93,7 +93,7 @@ class LegRunner:
         spec = sup.spec
         leg = job.leg + 1
         site = job.site
-        standby, self.standby = self.standby, None
+        standby = self.standbys.take()
         if standby is not None and (standby.leg, standby.site) != (leg, site):
             standby.abandon(sup.executor, f"leg {leg} starts at {site}")
             standby = None
@@ -143,37 +143,9 @@ class LegRunner:
         return LegLaunch(name, leg, site, spec.job.command, env, spec.cwd, files / LOG_FILE,
                          spec.job.grace_s)  # fmt: skip
 
-    # -- standby -----------------------------------------------------------------------------------
-    def _prestart(self, job: JobRecord, leg: int, site: str, dest: str) -> None:
-        """The worker of ``leg`` moves to ``dest``: start the next leg there, standing by."""
-        sup = self.sup
-        if dest == site or dest in sup.excluded or dest not in sup.spec.controller.site_zones():
-            return
-        try:
-            sup.executor.check_site(dest)
-        except ExecutorError as e:
-            log.info("job %s: no standby worker at %s: %s", job.name, dest, e)
-            return
-        standby = StandbyLeg(sup.leg_dir(leg + 1), leg + 1, dest)
-        standby.start(sup.executor, self.launch(job.name, leg + 1, dest, standby.env))
-        self.standby = standby
-        log.info("job %s: leg %d moves to %s; its next worker starts there now", job.name, leg,
-                 dest)  # fmt: skip
-
     def abandon_standby(self, why: str) -> None:
         """Stop a standby worker, if one waits (the move it waited for will not happen)."""
-        standby, self.standby = self.standby, None
-        if standby is not None:
-            standby.abandon(self.sup.executor, why)
-
-    def _moving_to(self, leg: int, site: str) -> str | None:
-        """The site the running worker of ``leg`` said it moves to (None: it did not)."""
-        try:
-            status = self.sup.executor.status(self.sup.leg_ref(leg, site))
-        except (ExecutorError, OSError, ValueError, json.JSONDecodeError):
-            return None
-        dest = status.get("moving_to")
-        return dest if isinstance(dest, str) and dest else None
+        self.standbys.abandon(why)
 
     def finish(self, job: JobRecord, leg: int, site: str, handle: WorkerHandle) -> JobRecord:
         """Watch a started (or adopted) leg to its end and act on how it ended."""
@@ -218,12 +190,9 @@ class LegRunner:
             if code is not None:
                 return code
             now = sup.monotonic()
-            if standby_wanted and self.standby is None and now >= next_move_check:
+            if standby_wanted and not self.standbys.waiting and now >= next_move_check:
                 next_move_check = now + MOVE_POLL_S
-                dest = self._moving_to(leg, site)
-                if dest is not None:
-                    standby_wanted = False
-                    self._prestart(job, leg, site, dest)
+                standby_wanted = not self.standbys.start_if_moving(job.name, leg, site)
             if sup.stopped_by is not None and stop_sent_at is None:
                 notice("job %s: %s received; the worker checkpoints and stops", job.name,
                        sup.stopped_by)  # fmt: skip

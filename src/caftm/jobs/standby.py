@@ -20,9 +20,13 @@ The go carries the job's clock as it stands at that moment (``clock``, a ``CAFTM
 or None for real time): the clock the standby was started with was read before the source worker's
 last steps, and the job's clock must not run backwards from one leg to the next.
 
-A standby leaves before it trains, restores or records anything. The supervisor touches the file
-every :data:`HEARTBEAT_S` while the move is in flight (:class:`StandbyLeg`), records the leg in
-the ledger only when it says go, and stops an abandoned standby (SIGTERM, then SIGKILL).
+While it waits, a standby may read and verify the newest checkpoint in its store ahead of its
+restore (``while_waiting``; :meth:`~caftm.checkpoint.CheckpointStore.prefetch_latest`): the
+restore after the go applies it without reading it again when it is still the newest,
+unchanged. A standby leaves before it trains, restores or records anything. The supervisor
+touches the file every :data:`HEARTBEAT_S` while the move is in flight (:class:`StandbyLeg`),
+records the leg in the ledger only when it says go, and stops an abandoned standby (SIGTERM,
+then SIGKILL).
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -45,6 +49,7 @@ from caftm.errors import ExecutorError
 
 if TYPE_CHECKING:
     from caftm.jobs.executors import Executor, LegLaunch, WorkerHandle
+    from caftm.jobs.supervisor import Supervisor
 
 __all__ = [
     "EXIT_STANDBY_LEFT",
@@ -52,6 +57,7 @@ __all__ = [
     "STALE_S",
     "STANDBY_FILE",
     "StandbyLeg",
+    "Standbys",
     "go_clock",
     "wait_for_go",
 ]
@@ -66,17 +72,25 @@ HEARTBEAT_S = 1.0
 STALE_S = 20.0
 #: a standby's exit code when it leaves without training (EX_TEMPFAIL: nothing was done)
 EXIT_STANDBY_LEFT = 75
+#: how often a standby's ``while_waiting`` runs (s)
+PREPARE_S = 0.05
 #: how long an abandoned standby has to leave before it is killed (s)
 STOP_GRACE_S = 5.0
 
 
 def wait_for_go(
-    env: Mapping[str, str] | None = None, *, poll_s: float = 0.01, stale_s: float = STALE_S
+    env: Mapping[str, str] | None = None,
+    *,
+    poll_s: float = 0.01,
+    stale_s: float = STALE_S,
+    while_waiting: Callable[[], object] | None = None,
 ) -> dict[str, Any] | None:
     """In a worker: wait until the supervisor lets this standby restore and train.
 
     Returns the supervisor's go (the standby file; :func:`go_clock` reads the job's clock from
     it), or None at once when this worker is no standby (run alone, or an ordinary leg).
+    ``while_waiting`` is called every :data:`PREPARE_S` until the go (e.g. to read and verify
+    the newest checkpoint ahead of its restore; it must apply nothing).
 
     Raises:
         SystemExit: (:data:`EXIT_STANDBY_LEFT`) the move was abandoned, another leg took over,
@@ -88,7 +102,11 @@ def wait_for_go(
         return None
     path, token, parent = Path(path_text), environment.get(ENV_STANDBY_TOKEN, ""), os.getppid()
     log.info("standing by at %s for the supervisor's go", path)
+    next_prepare = 0.0
     while True:
+        if while_waiting is not None and time.monotonic() >= next_prepare:
+            while_waiting()
+            next_prepare = time.monotonic() + PREPARE_S
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             touched_s = path.stat().st_mtime
@@ -206,3 +224,68 @@ class StandbyLeg:
             executor.stop(handle, STOP_GRACE_S)
         except ExecutorError as e:
             log.warning("could not stop the standby worker of leg %d: %s", self.leg, e)
+
+
+class Standbys:
+    """A supervisor's standby (one at a time): started when its running worker says it moves,
+    taken by the next leg's start (let go there) or abandoned.
+
+    Args:
+        supervisor: whose job it is.
+        launch: what starts a leg's worker (``launch(job, leg, site, extra_env)``).
+    """
+
+    def __init__(
+        self,
+        supervisor: Supervisor,
+        launch: Callable[[str, int, str, dict[str, str]], LegLaunch],
+    ) -> None:
+        self.sup = supervisor
+        self._launch = launch
+        self._standby: StandbyLeg | None = None
+
+    @property
+    def waiting(self) -> bool:
+        """Whether a standby was started and not yet taken or abandoned."""
+        return self._standby is not None
+
+    def take(self) -> StandbyLeg | None:
+        """The standby for the next leg to let go or abandon (None: none waits)."""
+        standby, self._standby = self._standby, None
+        return standby
+
+    def start_if_moving(self, job: str, leg: int, site: str) -> bool:
+        """When the running worker of ``leg`` at ``site`` says it moves, start the next leg at
+        its destination, standing by; returns whether it said so (whether a standby could
+        start there or not)."""
+        dest = self._moving_to(leg, site)
+        if dest is None:
+            return False
+        sup = self.sup
+        if dest == site or dest in sup.excluded or dest not in sup.spec.controller.site_zones():
+            return True
+        try:
+            sup.executor.check_site(dest)
+        except ExecutorError as e:
+            log.info("job %s: no standby worker at %s: %s", job, dest, e)
+            return True
+        standby = StandbyLeg(sup.leg_dir(leg + 1), leg + 1, dest)
+        standby.start(sup.executor, self._launch(job, leg + 1, dest, standby.env))
+        self._standby = standby
+        log.info("job %s: leg %d moves to %s; its next worker starts there now", job, leg, dest)
+        return True
+
+    def abandon(self, why: str) -> None:
+        """Stop a standby worker, if one waits (the move it waited for will not happen)."""
+        standby = self.take()
+        if standby is not None:
+            standby.abandon(self.sup.executor, why)
+
+    def _moving_to(self, leg: int, site: str) -> str | None:
+        """The site the running worker of ``leg`` said it moves to (None: it did not)."""
+        try:
+            status = self.sup.executor.status(self.sup.leg_ref(leg, site))
+        except (ExecutorError, OSError, ValueError):
+            return None
+        dest = status.get("moving_to")
+        return dest if isinstance(dest, str) and dest else None
