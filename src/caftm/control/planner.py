@@ -32,6 +32,7 @@ from dataclasses import dataclass, replace
 from typing import ClassVar, Literal
 
 import numpy as np
+import numpy.typing as npt
 
 from caftm.control.migration import HOUR_S, Plan, PlanKind
 from caftm.control.planning import GpuCurve, PlanningProblem, PlanStep
@@ -100,17 +101,18 @@ class PlannedSlot:
         }
 
 
-def hourly_intensities(outlook: SiteOutlook, slots: int) -> list[float]:
+def hourly_intensities(outlook: SiteOutlook, slots: int) -> npt.NDArray[np.float64]:
     """Intensity per plan slot from the current hour on: now, then the forecast (its last day
     repeating past its end); without a forecast the current value."""
-    now = float(outlook.intensity_g_per_kwh)
-    forecast = [float(v) for v in outlook.forecast_g_per_kwh]
-    if not forecast:
-        return [now] * slots
-    day = forecast[-24:]
-    out = [now]
-    for i in range(1, slots):
-        out.append(forecast[i] if i < len(forecast) else day[(i - len(forecast)) % len(day)])
+    out = np.full(slots, float(outlook.intensity_g_per_kwh))
+    forecast = np.asarray(outlook.forecast_g_per_kwh, dtype=np.float64)
+    if forecast.size == 0 or slots <= 1:
+        return out
+    known = min(slots, forecast.size)
+    out[1:known] = forecast[1:known]
+    if slots > forecast.size:
+        day = forecast[-24:]
+        out[forecast.size :] = day[np.arange(slots - forecast.size) % day.size]
     return out
 
 
@@ -143,6 +145,7 @@ class Planner(Policy):
         #: plans solved so far (each a solve of the DP)
         self.solves = 0
         self._checked = False
+        self._ci_memo: tuple[object, str, list[str], npt.NDArray[np.float64]] | None = None
 
     # -- the transition, with the plan's first step ----------------------------------------------
     def decide(self, ctx: ControlState, obs: Observation) -> Step:
@@ -209,6 +212,10 @@ class Planner(Policy):
         return self.intent(ctx, obs).kind != "wait"
 
     # -- planning ----------------------------------------------------------------------------------
+    def current_plan(self) -> Intent | None:
+        """The last plan made (for the ledger and ``caftm status``)."""
+        return self.current
+
     def deadline_s(self, obs: Observation, full_work_s: float) -> float:
         """The deadline in force (setting the default one on the first call without one)."""
         if self.rules.deadline_s is None:
@@ -221,72 +228,135 @@ class Planner(Policy):
         """The plan's first step from here (memoised while hour, site, progress and forecast
         stay the same)."""
         curve = obs.gpu_curve or GpuCurve.flat(obs.power_w, obs.idle_power_w)
-        if obs.remaining_work_s is None:
-            # length unknown: plan a window of ``rules.horizon_s`` of work with the default
-            # deadline factor, sliding with the job (moves and clock; short waits only)
-            full_work_s = self.rules.horizon_s
-            deadline = obs.now_s + self.default_deadline_factor * full_work_s
-        else:
-            full_work_s = obs.remaining_work_s * curve.speed[_row_of(curve, ctx.setting)]
-            deadline = self.deadline_s(obs, full_work_s)
-        if not self._checked and obs.remaining_work_s is not None:  # bad input, said once
-            self._checked = True
-            if obs.now_s + full_work_s / max(curve.speed) > deadline + 1e-6:
-                raise ConfigError(
-                    f"deadline {utc_from_s(deadline).isoformat()} is before the job can finish "
-                    f"even at full clock ({(full_work_s / HOUR_S):.1f} h of work left at "
-                    f"{utc_from_s(obs.now_s).isoformat()}); give a later policy.deadline"
-                )
+        full_work_s, deadline = self._work_and_deadline(ctx, obs, curve)
         full_clock = Intent("run", ctx.site, None, deadline, "")
-        downtime = self.rules.move_cost.downtime_s
-        if obs.now_s + full_work_s / max(curve.speed) + downtime >= deadline:
+        if self._reserve_reached(obs, full_work_s, deadline, curve):
             return replace(full_clock, reason="deadline reserve reached: full clock here")
-        unit_s = SLOT_S / self.units_per_slot
-        units = math.ceil(full_work_s / unit_s - 1e-6)
+        units = math.ceil(full_work_s / self._unit_s - 1e-6)
+        sites, ci, spans = self._intensities(ctx, obs, deadline)
+        hour, deadline_hour = math.floor(obs.now_s / SLOT_S), math.floor(deadline / SLOT_S)
+        key = (ctx.site, units, hour, deadline_hour, ci.tobytes(), curve)
+        cached = self._cached(key, obs.now_s)
+        if cached is not None:
+            return cached
+        intent = self._solve(ctx.site, units, sites, ci, spans, curve, obs.now_s)
+        if intent is None:
+            return replace(full_clock, reason="behind the plan: full clock here")
+        if not intent.steps:
+            return replace(full_clock, reason="no plan fits the deadline: full clock here")
+        self._cache = (key, intent)
+        self.current = intent
+        return intent
+
+    @property
+    def _unit_s(self) -> float:
+        """One progress unit of the plan, s of full-clock work."""
+        return SLOT_S / self.units_per_slot
+
+    def _work_and_deadline(
+        self, ctx: ControlState, obs: Observation, curve: GpuCurve
+    ) -> tuple[float, float]:
+        """Full-clock work left (s) and the deadline (POSIX s); a job of unknown length plans a
+        window of ``rules.horizon_s`` of work with the default deadline factor, sliding with the
+        job (moves and clock; short waits only). A deadline the job cannot meet is said once."""
+        if obs.remaining_work_s is None:
+            full_work_s = self.rules.horizon_s
+            return full_work_s, obs.now_s + self.default_deadline_factor * full_work_s
+        full_work_s = obs.remaining_work_s * curve.speed[_row_of(curve, ctx.setting)]
+        deadline = self.deadline_s(obs, full_work_s)
+        if not self._checked:
+            self._checked = True
+            _check_deadline(obs.now_s, full_work_s, full_work_s / max(curve.speed), deadline)
+        return full_work_s, deadline
+
+    def _reserve_reached(
+        self, obs: Observation, full_work_s: float, deadline_s: float, curve: GpuCurve
+    ) -> bool:
+        """Whether the slack left is no more than one move's downtime (then: full clock here)."""
+        downtime = self.rules.move_cost.downtime_s
+        return obs.now_s + full_work_s / max(curve.speed) + downtime >= deadline_s
+
+    def _intensities(
+        self, ctx: ControlState, obs: Observation, deadline_s: float
+    ) -> tuple[list[str], npt.NDArray[np.float64], list[float]]:
+        """The sites planned over (the current one first when it has no outlook), the intensity
+        per slot and site ``(slots, sites)`` and the slots' lengths (memoised per outlooks)."""
+        spans = _spans(obs.now_s, deadline_s)
+        memo = self._ci_memo
+        if memo is not None and memo[0] is obs.outlooks and memo[1] == ctx.site:
+            sites, ci = memo[2], memo[3]
+            if ci.shape[0] >= len(spans):
+                return sites, ci[: len(spans)], spans
         outlooks = [o for o in obs.outlooks if math.isfinite(o.intensity_g_per_kwh)]
         if not any(o.site == ctx.site for o in outlooks):
             outlooks.insert(0, SiteOutlook(ctx.site, obs.intensity_g_per_kwh))
-        hour = math.floor(obs.now_s / SLOT_S)
-        spans = _spans(obs.now_s, deadline)
-        ci = np.array([hourly_intensities(o, len(spans)) for o in outlooks]).T  # (slots, sites)
-        key = (ctx.site, units, hour, math.floor(deadline / SLOT_S), ci.tobytes(), curve)
-        if self._cache is not None:
-            cached_key, cached = self._cache
-            if cached_key == key:
-                return cached
-            same_slot = cached_key[:1] + cached_key[2:] == key[:1] + key[2:]
-            if same_slot and cached.then is not None and obs.now_s >= cached.stop_s - 1e-6:
-                then = replace(cached.then, steps=cached.steps)
-                self._cache = (key, then)
-                return then
-        problem = self._problem(curve, spans, downtime)
-        if units > problem.capacity_units():
-            return replace(full_clock, reason="behind the plan: full clock here")
         sites = [o.site for o in outlooks]
-        start = sites.index(ctx.site)
+        ci = np.stack([hourly_intensities(o, len(spans)) for o in outlooks], axis=1)
+        self._ci_memo = (obs.outlooks, ctx.site, sites, ci)
+        return sites, ci, spans
+
+    def _cached(self, key: tuple[object, ...], now_s: float) -> Intent | None:
+        """The memoised intent for ``key``; or, later in the same slot once the plan's first
+        phase is done, its second phase."""
+        if self._cache is None:
+            return None
+        cached_key, cached = self._cache
+        if cached_key == key:
+            return cached
+        same_slot = cached_key[:1] + cached_key[2:] == key[:1] + key[2:]
+        if same_slot and cached.then is not None and now_s >= cached.stop_s - 1e-6:
+            then = replace(cached.then, steps=cached.steps)
+            self._cache = (key, then)
+            return then
+        return None
+
+    def _solve(
+        self,
+        site: str,
+        units: int,
+        sites: list[str],
+        ci: npt.NDArray[np.float64],
+        spans: list[float],
+        curve: GpuCurve,
+        now_s: float,
+    ) -> Intent | None:
+        """Solve the plan from ``site`` with ``units`` to do (None: more than the slots hold;
+        an intent without steps: no plan fits)."""
+        problem = self._problem(curve, spans, self.rules.move_cost.downtime_s)
+        if units > problem.capacity_units():
+            return None
+        start = sites.index(site)
         result = problem.solve(ci[None], start, units, plans=True, max_steps=PLAN_STEPS_KEPT)
         self.solves += 1
         plan = result.plans[0] if result.plans else ()
         if not plan:
-            return replace(full_clock, reason="no plan fits the deadline: full clock here")
-        slots = tuple(_planned(step, obs.now_s, sites, curve, unit_s) for step in plan)
-        intent = _first(plan[0], slots, ctx.site, sites, curve)
-        intent = replace(intent, steps=slots)
-        self._cache = (key, intent)
-        self.current = intent
-        return intent
+            return Intent("run", site, None, now_s, "")
+        slots = tuple(_planned(step, now_s, sites, curve, self._unit_s) for step in plan)
+        return replace(_first(plan[0], slots, site, sites, curve), steps=slots)
 
     def _problem(self, curve: GpuCurve, spans: list[float], downtime: float) -> PlanningProblem:
         """The problem for these slots (the tables memoised per curve)."""
         key = (curve, downtime)
         found = self._problems.get(key)
         if found is None:
-            found = PlanningProblem(
-                curve, spans, unit_s=SLOT_S / self.units_per_slot, move_downtime_s=downtime
-            )
+            found = PlanningProblem(curve, spans, unit_s=self._unit_s, move_downtime_s=downtime)
             self._problems = {key: found}
         found.spans_s = [max(0.0, s) for s in spans]
         return found
+
+
+def _check_deadline(now_s: float, work_s: float, fastest_s: float, deadline_s: float) -> None:
+    """Bad input: a deadline before the job can finish even at full clock.
+
+    Raises:
+        ConfigError: it is.
+    """
+    if now_s + fastest_s > deadline_s + 1e-6:
+        raise ConfigError(
+            f"deadline {utc_from_s(deadline_s).isoformat()} is before the job can finish "
+            f"even at full clock ({(work_s / HOUR_S):.1f} h of work left at "
+            f"{utc_from_s(now_s).isoformat()}); give a later policy.deadline"
+        )
 
 
 def _row_of(curve: GpuCurve, setting: float | None) -> int:
