@@ -84,6 +84,8 @@ class Policy(abc.ABC):
     optimises_gpu: ClassVar[bool] = True
     #: Whether forecasts are needed (the refresher then fetches them).
     uses_forecast: ClassVar[bool] = False
+    #: Plans solved so far (a planning policy counts its solves; the simulator reports them).
+    solves: int = 0
 
     def __init__(self, rules: Rules | None = None) -> None:
         self.rules = rules or Rules()
