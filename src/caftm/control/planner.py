@@ -145,6 +145,7 @@ class Planner(Policy):
         #: plans solved so far (each a solve of the DP)
         self.solves = 0
         self._checked = False
+        self._spans_memo: tuple[float, float, list[float]] = (math.nan, math.nan, [])
         self._ci_memo: tuple[object, str, list[str], npt.NDArray[np.float64]] | None = None
 
     # -- the transition, with the plan's first step ----------------------------------------------
@@ -281,7 +282,9 @@ class Planner(Policy):
     ) -> tuple[list[str], npt.NDArray[np.float64], list[float]]:
         """The sites planned over (the current one first when it has no outlook), the intensity
         per slot and site ``(slots, sites)`` and the slots' lengths (memoised per outlooks)."""
-        spans = _spans(obs.now_s, deadline_s)
+        if self._spans_memo[:2] != (obs.now_s, deadline_s):
+            self._spans_memo = (obs.now_s, deadline_s, _spans(obs.now_s, deadline_s))
+        spans = self._spans_memo[2]
         memo = self._ci_memo
         if memo is not None and memo[0] is obs.outlooks and memo[1] == ctx.site:
             sites, ci = memo[2], memo[3]
