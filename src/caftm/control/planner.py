@@ -123,6 +123,9 @@ class Planner(Policy):
         rules: as every policy; ``deadline_s`` None gets the default deadline (see module doc).
         units_per_slot: progress resolution of the plan (per hour of full-clock work).
         default_deadline_factor: the default deadline's multiple of the expected length.
+        replan_every_h: re-plan on a new forecast only this often while the job follows its
+            plan (1, the default: every hour; more: fewer solves, older forecasts); a job off
+            its plan (another site or progress) is re-planned at once.
     """
 
     name: ClassVar[str] = "planner"
@@ -134,10 +137,16 @@ class Planner(Policy):
         *,
         units_per_slot: int = UNITS_PER_SLOT,
         default_deadline_factor: float = DEFAULT_DEADLINE_FACTOR,
+        replan_every_h: int = 1,
     ) -> None:
         super().__init__(rules)
+        if replan_every_h < 1:
+            raise ConfigError(f"replan_every_h must be a whole number ≥ 1, got {replan_every_h}")
         self.units_per_slot = units_per_slot
         self.default_deadline_factor = default_deadline_factor
+        self.replan_every_h = replan_every_h
+        #: the last plan solved: (when, its steps, the sites, the units it started from)
+        self._solved: tuple[float, tuple[PlanStep, ...], list[str], int] | None = None
         self._cache: tuple[tuple[object, ...], Intent] | None = None
         self._problems: dict[tuple[object, ...], PlanningProblem] = {}
         #: the last plan made (for the ledger and ``caftm status``)
@@ -237,8 +246,11 @@ class Planner(Policy):
         sites, ci, spans = self._intensities(ctx, obs, deadline)
         hour, deadline_hour = math.floor(obs.now_s / SLOT_S), math.floor(deadline / SLOT_S)
         key = (ctx.site, units, hour, deadline_hour, ci.tobytes(), curve)
-        cached = self._cached(key, obs.now_s)
+        cached = self._cached(key, obs.now_s) or self._followed(ctx.site, units, obs.now_s, curve)
         if cached is not None:
+            if cached is not self._cache_intent():
+                self._cache = (key, cached)
+                self.current = cached
             return cached
         intent = self._solve(ctx.site, units, sites, ci, spans, curve, obs.now_s)
         if intent is None:
@@ -313,6 +325,25 @@ class Planner(Policy):
             return then
         return None
 
+    def _cache_intent(self) -> Intent | None:
+        return self._cache[1] if self._cache is not None else None
+
+    def _followed(self, site: str, units: int, now_s: float, curve: GpuCurve) -> Intent | None:
+        """The last plan's step for this hour, while it is younger than ``replan_every_h`` and
+        the job is where it planned to be (site and progress) at an hour it planned."""
+        if self.replan_every_h <= 1 or self._solved is None:
+            return None
+        solved_s, plan, sites, solved_units = self._solved
+        done = 0
+        for i, step in enumerate(plan[: self.replan_every_h]):
+            if i and abs(solved_s + step.start_s - now_s) < 1e-6:
+                if sites[plan[i - 1].site] != site or solved_units - done != units:
+                    return None
+                slots = tuple(_planned(p, solved_s, sites, curve, self._unit_s) for p in plan)
+                return replace(_first(step, slots[i:], site, sites, curve), steps=slots[i:])
+            done += step.units
+        return None
+
     def _solve(
         self,
         site: str,
@@ -334,6 +365,7 @@ class Planner(Policy):
         plan = result.plans[0] if result.plans else ()
         if not plan:
             return Intent("run", site, None, now_s, "")
+        self._solved = (now_s, plan, sites, units)
         slots = tuple(_planned(step, now_s, sites, curve, self._unit_s) for step in plan)
         return replace(_first(plan[0], slots, site, sites, curve), steps=slots)
 
