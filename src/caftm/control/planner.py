@@ -5,7 +5,8 @@ optimum solves (:mod:`caftm.control.planning`: which site, run or wait, how much
 which GPU setting; moves cost their downtime at idle power; the deadline is hard), from the job's
 current site, progress and time, and carries out the plan's first step through the usual
 transition and actions (Suspend → Migration → move or pause; ``ApplySetting`` for the clock). It
-re-plans when the hour (hence the forecast), the site or the progress changes (receding horizon).
+re-plans when the hour (hence the forecast), the site or the progress changes (receding horizon;
+``replan_every_h`` > 1 re-plans on a new forecast only that often while the job follows its plan).
 
 * **Deadline.** ``rules.deadline_s``; without one, a default of :data:`DEFAULT_DEADLINE_FACTOR`
   (1.1) × the job's expected length at full clock from its first decision. A job of unknown
