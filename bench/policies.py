@@ -40,7 +40,10 @@ Every other policy's figures beside them, prefixed by its name (``greedy_cleanes
 ``headline_start_every_h``/``family_start_every_h``/``thinned``: the sampling
 (``CAFTM_BENCH_EVERY_H`` thins it for a quick run; the family keeps two starts at least).
 ``sim_seconds``/``sim_cpu_seconds``: the headline evaluation (both factors; wall and CPU time,
-workers included); ``bench_seconds``: the whole bench, family included.
+workers included); ``sim_cpu_seconds_<part>``: its CPU time per policy, the optimum and the
+shared forecast tables; ``headline_solves``: plans the default solved there, and
+``headline_cpu_ms_per_solve`` its CPU time (all its decision work) per solve;
+``bench_seconds``: the whole bench, family included.
 """
 
 from __future__ import annotations
@@ -281,12 +284,15 @@ def run() -> dict[str, float | int | str | bool]:
     gpu = GpuProfile.simulated("gpt")
     out: dict[str, float | int | str | bool] = {}
     sim_s = sim_cpu = 0.0
+    parts: dict[str, float] = {}
     runs: dict[float, tuple[Evaluation, Evaluation]] = {}
     for factor in FACTORS:
         shapes = [JobShape(h, deadline_factor=factor) for h in SHAPES_H]
         head = evaluate(headline, shapes, specs, gpu=gpu, every_s=every_h * 3600.0)
         sim_s += head.seconds
         sim_cpu += head.cpu_seconds
+        for part, cpu in head.cpu_seconds_by_part.items():
+            parts[part] = parts.get(part, 0.0) + cpu
         fam = evaluate(family, shapes, specs, gpu=gpu, starts_s=family_starts(fam_every_h))
         runs[factor] = (head, fam)
     everything = [e for pair in runs.values() for e in pair]
@@ -322,6 +328,11 @@ def run() -> dict[str, float | int | str | bool]:
     out["sim_seconds"] = round(sim_s, 1)
     out["sim_cpu_seconds"] = round(sim_cpu, 1)
     out["load_seconds"] = round(load_s, 1)
+    for part, cpu in parts.items():
+        out[f"sim_cpu_seconds_{_key(part)}"] = round(cpu, 1)
+    solves = sum(runs[f][0].solves(DEFAULT_POLICY) for f in FACTORS)
+    out["headline_solves"] = solves
+    out["headline_cpu_ms_per_solve"] = round(parts[DEFAULT_POLICY] / max(1, solves) * 1000.0, 2)
     out["headline_jobs"] = sum(
         len(v) for e in (runs[f][0] for f in FACTORS) for v in e.starts_s.values()
     )

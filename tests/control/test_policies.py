@@ -197,3 +197,11 @@ def _side_by_side(
     }
     _CACHE[name] = result
     return result
+
+
+def test_only_a_planning_policy_has_a_current_plan() -> None:
+    from caftm.control.planner import Planner
+
+    for cls in (CarbonAgnostic, CAFTM, ForecastAwareCAFTM, GreedyCleanest, SuspendResume):
+        assert cls(Rules()).current_plan() is None, cls.name
+    assert Planner(Rules()).current_plan() is None  # nothing planned yet

@@ -36,3 +36,23 @@ def test_a_shared_site_traces_gives_the_results_of_a_fresh_one_per_policy() -> N
     for name in NAMES:
         alone = _results((name,), SiteTraces(trace, SITES))
         assert shared[name] == alone[name], name
+
+
+def test_the_evaluation_says_what_each_part_cost_and_how_many_plans_were_solved() -> None:
+    evaluation = evaluate(
+        [Scenario("S", SiteTraces(wavy_sites(hours=96), SITES), "A")],
+        [JobShape(12.0)],
+        [SPECS[n] for n in ("carbon-agnostic", "planner")],
+        gpu=GPU,
+        every_s=24 * 3600.0,
+        processes=1,
+    )
+    jobs = len(evaluation.results[("S", 12.0, "planner")])
+    assert jobs >= 2
+    assert evaluation.solves("carbon-agnostic") == 0
+    assert evaluation.solves("planner") >= jobs  # at least one plan per job
+    parts = evaluation.cpu_seconds_by_part
+    assert {"carbon-agnostic", "planner", "optimum", "forecasts"} <= set(parts)
+    assert all(cpu >= 0.0 for cpu in parts.values())
+    assert parts["planner"] > parts["carbon-agnostic"]  # planning costs more than staying
+    assert sum(parts.values()) <= evaluation.cpu_seconds * 1.05 + 0.05

@@ -202,3 +202,26 @@ def test_without_a_deadline_the_default_is_1_1_times_the_expected_length() -> No
     assert policy.rules.deadline_s == pytest.approx(job.start_s + 1.1 * job.work_s)
     assert result.finished and result.finish_s <= policy.rules.deadline_s + 1e-6
     assert replace(job, deadline_factor=1.1).deadline_s == pytest.approx(policy.rules.deadline_s)
+
+
+def test_replanning_every_few_hours_follows_the_plan_in_between_and_keeps_the_deadline() -> None:
+    traces = SiteTraces(wavy_sites(hours=24 * 5), {s: s for s in ("A", "B", "C")})
+    job = SimJob(24.0, "A", traces.start_s + 26 * 3600.0, deadline_factor=1.5)
+    spec = SPECS["planner"]
+
+    def run(every_h: int) -> tuple[Planner, object]:
+        policy = Planner(Rules(deadline_s=job.deadline_s, move_cost=MOVE), replan_every_h=every_h)
+        result = simulate_job(
+            policy, job, traces, GPU, threshold=spec.threshold, forecast=spec.forecast
+        )
+        return policy, result
+
+    hourly, hourly_result = run(1)
+    sparse, sparse_result = run(3)
+    assert hourly_result.finished and sparse_result.finished  # type: ignore[attr-defined]
+    assert sparse_result.finish_s <= job.deadline_s + 1e-6  # type: ignore[attr-defined]
+    assert hourly.solves >= 24
+    assert sparse.solves < 0.6 * hourly.solves  # most hours follow the plan
+    assert sparse.solves > hourly.solves / 3 - 2  # and none is skipped more than 2 hours
+    with pytest.raises(ConfigError, match="replan_every_h"):
+        Planner(replan_every_h=0)

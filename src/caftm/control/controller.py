@@ -556,7 +556,7 @@ class Controller:
 
     def _record_plan(self, now: float) -> None:
         """Store the planner's plan in the ledger whenever it makes a new one."""
-        current = getattr(self.policy, "current", None)
+        current = self.policy.current_plan()
         if current is None or current is self._plan_recorded:
             return
         self._plan_recorded = current

@@ -5,7 +5,8 @@ optimum solves (:mod:`caftm.control.planning`: which site, run or wait, how much
 which GPU setting; moves cost their downtime at idle power; the deadline is hard), from the job's
 current site, progress and time, and carries out the plan's first step through the usual
 transition and actions (Suspend → Migration → move or pause; ``ApplySetting`` for the clock). It
-re-plans when the hour (hence the forecast), the site or the progress changes (receding horizon).
+re-plans when the hour (hence the forecast), the site or the progress changes (receding horizon;
+``replan_every_h`` > 1 re-plans on a new forecast only that often while the job follows its plan).
 
 * **Deadline.** ``rules.deadline_s``; without one, a default of :data:`DEFAULT_DEADLINE_FACTOR`
   (1.1) × the job's expected length at full clock from its first decision. A job of unknown
@@ -32,6 +33,7 @@ from dataclasses import dataclass, replace
 from typing import ClassVar, Literal
 
 import numpy as np
+import numpy.typing as npt
 
 from caftm.control.migration import HOUR_S, Plan, PlanKind
 from caftm.control.planning import GpuCurve, PlanningProblem, PlanStep
@@ -100,17 +102,18 @@ class PlannedSlot:
         }
 
 
-def hourly_intensities(outlook: SiteOutlook, slots: int) -> list[float]:
+def hourly_intensities(outlook: SiteOutlook, slots: int) -> npt.NDArray[np.float64]:
     """Intensity per plan slot from the current hour on: now, then the forecast (its last day
     repeating past its end); without a forecast the current value."""
-    now = float(outlook.intensity_g_per_kwh)
-    forecast = [float(v) for v in outlook.forecast_g_per_kwh]
-    if not forecast:
-        return [now] * slots
-    day = forecast[-24:]
-    out = [now]
-    for i in range(1, slots):
-        out.append(forecast[i] if i < len(forecast) else day[(i - len(forecast)) % len(day)])
+    out = np.full(slots, float(outlook.intensity_g_per_kwh))
+    forecast = np.asarray(outlook.forecast_g_per_kwh, dtype=np.float64)
+    if forecast.size == 0 or slots <= 1:
+        return out
+    known = min(slots, forecast.size)
+    out[1:known] = forecast[1:known]
+    if slots > forecast.size:
+        day = forecast[-24:]
+        out[forecast.size :] = day[np.arange(slots - forecast.size) % day.size]
     return out
 
 
@@ -121,6 +124,9 @@ class Planner(Policy):
         rules: as every policy; ``deadline_s`` None gets the default deadline (see module doc).
         units_per_slot: progress resolution of the plan (per hour of full-clock work).
         default_deadline_factor: the default deadline's multiple of the expected length.
+        replan_every_h: re-plan on a new forecast only this often while the job follows its
+            plan (1, the default: every hour; more: fewer solves, older forecasts); a job off
+            its plan (another site or progress) is re-planned at once.
     """
 
     name: ClassVar[str] = "planner"
@@ -132,10 +138,16 @@ class Planner(Policy):
         *,
         units_per_slot: int = UNITS_PER_SLOT,
         default_deadline_factor: float = DEFAULT_DEADLINE_FACTOR,
+        replan_every_h: int = 1,
     ) -> None:
         super().__init__(rules)
+        if replan_every_h < 1:
+            raise ConfigError(f"replan_every_h must be a whole number ≥ 1, got {replan_every_h}")
         self.units_per_slot = units_per_slot
         self.default_deadline_factor = default_deadline_factor
+        self.replan_every_h = replan_every_h
+        #: the last plan solved: (when, its steps, the sites, the units it started from)
+        self._solved: tuple[float, tuple[PlanStep, ...], list[str], int] | None = None
         self._cache: tuple[tuple[object, ...], Intent] | None = None
         self._problems: dict[tuple[object, ...], PlanningProblem] = {}
         #: the last plan made (for the ledger and ``caftm status``)
@@ -143,6 +155,8 @@ class Planner(Policy):
         #: plans solved so far (each a solve of the DP)
         self.solves = 0
         self._checked = False
+        self._spans_memo: tuple[float, float, list[float]] = (math.nan, math.nan, [])
+        self._ci_memo: tuple[object, str, list[str], npt.NDArray[np.float64]] | None = None
 
     # -- the transition, with the plan's first step ----------------------------------------------
     def decide(self, ctx: ControlState, obs: Observation) -> Step:
@@ -209,6 +223,10 @@ class Planner(Policy):
         return self.intent(ctx, obs).kind != "wait"
 
     # -- planning ----------------------------------------------------------------------------------
+    def current_plan(self) -> Intent | None:
+        """The last plan made (for the ledger and ``caftm status``)."""
+        return self.current
+
     def deadline_s(self, obs: Observation, full_work_s: float) -> float:
         """The deadline in force (setting the default one on the first call without one)."""
         if self.rules.deadline_s is None:
@@ -221,72 +239,160 @@ class Planner(Policy):
         """The plan's first step from here (memoised while hour, site, progress and forecast
         stay the same)."""
         curve = obs.gpu_curve or GpuCurve.flat(obs.power_w, obs.idle_power_w)
-        if obs.remaining_work_s is None:
-            # length unknown: plan a window of ``rules.horizon_s`` of work with the default
-            # deadline factor, sliding with the job (moves and clock; short waits only)
-            full_work_s = self.rules.horizon_s
-            deadline = obs.now_s + self.default_deadline_factor * full_work_s
-        else:
-            full_work_s = obs.remaining_work_s * curve.speed[_row_of(curve, ctx.setting)]
-            deadline = self.deadline_s(obs, full_work_s)
-        if not self._checked and obs.remaining_work_s is not None:  # bad input, said once
-            self._checked = True
-            if obs.now_s + full_work_s / max(curve.speed) > deadline + 1e-6:
-                raise ConfigError(
-                    f"deadline {utc_from_s(deadline).isoformat()} is before the job can finish "
-                    f"even at full clock ({(full_work_s / HOUR_S):.1f} h of work left at "
-                    f"{utc_from_s(obs.now_s).isoformat()}); give a later policy.deadline"
-                )
+        full_work_s, deadline = self._work_and_deadline(ctx, obs, curve)
         full_clock = Intent("run", ctx.site, None, deadline, "")
-        downtime = self.rules.move_cost.downtime_s
-        if obs.now_s + full_work_s / max(curve.speed) + downtime >= deadline:
+        if self._reserve_reached(obs, full_work_s, deadline, curve):
             return replace(full_clock, reason="deadline reserve reached: full clock here")
-        unit_s = SLOT_S / self.units_per_slot
-        units = math.ceil(full_work_s / unit_s - 1e-6)
+        units = math.ceil(full_work_s / self._unit_s - 1e-6)
+        sites, ci, spans = self._intensities(ctx, obs, deadline)
+        hour, deadline_hour = math.floor(obs.now_s / SLOT_S), math.floor(deadline / SLOT_S)
+        key = (ctx.site, units, hour, deadline_hour, ci.tobytes(), curve)
+        cached = self._cached(key, obs.now_s) or self._followed(ctx.site, units, obs.now_s, curve)
+        if cached is not None:
+            if cached is not self._cache_intent():
+                self._cache = (key, cached)
+                self.current = cached
+            return cached
+        intent = self._solve(ctx.site, units, sites, ci, spans, curve, obs.now_s)
+        if intent is None:
+            return replace(full_clock, reason="behind the plan: full clock here")
+        if not intent.steps:
+            return replace(full_clock, reason="no plan fits the deadline: full clock here")
+        self._cache = (key, intent)
+        self.current = intent
+        return intent
+
+    @property
+    def _unit_s(self) -> float:
+        """One progress unit of the plan, s of full-clock work."""
+        return SLOT_S / self.units_per_slot
+
+    def _work_and_deadline(
+        self, ctx: ControlState, obs: Observation, curve: GpuCurve
+    ) -> tuple[float, float]:
+        """Full-clock work left (s) and the deadline (POSIX s); a job of unknown length plans a
+        window of ``rules.horizon_s`` of work with the default deadline factor, sliding with the
+        job (moves and clock; short waits only). A deadline the job cannot meet is said once."""
+        if obs.remaining_work_s is None:
+            full_work_s = self.rules.horizon_s
+            return full_work_s, obs.now_s + self.default_deadline_factor * full_work_s
+        full_work_s = obs.remaining_work_s * curve.speed[_row_of(curve, ctx.setting)]
+        deadline = self.deadline_s(obs, full_work_s)
+        if not self._checked:
+            self._checked = True
+            _check_deadline(obs.now_s, full_work_s, full_work_s / max(curve.speed), deadline)
+        return full_work_s, deadline
+
+    def _reserve_reached(
+        self, obs: Observation, full_work_s: float, deadline_s: float, curve: GpuCurve
+    ) -> bool:
+        """Whether the slack left is no more than one move's downtime (then: full clock here)."""
+        downtime = self.rules.move_cost.downtime_s
+        return obs.now_s + full_work_s / max(curve.speed) + downtime >= deadline_s
+
+    def _intensities(
+        self, ctx: ControlState, obs: Observation, deadline_s: float
+    ) -> tuple[list[str], npt.NDArray[np.float64], list[float]]:
+        """The sites planned over (the current one first when it has no outlook), the intensity
+        per slot and site ``(slots, sites)`` and the slots' lengths (memoised per outlooks)."""
+        if self._spans_memo[:2] != (obs.now_s, deadline_s):
+            self._spans_memo = (obs.now_s, deadline_s, _spans(obs.now_s, deadline_s))
+        spans = self._spans_memo[2]
+        memo = self._ci_memo
+        if memo is not None and memo[0] is obs.outlooks and memo[1] == ctx.site:
+            sites, ci = memo[2], memo[3]
+            if ci.shape[0] >= len(spans):
+                return sites, ci[: len(spans)], spans
         outlooks = [o for o in obs.outlooks if math.isfinite(o.intensity_g_per_kwh)]
         if not any(o.site == ctx.site for o in outlooks):
             outlooks.insert(0, SiteOutlook(ctx.site, obs.intensity_g_per_kwh))
-        hour = math.floor(obs.now_s / SLOT_S)
-        spans = _spans(obs.now_s, deadline)
-        ci = np.array([hourly_intensities(o, len(spans)) for o in outlooks]).T  # (slots, sites)
-        key = (ctx.site, units, hour, math.floor(deadline / SLOT_S), ci.tobytes(), curve)
-        if self._cache is not None:
-            cached_key, cached = self._cache
-            if cached_key == key:
-                return cached
-            same_slot = cached_key[:1] + cached_key[2:] == key[:1] + key[2:]
-            if same_slot and cached.then is not None and obs.now_s >= cached.stop_s - 1e-6:
-                then = replace(cached.then, steps=cached.steps)
-                self._cache = (key, then)
-                return then
-        problem = self._problem(curve, spans, downtime)
-        if units > problem.capacity_units():
-            return replace(full_clock, reason="behind the plan: full clock here")
         sites = [o.site for o in outlooks]
-        start = sites.index(ctx.site)
+        ci = np.stack([hourly_intensities(o, len(spans)) for o in outlooks], axis=1)
+        self._ci_memo = (obs.outlooks, ctx.site, sites, ci)
+        return sites, ci, spans
+
+    def _cached(self, key: tuple[object, ...], now_s: float) -> Intent | None:
+        """The memoised intent for ``key``; or, later in the same slot once the plan's first
+        phase is done, its second phase."""
+        if self._cache is None:
+            return None
+        cached_key, cached = self._cache
+        if cached_key == key:
+            return cached
+        same_slot = cached_key[:1] + cached_key[2:] == key[:1] + key[2:]
+        if same_slot and cached.then is not None and now_s >= cached.stop_s - 1e-6:
+            then = replace(cached.then, steps=cached.steps)
+            self._cache = (key, then)
+            return then
+        return None
+
+    def _cache_intent(self) -> Intent | None:
+        return self._cache[1] if self._cache is not None else None
+
+    def _followed(self, site: str, units: int, now_s: float, curve: GpuCurve) -> Intent | None:
+        """The last plan's step for this hour, while it is younger than ``replan_every_h`` and
+        the job is where it planned to be (site and progress) at an hour it planned."""
+        if self.replan_every_h <= 1 or self._solved is None:
+            return None
+        solved_s, plan, sites, solved_units = self._solved
+        done = 0
+        for i, step in enumerate(plan[: self.replan_every_h]):
+            if i and abs(solved_s + step.start_s - now_s) < 1e-6:
+                if sites[plan[i - 1].site] != site or solved_units - done != units:
+                    return None
+                slots = tuple(_planned(p, solved_s, sites, curve, self._unit_s) for p in plan)
+                return replace(_first(step, slots[i:], site, sites, curve), steps=slots[i:])
+            done += step.units
+        return None
+
+    def _solve(
+        self,
+        site: str,
+        units: int,
+        sites: list[str],
+        ci: npt.NDArray[np.float64],
+        spans: list[float],
+        curve: GpuCurve,
+        now_s: float,
+    ) -> Intent | None:
+        """Solve the plan from ``site`` with ``units`` to do (None: more than the slots hold;
+        an intent without steps: no plan fits)."""
+        problem = self._problem(curve, spans, self.rules.move_cost.downtime_s)
+        if units > problem.capacity_units():
+            return None
+        start = sites.index(site)
         result = problem.solve(ci[None], start, units, plans=True, max_steps=PLAN_STEPS_KEPT)
         self.solves += 1
         plan = result.plans[0] if result.plans else ()
         if not plan:
-            return replace(full_clock, reason="no plan fits the deadline: full clock here")
-        slots = tuple(_planned(step, obs.now_s, sites, curve, unit_s) for step in plan)
-        intent = _first(plan[0], slots, ctx.site, sites, curve)
-        intent = replace(intent, steps=slots)
-        self._cache = (key, intent)
-        self.current = intent
-        return intent
+            return Intent("run", site, None, now_s, "")
+        self._solved = (now_s, plan, sites, units)
+        slots = tuple(_planned(step, now_s, sites, curve, self._unit_s) for step in plan)
+        return replace(_first(plan[0], slots, site, sites, curve), steps=slots)
 
     def _problem(self, curve: GpuCurve, spans: list[float], downtime: float) -> PlanningProblem:
         """The problem for these slots (the tables memoised per curve)."""
         key = (curve, downtime)
         found = self._problems.get(key)
         if found is None:
-            found = PlanningProblem(
-                curve, spans, unit_s=SLOT_S / self.units_per_slot, move_downtime_s=downtime
-            )
+            found = PlanningProblem(curve, spans, unit_s=self._unit_s, move_downtime_s=downtime)
             self._problems = {key: found}
         found.spans_s = [max(0.0, s) for s in spans]
         return found
+
+
+def _check_deadline(now_s: float, work_s: float, fastest_s: float, deadline_s: float) -> None:
+    """Bad input: a deadline before the job can finish even at full clock.
+
+    Raises:
+        ConfigError: it is.
+    """
+    if now_s + fastest_s > deadline_s + 1e-6:
+        raise ConfigError(
+            f"deadline {utc_from_s(deadline_s).isoformat()} is before the job can finish "
+            f"even at full clock ({(work_s / HOUR_S):.1f} h of work left at "
+            f"{utc_from_s(now_s).isoformat()}); give a later policy.deadline"
+        )
 
 
 def _row_of(curve: GpuCurve, setting: float | None) -> int:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import abc
 import math
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from caftm.control.migration import (
     HOUR_S,
@@ -43,6 +43,9 @@ from caftm.control.migration import (
 from caftm.control.states import ControlState, Observation, SiteOutlook, Step
 from caftm.control.transition import transition
 from caftm.errors import ConfigError
+
+if TYPE_CHECKING:
+    from caftm.control.planner import Intent
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +84,8 @@ class Policy(abc.ABC):
     optimises_gpu: ClassVar[bool] = True
     #: Whether forecasts are needed (the refresher then fetches them).
     uses_forecast: ClassVar[bool] = False
+    #: Plans solved so far (a planning policy counts its solves; the simulator reports them).
+    solves: int = 0
 
     def __init__(self, rules: Rules | None = None) -> None:
         self.rules = rules or Rules()
@@ -92,6 +97,11 @@ class Policy(abc.ABC):
     def next_decision_s(self, now_s: float) -> float:
         """When this policy wants to decide again while training (inf: at the next poll)."""
         return math.inf
+
+    def current_plan(self) -> Intent | None:
+        """The plan this policy is carrying out, for the ledger and ``caftm status`` (None: it
+        makes none)."""
+        return None
 
     @abc.abstractmethod
     def suspend_reason(self, ctx: ControlState, obs: Observation) -> str | None:

@@ -25,8 +25,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-import numpy as np
-
 from caftm._units import J_PER_KWH
 from caftm.control.migration import MoveCost
 from caftm.control.states import Band, SiteOutlook
@@ -79,7 +77,17 @@ def relative_threshold(values_g_per_kwh: Sequence[float], percentile: float) -> 
     """The ``percentile`` of the given intensities (inf when there are none)."""
     if not values_g_per_kwh:
         return math.inf
-    return float(np.percentile(np.asarray(values_g_per_kwh, dtype=float), percentile))
+    ordered = sorted(float(v) for v in values_g_per_kwh)
+    if any(math.isnan(v) for v in ordered):
+        return math.nan
+    # numpy's "linear" percentile, as it computes it (a few µs here instead of ~100 µs)
+    position = percentile / 100.0 * (len(ordered) - 1)
+    below = math.floor(position)
+    low, high = ordered[below], ordered[min(below + 1, len(ordered) - 1)]
+    share = position - below
+    if share >= 0.5:
+        return high - (high - low) * (1.0 - share)
+    return low + (high - low) * share
 
 
 def break_even_threshold(

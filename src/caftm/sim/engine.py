@@ -84,6 +84,8 @@ class JobResult:
     finished: bool = False
     moves: int = 0
     pauses: int = 0
+    #: plans the policy solved for this job (a planning policy; 0 for the others)
+    solves: int = 0
     events: list[SimEvent] = field(default_factory=list)
     segments: list[Segment] = field(default_factory=list)
 
@@ -293,6 +295,7 @@ def simulate_job(
         if ctx.state is State.DONE:
             result.finished = run.finished
             result.finish_s = run.now_s
+            result.solves = policy.solves
             return result
         if step.changed or step.actions:
             continue
@@ -300,6 +303,7 @@ def simulate_job(
         next_s = min(next_s, policy.next_decision_s(now_s))  # a planned stop within the step
         if next_s > traces.end_s:  # the trace ends before the job does
             result.finish_s = run.now_s
+            result.solves = policy.solves
             return result
         run.train_until(next_s)
     raise RuntimeError(f"policy {policy.name} did not settle in {MAX_DECISIONS} decisions")

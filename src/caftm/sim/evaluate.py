@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -153,6 +154,8 @@ class Evaluation:
         seconds: wall time of the whole evaluation, s.
         cpu_seconds: CPU time it used, its worker processes included, s (less sensitive than
             the wall time to other work on the machine).
+        cpu_seconds_by_part: CPU time (s) of each policy's jobs, of the optimum (``optimum``)
+            and of the shared forecast tables (``forecasts``).
     """
 
     results: dict[tuple[str, float, str], list[JobResult]] = field(default_factory=dict)
@@ -160,6 +163,11 @@ class Evaluation:
     starts_s: dict[tuple[str, float], npt.NDArray[np.float64]] = field(default_factory=dict)
     seconds: float = 0.0
     cpu_seconds: float = 0.0
+    cpu_seconds_by_part: dict[str, float] = field(default_factory=dict)
+
+    def solves(self, policy: str) -> int:
+        """Plans ``policy`` solved over every job (0: not a planning policy)."""
+        return sum(r.solves for key, rows in self.results.items() if key[2] == policy for r in rows)
 
     def arrays(
         self, scenario: str, hours: float, policy: str
@@ -270,7 +278,8 @@ def start_times(traces: SiteTraces, window_s: float, every_s: float = 6 * HOUR_S
 _WORK: dict[str, object] = {}  # set before forking: what the workers read
 
 
-def _run_one(task: tuple[int, int, int]) -> tuple[int, int, int, list[JobResult]]:
+def _run_one(task: tuple[int, int, int]) -> tuple[int, int, int, list[JobResult], float]:
+    started = time.process_time()
     s, j, p = task
     scenarios: list[Scenario] = _WORK["scenarios"]  # type: ignore[assignment]
     shapes: list[JobShape] = _WORK["shapes"]  # type: ignore[assignment]
@@ -296,12 +305,12 @@ def _run_one(task: tuple[int, int, int]) -> tuple[int, int, int, list[JobResult]
                 name=spec.name,
             )
         )
-    return s, j, p, out
+    return s, j, p, out, time.process_time() - started
 
 
 def _run_group(
     tasks: list[tuple[int, int, int]],
-) -> list[tuple[int, int, int, list[JobResult]]]:
+) -> list[tuple[int, int, int, list[JobResult], float]]:
     """Several (scenario, shape, policy) groups in one worker (they share its forecast cache)."""
     return [_run_one(task) for task in tasks]
 
@@ -367,7 +376,6 @@ def evaluate(
         ConfigError: no start time fits the trace, or starts off the trace's grid.
     """
     import resource
-    import time
 
     def cpu_s() -> float:
         own = resource.getrusage(resource.RUSAGE_SELF)
@@ -409,7 +417,9 @@ def evaluate(
     n = processes or min(4, len(os.sched_getaffinity(0)))
     wanted: tuple[ForecastMode, ...] = ("ours", "oracle")
     modes = [m for m in wanted if any(spec.forecast == m for spec in specs)]
+    forecasts_cpu = cpu_s()
     prepare_forecasts([sc.traces for sc in scenarios], modes, processes=n)
+    parts = {"forecasts": cpu_s() - forecasts_cpu}
     groups: list[list[tuple[int, int, int]]] = []
     for p, spec in enumerate(specs):
         for s in range(len(scenarios)):
@@ -422,8 +432,10 @@ def evaluate(
             done = [row for rows in pool.map(_run_group, groups) for row in rows]
     else:
         done = [row for group in groups for row in _run_group(group)]
-    for s, j, p, rows in done:
+    for s, j, p, rows, cpu in done:
         evaluation.results[(scenarios[s].name, shapes[j].gpu_hours, specs[p].name)] = rows
+        parts[specs[p].name] = parts.get(specs[p].name, 0.0) + cpu
+    optimum_cpu = time.process_time()
     for s, scenario in enumerate(scenarios):
         for j, shape in enumerate(shapes):
             key = (scenario.name, shape.gpu_hours)
@@ -432,6 +444,9 @@ def evaluate(
             if optimum:
                 evaluation.optimum_g[key] = optimum_carbon(scenario, shape, chosen, gpu, move)
     _WORK.clear()
+    if optimum:
+        parts["optimum"] = time.process_time() - optimum_cpu
+    evaluation.cpu_seconds_by_part = parts
     evaluation.seconds = time.perf_counter() - started
     evaluation.cpu_seconds = cpu_s() - started_cpu
     return evaluation
