@@ -58,15 +58,22 @@ def build(
     window_steps: int = 200,
     forecast: bool = False,
     checkpoint_fails: bool = False,
+    job_clock_speed: float = 1.0,
 ) -> Run:
+    """A controller on ``clock``; with ``job_clock_speed`` ≠ 1 the controller and the source
+    read an accelerated job clock while the GPU and its meter keep ``clock``'s pace."""
     gpu = FakeGpu(clock, t_max_s=step_time_s)
+    t0 = clock.now_s
+    job_clock = (
+        clock if job_clock_speed == 1.0 else (lambda: t0 + job_clock_speed * (clock.now_s - t0))
+    )
     relative = threshold is not None and threshold.mode is ThresholdMode.RELATIVE
     refresher = IntensityRefresher(
         source,
         site_zones,
         site,
         interval_s=300.0,
-        clock=clock,
+        clock=job_clock,
         want_forecast=forecast or policy.uses_forecast or relative,
     )
     run_box: list[Run] = []
@@ -104,7 +111,7 @@ def build(
         total_steps=total_steps,
         steps_per_probe=20,
         window_steps=window_steps,
-        clock=clock,
+        clock=job_clock,
         simulated=True,
     )
     run = Run(controller, refresher, gpu, clock)

@@ -433,3 +433,25 @@ def test_a_failing_ledger_never_stops_the_training(
     assert c.state is State.DONE and run.gpu.applied[-1] is None
     lost = c.ledger_records_lost
     assert any(f"{lost} ledger records were lost" in r.message for r in caplog.records)
+
+
+@pytest.mark.parametrize("speed", [1.0, 60.0])
+def test_the_default_deadline_is_the_jobs_length_on_its_own_clock(
+    clock: FakeClock, speed: float
+) -> None:
+    """Without a deadline the planner gives 1.1× the job's length, measured on the controller's
+    clock: under an accelerated job clock the meter's pace would make it ``speed`` times short."""
+    from caftm.control.planner import DEFAULT_DEADLINE_FACTOR, Planner
+
+    source = synthetic_source({"KR": [300.0] * 48, "FR": [300.0] * 48})
+    planner = Planner(Rules())
+    run = build(planner, source, SITES, "KR", clock, total_steps=3000, job_clock_speed=speed)
+    start_s = run.controller._clock()
+    run.drive(300)  # the probes and the first Tolerance windows
+    assert planner.rules.deadline_s is not None
+    job_s = 3000 * 0.2 * speed  # full clock: 0.2 s a step on the meter, ``speed``× on the clock
+    given_s = planner.rules.deadline_s - start_s
+    assert (
+        DEFAULT_DEADLINE_FACTOR * job_s * 0.95 <= given_s <= DEFAULT_DEADLINE_FACTOR * job_s * 1.6
+    )
+    run.controller.close()

@@ -609,7 +609,7 @@ class Controller:
         ):
             self.weights = replace(self.weights, intensity_g_per_kwh=intensity_g_per_kwh)
             self.optimizer.set_weights(self.weights)
-        self._profiler.restart(self._steps)
+        self._profiler.restart(self._steps, now)
 
     def _advance_probe(self, now: float) -> None:
         self._profiler.advance(self._steps, now)
@@ -619,7 +619,11 @@ class Controller:
     def _use_probe(self, m: Measurement, now: float) -> None:
         """Learn speed and power from a finished probe window and record it."""
         if m.time_s > 0:
-            self._step_time_s, self.power_w = m.step_time_s, m.avg_power_w
+            # the pace on the controller's clock, as for Tolerance windows: the planner's default
+            # deadline is fixed from this first estimate (an accelerated job clock included)
+            clock_s = self._profiler.last_clock_s
+            self._step_time_s = clock_s / m.steps if clock_s > 0 else m.step_time_s
+            self.power_w = m.avg_power_w
         ci = self._refresher.current_intensity_g_per_kwh
         self._windows.record(
             now, m.time_s, m.steps, m.setting, m.energy_j, ci, "scaling", self.site

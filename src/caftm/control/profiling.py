@@ -50,25 +50,29 @@ class Profiler:
         self.probing: float | None = None
         self._start_step = 0
         self._length = steps_per_probe
+        #: when the current probe opened, on the controller's clock (None: not known)
+        self._opened_at: float | None = None
+        #: the last closed probe's length on the controller's clock (0 when not known)
+        self.last_clock_s = 0.0
 
     @property
     def ends_at_step(self) -> int:
         """Step count at which the current probe window is complete."""
         return self._start_step + self._length
 
-    def restart(self, steps: int) -> None:
+    def restart(self, steps: int, now: float | None = None) -> None:
         """Drop any open probe and start profiling again (after a move or a re-weighting)."""
         self.abandon()
         self.settled = self.optimizer is None
         if not self.settled:
-            self._next(steps)
+            self._next(steps, now)
 
     def advance(self, steps: int, now: float) -> None:
         """Close the current probe once it has its steps, and open the next one (or settle)."""
         if self.probing is None or steps < self.ends_at_step:
             return
         self._close(steps, now)
-        self._next(steps)
+        self._next(steps, now)
 
     def abandon(self) -> None:
         """Close the current probe without using it (the state is leaving Scaling)."""
@@ -78,7 +82,7 @@ class Profiler:
         if self.meter is not None:
             self.meter.end(PROBE_WINDOW)
 
-    def _next(self, steps: int) -> None:
+    def _next(self, steps: int, now: float | None) -> None:
         optimizer = self.optimizer
         assert optimizer is not None
         probe = None if optimizer.settled else optimizer.next_probe()
@@ -90,6 +94,7 @@ class Profiler:
         self._apply_setting(probe)
         self.probing = probe
         self._start_step = steps
+        self._opened_at = now
         self._length = max(1, int(getattr(optimizer, "probe_steps", self.steps_per_probe)))
         if self.meter is not None:
             self.meter.begin(PROBE_WINDOW)
@@ -103,5 +108,6 @@ class Profiler:
         if window is None or n <= 0 or self.optimizer is None:
             return
         m = Measurement(self.knob, setting, n, window.time_s, window.energy_j)
+        self.last_clock_s = now - self._opened_at if self._opened_at is not None else 0.0
         self.optimizer.observe(m)
         self._on_window(m, now)
