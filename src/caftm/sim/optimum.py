@@ -147,9 +147,11 @@ def solve(
     )
     if total > solver.capacity_units():
         raise ConfigError("the job cannot finish before its deadline even at full clock")
-    # float32 halves the memory traffic of many jobs (~1e-7 relative rounding); plans read float64
+    # float32 halves the memory traffic of many jobs (~1e-7 relative rounding); plans asked for
+    # read float64; the continuous carbon is recomputed in float64 along the plan read (float32
+    # only steers which path is read, and the whole-unit value stays its upper bound)
     read = plans or continuous
-    dtype = np.float64 if read else np.float32
+    dtype = np.float64 if plans else np.float32
     parts = [
         solver.solve(ci[i : i + chunk_jobs], start_row, total, plans=read, dtype=dtype)
         for i in range(0, max(1, ci.shape[0]), chunk_jobs)
@@ -161,7 +163,7 @@ def solve(
             solver.path_carbon(ci[j], plan, start_row, total) if plan else math.inf
             for j, plan in enumerate(found)
         ]
-        carbon = np.minimum(carbon, np.array(refined))
+        carbon = np.array(refined)
     if not plans:
         found = ()
     finish = np.array(
