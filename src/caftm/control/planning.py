@@ -19,9 +19,12 @@ The problem, exact on its grid:
 * the deadline is hard: what cannot finish by the last slot is infeasible.
 
 Solved backwards (value of every site and remaining progress at every slot start), vectorised over
-jobs, sites and progress; a plan is read forwards from the start state. Every cost is linear in the
-intensities, so scaling them all by one positive factor scales every option's cost alike and
-changes no choice (a basis change leaves the plan as it is).
+jobs, sites and progress; a plan is read forwards from the start state.
+:meth:`PlanningProblem.path_carbon` then lifts the grid's whole units along a plan's path
+(continuous work per slot, exact): the offline optimum reports that, since a policy can do
+fractional amounts. Every cost is linear in the intensities, so scaling them all by one positive
+factor scales every option's cost alike and changes no choice (a basis change leaves the plan as
+it is).
 
 Units: s, W, J, gCO2eq/kWh, g.
 """
