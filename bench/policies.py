@@ -229,13 +229,17 @@ def check_optimum(evaluations: Sequence[Evaluation]) -> int:
         AssertionError: there is one (the optimum is a lower bound; beating it is a bug).
     """
     beaten: dict[str, int] = {}
+    lines: list[str] = []
     for evaluation in evaluations:
         for policy in evaluation.policies():
             n = evaluation.figures(policy).beats_optimum
             if n:
                 beaten[policy] = beaten.get(policy, 0) + n
+                lines.extend(evaluation.beaten(policy))
     if beaten:
-        raise AssertionError(f"simulated job(s) beat the offline optimum (a bug): {beaten}")
+        raise AssertionError(
+            f"simulated job(s) beat the offline optimum (a bug): {beaten}\n" + "\n".join(lines)
+        )
     return 0
 
 

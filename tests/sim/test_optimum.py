@@ -42,9 +42,11 @@ def test_dp_equals_brute_force_on_small_instances(seed: int) -> None:
     if seed % 2:  # a deadline part-way through the last slot
         kwargs["deadline_s"] = (slots - 0.4) * 3600.0
     start = int(rng.integers(0, sites))
-    dp = solve(ci[None], start, GPU, **kwargs).carbon_g[0]
+    dp = solve(ci[None], start, GPU, continuous=False, **kwargs).carbon_g[0]
     brute = brute_force(ci, start, GPU, **kwargs)
     assert dp == pytest.approx(brute, rel=1e-5)
+    # the optimum reported: that plan's path with continuous work per slot, never above it
+    assert solve(ci[None], start, GPU, **kwargs).carbon_g[0] <= dp * (1 + 1e-6)  # dp: float32
 
 
 def test_dp_solves_many_jobs_at_once_like_one_at_a_time() -> None:
@@ -163,7 +165,7 @@ def test_a_steady_slower_clock_does_not_beat_the_optimum_at_a_tight_deadline() -
         "move_downtime_s": move.downtime_s,
     }
     best = solve(ci, 0, GPU, **kwargs).carbon_g[0]
-    coarse = solve(ci, 0, GPU, units_per_slot=4, **kwargs).carbon_g[0]
+    coarse = solve(ci, 0, GPU, units_per_slot=4, continuous=False, **kwargs).carbon_g[0]
     spec = SPECS["gpu-only"]
     rules = Rules(deadline_s=job.deadline_s, move_cost=move)
     result = simulate_job(spec.build(rules), job, traces, GPU, threshold=spec.threshold)
