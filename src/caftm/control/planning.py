@@ -20,11 +20,11 @@ The problem, exact on its grid:
 
 Solved backwards (value of every site and remaining progress at every slot start), vectorised over
 jobs, sites and progress; a plan is read forwards from the start state.
-:meth:`PlanningProblem.path_carbon` then lifts the grid's whole units along a plan's path
-(continuous work per slot, exact): the offline optimum reports that, since a policy can do
-fractional amounts. Every cost is linear in the intensities, so scaling them all by one positive
-factor scales every option's cost alike and changes no choice (a basis change leaves the plan as
-it is).
+:meth:`PlanningProblem.allocate` then lifts the grid's whole units along a plan's path
+(continuous work per slot, exact): the planner carries that out and the offline optimum reports
+its carbon (:meth:`~PlanningProblem.path_carbon`). Every cost is linear in the intensities, so
+scaling them all by one positive factor scales every option's cost alike and changes no choice
+(a basis change leaves the plan as it is).
 
 Units: s, W, J, gCO2eq/kWh, g.
 """
@@ -32,7 +32,7 @@ Units: s, W, J, gCO2eq/kWh, g.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -120,14 +120,15 @@ class GpuCurve:
         """How to do ``rate`` (work s per wall s) at the hull's least energy: (setting row, share
         of the slot) for each phase, the faster first; a row of None is rest (waiting). Two
         neighbouring hull vertices mix (no rest unless the rate is below the slowest efficient
-        setting); a finishing slot runs its one setting until the work is done."""
+        setting); a finishing slot below its most efficient setting runs that one until the work
+        is done (then the GPU is released, not idle)."""
         if rate <= 1e-12:
             return ((None, 1.0),)
         xs, _, rows = self.hull(finishing=finishing)
         top = int(np.searchsorted(xs, rate - 1e-9))  # first vertex at least as fast
         top = min(top, xs.size - 1)
         fast = int(rows[top]) if rows[top] >= 0 else int(np.argmax(self.speed))
-        if finishing or top == 0 or xs[top] <= rate + 1e-9:
+        if top == 0 or xs[top] <= rate + 1e-9 or (finishing and top == 1):
             return ((fast, 1.0),)
         low = float(xs[top - 1])
         share = (rate - low) / (float(xs[top]) - low)
@@ -162,6 +163,11 @@ class PlanStep:
     the settings that do it exactly (row or None for rest, share of the slot after any move).
     """
 
+    @property
+    def runs(self) -> bool:
+        """Whether the slot does any work."""
+        return self.work_s > 1e-9
+
     slot: int
     start_s: float
     span_s: float
@@ -171,6 +177,9 @@ class PlanStep:
     setting_row: int | None
     carbon_g: float
     phases: tuple[tuple[int | None, float], ...] = ()
+    #: full-clock work done in the slot, s (``units × unit_s`` as the DP reads it; any amount
+    #: once :meth:`PlanningProblem.allocate` made it continuous)
+    work_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -185,6 +194,16 @@ class PlanResult:
         if job >= len(self.plans) or not self.plans[job]:
             return -1
         return self.plans[job][-1].slot + 1
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """A plan's path with continuous work per slot (:meth:`PlanningProblem.allocate`): its slots
+    (``work_s``, ``phases``, ``setting_row`` and ``carbon_g`` of the continuous amounts) and its
+    carbon, g (inf: the path cannot hold the work)."""
+
+    steps: tuple[PlanStep, ...]
+    carbon_g: float
 
 
 @dataclass(frozen=True)
@@ -351,47 +370,87 @@ class PlanningProblem:
         )
         return PlanResult(carbon, found)
 
-    def path_carbon(
-        self, ci: FloatArray, plan: tuple[PlanStep, ...], start_row: int, work_units: int
-    ) -> float:
-        """Least carbon (g) along ``plan``'s sites, moves and finishing slot with the work per
-        slot **continuous** (any amount up to the slot's capacity, not whole units).
+    def allocate(
+        self, ci: FloatArray, plan: tuple[PlanStep, ...], start_row: int, work_s: float
+    ) -> Allocation:
+        """``plan``'s sites, moves and finishing slot with the work per slot **continuous** (any
+        amount up to the slot's capacity, not whole units): the least carbon along that path and
+        each slot's work, phases and setting to do it. ``ci``: (slots, sites) of this job.
 
         The grid's one restriction, whole units per slot, can cost up to the within-slot
-        convexity of the hull (~0.6 % of a slot at 5-min units); a policy that carries out the
-        same path with fractional amounts (re-plans from fractional progress, a steady clock) gets
-        that back. Along a fixed path the problem is separable convex piecewise-linear with one
-        linear constraint (total work), solved exactly by taking the hull segments of every slot
-        cheapest first. The plan's own whole units are one feasible point, so the result is never
-        above the plan's carbon. ``ci``: (slots, sites) of this job.
+        convexity of the hull (~0.6 % of a slot at 5-min units); along a fixed path the problem
+        is separable convex piecewise-linear with one linear constraint (total work), solved
+        exactly by taking the hull segments of every slot cheapest first (ties: the earlier
+        slot, so what is left of an allocation is the allocation of what is left). The plan's
+        own whole units are one feasible point, so the result is never above the plan's carbon.
+        A last slot left without work is dropped (the job then ends a slot earlier, the GPU
+        released instead of idle) and the rest allocated again.
         """
-        if not plan:
-            return math.inf
-        total = work_units * self.unit_s
-        base = 0.0
+        while plan:
+            found = self._allocate(ci, plan, start_row, work_s)
+            if found.carbon_g == math.inf or found.steps[-1].runs or len(plan) == 1:
+                return found
+            plan = plan[:-1]
+        return Allocation((), math.inf)
+
+    def _allocate(
+        self, ci: FloatArray, plan: tuple[PlanStep, ...], start_row: int, work_s: float
+    ) -> Allocation:
+        n = len(plan)
+        base = np.zeros(n)
         slopes: list[FloatArray] = []
         lengths: list[FloatArray] = []
+        owners: list[npt.NDArray[np.int64]] = []
+        spans = np.zeros(n)
         site = start_row
-        last = len(plan) - 1
         for i, step in enumerate(plan):
             if step.moved:
-                base += float(ci[step.slot, site]) * self.move_kwh
+                base[i] += float(ci[step.slot, site]) * self.move_kwh
             site = step.site
             c = float(ci[step.slot, site])
             span = max(0.0, step.span_s - self.move_downtime_s) if step.moved else step.span_s
-            xs, ys, _ = self.curve.hull(finishing=i == last)
-            base += c * span * float(ys[0]) / J_PER_KWH
+            spans[i] = span
+            xs, ys, _ = self.curve.hull(finishing=i == n - 1)
+            base[i] += c * span * float(ys[0]) / J_PER_KWH
             if span > 0 and xs.size > 1:
                 dx = np.diff(xs)
                 slopes.append(c * np.diff(ys) / dx / J_PER_KWH)  # g per work-s
                 lengths.append(span * dx)
-        slope = np.concatenate(slopes)
-        length = np.concatenate(lengths)
+                owners.append(np.full(dx.size, i, dtype=np.int64))
+        if not slopes:
+            return Allocation(plan, math.inf if work_s > 0 else float(base.sum()))
+        slope, length = np.concatenate(slopes), np.concatenate(lengths)
+        if float(length.sum()) < work_s * (1 - 1e-12):
+            return Allocation(plan, math.inf)
         order = np.argsort(slope, kind="stable")
-        taken = np.clip(total - (np.cumsum(length[order]) - length[order]), 0.0, length[order])
-        if float(length.sum()) < total * (1 - 1e-12):
-            return math.inf
-        return base + float(np.dot(slope[order], taken))
+        taken = np.empty_like(length)
+        taken[order] = np.clip(
+            work_s - (np.cumsum(length[order]) - length[order]), 0.0, length[order]
+        )
+        owner = np.concatenate(owners)
+        work = np.bincount(owner, weights=taken, minlength=n)
+        carbon = base + np.bincount(owner, weights=slope * taken, minlength=n)
+        steps = []
+        for i, step in enumerate(plan):
+            rate = work[i] / spans[i] if spans[i] > 0 else 0.0
+            phases = self.curve.phases(rate, finishing=i == n - 1)
+            steps.append(
+                replace(
+                    step,
+                    work_s=float(work[i]),
+                    setting_row=phases[0][0],
+                    carbon_g=float(carbon[i]),
+                    phases=phases,
+                )
+            )
+        return Allocation(tuple(steps), float(carbon.sum()))
+
+    def path_carbon(
+        self, ci: FloatArray, plan: tuple[PlanStep, ...], start_row: int, work_units: int
+    ) -> float:
+        """Least carbon (g) along ``plan``'s path with continuous work per slot
+        (:meth:`allocate` of ``work_units`` whole units)."""
+        return self.allocate(ci, plan, start_row, work_units * self.unit_s).carbon_g
 
     def _read_plan(
         self,
@@ -439,7 +498,18 @@ class PlanningProblem:
             rate = k * self.unit_s / span_run if span_run > 0 else 0.0
             phases = self.curve.phases(rate, finishing=k == left)
             steps.append(
-                PlanStep(h, start_s, span, dest, moved, k, phases[0][0], float(carbon_g), phases)
+                PlanStep(
+                    h,
+                    start_s,
+                    span,
+                    dest,
+                    moved,
+                    k,
+                    phases[0][0],
+                    float(carbon_g),
+                    phases,
+                    k * self.unit_s,
+                )
             )
             site, left = dest, left - k
             start_s += span
