@@ -25,8 +25,9 @@ whole horizon the planner is the offline optimum (:mod:`caftm.sim.optimum`).
   move's downtime (to a millisecond) the planner runs at full clock where it is, whatever the
   forecast says.
 * **GPU.** The plan's work per slot picks the settings on the GPU's energy hull that do it (two
-  neighbours for their shares of the slot, or one and then rest) (``obs.gpu_curve``: the simulator's GPU profile, or the live optimiser's fitted model); with
-  no curve known it plans moves and waits at the current power.
+  neighbours for their shares of the slot, or one and then rest; ``obs.gpu_curve``: the
+  simulator's GPU profile, or the live optimiser's fitted model); with no curve known it plans
+  moves and waits at the current power.
 
 Units: s, W, gCO2eq/kWh, g.
 """
@@ -153,9 +154,17 @@ class Planner(Policy):
         self.default_deadline_factor = default_deadline_factor
         self.replan_every_h = replan_every_h
         #: the last plan solved: (when, its steps, the sites, the full-clock work s it started
-        #: from, and the intensities ``(slots, sites)`` it was solved over)
+        #: from, the intensities ``(slots, sites)`` it was solved over, and its problem)
         self._solved: (
-            tuple[float, tuple[PlanStep, ...], list[str], float, npt.NDArray[np.float64]] | None
+            tuple[
+                float,
+                tuple[PlanStep, ...],
+                list[str],
+                float,
+                npt.NDArray[np.float64],
+                PlanningProblem,
+            ]
+            | None
         ) = None
         self._cache: tuple[tuple[object, ...], Intent] | None = None
         self._problems: dict[tuple[object, ...], PlanningProblem] = {}
@@ -357,7 +366,7 @@ class Planner(Policy):
         is left of it is unchanged (a re-solve would only re-round the same problem)."""
         if self._solved is None:
             return None
-        solved_s, plan, solved_sites, solved_work_s, solved_ci = self._solved
+        solved_s, plan, solved_sites, solved_work_s, solved_ci, problem = self._solved
         downtime = self.rules.move_cost.downtime_s
         done = 0.0
         for i, step in enumerate(plan):
@@ -377,12 +386,15 @@ class Planner(Policy):
                 )
                 if not (young or same):
                     return None
+                rest = [
+                    problem.detailed(p, finishing=k == len(plan) - 1)
+                    for k, p in enumerate(plan[i : i + PLAN_STEPS_KEPT], start=i)
+                ]
+                step = rest[0]
                 if arrived:  # the move is done: the rest of the slot runs at the destination
                     step = replace(step, moved=False, start_s=step.start_s + downtime)
-                    step = replace(step, span_s=max(0.0, step.span_s - downtime))
-                slots = tuple(_planned(p, solved_s, solved_sites, curve) for p in plan)
-                kept = (_planned(step, solved_s, solved_sites, curve), *slots[i + 1 :])
-                kept = kept[:PLAN_STEPS_KEPT]
+                    rest[0] = step = replace(step, span_s=max(0.0, step.span_s - downtime))
+                kept = tuple(_planned(p, solved_s, solved_sites, curve) for p in rest)
                 return replace(_first(step, kept, site, solved_sites, curve), steps=kept)
             done += step.work_s
         return None
@@ -408,10 +420,10 @@ class Planner(Policy):
         result = problem.solve(ci[None], start, units, plans=True)
         self.solves += 1
         path = result.plans[0] if result.plans else ()
-        plan = problem.allocate(ci, path, start, work_s).steps if path else ()
+        plan = problem.allocate(ci, path, start, work_s, detail=PLAN_STEPS_KEPT).steps
         if not plan:
             return Intent("run", site, None, now_s, "")
-        self._solved = (now_s, plan, sites, work_s, ci)
+        self._solved = (now_s, plan, sites, work_s, ci, problem)
         slots = tuple(_planned(step, now_s, sites, curve) for step in plan[:PLAN_STEPS_KEPT])
         return replace(_first(plan[0], slots, site, sites, curve), steps=slots)
 

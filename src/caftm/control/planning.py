@@ -371,7 +371,13 @@ class PlanningProblem:
         return PlanResult(carbon, found)
 
     def allocate(
-        self, ci: FloatArray, plan: tuple[PlanStep, ...], start_row: int, work_s: float
+        self,
+        ci: FloatArray,
+        plan: tuple[PlanStep, ...],
+        start_row: int,
+        work_s: float,
+        *,
+        detail: int | None = None,
     ) -> Allocation:
         """``plan``'s sites, moves and finishing slot with the work per slot **continuous** (any
         amount up to the slot's capacity, not whole units): the least carbon along that path and
@@ -384,42 +390,44 @@ class PlanningProblem:
         slot, so what is left of an allocation is the allocation of what is left). The plan's
         own whole units are one feasible point, so the result is never above the plan's carbon.
         A last slot left without work is dropped (the job then ends a slot earlier, the GPU
-        released instead of idle) and the rest allocated again.
+        released instead of idle) and the rest allocated again. ``detail``: only the first so many
+        slots (and the last) get their phases (:meth:`detailed` gives the others theirs).
         """
+        ci = np.asarray(ci, dtype=float)
         while plan:
-            found = self._allocate(ci, plan, start_row, work_s)
+            found = self._allocate(ci, plan, start_row, work_s, detail or len(plan))
             if found.carbon_g == math.inf or found.steps[-1].runs or len(plan) == 1:
                 return found
             plan = plan[:-1]
         return Allocation((), math.inf)
 
     def _allocate(
-        self, ci: FloatArray, plan: tuple[PlanStep, ...], start_row: int, work_s: float
+        self, ci: FloatArray, plan: tuple[PlanStep, ...], start_row: int, work_s: float, detail: int
     ) -> Allocation:
         n = len(plan)
-        base = np.zeros(n)
-        slopes: list[FloatArray] = []
-        lengths: list[FloatArray] = []
-        owners: list[npt.NDArray[np.int64]] = []
-        spans = np.zeros(n)
-        site = start_row
-        for i, step in enumerate(plan):
-            if step.moved:
-                base[i] += float(ci[step.slot, site]) * self.move_kwh
-            site = step.site
-            c = float(ci[step.slot, site])
-            span = max(0.0, step.span_s - self.move_downtime_s) if step.moved else step.span_s
-            spans[i] = span
-            xs, ys, _ = self.curve.hull(finishing=i == n - 1)
-            base[i] += c * span * float(ys[0]) / J_PER_KWH
-            if span > 0 and xs.size > 1:
-                dx = np.diff(xs)
-                slopes.append(c * np.diff(ys) / dx / J_PER_KWH)  # g per work-s
-                lengths.append(span * dx)
-                owners.append(np.full(dx.size, i, dtype=np.int64))
-        if not slopes:
-            return Allocation(plan, math.inf if work_s > 0 else float(base.sum()))
-        slope, length = np.concatenate(slopes), np.concatenate(lengths)
+        slot = np.fromiter((p.slot for p in plan), np.int64, n)
+        here = np.fromiter((p.site for p in plan), np.int64, n)
+        moved = np.fromiter((p.moved for p in plan), bool, n)
+        span_s = np.fromiter((p.span_s for p in plan), float, n)
+        came_from = np.concatenate([[start_row], here[:-1]])
+        spans = np.where(moved, np.maximum(0.0, span_s - self.move_downtime_s), span_s)
+        c = ci[slot, here]
+        base = np.where(moved, ci[slot, came_from] * self.move_kwh, 0.0)
+        # every slot's hull segments (the last slot's is the finishing hull): (slots, segments)
+        xs, ys, _ = self.curve.hull(finishing=False)
+        fxs, fys, _ = self.curve.hull(finishing=True)
+        rest = np.full(n, ys[0])
+        rest[-1] = fys[0]
+        base += c * spans * rest / J_PER_KWH
+        width = max(xs.size, fxs.size) - 1
+        per_s = np.full((n, width), np.inf)  # g per work-s at unit intensity
+        dx = np.zeros((n, width))
+        per_s[:-1, : xs.size - 1] = np.diff(ys) / np.diff(xs) / J_PER_KWH
+        dx[:-1, : xs.size - 1] = np.diff(xs)
+        per_s[-1, : fxs.size - 1] = np.diff(fys) / np.diff(fxs) / J_PER_KWH
+        dx[-1, : fxs.size - 1] = np.diff(fxs)
+        length = (spans[:, None] * dx).ravel()
+        slope = np.where(dx > 0, c[:, None] * np.where(dx > 0, per_s, 0.0), np.inf).ravel()
         if float(length.sum()) < work_s * (1 - 1e-12):
             return Allocation(plan, math.inf)
         order = np.argsort(slope, kind="stable")
@@ -427,23 +435,37 @@ class PlanningProblem:
         taken[order] = np.clip(
             work_s - (np.cumsum(length[order]) - length[order]), 0.0, length[order]
         )
-        owner = np.concatenate(owners)
-        work = np.bincount(owner, weights=taken, minlength=n)
-        carbon = base + np.bincount(owner, weights=slope * taken, minlength=n)
+        grid = taken.reshape(n, width)
+        work = grid.sum(axis=1)
+        spent = (np.where(np.isfinite(slope), slope, 0.0).reshape(n, width) * grid).sum(axis=1)
+        carbon = base + spent
         steps = []
         for i, step in enumerate(plan):
-            rate = work[i] / spans[i] if spans[i] > 0 else 0.0
-            phases = self.curve.phases(rate, finishing=i == n - 1)
+            if i < detail or i == n - 1:
+                rate = work[i] / spans[i] if spans[i] > 0 else 0.0
+                phases = self.curve.phases(rate, finishing=i == n - 1)
+                row = phases[0][0]
+            else:
+                phases, row = (), None
             steps.append(
                 replace(
                     step,
                     work_s=float(work[i]),
-                    setting_row=phases[0][0],
+                    setting_row=row,
                     carbon_g=float(carbon[i]),
                     phases=phases,
                 )
             )
         return Allocation(tuple(steps), float(carbon.sum()))
+
+    def detailed(self, step: PlanStep, *, finishing: bool) -> PlanStep:
+        """``step`` with the phases and setting of its work (those :meth:`allocate` left out)."""
+        if step.phases:
+            return step
+        span = max(0.0, step.span_s - self.move_downtime_s) if step.moved else step.span_s
+        rate = step.work_s / span if span > 0 else 0.0
+        phases = self.curve.phases(rate, finishing=finishing)
+        return replace(step, setting_row=phases[0][0], phases=phases)
 
     def path_carbon(
         self, ci: FloatArray, plan: tuple[PlanStep, ...], start_row: int, work_units: int
