@@ -13,6 +13,7 @@ from caftm.control import Rules
 from caftm.control.planning import PlanStep
 from caftm.signals.traces import load_trace
 from caftm.sim import SPECS, GpuProfile, MoveModel, SimJob, SiteTraces, simulate_job, solve
+from caftm.sim.optimum import problem as optimum_problem
 from caftm.sim.optimum import slots_needed
 
 GPU = GpuProfile.simulated("gpt")
@@ -99,3 +100,29 @@ def test_no_policy_beats_the_optimum_on_a_job_the_whole_unit_dp_lost() -> None:
     assert carbon["planner"] < whole * (1 - 1e-5), "the case no longer shows the whole-unit gap"
     for name, value in carbon.items():
         assert value >= best * (1 - 1e-9), name
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_allocation_the_planner_carries_out_does_the_work_at_the_optimums_carbon(
+    seed: int,
+) -> None:
+    # one home: the optimum's carbon is the cost of the allocation; its phases do each slot's work
+    rng = np.random.default_rng(100 + seed)
+    ci = rng.uniform(10, 700, size=(6, 3))  # SYNTHETIC intensities
+    kwargs = {"gpus": 1, "deadline_s": 6 * 3600.0, "slot_s": 3600.0, "move_downtime_s": 300.0}
+    whole = solve(ci[None], 0, GPU, work_s=4 * 3600.0, plans=True, continuous=False, **kwargs)
+    reported = solve(ci[None], 0, GPU, work_s=4 * 3600.0, **kwargs).carbon_g[0]
+    problem = optimum_problem(GPU, **kwargs)
+    allocation = problem.allocate(ci, whole.plans[0], 0, 4 * 3600.0)
+    assert allocation.carbon_g == pytest.approx(reported, rel=1e-12)
+    assert sum(s.work_s for s in allocation.steps) == pytest.approx(4 * 3600.0, rel=1e-12)
+    assert sum(s.carbon_g for s in allocation.steps) == pytest.approx(reported, rel=1e-12)
+    assert allocation.steps[-1].runs
+    speed = GPU.curve(1).speed
+    for step in allocation.steps:
+        span = step.span_s - 300.0 if step.moved else step.span_s
+        done = sum(share * span * speed[row] for row, share in step.phases if row is not None)
+        if step is allocation.steps[-1] and len(step.phases) == 1 and step.runs:
+            assert done >= step.work_s - 1e-6  # the last slot's one setting runs until done
+        else:
+            assert done == pytest.approx(step.work_s, abs=1e-6)
