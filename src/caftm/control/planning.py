@@ -390,10 +390,30 @@ class PlanningProblem:
         slot, so what is left of an allocation is the allocation of what is left). The plan's
         own whole units are one feasible point, so the result is never above the plan's carbon.
         A last slot left without work is dropped (the job then ends a slot earlier, the GPU
-        released instead of idle) and the rest allocated again. ``detail``: only the first so many
-        slots (and the last) get their phases (:meth:`detailed` gives the others theirs).
+        released instead of idle) and the rest allocated again; so is the path cut before each of
+        its moves (finishing where it is instead of moving for the last of the work: whole units
+        can force that move, continuous work may not need it), the cheapest kept (ties: the
+        longer). ``detail``: only the first so many slots (and the last) get their phases
+        (:meth:`detailed` gives the others theirs).
         """
         ci = np.asarray(ci, dtype=float)
+        best = Allocation((), math.inf)
+        cuts = [len(plan), *[m for m in range(len(plan) - 1, 0, -1) if plan[m].moved]]
+        for m in cuts:
+            found = self._trimmed(ci, plan[:m], start_row, work_s, detail)
+            if found.carbon_g < best.carbon_g:
+                best = found
+        return best
+
+    def _trimmed(
+        self,
+        ci: FloatArray,
+        plan: tuple[PlanStep, ...],
+        start_row: int,
+        work_s: float,
+        detail: int | None,
+    ) -> Allocation:
+        """:meth:`_allocate`, dropping last slots left without work."""
         while plan:
             found = self._allocate(ci, plan, start_row, work_s, detail or len(plan))
             if found.carbon_g == math.inf or found.steps[-1].runs or len(plan) == 1:
