@@ -13,7 +13,6 @@ from caftm.control import Rules
 from caftm.control.planning import PlanStep
 from caftm.signals.traces import load_trace
 from caftm.sim import SPECS, GpuProfile, MoveModel, SimJob, SiteTraces, simulate_job, solve
-from caftm.sim.optimum import problem as optimum_problem
 from caftm.sim.optimum import slots_needed
 
 GPU = GpuProfile.simulated("gpt")
@@ -68,24 +67,13 @@ def test_the_continuous_optimum_is_the_linear_programme_on_its_path(seed: int) -
     assert exact <= whole.carbon_g[0] * (1 + 1e-12)
 
 
-@pytest.mark.parametrize(
-    ("zones", "start_s", "hours", "gap"),
-    [
-        # bench, 2022, "dirty-1" set started in JP-TK on 23 June, 24 h at 1.5×: the planner
-        # emitted 1.9e-5 less than the whole-unit DP (fractional work after re-planning mid-hour)
-        (("JP-TK", "US-FLA-FPC"), 1655942400.0, 24.0, 1e-5),
-        # "dirty-2" from AU-QLD on 2 July 12:00, 72 h at 1.5×: the planner carrying out continuous
-        # work emitted 6e-4 less than the whole-unit path's allocation: it skipped the path's last
-        # move (the allocation now also cuts the path before each move)
-        (("AU-QLD", "US-FLA-GVL"), 1656763200.0, 72.0, 1e-3),
-    ],
-)
-def test_no_policy_beats_the_optimum_on_a_job_the_whole_unit_dp_lost(
-    zones: tuple[str, ...], start_s: float, hours: float, gap: float
-) -> None:
+def test_no_policy_beats_the_optimum_on_a_job_the_whole_unit_dp_lost() -> None:
+    # bench, 2022, "dirty-1" set started in JP-TK on 23 June, 24 h at 1.5×: the planner emitted
+    # 1.9e-5 less than the whole-unit DP (fractional work per slot after re-planning mid-hour)
     path = shared_file("carbon/ci_2022_hourly_lca_123zones.csv")
-    traces = SiteTraces(load_trace(path, zones=list(zones)), {z: z for z in zones})
-    job = SimJob(hours, zones[0], start_s)
+    zones = ["JP-TK", "US-FLA-FPC"]
+    traces = SiteTraces(load_trace(path, zones=zones), {z: z for z in zones})
+    job = SimJob(24.0, "JP-TK", 1655942400.0)
     move = MoveModel().cost(job.checkpoint_gb)
     slots = slots_needed(job.deadline_s - job.start_s, traces.step_s)
     col = traces.column(job.start_s)
@@ -108,32 +96,6 @@ def test_no_policy_beats_the_optimum_on_a_job_the_whole_unit_dp_lost(
         )
         assert result.finished and result.finish_s <= job.deadline_s + 1e-6, name
         carbon[name] = result.carbon_g
-    assert carbon["planner"] < whole * (1 - gap), "the case no longer shows the whole-unit gap"
+    assert carbon["planner"] < whole * (1 - 1e-5), "the case no longer shows the whole-unit gap"
     for name, value in carbon.items():
         assert value >= best * (1 - 1e-9), name
-
-
-@pytest.mark.parametrize("seed", range(4))
-def test_the_allocation_the_planner_carries_out_does_the_work_at_the_optimums_carbon(
-    seed: int,
-) -> None:
-    # one home: the optimum's carbon is the cost of the allocation; its phases do each slot's work
-    rng = np.random.default_rng(100 + seed)
-    ci = rng.uniform(10, 700, size=(6, 3))  # SYNTHETIC intensities
-    kwargs = {"gpus": 1, "deadline_s": 6 * 3600.0, "slot_s": 3600.0, "move_downtime_s": 300.0}
-    whole = solve(ci[None], 0, GPU, work_s=4 * 3600.0, plans=True, continuous=False, **kwargs)
-    reported = solve(ci[None], 0, GPU, work_s=4 * 3600.0, **kwargs).carbon_g[0]
-    problem = optimum_problem(GPU, **kwargs)
-    allocation = problem.allocate(ci, whole.plans[0], 0, 4 * 3600.0)
-    assert allocation.carbon_g == pytest.approx(reported, rel=1e-12)
-    assert sum(s.work_s for s in allocation.steps) == pytest.approx(4 * 3600.0, rel=1e-12)
-    assert sum(s.carbon_g for s in allocation.steps) == pytest.approx(reported, rel=1e-12)
-    assert allocation.steps[-1].runs
-    speed = GPU.curve(1).speed
-    for step in allocation.steps:
-        span = step.span_s - 300.0 if step.moved else step.span_s
-        done = sum(share * span * speed[row] for row, share in step.phases if row is not None)
-        if step is allocation.steps[-1] and len(step.phases) == 1 and step.runs:
-            assert done >= step.work_s - 1e-6  # the last slot's one setting runs until done
-        else:
-            assert done == pytest.approx(step.work_s, abs=1e-6)

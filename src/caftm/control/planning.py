@@ -20,11 +20,11 @@ The problem, exact on its grid:
 
 Solved backwards (value of every site and remaining progress at every slot start), vectorised over
 jobs, sites and progress; a plan is read forwards from the start state.
-:meth:`PlanningProblem.allocate` then lifts the grid's whole units along a plan's path
-(continuous work per slot, exact): the planner carries that out and the offline optimum reports
-its carbon (:meth:`~PlanningProblem.path_carbon`). Every cost is linear in the intensities, so
-scaling them all by one positive factor scales every option's cost alike and changes no choice
-(a basis change leaves the plan as it is).
+:meth:`PlanningProblem.path_carbon` then lifts the grid's whole units along a plan's path
+(continuous work per slot, exact): the offline optimum reports that, since a policy can do
+fractional amounts. Every cost is linear in the intensities, so scaling them all by one positive
+factor scales every option's cost alike and changes no choice (a basis change leaves the plan as
+it is).
 
 Units: s, W, J, gCO2eq/kWh, g.
 """
@@ -32,7 +32,7 @@ Units: s, W, J, gCO2eq/kWh, g.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -120,15 +120,14 @@ class GpuCurve:
         """How to do ``rate`` (work s per wall s) at the hull's least energy: (setting row, share
         of the slot) for each phase, the faster first; a row of None is rest (waiting). Two
         neighbouring hull vertices mix (no rest unless the rate is below the slowest efficient
-        setting); a finishing slot below its most efficient setting runs that one until the work
-        is done (then the GPU is released, not idle)."""
+        setting); a finishing slot runs its one setting until the work is done."""
         if rate <= 1e-12:
             return ((None, 1.0),)
         xs, _, rows = self.hull(finishing=finishing)
         top = int(np.searchsorted(xs, rate - 1e-9))  # first vertex at least as fast
         top = min(top, xs.size - 1)
         fast = int(rows[top]) if rows[top] >= 0 else int(np.argmax(self.speed))
-        if top == 0 or xs[top] <= rate + 1e-9 or (finishing and top == 1):
+        if finishing or top == 0 or xs[top] <= rate + 1e-9:
             return ((fast, 1.0),)
         low = float(xs[top - 1])
         share = (rate - low) / (float(xs[top]) - low)
@@ -163,11 +162,6 @@ class PlanStep:
     the settings that do it exactly (row or None for rest, share of the slot after any move).
     """
 
-    @property
-    def runs(self) -> bool:
-        """Whether the slot does any work."""
-        return self.work_s > 1e-9
-
     slot: int
     start_s: float
     span_s: float
@@ -177,9 +171,6 @@ class PlanStep:
     setting_row: int | None
     carbon_g: float
     phases: tuple[tuple[int | None, float], ...] = ()
-    #: full-clock work done in the slot, s (``units × unit_s`` as the DP reads it; any amount
-    #: once :meth:`PlanningProblem.allocate` made it continuous)
-    work_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -194,16 +185,6 @@ class PlanResult:
         if job >= len(self.plans) or not self.plans[job]:
             return -1
         return self.plans[job][-1].slot + 1
-
-
-@dataclass(frozen=True)
-class Allocation:
-    """A plan's path with continuous work per slot (:meth:`PlanningProblem.allocate`): its slots
-    (``work_s``, ``phases``, ``setting_row`` and ``carbon_g`` of the continuous amounts) and its
-    carbon, g (inf: the path cannot hold the work)."""
-
-    steps: tuple[PlanStep, ...]
-    carbon_g: float
 
 
 @dataclass(frozen=True)
@@ -370,129 +351,47 @@ class PlanningProblem:
         )
         return PlanResult(carbon, found)
 
-    def allocate(
-        self,
-        ci: FloatArray,
-        plan: tuple[PlanStep, ...],
-        start_row: int,
-        work_s: float,
-        *,
-        detail: int | None = None,
-    ) -> Allocation:
-        """``plan``'s sites, moves and finishing slot with the work per slot **continuous** (any
-        amount up to the slot's capacity, not whole units): the least carbon along that path and
-        each slot's work, phases and setting to do it. ``ci``: (slots, sites) of this job.
-
-        The grid's one restriction, whole units per slot, can cost up to the within-slot
-        convexity of the hull (~0.6 % of a slot at 5-min units); along a fixed path the problem
-        is separable convex piecewise-linear with one linear constraint (total work), solved
-        exactly by taking the hull segments of every slot cheapest first (ties: the earlier
-        slot, so what is left of an allocation is the allocation of what is left). The plan's
-        own whole units are one feasible point, so the result is never above the plan's carbon.
-        A last slot left without work is dropped (the job then ends a slot earlier, the GPU
-        released instead of idle) and the rest allocated again; so is the path cut before each of
-        its moves (finishing where it is instead of moving for the last of the work: whole units
-        can force that move, continuous work may not need it), the cheapest kept (ties: the
-        longer). ``detail``: only the first so many slots (and the last) get their phases
-        (:meth:`detailed` gives the others theirs).
-        """
-        ci = np.asarray(ci, dtype=float)
-        best = Allocation((), math.inf)
-        cuts = [len(plan), *[m for m in range(len(plan) - 1, 0, -1) if plan[m].moved]]
-        for m in cuts:
-            found = self._trimmed(ci, plan[:m], start_row, work_s, detail)
-            if found.carbon_g < best.carbon_g:
-                best = found
-        return best
-
-    def _trimmed(
-        self,
-        ci: FloatArray,
-        plan: tuple[PlanStep, ...],
-        start_row: int,
-        work_s: float,
-        detail: int | None,
-    ) -> Allocation:
-        """:meth:`_allocate`, dropping last slots left without work."""
-        while plan:
-            found = self._allocate(ci, plan, start_row, work_s, detail or len(plan))
-            if found.carbon_g == math.inf or found.steps[-1].runs or len(plan) == 1:
-                return found
-            plan = plan[:-1]
-        return Allocation((), math.inf)
-
-    def _allocate(
-        self, ci: FloatArray, plan: tuple[PlanStep, ...], start_row: int, work_s: float, detail: int
-    ) -> Allocation:
-        n = len(plan)
-        slot = np.fromiter((p.slot for p in plan), np.int64, n)
-        here = np.fromiter((p.site for p in plan), np.int64, n)
-        moved = np.fromiter((p.moved for p in plan), bool, n)
-        span_s = np.fromiter((p.span_s for p in plan), float, n)
-        came_from = np.concatenate([[start_row], here[:-1]])
-        spans = np.where(moved, np.maximum(0.0, span_s - self.move_downtime_s), span_s)
-        c = ci[slot, here]
-        base = np.where(moved, ci[slot, came_from] * self.move_kwh, 0.0)
-        # every slot's hull segments (the last slot's is the finishing hull): (slots, segments)
-        xs, ys, _ = self.curve.hull(finishing=False)
-        fxs, fys, _ = self.curve.hull(finishing=True)
-        rest = np.full(n, ys[0])
-        rest[-1] = fys[0]
-        base += c * spans * rest / J_PER_KWH
-        width = max(xs.size, fxs.size) - 1
-        per_s = np.full((n, width), np.inf)  # g per work-s at unit intensity
-        dx = np.zeros((n, width))
-        per_s[:-1, : xs.size - 1] = np.diff(ys) / np.diff(xs) / J_PER_KWH
-        dx[:-1, : xs.size - 1] = np.diff(xs)
-        per_s[-1, : fxs.size - 1] = np.diff(fys) / np.diff(fxs) / J_PER_KWH
-        dx[-1, : fxs.size - 1] = np.diff(fxs)
-        length = (spans[:, None] * dx).ravel()
-        slope = np.where(dx > 0, c[:, None] * np.where(dx > 0, per_s, 0.0), np.inf).ravel()
-        if float(length.sum()) < work_s * (1 - 1e-12):
-            return Allocation(plan, math.inf)
-        order = np.argsort(slope, kind="stable")
-        taken = np.empty_like(length)
-        taken[order] = np.clip(
-            work_s - (np.cumsum(length[order]) - length[order]), 0.0, length[order]
-        )
-        grid = taken.reshape(n, width)
-        work = grid.sum(axis=1)
-        spent = (np.where(np.isfinite(slope), slope, 0.0).reshape(n, width) * grid).sum(axis=1)
-        carbon = base + spent
-        steps = []
-        for i, step in enumerate(plan):
-            if i < detail or i == n - 1:
-                rate = work[i] / spans[i] if spans[i] > 0 else 0.0
-                phases = self.curve.phases(rate, finishing=i == n - 1)
-                row = phases[0][0]
-            else:
-                phases, row = (), None
-            steps.append(
-                replace(
-                    step,
-                    work_s=float(work[i]),
-                    setting_row=row,
-                    carbon_g=float(carbon[i]),
-                    phases=phases,
-                )
-            )
-        return Allocation(tuple(steps), float(carbon.sum()))
-
-    def detailed(self, step: PlanStep, *, finishing: bool) -> PlanStep:
-        """``step`` with the phases and setting of its work (those :meth:`allocate` left out)."""
-        if step.phases:
-            return step
-        span = max(0.0, step.span_s - self.move_downtime_s) if step.moved else step.span_s
-        rate = step.work_s / span if span > 0 else 0.0
-        phases = self.curve.phases(rate, finishing=finishing)
-        return replace(step, setting_row=phases[0][0], phases=phases)
-
     def path_carbon(
         self, ci: FloatArray, plan: tuple[PlanStep, ...], start_row: int, work_units: int
     ) -> float:
-        """Least carbon (g) along ``plan``'s path with continuous work per slot
-        (:meth:`allocate` of ``work_units`` whole units)."""
-        return self.allocate(ci, plan, start_row, work_units * self.unit_s).carbon_g
+        """Least carbon (g) along ``plan``'s sites, moves and finishing slot with the work per
+        slot **continuous** (any amount up to the slot's capacity, not whole units).
+
+        The grid's one restriction, whole units per slot, can cost up to the within-slot
+        convexity of the hull (~0.6 % of a slot at 5-min units); a policy that carries out the
+        same path with fractional amounts (re-plans from fractional progress, a steady clock) gets
+        that back. Along a fixed path the problem is separable convex piecewise-linear with one
+        linear constraint (total work), solved exactly by taking the hull segments of every slot
+        cheapest first. The plan's own whole units are one feasible point, so the result is never
+        above the plan's carbon. ``ci``: (slots, sites) of this job.
+        """
+        if not plan:
+            return math.inf
+        total = work_units * self.unit_s
+        base = 0.0
+        slopes: list[FloatArray] = []
+        lengths: list[FloatArray] = []
+        site = start_row
+        last = len(plan) - 1
+        for i, step in enumerate(plan):
+            if step.moved:
+                base += float(ci[step.slot, site]) * self.move_kwh
+            site = step.site
+            c = float(ci[step.slot, site])
+            span = max(0.0, step.span_s - self.move_downtime_s) if step.moved else step.span_s
+            xs, ys, _ = self.curve.hull(finishing=i == last)
+            base += c * span * float(ys[0]) / J_PER_KWH
+            if span > 0 and xs.size > 1:
+                dx = np.diff(xs)
+                slopes.append(c * np.diff(ys) / dx / J_PER_KWH)  # g per work-s
+                lengths.append(span * dx)
+        slope = np.concatenate(slopes)
+        length = np.concatenate(lengths)
+        order = np.argsort(slope, kind="stable")
+        taken = np.clip(total - (np.cumsum(length[order]) - length[order]), 0.0, length[order])
+        if float(length.sum()) < total * (1 - 1e-12):
+            return math.inf
+        return base + float(np.dot(slope[order], taken))
 
     def _read_plan(
         self,
@@ -540,18 +439,7 @@ class PlanningProblem:
             rate = k * self.unit_s / span_run if span_run > 0 else 0.0
             phases = self.curve.phases(rate, finishing=k == left)
             steps.append(
-                PlanStep(
-                    h,
-                    start_s,
-                    span,
-                    dest,
-                    moved,
-                    k,
-                    phases[0][0],
-                    float(carbon_g),
-                    phases,
-                    k * self.unit_s,
-                )
+                PlanStep(h, start_s, span, dest, moved, k, phases[0][0], float(carbon_g), phases)
             )
             site, left = dest, left - k
             start_s += span

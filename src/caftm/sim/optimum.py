@@ -13,8 +13,7 @@ here. The DP moves progress in whole units per slot (5 min of work by default); 
 any amount (a steady slower clock, re-plans from fractional progress), and beat it by up to
 4e-5 in the bench. So the optimum reported is the DP's path (sites, moves, finishing slot) with
 the work per slot made continuous, solved exactly
-(:meth:`~caftm.control.planning.PlanningProblem.path_carbon`, the cost of the allocation the
-planner carries out): never above the DP, reachable.
+(:meth:`~caftm.control.planning.PlanningProblem.path_carbon`): never above the DP, reachable.
 What remains a grid is the path itself: another path with fractional work could in principle
 come lower by less than the whole-unit gap (~0.2 % of a job at most seen); the bench checks on
 every job that no simulated policy beats it. Vectorised over start times: one call solves every
