@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from caftm._notice import NoticeRecorder, notice
 from caftm.checkpoint import CheckpointStore
@@ -67,10 +67,13 @@ class SupervisorReport:
         """True when a supervisor reads the status this process writes (rank 0's)."""
         return self.path is not None
 
-    def attach(self) -> None:
-        """Record fate lines from now on (idempotent)."""
+    def attach(self, on_record: Callable[[], None] | None = None) -> None:
+        """Record fate lines from now on (idempotent); ``on_record`` runs after each one (a
+        callback writes its status at once, so the line reaches the supervisor)."""
         if self.notices is not None:
             self.notices.attach()
+            if on_record is not None:
+                self.notices.on_record = on_record
 
     def detach(self) -> None:
         """Stop recording (the lines recorded stay in the status)."""

@@ -240,9 +240,7 @@ class CarbonAwareCallback(pl.Callback):
 
     # -- the supervisor's view ---------------------------------------------------------------
     def _attach(self) -> None:
-        self._report.attach()
-        if self._report.notices is not None:
-            self._report.notices.on_record = lambda: self._write_status(force=True)
+        self._report.attach(on_record=lambda: self._write_status(force=True))
 
     def _write_status(self, *, force: bool = False) -> None:
         if not self._report.supervised:
