@@ -205,3 +205,23 @@ def test_only_a_planning_policy_has_a_current_plan() -> None:
     for cls in (CarbonAgnostic, CAFTM, ForecastAwareCAFTM, GreedyCleanest, SuspendResume):
         assert cls(Rules()).current_plan() is None, cls.name
     assert Planner(Rules()).current_plan() is None  # nothing planned yet
+
+
+def test_the_planner_runs_where_it_is_until_the_runs_pace_is_measured() -> None:
+    """A job whose pace is not yet measured reads as one of unknown length; the planner must not
+    pause or move it on that guess (the README loop's 24 steps paused at step 1 before an hour
+    with a cleaner forecast)."""
+    from dataclasses import replace
+
+    from caftm.control.planner import Planner
+    from caftm.control.states import Band, ControlState, Observation, SiteOutlook
+    from caftm.records import State
+
+    now = 1_656_000_000.0 - 1_656_000_000.0 % 3600 + 3500  # 100 s before the hour
+    dirty_now_clean_soon = SiteOutlook("FR", 400.0, (400.0, 20.0, 20.0))
+    ctx = ControlState(State.TOLERANCE, "FR", now)
+    obs = Observation(now, 400.0, Band.never(), (dirty_now_clean_soon,))
+    guessed = Planner(Rules()).intent(ctx, obs)  # pace known, length unknown: a window guessed
+    unmeasured = Planner(Rules()).intent(ctx, replace(obs, pace_known=False))
+    assert guessed.kind == "wait"
+    assert unmeasured.kind == "run" and unmeasured.site == "FR"

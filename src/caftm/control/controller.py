@@ -462,6 +462,7 @@ class Controller:
             checkpoint_ok=self._checkpoint_ok,
             finished=finished,
             gpu_curve=self._gpu_curve(),
+            pace_known=self._step_time_s is not None,
         )
 
     def _gpu_curve(self) -> GpuCurve | None:

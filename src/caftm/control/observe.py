@@ -133,6 +133,7 @@ def observe(
     checkpoint_ok: bool | None = None,
     finished: bool = False,
     gpu_curve: GpuCurve | None = None,
+    pace_known: bool = True,
 ) -> Observation:
     """The observation at ``now_s`` for a run at ``site`` (see :class:`Observation`)."""
     site_outlooks = outlooks(view, now_s)
@@ -157,6 +158,7 @@ def observe(
         drift=drift,
         checkpoint_ok=checkpoint_ok,
         remaining_work_s=remaining_work_s,
+        pace_known=pace_known,
         power_w=power_w,
         idle_power_w=idle_power_w,
         finished=finished,

@@ -237,7 +237,10 @@ class Planner(Policy):
 
     def intent(self, ctx: ControlState, obs: Observation) -> Intent:
         """The plan's first step from here (memoised while hour, site, progress and forecast
-        stay the same)."""
+        stay the same). Before the run's pace is measured it runs here: a short job must not
+        wait on the guess that it is long."""
+        if not obs.pace_known:
+            return Intent("run", ctx.site, None, obs.now_s, "no pace measured yet: running here")
         curve = obs.gpu_curve or GpuCurve.flat(obs.power_w, obs.idle_power_w)
         full_work_s, deadline = self._work_and_deadline(ctx, obs, curve)
         full_clock = Intent("run", ctx.site, None, deadline, "")

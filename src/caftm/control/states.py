@@ -59,6 +59,8 @@ class Observation:
         drift: the GPU model no longer predicts the measured window.
         checkpoint_ok: outcome of the checkpoint asked for in Suspend (None: not yet tried).
         remaining_work_s: estimated training time left at the current speed (None: unknown).
+        pace_known: the run's pace has been measured (False before its first window: a job of
+            known length then reads as one of unknown length).
         power_w: average training power (W), idle_power_w: power while moving/paused.
         finished: the run is ending (training finished, or the process moves, pauses, fails).
         end_status: why it ends: ``finished``/``completed``, ``moved``, ``paused``, ``failed``.
@@ -76,6 +78,7 @@ class Observation:
     drift: bool = False
     checkpoint_ok: bool | None = None
     remaining_work_s: float | None = None
+    pace_known: bool = True
     power_w: float = 300.0
     idle_power_w: float = 100.0
     finished: bool = False
